@@ -1,0 +1,105 @@
+//! Calendar arithmetic for birth dates and validity windows (UTC, proleptic Gregorian).
+
+use crate::UnixTime;
+
+/// A calendar date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    /// Builds a date, or `None` if the day does not exist (30 February, month 13, ...).
+    pub fn new(year: i32, month: u32, day: u32) -> Option<Date> {
+        if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+            return None;
+        }
+        Some(Date { year, month, day })
+    }
+
+    /// The UTC date of a Unix time.
+    pub fn from_unix(t: UnixTime) -> Date {
+        // Howard Hinnant's civil_from_days.
+        let z = (t / 86_400) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+        Date { year, month, day }
+    }
+
+    /// Whole years from `self` (a birth date) to `today`.
+    pub fn age_on(self, today: Date) -> i32 {
+        let mut age = today.year - self.year;
+        if (today.month, today.day) < (self.month, self.day) {
+            age -= 1;
+        }
+        age
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// Parses `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Option<Date> {
+    let mut it = s.split('-');
+    let (y, m, d) = (it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+}
+
+fn is_leap(year: i32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(year) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_dates_match_known_days() {
+        assert_eq!(Date::from_unix(0), Date::new(1970, 1, 1).unwrap());
+        // 2020-02-09T12:00:00Z, the day the order was issued.
+        assert_eq!(Date::from_unix(1_581_249_600), Date::new(2020, 2, 9).unwrap());
+        assert_eq!(Date::from_unix(951_782_400), Date::new(2000, 2, 29).unwrap());
+    }
+
+    #[test]
+    fn impossible_days_are_refused() {
+        assert!(Date::new(2021, 2, 29).is_none());
+        assert!(Date::new(2000, 2, 29).is_some());
+        assert!(Date::new(1900, 2, 29).is_none());
+        assert!(Date::new(2020, 13, 1).is_none());
+        assert!(parse_date("2020-02-30").is_none());
+        assert_eq!(parse_date("2020-02-09"), Date::new(2020, 2, 9));
+    }
+
+    #[test]
+    fn age_counts_birthdays() {
+        let born = Date::new(2008, 3, 1).unwrap();
+        assert_eq!(born.age_on(Date::new(2026, 2, 28).unwrap()), 17);
+        assert_eq!(born.age_on(Date::new(2026, 3, 1).unwrap()), 18);
+    }
+}

@@ -1,0 +1,291 @@
+//! The declaration form (the five groups of fields of the order of 9 February 2020, with the
+//! document fields of GB/T 38962) and its automatic review.
+
+use crate::civil::{Date, parse_date};
+use crate::credential::{Credential, HolderKind};
+use crate::idnum::{DocumentType, check_document};
+
+/// Names longer than this are typing accidents (the longest Chinese names are far shorter).
+pub const NAME_LEN_MAX: usize = 64;
+pub const PHONE_LEN_MAX: usize = 20;
+pub const NOTE_LEN_MAX: usize = 256;
+/// The age from which a person may declare for others in the household.
+pub const ADULT_AGE: i32 = 18;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gender {
+    Male,
+    Female,
+}
+
+/// Group 2: person type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonType {
+    Owner,
+    Tenant,
+    /// Lives with the owner or tenant (relative, nanny, ...).
+    Household,
+    /// Works in a shop, restaurant or hostel inside the compound.
+    ShopStaff,
+}
+
+/// Group 3: the declared quarantine or treatment situation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quarantine {
+    None,
+    Home,
+    Central,
+    Hospital,
+}
+
+/// Group 4: how the home is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tenure {
+    Owned,
+    Rented,
+}
+
+/// A declaration as the resident, a relative or a staff member fills it in.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Declaration {
+    // 1. Basic information.
+    pub name: String,
+    pub gender: Gender,
+    pub document_type: DocumentType,
+    pub document_number: String,
+    /// `YYYY-MM-DD`; required unless the document is a resident ID, which carries it.
+    pub birth_date: Option<String>,
+    pub nationality: String,
+    pub phone: String,
+    // 2. Person type.
+    pub person_type: PersonType,
+    // 3. Quarantine.
+    pub quarantine: Quarantine,
+    // 4. Residence.
+    pub building: String,
+    pub door: String,
+    pub tenure: Tenure,
+    // 5. Other.
+    /// Passed through a high-risk area in the last 14 days.
+    pub travel_high_risk: bool,
+    /// Close contact with a confirmed or suspected case.
+    pub contact_with_case: bool,
+    /// Fever, cough or shortness of breath.
+    pub symptoms: bool,
+    pub underlying_conditions: String,
+}
+
+/// The result of the automatic review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Needs neither home quarantine, central quarantine nor hospital treatment: gets a code.
+    Cleared,
+    HomeQuarantine,
+    CentralQuarantine,
+    Hospital,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Cleared => "cleared",
+            Outcome::HomeQuarantine => "home_quarantine",
+            Outcome::CentralQuarantine => "central_quarantine",
+            Outcome::Hospital => "hospital",
+        }
+    }
+}
+
+/// What the review decided and why, in words for the person at the counter.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Review {
+    pub outcome: Outcome,
+    pub why: String,
+}
+
+/// A declaration that passed validation, with what it tells about the person.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub birth: Date,
+    pub kind: HolderKind,
+    pub review: Review,
+}
+
+/// Why a declaration was refused. Nothing is stored for a refused declaration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeclarationError {
+    #[error("missing field: {0}")]
+    Missing(&'static str),
+    #[error("invalid {field}: {why}")]
+    Invalid { field: &'static str, why: String },
+}
+
+fn invalid(field: &'static str, why: impl Into<String>) -> DeclarationError {
+    DeclarationError::Invalid { field, why: why.into() }
+}
+
+fn text(field: &'static str, value: &str, max: usize) -> Result<(), DeclarationError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(DeclarationError::Missing(field));
+    }
+    if v.len() > max {
+        return Err(invalid(field, format!("at most {max} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+impl Declaration {
+    /// Validates every field and runs the automatic review.
+    ///
+    /// # Errors
+    /// The first field that is missing or wrong.
+    pub fn check(&self, today: Date) -> Result<Checked, DeclarationError> {
+        text("name", &self.name, NAME_LEN_MAX)?;
+        text("document_number", &self.document_number, 32)?;
+        text("nationality", &self.nationality, 32)?;
+        text("phone", &self.phone, PHONE_LEN_MAX)?;
+        if !self.phone.trim().bytes().all(|b| b.is_ascii_digit() || b == b'+' || b == b'-' || b == b' ') {
+            return Err(invalid("phone", "only digits, spaces, + and -"));
+        }
+        text("building", &self.building, crate::credential::LABEL_LEN_MAX)?;
+        text("door", &self.door, crate::credential::LABEL_LEN_MAX)?;
+        Credential::check_labels(self.building.trim(), self.door.trim())
+            .map_err(|why| invalid("building/door", why))?;
+        if self.underlying_conditions.len() > NOTE_LEN_MAX {
+            return Err(invalid("underlying_conditions", format!("at most {NOTE_LEN_MAX} bytes")));
+        }
+        let facts = check_document(self.document_type, &self.document_number, today)
+            .map_err(|e| invalid("document_number", e.to_string()))?;
+        let birth = match (facts, &self.birth_date) {
+            (Some(facts), given) => {
+                let male = self.gender == Gender::Male;
+                if facts.male != male {
+                    return Err(invalid("gender", "does not match the ID number"));
+                }
+                if let Some(given) = given.as_deref().filter(|g| !g.trim().is_empty()) {
+                    if parse_date(given.trim()) != Some(facts.birth) {
+                        return Err(invalid("birth_date", "does not match the ID number"));
+                    }
+                }
+                facts.birth
+            }
+            (None, Some(given)) => {
+                let d = parse_date(given.trim())
+                    .ok_or_else(|| invalid("birth_date", format!("{given:?} is not a date YYYY-MM-DD")))?;
+                if d > today || d.year < 1900 {
+                    return Err(invalid("birth_date", "outside 1900 to today"));
+                }
+                d
+            }
+            (None, None) => return Err(DeclarationError::Missing("birth_date")),
+        };
+        let kind = match self.person_type {
+            PersonType::ShopStaff => HolderKind::Staff,
+            _ => HolderKind::Resident,
+        };
+        Ok(Checked { birth, kind, review: self.review() })
+    }
+
+    /// The automatic review: the strictest measure any answer calls for.
+    pub fn review(&self) -> Review {
+        let (outcome, why) = if self.quarantine == Quarantine::Hospital {
+            (Outcome::Hospital, "declared under hospital treatment")
+        } else if self.symptoms {
+            (Outcome::Hospital, "fever, cough or shortness of breath declared: needs a medical check")
+        } else if self.quarantine == Quarantine::Central {
+            (Outcome::CentralQuarantine, "declared in central quarantine")
+        } else if self.contact_with_case {
+            (Outcome::CentralQuarantine, "close contact with a case: central quarantine")
+        } else if self.quarantine == Quarantine::Home {
+            (Outcome::HomeQuarantine, "declared under home quarantine")
+        } else if self.travel_high_risk {
+            (Outcome::HomeQuarantine, "passed through a high-risk area in the last 14 days: home quarantine")
+        } else {
+            (Outcome::Cleared, "no quarantine or treatment needed")
+        };
+        Review { outcome, why: why.to_string() }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Declaration {
+        Declaration {
+            name: "王小明".into(),
+            gender: Gender::Female,
+            document_type: DocumentType::ResidentId,
+            document_number: "11010519491231002X".into(),
+            birth_date: None,
+            nationality: "CN".into(),
+            phone: "13800138000".into(),
+            person_type: PersonType::Owner,
+            quarantine: Quarantine::None,
+            building: "12".into(),
+            door: "1203".into(),
+            tenure: Tenure::Owned,
+            travel_high_risk: false,
+            contact_with_case: false,
+            symptoms: false,
+            underlying_conditions: String::new(),
+        }
+    }
+
+    fn today() -> Date {
+        Date::new(2026, 11, 27).unwrap()
+    }
+
+    #[test]
+    fn healthy_declaration_is_cleared() {
+        let c = sample().check(today()).unwrap();
+        assert_eq!(c.review.outcome, Outcome::Cleared);
+        assert_eq!(c.kind, HolderKind::Resident);
+        assert_eq!(c.birth, Date::new(1949, 12, 31).unwrap());
+    }
+
+    #[test]
+    fn review_picks_the_strictest_measure() {
+        let mut d = sample();
+        d.travel_high_risk = true;
+        assert_eq!(d.review().outcome, Outcome::HomeQuarantine);
+        d.contact_with_case = true;
+        assert_eq!(d.review().outcome, Outcome::CentralQuarantine);
+        d.symptoms = true;
+        assert_eq!(d.review().outcome, Outcome::Hospital);
+    }
+
+    #[test]
+    fn missing_and_wrong_fields_are_named() {
+        let mut d = sample();
+        d.name = "  ".into();
+        assert_eq!(d.check(today()).unwrap_err(), DeclarationError::Missing("name"));
+        let mut d = sample();
+        d.gender = Gender::Male;
+        assert!(matches!(d.check(today()).unwrap_err(), DeclarationError::Invalid { field: "gender", .. }));
+        let mut d = sample();
+        d.document_number = "110105194912310021".into();
+        assert!(matches!(d.check(today()).unwrap_err(), DeclarationError::Invalid { field: "document_number", .. }));
+        let mut d = sample();
+        d.document_type = DocumentType::Passport;
+        d.document_number = "E12345678".into();
+        assert_eq!(d.check(today()).unwrap_err(), DeclarationError::Missing("birth_date"));
+        d.birth_date = Some("1990-02-30".into());
+        assert!(d.check(today()).is_err());
+        d.birth_date = Some("1990-02-28".into());
+        assert!(d.check(today()).is_ok());
+        let mut d = sample();
+        d.door = "X".repeat(17);
+        assert!(d.check(today()).is_err());
+    }
+}

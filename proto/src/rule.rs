@@ -1,0 +1,199 @@
+//! The gate rule: from the facts about one person at one gate to allow or deny, with the
+//! reason. The node and the offline gate both call [`decide`]; only the way they gather the
+//! facts differs (the node from its roster, the gate from its cache).
+
+use crate::credential::HolderKind;
+
+/// At or above 37.3 °C a person is refused and flagged to the guard (tenths of a degree).
+pub const FEVER_DC: i16 = 373;
+/// Readings outside 30.0..=45.0 °C are thermometer errors, not people: refuse the request.
+pub const TEMPERATURE_DC_MIN: i16 = 300;
+pub const TEMPERATURE_DC_MAX: i16 = 450;
+
+/// Why a gate allowed or refused someone. The names are stable: logs, JSON and the demo's
+/// `denied_by_reason` use them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Reason {
+    Ok,
+    Malformed,
+    UnknownVersion,
+    BadSignature,
+    UnknownIssuer,
+    Expired,
+    NotYetValid,
+    WrongCommunity,
+    Revoked,
+    /// Signed by this community's node, but the node has no record of it (restored backup?).
+    UnknownCode,
+    Fever,
+    /// A visitor whose host withdrew consent, or whose host is no longer cleared.
+    NoConsent,
+    /// A vehicle with an outside person in it.
+    VehicleBarred,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 13] = [
+        Reason::Ok,
+        Reason::Malformed,
+        Reason::UnknownVersion,
+        Reason::BadSignature,
+        Reason::UnknownIssuer,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::WrongCommunity,
+        Reason::Revoked,
+        Reason::UnknownCode,
+        Reason::Fever,
+        Reason::NoConsent,
+        Reason::VehicleBarred,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Malformed => "malformed",
+            Reason::UnknownVersion => "unknown_version",
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::WrongCommunity => "wrong_community",
+            Reason::Revoked => "revoked",
+            Reason::UnknownCode => "unknown_code",
+            Reason::Fever => "fever",
+            Reason::NoConsent => "no_consent",
+            Reason::VehicleBarred => "vehicle_barred",
+        }
+    }
+
+    /// What the guard reads on the screen.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Reason::Ok => "code valid",
+            Reason::Malformed => "not a Menjin code (damaged or wrong QR)",
+            Reason::UnknownVersion => "code from a newer system version",
+            Reason::BadSignature => "forged or altered code",
+            Reason::UnknownIssuer => "code issued by a node this district does not know",
+            Reason::Expired => "code expired",
+            Reason::NotYetValid => "code not valid yet",
+            Reason::WrongCommunity => "code belongs to another community",
+            Reason::Revoked => "code revoked (new declaration or health status)",
+            Reason::UnknownCode => "code not on this community's roster",
+            Reason::Fever => "body temperature 37.3 °C or more: refer to the health post",
+            Reason::NoConsent => "visitor without a resident's valid consent",
+            Reason::VehicleBarred => "outside vehicles may not enter",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is known about one person at the gate.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts {
+    /// The code's own check (signature, community, window): the holder kind, or the refusal.
+    pub code: Result<HolderKind, Reason>,
+    /// The code is on the revocation list.
+    pub revoked: bool,
+    /// For visitors: the host's consent is in force (`None` for everyone else).
+    pub consent_active: Option<bool>,
+    pub temperature_dc: i16,
+    /// The person is in a vehicle.
+    pub in_vehicle: bool,
+}
+
+/// The outcome at the gate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// 37.3 °C or more: the guard must act whatever the code says.
+    pub fever: bool,
+}
+
+/// Applies the rule. A problem with the code itself outranks everything; then revocation,
+/// consent, vehicles; a fever refuses a person whose code is fine. A fever is always flagged.
+pub fn decide(f: &Facts) -> Verdict {
+    let fever = f.temperature_dc >= FEVER_DC;
+    let reason = match f.code {
+        Err(reason) => reason,
+        Ok(_) if f.revoked => Reason::Revoked,
+        Ok(HolderKind::Visitor) if f.consent_active != Some(true) => Reason::NoConsent,
+        Ok(HolderKind::Visitor) if f.in_vehicle => Reason::VehicleBarred,
+        Ok(_) if fever => Reason::Fever,
+        Ok(_) => Reason::Ok,
+    };
+    Verdict { allowed: reason == Reason::Ok, reason, fever }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(kind: HolderKind) -> Facts {
+        Facts {
+            code: Ok(kind),
+            revoked: false,
+            consent_active: (kind == HolderKind::Visitor).then_some(true),
+            temperature_dc: 365,
+            in_vehicle: false,
+        }
+    }
+
+    #[test]
+    fn healthy_resident_is_allowed() {
+        assert_eq!(decide(&facts(HolderKind::Resident)), Verdict { allowed: true, reason: Reason::Ok, fever: false });
+    }
+
+    #[test]
+    fn fever_is_refused_and_flagged_even_with_a_bad_code() {
+        let mut f = facts(HolderKind::Resident);
+        f.temperature_dc = FEVER_DC;
+        assert_eq!(decide(&f), Verdict { allowed: false, reason: Reason::Fever, fever: true });
+        f.code = Err(Reason::Expired);
+        assert_eq!(decide(&f), Verdict { allowed: false, reason: Reason::Expired, fever: true });
+        f.code = Ok(HolderKind::Resident);
+        f.temperature_dc = FEVER_DC - 1;
+        assert!(decide(&f).allowed);
+    }
+
+    #[test]
+    fn visitor_needs_consent_and_no_vehicle() {
+        let mut f = facts(HolderKind::Visitor);
+        assert!(decide(&f).allowed);
+        f.in_vehicle = true;
+        assert_eq!(decide(&f).reason, Reason::VehicleBarred);
+        f.in_vehicle = false;
+        f.consent_active = Some(false);
+        assert_eq!(decide(&f).reason, Reason::NoConsent);
+    }
+
+    #[test]
+    fn resident_in_a_vehicle_is_checked_as_a_person() {
+        let mut f = facts(HolderKind::Resident);
+        f.in_vehicle = true;
+        assert!(decide(&f).allowed);
+    }
+
+    #[test]
+    fn revoked_outranks_consent() {
+        let mut f = facts(HolderKind::Visitor);
+        f.revoked = true;
+        assert_eq!(decide(&f).reason, Reason::Revoked);
+    }
+
+    #[test]
+    fn reason_names_are_unique() {
+        let mut names: Vec<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
+    }
+}

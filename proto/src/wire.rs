@@ -1,0 +1,307 @@
+//! Messages between a node and its gates and consoles: one request and one answer per QUIC
+//! bidirectional stream, each encoded with postcard and closed by finishing the stream.
+//!
+//! Architecture invariant: these are the only types a node reads from the network, and
+//! [`decode`] is the only way it reads them: size-checked, fully consumed, typed errors.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::credential::{CredId, HolderId, HolderKind};
+use crate::declaration::{Declaration, Outcome};
+use crate::rule::Reason;
+use crate::UnixTime;
+
+/// A gate's check request is a code (≤ 210 characters), a gate id and a plate: 4 KiB is
+/// ample, and a small limit keeps a misbehaving gate from tying up memory.
+pub const GATE_REQUEST_LEN_MAX: usize = 4 * 1024;
+/// Photos for printed passes are at most [`PHOTO_LEN_MAX`]; console requests carry one.
+pub const CONSOLE_REQUEST_LEN_MAX: usize = PHOTO_LEN_MAX + 64 * 1024;
+/// A printed pass embeds its photo; a log page holds at most [`LOG_PAGE_MAX`] events.
+pub const RESPONSE_LEN_MAX: usize = 4 * 1024 * 1024;
+/// A passport photo needs far less than this; more is a wrong file.
+pub const PHOTO_LEN_MAX: usize = 1024 * 1024;
+/// Events per log answer; page on with `after_seq`.
+pub const LOG_PAGE_MAX: u32 = 10_000;
+/// Gate ids are short names set by staff ("north-1").
+pub const GATE_ID_LEN_MAX: usize = 32;
+pub const PLATE_LEN_MAX: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    #[error("message of {0} bytes exceeds the limit of {1}")]
+    TooLong(usize, usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("malformed message: {0} trailing bytes")]
+    Trailing(usize),
+}
+
+/// Encodes a message.
+///
+/// # Panics
+/// Never for these types: postcard only fails on maps without known length.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_stdvec(msg).expect("postcard encodes every wire type")
+}
+
+/// Decodes a message, refusing oversized input and trailing bytes.
+///
+/// # Errors
+/// [`WireError`] saying what is wrong.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLong(bytes.len(), limit));
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes::<T>(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::In => "in",
+            Direction::Out => "out",
+        }
+    }
+}
+
+/// One person at one gate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    /// The scanned text (`MJ:...`).
+    pub code: String,
+    /// Must be the id the gate was enrolled under.
+    pub gate_id: String,
+    pub direction: Direction,
+    /// Body temperature in tenths of a degree Celsius.
+    pub temperature_dc: i16,
+    /// Set when the person is in a vehicle.
+    pub plate: Option<String>,
+}
+
+/// What the guard must see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderDisplay {
+    pub name: String,
+    pub building: String,
+    pub door: String,
+    pub kind: HolderKind,
+    /// Set for printed-pass holders: the guard compares the face with this photo.
+    pub photo: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    pub allowed: bool,
+    pub reason: Reason,
+    pub fever: bool,
+    pub holder: Option<HolderDisplay>,
+    /// The gate-log sequence number under which the node stored this check (flushed).
+    pub seq: u64,
+    pub node_time_ms: u64,
+}
+
+/// One line of the gate log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateEvent {
+    pub seq: u64,
+    pub time_ms: u64,
+    pub gate: String,
+    pub direction: Direction,
+    pub allowed: bool,
+    pub reason: Reason,
+    pub fever: bool,
+    pub temperature_dc: i16,
+    pub cred: Option<CredId>,
+    pub holder: Option<HolderId>,
+    pub kind: Option<HolderKind>,
+    pub plate: Option<String>,
+    /// Decided by the gate alone while its node was unreachable.
+    pub offline: bool,
+}
+
+/// Filters for a log query; all optional, combined with "and".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    pub from_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub gate: Option<String>,
+    pub holder: Option<HolderId>,
+    /// Only events after this sequence number (paging).
+    pub after_seq: Option<u64>,
+    pub limit: u32,
+}
+
+/// Which declaration channel a form came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Online,
+    /// Online by an adult relative of the same household.
+    Proxy,
+    /// On paper at the office, typed in by staff, with a photo: gets a printed pass.
+    Offline,
+}
+
+/// Requests from the community workstation (the console) and from gates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Check(CheckRequest),
+    Declare { form: Declaration },
+    DeclareProxy { by: HolderId, form: Declaration },
+    DeclareOffline { form: Declaration, photo: Vec<u8>, staff: String },
+    /// A person declared by a relative asks for a printed pass with a photo.
+    AttachPhoto { holder: HolderId, photo: Vec<u8> },
+    PrintPass { holder: HolderId },
+    /// "My declarations": the current status and the code again.
+    ShowHolder { holder: HolderId },
+    InviteVisitor { host: HolderId, visitor_name: String, visitor_phone: String, from: UnixTime, until: UnixTime },
+    WithdrawConsent { visitor_code: CredId },
+    QueryLog(LogQuery),
+    RosterSummary,
+    EnrolGate { gate_id: String, public_key: [u8; 32] },
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub holder: HolderId,
+    pub name: String,
+    pub kind: HolderKind,
+    pub channel: Channel,
+    pub outcome: Outcome,
+    pub why: String,
+    /// The code text, when the outcome is cleared.
+    pub code: Option<String>,
+    pub cred: Option<CredId>,
+    /// The earlier code this declaration revoked.
+    pub revoked: Option<CredId>,
+    pub declared_by: Option<HolderId>,
+    pub has_photo: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorReceipt {
+    pub cred: CredId,
+    pub code: String,
+    pub host: HolderId,
+    pub visitor_name: String,
+    pub from: UnixTime,
+    pub until: UnixTime,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildingProgress {
+    pub building: String,
+    pub households: u32,
+    pub residents: u32,
+    pub cleared: u32,
+    pub not_cleared: u32,
+    pub codes_active: u32,
+    pub passes_printed: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterSummary {
+    pub community: u32,
+    pub community_name: String,
+    pub campaign_start: UnixTime,
+    /// Every resident declared and every pass out by then (5 days after the start).
+    pub deadline: UnixTime,
+    pub buildings: Vec<BuildingProgress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub community: u32,
+    pub community_name: String,
+    pub node_key_id: String,
+    pub residents: u64,
+    pub codes_active: u64,
+    pub codes_revoked: u64,
+    pub gates: Vec<String>,
+    pub events_logged: u64,
+    pub node_time_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or a field is invalid: fix it and send again.
+    BadRequest,
+    NotFound,
+    /// This peer may not do this (a gate asking for console operations, ...).
+    Forbidden,
+    /// A rule refuses it (a proxy who is not an adult of the household, ...).
+    Refused,
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Check(CheckAnswer),
+    Declared(Receipt),
+    Pass { holder: HolderId, html: String },
+    Visitor(VisitorReceipt),
+    Log(Vec<GateEvent>),
+    Summary(RosterSummary),
+    Status(NodeStatus),
+    Done(String),
+    Error { kind: ErrorKind, message: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips() {
+        let req = Request::Check(CheckRequest {
+            code: "MJ:ABC".into(),
+            gate_id: "north-1".into(),
+            direction: Direction::In,
+            temperature_dc: 365,
+            plate: Some("粤B12345".into()),
+        });
+        let bytes = encode(&req);
+        assert_eq!(decode::<Request>(&bytes, GATE_REQUEST_LEN_MAX).unwrap(), req);
+    }
+
+    #[test]
+    fn truncated_oversized_and_trailing_messages_are_refused() {
+        let req = Request::Status;
+        let mut bytes = encode(&Request::Check(CheckRequest {
+            code: "MJ:ABC".into(),
+            gate_id: "g".into(),
+            direction: Direction::Out,
+            temperature_dc: 360,
+            plate: None,
+        }));
+        assert!(matches!(decode::<Request>(&bytes[..bytes.len() - 2], 100), Err(WireError::Malformed(_))));
+        assert!(matches!(decode::<Request>(&bytes, 3), Err(WireError::TooLong(_, 3))));
+        bytes.push(0);
+        assert_eq!(decode::<Request>(&bytes, 100), Err(WireError::Trailing(1)));
+        assert_eq!(decode::<Request>(&encode(&req), 100).unwrap(), req);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = decode::<Request>(&bytes, CONSOLE_REQUEST_LEN_MAX);
+            let _ = decode::<Response>(&bytes, RESPONSE_LEN_MAX);
+            let _ = decode::<GateEvent>(&bytes, RESPONSE_LEN_MAX);
+        }
+    }
+}

@@ -1,1 +1,642 @@
-fn main() {}
+//! `menjin`: one binary for the district operator, the community workstation, the gate and
+//! the engineer (demo and benchmarks).
+//!
+//! Exit codes: 0 done (or, for `gate check`, allowed); 1 failure (files, network); 2 usage
+//! error; 3 refused by the node (invalid input or a rule); 4 a gate check that denied entry.
+
+mod bench;
+mod demo;
+mod form;
+mod harness;
+mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use menjin_node::client::NodeClient;
+use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_node::provision::{self, NodeSpec};
+use menjin_node::service::now_ms;
+use menjin_proto::credential::{CredId, HolderId};
+use menjin_proto::wire::{CheckRequest, Direction, LogQuery, Request, Response};
+
+use crate::form::{FormArgs, parse_temperature, parse_time};
+
+pub const EXIT_REFUSED: u8 = 3;
+pub const EXIT_DENIED: u8 = 4;
+
+#[derive(Parser)]
+#[command(
+    name = "menjin",
+    version,
+    about = "Pass-based entry control for residential communities"
+)]
+struct Cli {
+    /// Print JSON instead of text (for scripts and turnstile controllers).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// District root keys.
+    District {
+        #[command(subcommand)]
+        cmd: DistrictCmd,
+    },
+    /// Community nodes: create, run, status.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// Gates: enrol, check a code.
+    Gate {
+        #[command(subcommand)]
+        cmd: GateCmd,
+    },
+    /// Declare a person (online; --by for a relative; --offline with --photo and --staff).
+    Declare {
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Proxy declaration: the holder id of the adult relative of the same home.
+        #[arg(long, conflicts_with = "offline")]
+        by: Option<String>,
+        /// A paper declaration typed in by staff: needs --photo and --staff.
+        #[arg(long, requires_all = ["photo", "staff"])]
+        offline: bool,
+        #[arg(long)]
+        photo: Option<PathBuf>,
+        #[arg(long)]
+        staff: Option<String>,
+        #[command(flatten)]
+        qr: QrArgs,
+        #[command(flatten)]
+        form: FormArgs,
+    },
+    /// "My declarations": a person's status and code again.
+    Show {
+        #[arg(long)]
+        node_dir: PathBuf,
+        #[arg(long)]
+        holder: String,
+        #[command(flatten)]
+        qr: QrArgs,
+    },
+    /// Printed passes.
+    Pass {
+        #[command(subcommand)]
+        cmd: PassCmd,
+    },
+    /// Visitor consents.
+    Visitor {
+        #[command(subcommand)]
+        cmd: VisitorCmd,
+    },
+    /// Query the gate log.
+    Log {
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Start of the time range, Unix seconds.
+        #[arg(long)]
+        from: Option<u64>,
+        /// Events in the last N minutes.
+        #[arg(long, conflicts_with = "from")]
+        since_minutes: Option<u64>,
+        /// End of the time range, Unix seconds.
+        #[arg(long)]
+        until: Option<u64>,
+        #[arg(long)]
+        gate: Option<String>,
+        #[arg(long)]
+        holder: Option<String>,
+        #[arg(long)]
+        after_seq: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Declaration progress per building (the 5-day deadline).
+    Roster {
+        #[arg(long)]
+        node_dir: PathBuf,
+    },
+    /// Run a hub-less demonstration on loopback: a node, gates and twenty residents.
+    Demo,
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench::BenchCmd,
+    },
+}
+
+#[derive(clap::Args, Debug, Clone, Default)]
+struct QrArgs {
+    /// Show the code as a QR in the terminal.
+    #[arg(long)]
+    qr: bool,
+    /// Write the code as a PNG QR image.
+    #[arg(long)]
+    qr_png: Option<PathBuf>,
+    /// Write the code as an SVG QR image.
+    #[arg(long)]
+    qr_svg: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum DistrictCmd {
+    /// Create the district root key and the ID-hash key (kept secret, mode 0600).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Create a node: its key, a certificate from the district root, a console key.
+    Create {
+        #[arg(long)]
+        district: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        community: u32,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: SocketAddr,
+        /// When declarations opened (now, or Unix seconds): the deadline is 5 days later.
+        #[arg(long, default_value = "now")]
+        campaign_start: String,
+        #[arg(long, default_value_t = 30)]
+        code_days: u32,
+    },
+    /// Run the node until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Overrides `listen` in node.toml (127.0.0.1:0 picks a free port; see node.addr).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Counts and enrolled gates of a running node.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GateCmd {
+    /// Create a gate's key and configuration and enrol it at the running node.
+    Enrol {
+        #[arg(long)]
+        node_dir: PathBuf,
+        #[arg(long)]
+        gate_id: String,
+        /// The gate's own directory (gate.key, gate.toml).
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Check one person at the gate through the node.
+    Check {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The scanned code text (MJ:...), or - to read one line from standard input.
+        #[arg(long)]
+        code: String,
+        /// Body temperature in °C.
+        #[arg(long)]
+        temp: String,
+        #[arg(long, default_value = "in", value_parser = ["in", "out"])]
+        direction: String,
+        /// Set when the person is in a vehicle.
+        #[arg(long)]
+        plate: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PassCmd {
+    /// Attach a photo (JPEG or PNG, at most 1 MB) for a printed pass.
+    Photo {
+        #[arg(long)]
+        node_dir: PathBuf,
+        #[arg(long)]
+        holder: String,
+        #[arg(long)]
+        photo: PathBuf,
+    },
+    /// Write the printable pass (HTML with print CSS) of a cleared person.
+    Print {
+        #[arg(long)]
+        node_dir: PathBuf,
+        #[arg(long)]
+        holder: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VisitorCmd {
+    /// A resident consents to a named visitor for a time window.
+    Invite {
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// Holder id of the consenting resident.
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        phone: String,
+        /// now, +30m, +4h, +2d or Unix seconds.
+        #[arg(long, default_value = "now")]
+        from: String,
+        #[arg(long, default_value = "+4h")]
+        until: String,
+        #[command(flatten)]
+        qr: QrArgs,
+    },
+    /// Withdraw a consent: the visitor's code is refused from then on.
+    Withdraw {
+        #[arg(long)]
+        node_dir: PathBuf,
+        /// The visitor code's id (from `visitor invite`).
+        #[arg(long)]
+        code_id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Daemons log what they do; one-shot commands only what went wrong.
+    let default_level = match cli.command {
+        Command::Node {
+            cmd: NodeCmd::Run { .. },
+        } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
+fn parse_holder(s: &str) -> Result<HolderId> {
+    s.parse()
+        .map_err(|e: String| anyhow::anyhow!("--holder: {e}"))
+}
+
+/// Connects to the running node of a node directory with its console key.
+async fn console(node_dir: &PathBuf) -> Result<NodeClient> {
+    let dir = NodeDir(node_dir.clone());
+    let cfg = dir.read_config()?;
+    let addr = dir.read_addr().unwrap_or(cfg.listen);
+    let key = read_signing_key(&dir.console_key())?;
+    let root = read_public_key(&dir.root_pub())?;
+    NodeClient::connect(addr, &key, root, Some(cfg.community))
+        .await
+        .with_context(|| {
+            format!(
+                "is the node running? start it with: menjin node run --dir {}",
+                node_dir.display()
+            )
+        })
+}
+
+async fn ask(node_dir: &PathBuf, req: Request) -> Result<Response> {
+    let client = console(node_dir).await?;
+    let resp = client.request(&req).await?;
+    client.close().await;
+    Ok(resp)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let json = cli.json;
+    let now = now_ms() / 1000;
+    let resp = match cli.command {
+        Command::District {
+            cmd: DistrictCmd::Init { dir },
+        } => {
+            let root = provision::create_district(&DistrictDir(dir.clone()))?;
+            output::created_district(json, &dir, &root);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Node {
+            cmd:
+                NodeCmd::Create {
+                    district,
+                    dir,
+                    community,
+                    name,
+                    listen,
+                    campaign_start,
+                    code_days,
+                },
+        } => {
+            let spec = NodeSpec {
+                community,
+                community_name: name,
+                listen,
+                campaign_start: parse_time(&campaign_start, now).context("--campaign-start")?,
+                code_validity_days: code_days,
+            };
+            let cert =
+                provision::create_node(&DistrictDir(district), &NodeDir(dir.clone()), &spec)?;
+            output::created_node(json, &dir, &cert);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Node {
+            cmd: NodeCmd::Run { dir, listen },
+        } => {
+            provision::run_node(&NodeDir(dir), listen, shutdown_signal()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Node {
+            cmd: NodeCmd::Status { dir },
+        } => ask(&dir, Request::Status).await?,
+        Command::Gate {
+            cmd:
+                GateCmd::Enrol {
+                    node_dir,
+                    gate_id,
+                    dir,
+                },
+        } => {
+            let nd = NodeDir(node_dir.clone());
+            let addr = nd
+                .read_addr()
+                .or_else(|_| nd.read_config().map(|c| c.listen))?;
+            let public_key = provision::create_gate(&GateDir(dir), &gate_id, &nd, addr)?;
+            ask(
+                &node_dir,
+                Request::EnrolGate {
+                    gate_id,
+                    public_key,
+                },
+            )
+            .await?
+        }
+        Command::Gate {
+            cmd:
+                GateCmd::Check {
+                    dir,
+                    code,
+                    temp,
+                    direction,
+                    plate,
+                },
+        } => {
+            let gd = GateDir(dir);
+            let cfg = gd.read_config()?;
+            let key = read_signing_key(&gd.key())?;
+            let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
+                .map_err(anyhow::Error::msg)?;
+            let code = if code == "-" {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the code from standard input")?;
+                line.trim().to_string()
+            } else {
+                code
+            };
+            let req = Request::Check(CheckRequest {
+                code,
+                gate_id: cfg.gate_id.clone(),
+                direction: if direction == "out" {
+                    Direction::Out
+                } else {
+                    Direction::In
+                },
+                temperature_dc: parse_temperature(&temp)?,
+                plate,
+            });
+            let client = NodeClient::connect(cfg.node, &key, root, Some(cfg.community)).await?;
+            let resp = client.request(&req).await?;
+            client.close().await;
+            resp
+        }
+        Command::Declare {
+            node_dir,
+            by,
+            offline,
+            photo,
+            staff,
+            qr,
+            form,
+        } => {
+            let form = form.to_declaration()?;
+            let req = match (by, offline) {
+                (Some(by), _) => Request::DeclareProxy {
+                    by: parse_holder(&by)?,
+                    form,
+                },
+                (None, true) => {
+                    let path = photo.expect("clap requires --photo");
+                    let photo = read_photo(&path)?;
+                    Request::DeclareOffline {
+                        form,
+                        photo,
+                        staff: staff.expect("clap requires --staff"),
+                    }
+                }
+                (None, false) => Request::Declare { form },
+            };
+            let resp = ask(&node_dir, req).await?;
+            write_qr(&resp, &qr, json)?;
+            resp
+        }
+        Command::Show {
+            node_dir,
+            holder,
+            qr,
+        } => {
+            let resp = ask(
+                &node_dir,
+                Request::ShowHolder {
+                    holder: parse_holder(&holder)?,
+                },
+            )
+            .await?;
+            write_qr(&resp, &qr, json)?;
+            resp
+        }
+        Command::Pass {
+            cmd:
+                PassCmd::Photo {
+                    node_dir,
+                    holder,
+                    photo,
+                },
+        } => {
+            let photo = read_photo(&photo)?;
+            ask(
+                &node_dir,
+                Request::AttachPhoto {
+                    holder: parse_holder(&holder)?,
+                    photo,
+                },
+            )
+            .await?
+        }
+        Command::Pass {
+            cmd:
+                PassCmd::Print {
+                    node_dir,
+                    holder,
+                    out,
+                },
+        } => {
+            let resp = ask(
+                &node_dir,
+                Request::PrintPass {
+                    holder: parse_holder(&holder)?,
+                },
+            )
+            .await?;
+            if let Response::Pass { html, .. } = &resp {
+                std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+            }
+            resp
+        }
+        Command::Visitor {
+            cmd:
+                VisitorCmd::Invite {
+                    node_dir,
+                    host,
+                    name,
+                    phone,
+                    from,
+                    until,
+                    qr,
+                },
+        } => {
+            let req = Request::InviteVisitor {
+                host: parse_holder(&host)?,
+                visitor_name: name,
+                visitor_phone: phone,
+                from: parse_time(&from, now).context("--from")?,
+                until: parse_time(&until, now).context("--until")?,
+            };
+            let resp = ask(&node_dir, req).await?;
+            write_qr(&resp, &qr, json)?;
+            resp
+        }
+        Command::Visitor {
+            cmd: VisitorCmd::Withdraw { node_dir, code_id },
+        } => {
+            let id: CredId = code_id
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--code-id: {e}"))?;
+            ask(&node_dir, Request::WithdrawConsent { visitor_code: id }).await?
+        }
+        Command::Log {
+            node_dir,
+            from,
+            since_minutes,
+            until,
+            gate,
+            holder,
+            after_seq,
+            limit,
+        } => {
+            let from_ms = from
+                .map(|s| s * 1000)
+                .or(since_minutes.map(|m| now_ms().saturating_sub(m * 60_000)));
+            let q = LogQuery {
+                from_ms,
+                until_ms: until.map(|s| s * 1000),
+                gate,
+                holder: holder.as_deref().map(parse_holder).transpose()?,
+                after_seq,
+                limit,
+            };
+            ask(&node_dir, Request::QueryLog(q)).await?
+        }
+        Command::Roster { node_dir } => ask(&node_dir, Request::RosterSummary).await?,
+        Command::Demo => return demo::run(json).await,
+        Command::Bench { cmd } => return bench::run(cmd, json).await,
+    };
+    Ok(output::response(json, &resp))
+}
+
+fn read_photo(path: &PathBuf) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("photo {}", path.display()))?;
+    if meta.len() > menjin_proto::wire::PHOTO_LEN_MAX as u64 {
+        bail!(
+            "photo {} is {:.1} MB; the limit is {:.1} MB",
+            path.display(),
+            meta.len() as f64 / 1e6,
+            menjin_proto::wire::PHOTO_LEN_MAX as f64 / 1e6
+        );
+    }
+    std::fs::read(path).with_context(|| format!("photo {}", path.display()))
+}
+
+fn write_qr(resp: &Response, qr: &QrArgs, json: bool) -> Result<()> {
+    let code = match resp {
+        Response::Declared(r) => r.code.clone(),
+        Response::Visitor(v) => Some(v.code.clone()),
+        _ => None,
+    };
+    let Some(code) = code else { return Ok(()) };
+    if let Some(path) = &qr.qr_png {
+        std::fs::write(path, menjin_node::render::qr_png(&code, 8)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &qr.qr_svg {
+        std::fs::write(path, menjin_node::render::qr_svg(&code)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if qr.qr && !json {
+        println!("{}", menjin_node::render::qr_terminal(&code)?);
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,20 @@
-//! placeholder
+//! The community node: declarations, codes, printed passes and visitor consents in sled
+//! (`roster`), gate checks answered over QUIC and written to the gate log (`gatelog`) before
+//! they are answered, and the QUIC client that gates and the workstation console use.
+//!
+//! What it must never do: answer a check or acknowledge a declaration before it is flushed;
+//! accept a peer whose key is not enrolled; let an ID number leave in plain text (only the
+//! holder's own printed pass shows it).
+
+pub mod client;
+pub mod files;
+pub mod gatelog;
+pub mod gates;
+pub mod pass;
+pub mod photo;
+pub mod provision;
+pub mod render;
+pub mod roster;
+pub mod server;
+pub mod service;
+pub mod tls;

@@ -118,7 +118,14 @@ impl NodeCert {
             .map_err(|_| CertError::Malformed("community name is not UTF-8"))?
             .to_string();
         let signature = bytes[FIXED_LEN + name_len..].try_into().expect("64 bytes");
-        Ok(NodeCert { community, community_name, node_key, not_before, not_after, signature })
+        Ok(NodeCert {
+            community,
+            community_name,
+            node_key,
+            not_before,
+            not_after,
+            signature,
+        })
     }
 
     /// Checks the root's signature and that `now` is inside the validity window.
@@ -159,14 +166,23 @@ mod tests {
     fn certificate_from_another_root_is_refused() {
         let (_, cert) = sample();
         let other = signing_key_from_seed([9; 32]);
-        assert_eq!(cert.verify(&other.verifying_key(), 500), Err(CertError::BadSignature));
+        assert_eq!(
+            cert.verify(&other.verifying_key(), 500),
+            Err(CertError::BadSignature)
+        );
     }
 
     #[test]
     fn certificate_outside_window_is_refused() {
         let (root, cert) = sample();
-        assert_eq!(cert.verify(&root.verifying_key(), 1_001), Err(CertError::OutsideValidity));
-        assert_eq!(cert.verify(&root.verifying_key(), 99), Err(CertError::OutsideValidity));
+        assert_eq!(
+            cert.verify(&root.verifying_key(), 1_001),
+            Err(CertError::OutsideValidity)
+        );
+        assert_eq!(
+            cert.verify(&root.verifying_key(), 99),
+            Err(CertError::OutsideValidity)
+        );
     }
 
     #[test]
@@ -175,7 +191,10 @@ mod tests {
         let mut bytes = cert.encode();
         bytes[2] ^= 1; // another community
         let forged = NodeCert::decode(&bytes).unwrap();
-        assert_eq!(forged.verify(&root.verifying_key(), 500), Err(CertError::BadSignature));
+        assert_eq!(
+            forged.verify(&root.verifying_key(), 500),
+            Err(CertError::BadSignature)
+        );
     }
 
     proptest::proptest! {

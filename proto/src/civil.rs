@@ -82,8 +82,14 @@ mod tests {
     fn unix_dates_match_known_days() {
         assert_eq!(Date::from_unix(0), Date::new(1970, 1, 1).unwrap());
         // 2020-02-09T12:00:00Z, the day the order was issued.
-        assert_eq!(Date::from_unix(1_581_249_600), Date::new(2020, 2, 9).unwrap());
-        assert_eq!(Date::from_unix(951_782_400), Date::new(2000, 2, 29).unwrap());
+        assert_eq!(
+            Date::from_unix(1_581_249_600),
+            Date::new(2020, 2, 9).unwrap()
+        );
+        assert_eq!(
+            Date::from_unix(951_782_400),
+            Date::new(2000, 2, 29).unwrap()
+        );
     }
 
     #[test]

@@ -85,11 +85,11 @@ impl HolderKind {
 }
 
 /// Eight random bytes naming one issued code.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CredId(pub [u8; 8]);
 
 /// Eight random bytes naming a person inside one node; carries no personal data.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HolderId(pub [u8; 8]);
 
 macro_rules! hex_id {
@@ -107,12 +107,35 @@ macro_rules! hex_id {
                 write!(f, concat!(stringify!($t), "({})"), self)
             }
         }
+        // Hex text in JSON (people and scripts read it), raw bytes in postcard.
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    serde::Serialize::serialize(&self.0, s)
+                }
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = <String as serde::Deserialize>::deserialize(d)?;
+                    text.parse().map_err(serde::de::Error::custom)
+                } else {
+                    <[u8; 8] as serde::Deserialize>::deserialize(d).map($t)
+                }
+            }
+        }
         impl std::str::FromStr for $t {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 let s = s.trim();
                 if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!("{} is 16 hex characters, got {s:?}", stringify!($t)));
+                    return Err(format!(
+                        "{} is 16 hex characters, got {s:?}",
+                        stringify!($t)
+                    ));
                 }
                 let mut out = [0u8; 8];
                 for (i, b) in out.iter_mut().enumerate() {
@@ -173,10 +196,16 @@ impl Credential {
     /// A message naming the field that is too long.
     pub fn check_labels(building: &str, door: &str) -> Result<(), String> {
         if building.is_empty() || building.len() > LABEL_LEN_MAX {
-            return Err(format!("building must be 1 to {LABEL_LEN_MAX} bytes, got {:?}", building));
+            return Err(format!(
+                "building must be 1 to {LABEL_LEN_MAX} bytes, got {:?}",
+                building
+            ));
         }
         if door.is_empty() || door.len() > LABEL_LEN_MAX {
-            return Err(format!("door must be 1 to {LABEL_LEN_MAX} bytes, got {:?}", door));
+            return Err(format!(
+                "door must be 1 to {LABEL_LEN_MAX} bytes, got {:?}",
+                door
+            ));
         }
         Ok(())
     }
@@ -204,11 +233,18 @@ impl Credential {
     /// If the labels are too long or `issuer` is not the key id of `key`: both are caller bugs.
     pub fn sign(self, key: &SigningKey) -> SignedCode {
         Credential::check_labels(&self.building, &self.door).expect("labels checked by caller");
-        assert_eq!(self.issuer, KeyId::of(&key.verifying_key()), "issuer must name the signing key");
+        assert_eq!(
+            self.issuer,
+            KeyId::of(&key.verifying_key()),
+            "issuer must name the signing key"
+        );
         let mut bytes = self.body();
         let sig = key.sign(&bytes);
         bytes.extend_from_slice(&sig.to_bytes());
-        SignedCode { credential: self, bytes }
+        SignedCode {
+            credential: self,
+            bytes,
+        }
     }
 }
 
@@ -230,7 +266,8 @@ impl SignedCode {
         if bytes.len() < FIXED_LEN + 2 + SIG_LEN {
             return Err(CodeError::Malformed("truncated"));
         }
-        let kind = HolderKind::from_byte(bytes[1]).ok_or(CodeError::Malformed("unknown holder kind"))?;
+        let kind =
+            HolderKind::from_byte(bytes[1]).ok_or(CodeError::Malformed("unknown holder kind"))?;
         let id = CredId(bytes[2..10].try_into().expect("8 bytes"));
         let community = u32::from_be_bytes(bytes[10..14].try_into().expect("4 bytes"));
         let holder = HolderId(bytes[14..22].try_into().expect("8 bytes"));
@@ -244,11 +281,25 @@ impl SignedCode {
             return Err(CodeError::Malformed("length does not match its labels"));
         }
         if valid_until < valid_from {
-            return Err(CodeError::Malformed("validity window ends before it starts"));
+            return Err(CodeError::Malformed(
+                "validity window ends before it starts",
+            ));
         }
-        let credential =
-            Credential { kind, id, community, holder, valid_from, valid_until, issuer, building, door };
-        Ok(SignedCode { credential, bytes: bytes.to_vec() })
+        let credential = Credential {
+            kind,
+            id,
+            community,
+            holder,
+            valid_from,
+            valid_until,
+            issuer,
+            building,
+            door,
+        };
+        Ok(SignedCode {
+            credential,
+            bytes: bytes.to_vec(),
+        })
     }
 
     /// Parses the text form (`MJ:` + base45), as a scanner types it.
@@ -268,7 +319,7 @@ impl SignedCode {
     }
 
     pub fn to_text(&self) -> String {
-        format!("{TEXT_PREFIX}{}", base45::encode(&self.bytes))
+        encode_text(&self.bytes)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -288,6 +339,11 @@ impl SignedCode {
         now: UnixTime,
     ) -> Result<(), Reason> {
         let c = &self.credential;
+        // A code of another community is refused as such whoever signed it: the guard needs
+        // to know the person belongs elsewhere, and no key of ours vouches for it anyway.
+        if c.community != community {
+            return Err(Reason::WrongCommunity);
+        }
         let Some(cert) = issuer.filter(|cert| cert.key_id() == c.issuer) else {
             return Err(Reason::UnknownIssuer);
         };
@@ -298,7 +354,9 @@ impl SignedCode {
         }
         let (body, sig) = self.bytes.split_at(self.bytes.len() - SIG_LEN);
         let sig = Signature::from_bytes(sig.try_into().expect("64 bytes"));
-        cert.node_key.verify(body, &sig).map_err(|_| Reason::BadSignature)?;
+        cert.node_key
+            .verify(body, &sig)
+            .map_err(|_| Reason::BadSignature)?;
         self.check_context(community, now)
     }
 
@@ -321,13 +379,20 @@ impl SignedCode {
     }
 }
 
+/// The text form of any bytes (a signed code, or for tests a damaged one).
+pub fn encode_text(bytes: &[u8]) -> String {
+    format!("{TEXT_PREFIX}{}", base45::encode(bytes))
+}
+
 fn read_label(bytes: &[u8], at: &mut usize) -> Result<String, CodeError> {
     let len = *bytes.get(*at).ok_or(CodeError::Malformed("truncated"))? as usize;
     if len == 0 || len > LABEL_LEN_MAX {
         return Err(CodeError::Malformed("label length out of range"));
     }
     let start = *at + 1;
-    let raw = bytes.get(start..start + len).ok_or(CodeError::Malformed("truncated"))?;
+    let raw = bytes
+        .get(start..start + len)
+        .ok_or(CodeError::Malformed("truncated"))?;
     let label = std::str::from_utf8(raw).map_err(|_| CodeError::Malformed("label is not UTF-8"))?;
     *at = start + len;
     Ok(label.to_string())
@@ -364,7 +429,10 @@ mod tests {
         let code = cred.clone().sign(&key);
         let text = code.to_text();
         assert!(text.starts_with("MJ:"));
-        assert!(text.bytes().all(|b| b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:".contains(&b)));
+        assert!(
+            text.bytes()
+                .all(|b| b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:".contains(&b))
+        );
         let back = SignedCode::from_text(&text).unwrap();
         assert_eq!(back.credential, cred);
         back.verify(Some(&cert), 7, NOW).unwrap();
@@ -385,22 +453,44 @@ mod tests {
         let (cert, key, cred) = setup();
         let code = cred.clone().sign(&key);
         assert_eq!(code.verify(None, 7, NOW), Err(Reason::UnknownIssuer));
-        assert_eq!(code.verify(Some(&cert), 8, NOW), Err(Reason::WrongCommunity));
+        assert_eq!(
+            code.verify(Some(&cert), 8, NOW),
+            Err(Reason::WrongCommunity)
+        );
+        assert_eq!(code.verify(None, 8, NOW), Err(Reason::WrongCommunity));
         assert_eq!(code.verify(Some(&cert), 7, NOW + 101), Err(Reason::Expired));
-        assert_eq!(code.verify(Some(&cert), 7, NOW - 11), Err(Reason::NotYetValid));
+        assert_eq!(
+            code.verify(Some(&cert), 7, NOW - 11),
+            Err(Reason::NotYetValid)
+        );
 
         let mut tampered = code.as_bytes().to_vec();
         tampered[FIXED_LEN + 1] ^= 0x01; // building "12" -> "02"
         let tampered = SignedCode::decode(&tampered).unwrap();
-        assert_eq!(tampered.verify(Some(&cert), 7, NOW), Err(Reason::BadSignature));
+        assert_eq!(
+            tampered.verify(Some(&cert), 7, NOW),
+            Err(Reason::BadSignature)
+        );
 
         let mut v2 = code.as_bytes().to_vec();
         v2[0] = 2;
-        assert_eq!(SignedCode::decode(&v2).unwrap_err().reason(), Reason::UnknownVersion);
+        assert_eq!(
+            SignedCode::decode(&v2).unwrap_err().reason(),
+            Reason::UnknownVersion
+        );
         let cut = &code.as_bytes()[..code.as_bytes().len() - 1];
-        assert_eq!(SignedCode::decode(cut).unwrap_err().reason(), Reason::Malformed);
-        assert_eq!(SignedCode::from_text("hello").unwrap_err().reason(), Reason::Malformed);
-        assert_eq!(SignedCode::from_text("MJ:??").unwrap_err().reason(), Reason::Malformed);
+        assert_eq!(
+            SignedCode::decode(cut).unwrap_err().reason(),
+            Reason::Malformed
+        );
+        assert_eq!(
+            SignedCode::from_text("hello").unwrap_err().reason(),
+            Reason::Malformed
+        );
+        assert_eq!(
+            SignedCode::from_text("MJ:??").unwrap_err().reason(),
+            Reason::Malformed
+        );
     }
 
     #[test]

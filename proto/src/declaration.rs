@@ -127,7 +127,10 @@ pub enum DeclarationError {
 }
 
 fn invalid(field: &'static str, why: impl Into<String>) -> DeclarationError {
-    DeclarationError::Invalid { field, why: why.into() }
+    DeclarationError::Invalid {
+        field,
+        why: why.into(),
+    }
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<(), DeclarationError> {
@@ -154,7 +157,12 @@ impl Declaration {
         text("document_number", &self.document_number, 32)?;
         text("nationality", &self.nationality, 32)?;
         text("phone", &self.phone, PHONE_LEN_MAX)?;
-        if !self.phone.trim().bytes().all(|b| b.is_ascii_digit() || b == b'+' || b == b'-' || b == b' ') {
+        if !self
+            .phone
+            .trim()
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'+' || b == b'-' || b == b' ')
+        {
             return Err(invalid("phone", "only digits, spaces, + and -"));
         }
         text("building", &self.building, crate::credential::LABEL_LEN_MAX)?;
@@ -162,7 +170,10 @@ impl Declaration {
         Credential::check_labels(self.building.trim(), self.door.trim())
             .map_err(|why| invalid("building/door", why))?;
         if self.underlying_conditions.len() > NOTE_LEN_MAX {
-            return Err(invalid("underlying_conditions", format!("at most {NOTE_LEN_MAX} bytes")));
+            return Err(invalid(
+                "underlying_conditions",
+                format!("at most {NOTE_LEN_MAX} bytes"),
+            ));
         }
         let facts = check_document(self.document_type, &self.document_number, today)
             .map_err(|e| invalid("document_number", e.to_string()))?;
@@ -180,8 +191,9 @@ impl Declaration {
                 facts.birth
             }
             (None, Some(given)) => {
-                let d = parse_date(given.trim())
-                    .ok_or_else(|| invalid("birth_date", format!("{given:?} is not a date YYYY-MM-DD")))?;
+                let d = parse_date(given.trim()).ok_or_else(|| {
+                    invalid("birth_date", format!("{given:?} is not a date YYYY-MM-DD"))
+                })?;
                 if d > today || d.year < 1900 {
                     return Err(invalid("birth_date", "outside 1900 to today"));
                 }
@@ -193,7 +205,11 @@ impl Declaration {
             PersonType::ShopStaff => HolderKind::Staff,
             _ => HolderKind::Resident,
         };
-        Ok(Checked { birth, kind, review: self.review() })
+        Ok(Checked {
+            birth,
+            kind,
+            review: self.review(),
+        })
     }
 
     /// The automatic review: the strictest measure any answer calls for.
@@ -201,19 +217,31 @@ impl Declaration {
         let (outcome, why) = if self.quarantine == Quarantine::Hospital {
             (Outcome::Hospital, "declared under hospital treatment")
         } else if self.symptoms {
-            (Outcome::Hospital, "fever, cough or shortness of breath declared: needs a medical check")
+            (
+                Outcome::Hospital,
+                "fever, cough or shortness of breath declared: needs a medical check",
+            )
         } else if self.quarantine == Quarantine::Central {
             (Outcome::CentralQuarantine, "declared in central quarantine")
         } else if self.contact_with_case {
-            (Outcome::CentralQuarantine, "close contact with a case: central quarantine")
+            (
+                Outcome::CentralQuarantine,
+                "close contact with a case: central quarantine",
+            )
         } else if self.quarantine == Quarantine::Home {
             (Outcome::HomeQuarantine, "declared under home quarantine")
         } else if self.travel_high_risk {
-            (Outcome::HomeQuarantine, "passed through a high-risk area in the last 14 days: home quarantine")
+            (
+                Outcome::HomeQuarantine,
+                "passed through a high-risk area in the last 14 days: home quarantine",
+            )
         } else {
             (Outcome::Cleared, "no quarantine or treatment needed")
         };
-        Review { outcome, why: why.to_string() }
+        Review {
+            outcome,
+            why: why.to_string(),
+        }
     }
 }
 
@@ -269,17 +297,35 @@ pub(crate) mod tests {
     fn missing_and_wrong_fields_are_named() {
         let mut d = sample();
         d.name = "  ".into();
-        assert_eq!(d.check(today()).unwrap_err(), DeclarationError::Missing("name"));
+        assert_eq!(
+            d.check(today()).unwrap_err(),
+            DeclarationError::Missing("name")
+        );
         let mut d = sample();
         d.gender = Gender::Male;
-        assert!(matches!(d.check(today()).unwrap_err(), DeclarationError::Invalid { field: "gender", .. }));
+        assert!(matches!(
+            d.check(today()).unwrap_err(),
+            DeclarationError::Invalid {
+                field: "gender",
+                ..
+            }
+        ));
         let mut d = sample();
         d.document_number = "110105194912310021".into();
-        assert!(matches!(d.check(today()).unwrap_err(), DeclarationError::Invalid { field: "document_number", .. }));
+        assert!(matches!(
+            d.check(today()).unwrap_err(),
+            DeclarationError::Invalid {
+                field: "document_number",
+                ..
+            }
+        ));
         let mut d = sample();
         d.document_type = DocumentType::Passport;
         d.document_number = "E12345678".into();
-        assert_eq!(d.check(today()).unwrap_err(), DeclarationError::Missing("birth_date"));
+        assert_eq!(
+            d.check(today()).unwrap_err(),
+            DeclarationError::Missing("birth_date")
+        );
         d.birth_date = Some("1990-02-30".into());
         assert!(d.check(today()).is_err());
         d.birth_date = Some("1990-02-28".into());

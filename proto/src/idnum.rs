@@ -60,7 +60,9 @@ pub struct ResidentIdFacts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdError {
-    #[error("resident ID number must be 17 digits and a check character (0-9 or X), got {0} characters")]
+    #[error(
+        "resident ID number must be 17 digits and a check character (0-9 or X), got {0} characters"
+    )]
     BadShape(usize),
     #[error("resident ID number check digit is wrong: expected {expected}, got {got}")]
     BadCheckDigit { expected: char, got: char },
@@ -102,7 +104,24 @@ pub fn check_resident_id(number: &str, today: Date) -> Result<ResidentIdFacts, I
     if birth > today {
         return Err(IdError::BirthInFuture);
     }
-    Ok(ResidentIdFacts { birth, male: digit(16) % 2 == 1 })
+    Ok(ResidentIdFacts {
+        birth,
+        male: digit(16) % 2 == 1,
+    })
+}
+
+/// Completes 17 digits with their check character (for tools that make test rosters).
+/// `None` unless `first17` is exactly 17 ASCII digits.
+pub fn complete_resident_id(first17: &str) -> Option<String> {
+    if first17.len() != 17 || !first17.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let sum: u32 = first17
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    Some(format!("{first17}{}", CHECK[(sum % 11) as usize]))
 }
 
 /// Validates any document number; returns the facts a resident ID carries, if it is one.
@@ -124,14 +143,26 @@ pub fn check_document(
             let ok = matches!(n.as_bytes().first(), Some(b'H' | b'M'))
                 && (n.len() == 9 || n.len() == 11)
                 && n.bytes().skip(1).all(|b| b.is_ascii_digit());
-            if ok { Ok(None) } else { Err(IdError::BadFormat("hk/macao permit")) }
+            if ok {
+                Ok(None)
+            } else {
+                Err(IdError::BadFormat("hk/macao permit"))
+            }
         }
         DocumentType::TaiwanPermit => {
             let ok = (n.len() == 8 || n.len() == 10) && n.bytes().all(|b| b.is_ascii_digit());
-            if ok { Ok(None) } else { Err(IdError::BadFormat("taiwan permit")) }
+            if ok {
+                Ok(None)
+            } else {
+                Err(IdError::BadFormat("taiwan permit"))
+            }
         }
         DocumentType::Passport => {
-            if alnum(5, 20) { Ok(None) } else { Err(IdError::BadFormat("passport")) }
+            if alnum(5, 20) {
+                Ok(None)
+            } else {
+                Err(IdError::BadFormat("passport"))
+            }
         }
     }
 }
@@ -143,7 +174,9 @@ pub fn check_document(
 pub struct IdHashKey(pub [u8; 32]);
 
 /// A keyed hash of a document: the only form in which an ID number leaves a node.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct IdHash(pub [u8; 16]);
 
 impl std::fmt::Debug for IdHash {
@@ -178,14 +211,8 @@ mod tests {
         Date::new(2026, 11, 27).unwrap()
     }
 
-    /// Makes a valid number from 17 digits by computing its check character.
-    pub(crate) fn with_check(first17: &str) -> String {
-        let sum: u32 = first17
-            .chars()
-            .zip(WEIGHTS)
-            .map(|(c, w)| c.to_digit(10).unwrap() * w)
-            .sum();
-        format!("{first17}{}", CHECK[(sum % 11) as usize])
+    fn with_check(first17: &str) -> String {
+        complete_resident_id(first17).unwrap()
     }
 
     #[test]
@@ -200,21 +227,33 @@ mod tests {
     fn wrong_check_digit_is_refused() {
         assert_eq!(
             check_resident_id("110105194912310021", today()),
-            Err(IdError::BadCheckDigit { expected: 'X', got: '1' })
+            Err(IdError::BadCheckDigit {
+                expected: 'X',
+                got: '1'
+            })
         );
     }
 
     #[test]
     fn impossible_or_future_birth_date_is_refused() {
         let feb30 = with_check("44030419900230001");
-        assert!(matches!(check_resident_id(&feb30, today()), Err(IdError::BadBirthDate(_))));
+        assert!(matches!(
+            check_resident_id(&feb30, today()),
+            Err(IdError::BadBirthDate(_))
+        ));
         let future = with_check("44030420300101001");
-        assert_eq!(check_resident_id(&future, today()), Err(IdError::BirthInFuture));
+        assert_eq!(
+            check_resident_id(&future, today()),
+            Err(IdError::BirthInFuture)
+        );
     }
 
     #[test]
     fn wrong_shape_is_refused() {
-        assert_eq!(check_resident_id("12345", today()), Err(IdError::BadShape(5)));
+        assert_eq!(
+            check_resident_id("12345", today()),
+            Err(IdError::BadShape(5))
+        );
         assert!(check_resident_id("4403041990010100A1", today()).is_err());
     }
 
@@ -232,9 +271,18 @@ mod tests {
         let a = IdHashKey([1; 32]);
         let b = IdHashKey([2; 32]);
         let n = "11010519491231002X";
-        assert_eq!(a.hash(DocumentType::ResidentId, n), a.hash(DocumentType::ResidentId, " 11010519491231002x"));
-        assert_ne!(a.hash(DocumentType::ResidentId, n), b.hash(DocumentType::ResidentId, n));
-        assert_ne!(a.hash(DocumentType::ResidentId, n), a.hash(DocumentType::Passport, n));
+        assert_eq!(
+            a.hash(DocumentType::ResidentId, n),
+            a.hash(DocumentType::ResidentId, " 11010519491231002x")
+        );
+        assert_ne!(
+            a.hash(DocumentType::ResidentId, n),
+            b.hash(DocumentType::ResidentId, n)
+        );
+        assert_ne!(
+            a.hash(DocumentType::ResidentId, n),
+            a.hash(DocumentType::Passport, n)
+        );
     }
 
     proptest::proptest! {

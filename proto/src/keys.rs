@@ -4,7 +4,9 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 /// The first 8 bytes of SHA-256 of an ed25519 public key: names an issuer inside a code.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
@@ -51,7 +53,10 @@ pub fn signing_key_from_seed(seed: [u8; 32]) -> SigningKey {
 pub fn parse_public_key_hex(text: &str) -> Result<VerifyingKey, String> {
     let text = text.trim();
     if text.len() != 64 {
-        return Err(format!("a public key is 64 hex characters, got {}", text.len()));
+        return Err(format!(
+            "a public key is 64 hex characters, got {}",
+            text.len()
+        ));
     }
     let mut bytes = [0u8; 32];
     for (i, b) in bytes.iter_mut().enumerate() {

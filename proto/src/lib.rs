@@ -16,11 +16,12 @@ pub mod credential;
 pub mod declaration;
 pub mod idnum;
 pub mod keys;
+pub mod record;
 pub mod rule;
 pub mod wire;
 
 pub use cert::{CertError, NodeCert};
-pub use credential::{Credential, CodeError, HolderKind, SignedCode};
+pub use credential::{CodeError, Credential, HolderKind, SignedCode};
 pub use keys::KeyId;
 
 /// A community's number in its district (Shenzhen's community codes are numeric).

@@ -12,7 +12,9 @@ pub const TEMPERATURE_DC_MAX: i16 = 450;
 
 /// Why a gate allowed or refused someone. The names are stable: logs, JSON and the demo's
 /// `denied_by_reason` use them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Reason {
@@ -130,7 +132,11 @@ pub fn decide(f: &Facts) -> Verdict {
         Ok(_) if fever => Reason::Fever,
         Ok(_) => Reason::Ok,
     };
-    Verdict { allowed: reason == Reason::Ok, reason, fever }
+    Verdict {
+        allowed: reason == Reason::Ok,
+        reason,
+        fever,
+    }
 }
 
 #[cfg(test)]
@@ -149,16 +155,37 @@ mod tests {
 
     #[test]
     fn healthy_resident_is_allowed() {
-        assert_eq!(decide(&facts(HolderKind::Resident)), Verdict { allowed: true, reason: Reason::Ok, fever: false });
+        assert_eq!(
+            decide(&facts(HolderKind::Resident)),
+            Verdict {
+                allowed: true,
+                reason: Reason::Ok,
+                fever: false
+            }
+        );
     }
 
     #[test]
     fn fever_is_refused_and_flagged_even_with_a_bad_code() {
         let mut f = facts(HolderKind::Resident);
         f.temperature_dc = FEVER_DC;
-        assert_eq!(decide(&f), Verdict { allowed: false, reason: Reason::Fever, fever: true });
+        assert_eq!(
+            decide(&f),
+            Verdict {
+                allowed: false,
+                reason: Reason::Fever,
+                fever: true
+            }
+        );
         f.code = Err(Reason::Expired);
-        assert_eq!(decide(&f), Verdict { allowed: false, reason: Reason::Expired, fever: true });
+        assert_eq!(
+            decide(&f),
+            Verdict {
+                allowed: false,
+                reason: Reason::Expired,
+                fever: true
+            }
+        );
         f.code = Ok(HolderKind::Resident);
         f.temperature_dc = FEVER_DC - 1;
         assert!(decide(&f).allowed);

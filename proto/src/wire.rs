@@ -6,10 +6,10 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::UnixTime;
 use crate::credential::{CredId, HolderId, HolderKind};
 use crate::declaration::{Declaration, Outcome};
 use crate::rule::Reason;
-use crate::UnixTime;
 
 /// A gate's check request is a code (≤ 210 characters), a gate id and a plate: 4 KiB is
 /// ample, and a small limit keeps a misbehaving gate from tying up memory.
@@ -159,19 +159,46 @@ pub enum Channel {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     Check(CheckRequest),
-    Declare { form: Declaration },
-    DeclareProxy { by: HolderId, form: Declaration },
-    DeclareOffline { form: Declaration, photo: Vec<u8>, staff: String },
+    Declare {
+        form: Declaration,
+    },
+    DeclareProxy {
+        by: HolderId,
+        form: Declaration,
+    },
+    DeclareOffline {
+        form: Declaration,
+        photo: Vec<u8>,
+        staff: String,
+    },
     /// A person declared by a relative asks for a printed pass with a photo.
-    AttachPhoto { holder: HolderId, photo: Vec<u8> },
-    PrintPass { holder: HolderId },
+    AttachPhoto {
+        holder: HolderId,
+        photo: Vec<u8>,
+    },
+    PrintPass {
+        holder: HolderId,
+    },
     /// "My declarations": the current status and the code again.
-    ShowHolder { holder: HolderId },
-    InviteVisitor { host: HolderId, visitor_name: String, visitor_phone: String, from: UnixTime, until: UnixTime },
-    WithdrawConsent { visitor_code: CredId },
+    ShowHolder {
+        holder: HolderId,
+    },
+    InviteVisitor {
+        host: HolderId,
+        visitor_name: String,
+        visitor_phone: String,
+        from: UnixTime,
+        until: UnixTime,
+    },
+    WithdrawConsent {
+        visitor_code: CredId,
+    },
     QueryLog(LogQuery),
     RosterSummary,
-    EnrolGate { gate_id: String, public_key: [u8; 32] },
+    EnrolGate {
+        gate_id: String,
+        public_key: [u8; 32],
+    },
     Status,
 }
 
@@ -276,7 +303,10 @@ mod tests {
             plate: Some("粤B12345".into()),
         });
         let bytes = encode(&req);
-        assert_eq!(decode::<Request>(&bytes, GATE_REQUEST_LEN_MAX).unwrap(), req);
+        assert_eq!(
+            decode::<Request>(&bytes, GATE_REQUEST_LEN_MAX).unwrap(),
+            req
+        );
     }
 
     #[test]
@@ -289,8 +319,14 @@ mod tests {
             temperature_dc: 360,
             plate: None,
         }));
-        assert!(matches!(decode::<Request>(&bytes[..bytes.len() - 2], 100), Err(WireError::Malformed(_))));
-        assert!(matches!(decode::<Request>(&bytes, 3), Err(WireError::TooLong(_, 3))));
+        assert!(matches!(
+            decode::<Request>(&bytes[..bytes.len() - 2], 100),
+            Err(WireError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Request>(&bytes, 3),
+            Err(WireError::TooLong(_, 3))
+        ));
         bytes.push(0);
         assert_eq!(decode::<Request>(&bytes, 100), Err(WireError::Trailing(1)));
         assert_eq!(decode::<Request>(&encode(&req), 100).unwrap(), req);

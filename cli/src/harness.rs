@@ -1,0 +1,155 @@
+//! A district on loopback inside this process, for `menjin demo` and `menjin bench`: real
+//! sled in temporary directories, real QUIC, real enrolled keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use menjin_node::client::NodeClient;
+use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_node::provision::{NodeSpec, create_district, create_gate, create_node};
+use menjin_node::server::Server;
+use menjin_node::service::{Node, now_ms};
+use menjin_proto::CommunityId;
+use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, Request, Response};
+use tokio::sync::oneshot;
+
+pub struct LocalDistrict {
+    _tmp: tempfile::TempDir,
+    pub base: PathBuf,
+    pub district: DistrictDir,
+}
+
+pub struct LocalNode {
+    pub dir: NodeDir,
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct LocalGate {
+    pub id: String,
+    pub client: NodeClient,
+}
+
+impl LocalDistrict {
+    pub fn new() -> Result<LocalDistrict> {
+        let tmp = tempfile::Builder::new()
+            .prefix("menjin-")
+            .tempdir()
+            .context("temporary directory")?;
+        let base = tmp.path().to_path_buf();
+        let district = DistrictDir(base.join("district"));
+        create_district(&district)?;
+        Ok(LocalDistrict {
+            _tmp: tmp,
+            base,
+            district,
+        })
+    }
+
+    /// Creates a node directory (not running).
+    pub fn create_node(&self, community: CommunityId, name: &str) -> Result<NodeDir> {
+        let dir = NodeDir(self.base.join(format!("node-{community}")));
+        create_node(
+            &self.district,
+            &dir,
+            &NodeSpec {
+                community,
+                community_name: name.to_string(),
+                listen: "127.0.0.1:0".parse().expect("literal"),
+                campaign_start: now_ms() / 1000,
+                code_validity_days: 30,
+            },
+        )?;
+        Ok(dir)
+    }
+
+    /// Creates and starts a node on a loopback port.
+    pub fn start_node(&self, community: CommunityId, name: &str) -> Result<LocalNode> {
+        let dir = self.create_node(community, name)?;
+        let node = Node::open(&dir)?;
+        let server = Server::bind(node.clone(), "127.0.0.1:0".parse().expect("literal"))?;
+        let addr = server.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(LocalNode {
+            dir,
+            node,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+}
+
+impl LocalNode {
+    pub async fn console(&self) -> Result<NodeClient> {
+        let key = read_signing_key(&self.dir.console_key())?;
+        let root = read_public_key(&self.dir.root_pub())?;
+        Ok(NodeClient::connect(self.addr, &key, root, Some(self.node.config.community)).await?)
+    }
+
+    /// Creates a gate directory, enrols its key through the console, and connects it.
+    pub async fn gate(&self, console: &NodeClient, gate_id: &str) -> Result<LocalGate> {
+        let dir = GateDir(
+            self.dir
+                .0
+                .with_file_name(format!("gate-{}-{gate_id}", self.node.config.community)),
+        );
+        let public_key = create_gate(&dir, gate_id, &self.dir, self.addr)?;
+        match console
+            .request(&Request::EnrolGate {
+                gate_id: gate_id.to_string(),
+                public_key,
+            })
+            .await?
+        {
+            Response::Done(_) => {}
+            other => bail!("enrolling gate {gate_id}: {other:?}"),
+        }
+        let key = read_signing_key(&dir.key())?;
+        let root = read_public_key(&self.dir.root_pub())?;
+        let client =
+            NodeClient::connect(self.addr, &key, root, Some(self.node.config.community)).await?;
+        Ok(LocalGate {
+            id: gate_id.to_string(),
+            client,
+        })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl LocalGate {
+    pub async fn check(
+        &self,
+        code: &str,
+        direction: Direction,
+        temperature_dc: i16,
+        plate: Option<&str>,
+    ) -> Result<CheckAnswer> {
+        let req = Request::Check(CheckRequest {
+            code: code.to_string(),
+            gate_id: self.id.clone(),
+            direction,
+            temperature_dc,
+            plate: plate.map(str::to_string),
+        });
+        match self.client.request(&req).await? {
+            Response::Check(a) => Ok(a),
+            other => bail!("gate {}: unexpected answer {other:?}", self.id),
+        }
+    }
+}

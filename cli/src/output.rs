@@ -1,0 +1,219 @@
+//! What the commands print: a few readable lines by default, one JSON object with `--json`.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use menjin_proto::NodeCert;
+use menjin_proto::civil::Date;
+use menjin_proto::wire::{GateEvent, Response};
+use serde_json::json;
+
+use crate::{EXIT_DENIED, EXIT_REFUSED};
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("wire types serialize to JSON")
+    );
+}
+
+pub fn created_district(json: bool, dir: &Path, root: &ed25519_dalek::VerifyingKey) {
+    let public = menjin_proto::keys::public_key_hex(root);
+    if json {
+        print_json(&json!({ "dir": dir, "root_public_key": public }));
+    } else {
+        println!("district created in {}", dir.display());
+        println!("root public key: {public}");
+        println!("keep root.key and idhash.key secret and backed up offline");
+    }
+}
+
+pub fn created_node(json: bool, dir: &Path, cert: &NodeCert) {
+    if json {
+        print_json(&json!({
+            "dir": dir,
+            "community": cert.community,
+            "community_name": cert.community_name,
+            "node_key_id": cert.key_id().to_string(),
+            "not_after": cert.not_after,
+        }));
+    } else {
+        println!(
+            "node for community {} ({}) created in {}",
+            cert.community,
+            cert.community_name,
+            dir.display()
+        );
+        println!(
+            "node key id {}; certificate valid until {}",
+            cert.key_id(),
+            Date::from_unix(cert.not_after)
+        );
+        println!("start it with: menjin node run --dir {}", dir.display());
+    }
+}
+
+fn event_line(e: &GateEvent) -> String {
+    let secs = e.time_ms / 1000;
+    let date = Date::from_unix(secs);
+    let tod = secs % 86_400;
+    format!(
+        "#{:<6} {} {:02}:{:02}:{:02}Z {:<10} {:<3} {:<5} {:<16} {:>4.1}°C {}{}{}",
+        e.seq,
+        date,
+        tod / 3600,
+        tod / 60 % 60,
+        tod % 60,
+        e.gate,
+        e.direction.as_str(),
+        if e.allowed { "allow" } else { "deny" },
+        e.reason.as_str(),
+        f32::from(e.temperature_dc) / 10.0,
+        e.holder.map(|h| format!("holder {h}")).unwrap_or_default(),
+        e.plate
+            .as_ref()
+            .map(|p| format!(" plate {p}"))
+            .unwrap_or_default(),
+        if e.offline { " (offline)" } else { "" },
+    )
+}
+
+/// Prints a node's answer and returns the exit code it stands for.
+pub fn response(json: bool, resp: &Response) -> ExitCode {
+    match resp {
+        Response::Error { kind, message } => {
+            if json {
+                print_json(&json!({ "error": kind, "message": message }));
+            }
+            eprintln!(
+                "refused ({}): {message}",
+                serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(EXIT_REFUSED);
+        }
+        _ if json => match resp {
+            Response::Check(a) => print_json(a),
+            Response::Declared(r) => print_json(r),
+            Response::Pass { holder, .. } => {
+                print_json(&json!({ "holder": holder, "written": true }))
+            }
+            Response::Visitor(v) => print_json(v),
+            Response::Log(events) => print_json(events),
+            Response::Summary(s) => print_json(s),
+            Response::Status(s) => print_json(s),
+            Response::Done(m) => print_json(&json!({ "done": m })),
+            Response::Error { .. } => unreachable!("handled above"),
+        },
+        Response::Check(a) => {
+            let who = a
+                .holder
+                .as_ref()
+                .map(|h| format!("{} {}-{} {}", h.name, h.building, h.door, h.kind.as_str()))
+                .unwrap_or_else(|| "unknown person".into());
+            println!(
+                "{} {who}: {} ({})",
+                if a.allowed { "ALLOW" } else { "DENY " },
+                a.reason.explain(),
+                a.reason
+            );
+            if a.fever {
+                println!("!! FEVER: refer to the health post");
+            }
+            if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
+                println!("compare the face with the pass photo ({photo})");
+            }
+            println!("logged as #{}", a.seq);
+        }
+        Response::Declared(r) => {
+            let by = r
+                .declared_by
+                .map(|b| format!(", declared by {b}"))
+                .unwrap_or_default();
+            println!("{} ({}, {:?}{by})", r.name, r.kind.as_str(), r.channel);
+            println!("holder:  {}", r.holder);
+            println!("outcome: {}: {}", r.outcome.as_str(), r.why);
+            match &r.code {
+                Some(code) => println!("code:    {code}"),
+                None => println!("code:    none (not cleared)"),
+            }
+            if let Some(old) = r.revoked {
+                println!("revoked: earlier code {old}");
+            }
+            if r.has_photo {
+                println!("photo:   on file (menjin pass print --holder {})", r.holder);
+            }
+        }
+        Response::Pass { holder, .. } => println!("printed pass for {holder} written"),
+        Response::Visitor(v) => {
+            println!(
+                "visitor {} may come from {} to {} (host {})",
+                v.visitor_name, v.from, v.until, v.host
+            );
+            println!("code id: {}", v.cred);
+            println!("code:    {}", v.code);
+        }
+        Response::Log(events) => {
+            for e in events {
+                println!("{}", event_line(e));
+            }
+            println!("{} events", events.len());
+        }
+        Response::Summary(s) => {
+            let left = s.deadline as i64 - (crate::now_secs() as i64);
+            println!(
+                "{} ({}): deadline {} ({})",
+                s.community_name,
+                s.community,
+                Date::from_unix(s.deadline),
+                if left > 0 {
+                    format!("{} h left", left / 3600)
+                } else {
+                    "passed".into()
+                }
+            );
+            println!(
+                "{:<10} {:>10} {:>9} {:>8} {:>11} {:>6} {:>7}",
+                "building", "households", "residents", "cleared", "not_cleared", "codes", "passes"
+            );
+            for b in &s.buildings {
+                println!(
+                    "{:<10} {:>10} {:>9} {:>8} {:>11} {:>6} {:>7}",
+                    b.building,
+                    b.households,
+                    b.residents,
+                    b.cleared,
+                    b.not_cleared,
+                    b.codes_active,
+                    b.passes_printed
+                );
+            }
+        }
+        Response::Status(s) => {
+            println!(
+                "community {} ({}), node key {}",
+                s.community, s.community_name, s.node_key_id
+            );
+            println!(
+                "residents {}, codes active {}, revoked {}",
+                s.residents, s.codes_active, s.codes_revoked
+            );
+            println!(
+                "gates: {}",
+                if s.gates.is_empty() {
+                    "none".to_string()
+                } else {
+                    s.gates.join(", ")
+                }
+            );
+            println!("gate events logged: {}", s.events_logged);
+        }
+        Response::Done(m) => println!("{m}"),
+    }
+    match resp {
+        Response::Check(a) if !a.allowed => ExitCode::from(EXIT_DENIED),
+        _ => ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,119 @@
+//! A QUIC client for gates and consoles: connect to a node with one's own enrolled key,
+//! verify the node against the district root, send requests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::CommunityId;
+use menjin_proto::wire::{self, RESPONSE_LEN_MAX, Request, Response};
+
+use crate::tls;
+
+/// A connection attempt that has not completed by then fails.
+pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// A request that has had no answer by then fails (a node flushes within milliseconds).
+pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(std::io::Error),
+    #[error("cannot reach the node at {addr}: {why}")]
+    Connect { addr: SocketAddr, why: String },
+    #[error("no answer from the node within {0} ms")]
+    Timeout(u64),
+    #[error("connection to the node failed: {0}")]
+    Stream(String),
+    #[error("the node sent a malformed answer: {0}")]
+    Malformed(#[from] wire::WireError),
+}
+
+/// One authenticated connection to a node.
+#[derive(Clone)]
+pub struct NodeClient {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+}
+
+impl NodeClient {
+    /// Connects as `key` to the node at `addr`, which must prove it is a node of `community`
+    /// (or of any community of the district, if `None`) certified by `root`.
+    ///
+    /// # Errors
+    /// [`ClientError`] saying why.
+    pub async fn connect(
+        addr: SocketAddr,
+        key: &SigningKey,
+        root: VerifyingKey,
+        community: Option<CommunityId>,
+    ) -> Result<NodeClient, ClientError> {
+        let cfg = tls::client_config(key, root, community)?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("literal");
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(ClientError::Socket)?;
+        endpoint.set_default_client_config(cfg);
+        let connecting =
+            endpoint
+                .connect(addr, tls::SERVER_NAME)
+                .map_err(|e| ClientError::Connect {
+                    addr,
+                    why: e.to_string(),
+                })?;
+        let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
+            .await
+            .map_err(|_| ClientError::Connect {
+                addr,
+                why: format!("no handshake within {CONNECT_TIMEOUT_MS} ms"),
+            })?
+            .map_err(|e| ClientError::Connect {
+                addr,
+                why: e.to_string(),
+            })?;
+        Ok(NodeClient { endpoint, conn })
+    }
+
+    /// Sends one request and waits for its answer.
+    ///
+    /// # Errors
+    /// [`ClientError`] on transport failure, timeout or a malformed answer. A refusal by the
+    /// node is an `Ok(Response::Error { .. })`.
+    pub async fn request(&self, req: &Request) -> Result<Response, ClientError> {
+        self.request_raw(&wire::encode(req)).await
+    }
+
+    /// Sends bytes as a request; [`NodeClient::request`] encodes them, tests of the node's
+    /// decoder send garbage.
+    ///
+    /// # Errors
+    /// As [`NodeClient::request`].
+    pub async fn request_raw(&self, bytes: &[u8]) -> Result<Response, ClientError> {
+        let stream = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
+        let exchange = async {
+            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| stream(&e))?;
+            send.write_all(bytes).await.map_err(|e| stream(&e))?;
+            send.finish().map_err(|e| stream(&e))?;
+            let answer = recv
+                .read_to_end(RESPONSE_LEN_MAX)
+                .await
+                .map_err(|e| stream(&e))?;
+            Ok(wire::decode::<Response>(&answer, RESPONSE_LEN_MAX)?)
+        };
+        tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))?
+    }
+
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_millis(1_000), self.endpoint.wait_idle()).await;
+    }
+}

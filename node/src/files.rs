@@ -1,0 +1,332 @@
+//! The files of a district, a node and a gate: secret keys (mode 0600, never printed),
+//! certificates and TOML configurations.
+//!
+//! A district directory holds `root.key`, `root.pub` and `idhash.key`. A node directory holds
+//! `node.toml`, `node.key`, `node.cert`, `root.pub`, `idhash.key`, `console.key` (the
+//! workstation's identity towards its own node), `db/` (sled) and, while it runs, `node.addr`.
+//! A gate directory holds `gate.toml` and `gate.key`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::keys::{parse_public_key_hex, public_key_hex};
+use menjin_proto::{CommunityId, NodeCert};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {why}")]
+    Invalid { path: PathBuf, why: String },
+    #[error(
+        "{path}: secret key file is readable by group or others (mode {mode:o}); run chmod 600"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("{0} already exists: refusing to overwrite a key")]
+    Exists(PathBuf),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, why: impl Into<String>) -> FileError {
+    FileError::Invalid {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
+/// 32 bytes from the operating system's generator.
+pub fn random32() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    seed
+}
+
+pub fn random8() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    rand::fill(&mut b);
+    b
+}
+
+/// Writes a new secret (hex) readable by the owner only; never overwrites.
+///
+/// # Errors
+/// [`FileError::Exists`] if the file is there, or the IO error.
+pub fn write_secret(path: &Path, secret: &[u8; 32]) -> Result<(), FileError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                FileError::Exists(path.to_path_buf())
+            } else {
+                FileError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            }
+        })?;
+    writeln!(file, "{}", hex::encode(secret)).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+/// Reads a secret written by [`write_secret`], refusing a file others can read.
+///
+/// # Errors
+/// [`FileError`] naming the file and what is wrong.
+pub fn read_secret(path: &Path) -> Result<[u8; 32], FileError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(FileError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| invalid(path, "not hex"))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid(path, "a secret is 32 bytes"))
+}
+
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, FileError> {
+    read_secret(path).map(|seed| SigningKey::from_bytes(&seed))
+}
+
+/// Writes a file atomically (temporary file, fsync, rename).
+pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(contents).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+pub fn write_public_key(path: &Path, key: &VerifyingKey) -> Result<(), FileError> {
+    write_public(path, format!("{}\n", public_key_hex(key)).as_bytes())
+}
+
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, FileError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    parse_public_key_hex(&text).map_err(|why| invalid(path, why))
+}
+
+pub fn read_node_cert(path: &Path) -> Result<NodeCert, FileError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    NodeCert::decode(&bytes).map_err(|e| invalid(path, e.to_string()))
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FileError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    // toml's message names the line and column and the offending key.
+    toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_string()))
+}
+
+fn write_toml<T: Serialize>(path: &Path, value: &T, header: &str) -> Result<(), FileError> {
+    let body = toml::to_string(value).map_err(|e| invalid(path, e.to_string()))?;
+    write_public(path, format!("{header}{body}").as_bytes())
+}
+
+/// `node.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub community: CommunityId,
+    pub community_name: String,
+    /// UDP address of the QUIC endpoint for gates and the console.
+    pub listen: SocketAddr,
+    /// Unix seconds when declarations opened; the deadline is 5 days later.
+    pub campaign_start: u64,
+    /// How long a resident's code stays valid before they must declare again.
+    #[serde(default = "default_code_validity_days")]
+    pub code_validity_days: u32,
+}
+
+fn default_code_validity_days() -> u32 {
+    30
+}
+
+/// `gate.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateConfig {
+    pub gate_id: String,
+    pub community: CommunityId,
+    /// The node's QUIC address.
+    pub node: SocketAddr,
+    /// The district root public key (hex): the only trust anchor a gate needs.
+    pub root_public_key: String,
+}
+
+/// Paths inside a node directory.
+#[derive(Clone, Debug)]
+pub struct NodeDir(pub PathBuf);
+
+impl NodeDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("node.toml")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.0.join("node.key")
+    }
+    pub fn cert(&self) -> PathBuf {
+        self.0.join("node.cert")
+    }
+    pub fn root_pub(&self) -> PathBuf {
+        self.0.join("root.pub")
+    }
+    pub fn idhash_key(&self) -> PathBuf {
+        self.0.join("idhash.key")
+    }
+    pub fn console_key(&self) -> PathBuf {
+        self.0.join("console.key")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.0.join("db")
+    }
+    /// Written by a running node: the address it actually bound (tests bind port 0).
+    pub fn addr(&self) -> PathBuf {
+        self.0.join("node.addr")
+    }
+
+    pub fn read_config(&self) -> Result<NodeConfig, FileError> {
+        let cfg: NodeConfig = read_toml(&self.config())?;
+        if cfg.community_name.is_empty()
+            || cfg.community_name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX
+        {
+            return Err(invalid(
+                &self.config(),
+                "community_name must be 1 to 64 bytes",
+            ));
+        }
+        if cfg.code_validity_days == 0 || cfg.code_validity_days > 366 {
+            return Err(invalid(
+                &self.config(),
+                "code_validity_days must be 1 to 366",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    pub fn write_config(&self, cfg: &NodeConfig) -> Result<(), FileError> {
+        write_toml(
+            &self.config(),
+            cfg,
+            "# Menjin community node. See deploy/README.md.\n",
+        )
+    }
+
+    /// The address of the running node, as it wrote it at start.
+    pub fn read_addr(&self) -> Result<SocketAddr, FileError> {
+        let path = self.addr();
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        text.trim()
+            .parse()
+            .map_err(|_| invalid(&path, "not a socket address"))
+    }
+}
+
+/// Paths inside a gate directory.
+#[derive(Clone, Debug)]
+pub struct GateDir(pub PathBuf);
+
+impl GateDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("gate.toml")
+    }
+    pub fn key(&self) -> PathBuf {
+        self.0.join("gate.key")
+    }
+    pub fn read_config(&self) -> Result<GateConfig, FileError> {
+        let cfg: GateConfig = read_toml(&self.config())?;
+        parse_public_key_hex(&cfg.root_public_key)
+            .map_err(|why| invalid(&self.config(), format!("root_public_key: {why}")))?;
+        if cfg.gate_id.is_empty() || cfg.gate_id.len() > menjin_proto::wire::GATE_ID_LEN_MAX {
+            return Err(invalid(&self.config(), "gate_id must be 1 to 32 bytes"));
+        }
+        Ok(cfg)
+    }
+    pub fn write_config(&self, cfg: &GateConfig) -> Result<(), FileError> {
+        write_toml(
+            &self.config(),
+            cfg,
+            "# Menjin gate. See deploy/README.md.\n",
+        )
+    }
+}
+
+/// Paths inside a district directory.
+#[derive(Clone, Debug)]
+pub struct DistrictDir(pub PathBuf);
+
+impl DistrictDir {
+    pub fn root_key(&self) -> PathBuf {
+        self.0.join("root.key")
+    }
+    pub fn root_pub(&self) -> PathBuf {
+        self.0.join("root.pub")
+    }
+    pub fn idhash_key(&self) -> PathBuf {
+        self.0.join("idhash.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_private_and_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        write_secret(&path, &[7; 32]).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read_secret(&path).unwrap(), [7; 32]);
+        assert!(matches!(
+            write_secret(&path, &[8; 32]),
+            Err(FileError::Exists(_))
+        ));
+        assert_eq!(read_secret(&path).unwrap(), [7; 32]);
+    }
+
+    #[test]
+    fn readable_secret_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        write_secret(&path, &[7; 32]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(read_secret(&path), Err(FileError::TooOpen { .. })));
+    }
+
+    #[test]
+    fn unknown_config_key_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let nd = NodeDir(dir.path().to_path_buf());
+        std::fs::write(
+            nd.config(),
+            "community = 1\ncommunity_name = \"x\"\nlisten = \"127.0.0.1:0\"\ncampaign_start = 0\ncolour = \"red\"\n",
+        )
+        .unwrap();
+        let err = nd.read_config().unwrap_err().to_string();
+        assert!(err.contains("node.toml"), "{err}");
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+    }
+}

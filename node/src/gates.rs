@@ -1,0 +1,56 @@
+//! Enrolled gates (sled tree `gates`: gate id → ed25519 public key). The only module that
+//! reads or writes that tree.
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    #[error("gate storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("gate {0} is already enrolled")]
+    Exists(String),
+    #[error("gate record {0} is corrupt")]
+    Corrupt(String),
+}
+
+#[derive(Clone)]
+pub struct Gates {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl Gates {
+    pub fn open(db: &sled::Db) -> Result<Gates, GateError> {
+        Ok(Gates {
+            db: db.clone(),
+            tree: db.open_tree("gates")?,
+        })
+    }
+
+    /// Stores a new gate and flushes before returning.
+    ///
+    /// # Errors
+    /// [`GateError::Exists`] if the id is taken (re-keying a gate is a separate, deliberate act).
+    pub fn enrol(&self, gate_id: &str, key: [u8; 32]) -> Result<(), GateError> {
+        self.tree
+            .compare_and_swap(gate_id.as_bytes(), None as Option<&[u8]>, Some(&key[..]))?
+            .map_err(|_| GateError::Exists(gate_id.to_string()))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn all(&self) -> Result<Vec<(String, [u8; 32])>, GateError> {
+        self.tree
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let id = String::from_utf8(k.to_vec())
+                    .map_err(|_| GateError::Corrupt(hex::encode(&k)))?;
+                let key: [u8; 32] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| GateError::Corrupt(id.clone()))?;
+                Ok((id, key))
+            })
+            .collect()
+    }
+}

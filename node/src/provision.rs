@@ -1,0 +1,159 @@
+//! Creating districts, nodes and gates on disk, and running a node.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use menjin_proto::{CommunityId, NodeCert};
+
+use crate::files::{
+    DistrictDir, FileError, GateConfig, GateDir, NodeConfig, NodeDir, random32, read_public_key,
+    read_secret, read_signing_key, write_public, write_public_key, write_secret,
+};
+use crate::server::Server;
+use crate::service::{Node, NodeError, now_ms};
+
+/// How long a node certificate is valid; renewal is a district operator's yearly task.
+pub const NODE_CERT_DAYS: u64 = 365;
+
+fn private_dir(path: &Path) -> Result<(), FileError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| FileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Creates a district: the root key pair and the ID-hash key.
+///
+/// # Errors
+/// [`FileError`]; refuses to overwrite existing keys.
+pub fn create_district(dir: &DistrictDir) -> Result<ed25519_dalek::VerifyingKey, FileError> {
+    private_dir(&dir.0)?;
+    let seed = random32();
+    write_secret(&dir.root_key(), &seed)?;
+    write_secret(&dir.idhash_key(), &random32())?;
+    let root = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    write_public_key(&dir.root_pub(), &root)?;
+    Ok(root)
+}
+
+/// What a new node is for.
+pub struct NodeSpec {
+    pub community: CommunityId,
+    pub community_name: String,
+    pub listen: SocketAddr,
+    pub campaign_start: u64,
+    pub code_validity_days: u32,
+}
+
+/// Creates a node directory with its own key, a certificate signed by the district root, the
+/// district's ID-hash key and a console key for the workstation.
+///
+/// # Errors
+/// [`FileError`] or an invalid name; refuses to overwrite existing keys.
+pub fn create_node(
+    district: &DistrictDir,
+    dir: &NodeDir,
+    spec: &NodeSpec,
+) -> Result<NodeCert, NodeError> {
+    if spec.community_name.is_empty()
+        || spec.community_name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX
+    {
+        return Err(NodeError::Invalid(
+            "community name must be 1 to 64 bytes".into(),
+        ));
+    }
+    let root = read_signing_key(&district.root_key())?;
+    let idhash = read_secret(&district.idhash_key())?;
+    private_dir(&dir.0)?;
+    let seed = random32();
+    write_secret(&dir.key(), &seed)?;
+    let node_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    let now = now_ms() / 1000;
+    // A day of slack for clocks behind the district's.
+    let cert = NodeCert::issue(
+        &root,
+        spec.community,
+        &spec.community_name,
+        node_key,
+        now - 86_400,
+        now + NODE_CERT_DAYS * 86_400,
+    );
+    write_public(&dir.cert(), &cert.encode())?;
+    write_public_key(&dir.root_pub(), &root.verifying_key())?;
+    write_secret(&dir.idhash_key(), &idhash)?;
+    write_secret(&dir.console_key(), &random32())?;
+    dir.write_config(&NodeConfig {
+        community: spec.community,
+        community_name: spec.community_name.clone(),
+        listen: spec.listen,
+        campaign_start: spec.campaign_start,
+        code_validity_days: spec.code_validity_days,
+    })?;
+    Ok(cert)
+}
+
+/// Creates a gate directory with a new key; returns the public key to enrol at the node.
+///
+/// # Errors
+/// [`FileError`]; refuses to overwrite an existing key.
+pub fn create_gate(
+    dir: &GateDir,
+    gate_id: &str,
+    node_dir: &NodeDir,
+    node_addr: SocketAddr,
+) -> Result<[u8; 32], NodeError> {
+    crate::service::check_gate_id(gate_id).map_err(NodeError::Invalid)?;
+    let node_cfg = node_dir.read_config()?;
+    let root = read_public_key(&node_dir.root_pub())?;
+    private_dir(&dir.0)?;
+    let seed = random32();
+    write_secret(&dir.key(), &seed)?;
+    dir.write_config(&GateConfig {
+        gate_id: gate_id.to_string(),
+        community: node_cfg.community,
+        node: node_addr,
+        root_public_key: menjin_proto::keys::public_key_hex(&root),
+    })?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes())
+}
+
+/// Opens the node, binds its endpoint, writes `node.addr`, and serves until `shutdown`.
+///
+/// # Errors
+/// [`NodeError`] if the node cannot be opened or bound.
+pub async fn run_node(
+    dir: &NodeDir,
+    listen: Option<SocketAddr>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let node = Node::open(dir)?;
+    let addr = listen.unwrap_or(node.config.listen);
+    let server = Server::bind(node.clone(), addr)
+        .map_err(|e| NodeError::Invalid(format!("cannot listen on {addr}: {e}")))?;
+    let bound = server
+        .local_addr()
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
+    let status = node.status();
+    tracing::info!(
+        community = node.config.community,
+        name = %node.config.community_name,
+        %bound,
+        residents = status.residents,
+        events = status.events_logged,
+        gates = status.gates.len(),
+        "node serving"
+    );
+    server.run(shutdown).await;
+    let _ = std::fs::remove_file(dir.addr());
+    tracing::info!("node stopped");
+    Ok(())
+}

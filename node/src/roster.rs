@@ -1,0 +1,284 @@
+//! The roster: declared people, issued codes, visitor consents and pass photos, in sled tree
+//! `roster`, plus the in-memory view that gate checks read.
+//!
+//! Keys: `p` + holder id → [`PersonRecord`]; `c` + credential id → [`CredRecord`];
+//! `h` + keyed ID hash → holder id; `f` + holder id → photo bytes.
+//!
+//! Architecture invariant: this module is the only reader and writer of tree `roster`. A
+//! change is one atomic sled batch, flushed before [`Roster::commit`] returns, and only then
+//! applied to the in-memory view: nothing is acknowledged or enforced that is not on disk.
+//! Gate checks read the view ([`Roster::lookup`]), never sled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use menjin_proto::credential::{CredId, HolderId, HolderKind};
+use menjin_proto::idnum::IdHash;
+use menjin_proto::record::{CredRecord, CredStatus, PersonRecord};
+use menjin_proto::wire::{self, HolderDisplay};
+
+/// Records are small; anything bigger than this read back from disk is corruption.
+const RECORD_LEN_MAX: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RosterError {
+    #[error("roster storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("roster record {key} is corrupt: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+/// What a gate check needs to know about one code, kept in memory.
+#[derive(Clone, Debug)]
+pub struct CredView {
+    pub code: Vec<u8>,
+    pub kind: HolderKind,
+    pub holder: HolderId,
+    pub status: CredStatus,
+    pub display: HolderDisplay,
+    /// For visitor codes: the consenting resident.
+    pub host: Option<HolderId>,
+}
+
+#[derive(Default)]
+struct View {
+    creds: HashMap<CredId, Arc<CredView>>,
+    /// Each cleared person's code in force.
+    active: HashMap<HolderId, CredId>,
+}
+
+/// One atomic change to the roster.
+#[derive(Default)]
+pub struct Change {
+    pub persons: Vec<PersonRecord>,
+    pub creds: Vec<CredRecord>,
+    pub photos: Vec<(HolderId, Vec<u8>)>,
+}
+
+#[derive(Clone)]
+pub struct Roster {
+    db: sled::Db,
+    tree: sled::Tree,
+    view: Arc<RwLock<View>>,
+}
+
+fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(prefix);
+    k.extend_from_slice(id);
+    k
+}
+
+fn corrupt(key: &[u8], why: impl ToString) -> RosterError {
+    RosterError::Corrupt {
+        key: hex::encode(key),
+        why: why.to_string(),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, RosterError> {
+    wire::decode(bytes, RECORD_LEN_MAX).map_err(|e| corrupt(key, e))
+}
+
+impl Roster {
+    /// Opens the roster and builds the in-memory view from disk.
+    ///
+    /// # Errors
+    /// [`RosterError`] on storage errors or corrupt records.
+    pub fn open(db: &sled::Db) -> Result<Roster, RosterError> {
+        let tree = db.open_tree("roster")?;
+        let roster = Roster {
+            db: db.clone(),
+            tree,
+            view: Arc::default(),
+        };
+        let mut persons = HashMap::new();
+        for item in roster.tree.scan_prefix([b'p']) {
+            let (k, v) = item?;
+            let p: PersonRecord = decode(&k, &v)?;
+            persons.insert(p.holder, p);
+        }
+        let mut view = View::default();
+        for item in roster.tree.scan_prefix([b'c']) {
+            let (k, v) = item?;
+            let c: CredRecord = decode(&k, &v)?;
+            roster.apply_cred(&mut view, &c, |h| persons.get(h).cloned());
+        }
+        *roster.view.write().expect("roster view lock") = view;
+        Ok(roster)
+    }
+
+    fn apply_cred(
+        &self,
+        view: &mut View,
+        c: &CredRecord,
+        person: impl Fn(&HolderId) -> Option<PersonRecord>,
+    ) {
+        let (display, host) = match &c.visit {
+            Some(visit) => {
+                let host = person(&visit.host);
+                let (building, door) = host
+                    .map(|h| (h.form.building, h.form.door))
+                    .unwrap_or_default();
+                let display = HolderDisplay {
+                    name: visit.visitor_name.clone(),
+                    building,
+                    door,
+                    kind: c.kind,
+                    photo: None,
+                };
+                (display, Some(visit.host))
+            }
+            None => {
+                let p = person(&c.holder);
+                let display = match p {
+                    Some(p) => HolderDisplay {
+                        name: p.form.name.clone(),
+                        building: p.form.building.clone(),
+                        door: p.form.door.clone(),
+                        kind: c.kind,
+                        photo: p.has_photo.then(|| format!("photo:{}", p.holder)),
+                    },
+                    None => HolderDisplay {
+                        name: String::new(),
+                        building: String::new(),
+                        door: String::new(),
+                        kind: c.kind,
+                        photo: None,
+                    },
+                };
+                (display, None)
+            }
+        };
+        if c.visit.is_none() {
+            match c.status {
+                CredStatus::Active => {
+                    view.active.insert(c.holder, c.id);
+                }
+                _ => {
+                    if view.active.get(&c.holder) == Some(&c.id) {
+                        view.active.remove(&c.holder);
+                    }
+                }
+            }
+        }
+        let v = CredView {
+            code: c.code.clone(),
+            kind: c.kind,
+            holder: c.holder,
+            status: c.status.clone(),
+            display,
+            host,
+        };
+        view.creds.insert(c.id, Arc::new(v));
+    }
+
+    /// Writes a change atomically, flushes it, then applies it to the in-memory view.
+    ///
+    /// # Errors
+    /// [`RosterError`]; on error nothing of the change is visible.
+    pub fn commit(&self, change: Change) -> Result<(), RosterError> {
+        let mut batch = sled::Batch::default();
+        for p in &change.persons {
+            batch.insert(key(b'p', &p.holder.0), wire::encode(p));
+            batch.insert(key(b'h', &p.id_hash.0), &p.holder.0[..]);
+        }
+        for c in &change.creds {
+            batch.insert(key(b'c', &c.id.0), wire::encode(c));
+        }
+        for (holder, photo) in &change.photos {
+            batch.insert(key(b'f', &holder.0), photo.as_slice());
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        let mut view = self.view.write().expect("roster view lock");
+        for c in &change.creds {
+            self.apply_cred(&mut view, c, |h| {
+                change
+                    .persons
+                    .iter()
+                    .find(|p| p.holder == *h)
+                    .cloned()
+                    .or_else(|| self.person(h).ok().flatten())
+            });
+        }
+        // A person's new details (a photo, a new name) change what the guard sees on codes
+        // that are already out.
+        for p in &change.persons {
+            if let Some(id) = view.active.get(&p.holder).copied() {
+                if !change.creds.iter().any(|c| c.id == id) {
+                    if let Ok(Some(c)) = self.cred(&id) {
+                        self.apply_cred(&mut view, &c, |_| Some(p.clone()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The hot path: one hash-map read under a read lock.
+    pub fn lookup(&self, id: &CredId) -> Option<Arc<CredView>> {
+        self.view
+            .read()
+            .expect("roster view lock")
+            .creds
+            .get(id)
+            .cloned()
+    }
+
+    /// The person holds a code in force (a visitor's consent stands only while its host does).
+    pub fn holder_active(&self, holder: &HolderId) -> bool {
+        self.view
+            .read()
+            .expect("roster view lock")
+            .active
+            .contains_key(holder)
+    }
+
+    pub fn person(&self, holder: &HolderId) -> Result<Option<PersonRecord>, RosterError> {
+        let k = key(b'p', &holder.0);
+        self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    pub fn person_by_hash(&self, id_hash: &IdHash) -> Result<Option<PersonRecord>, RosterError> {
+        let k = key(b'h', &id_hash.0);
+        let Some(v) = self.tree.get(&k)? else {
+            return Ok(None);
+        };
+        let holder = HolderId(
+            v.as_ref()
+                .try_into()
+                .map_err(|_| corrupt(&k, "holder id is not 8 bytes"))?,
+        );
+        self.person(&holder)
+    }
+
+    pub fn cred(&self, id: &CredId) -> Result<Option<CredRecord>, RosterError> {
+        let k = key(b'c', &id.0);
+        self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    pub fn photo(&self, holder: &HolderId) -> Result<Option<Vec<u8>>, RosterError> {
+        Ok(self.tree.get(key(b'f', &holder.0))?.map(|v| v.to_vec()))
+    }
+
+    /// Every person, for the progress summary (an operator command, not a hot path).
+    pub fn persons(&self) -> impl Iterator<Item = Result<PersonRecord, RosterError>> + '_ {
+        self.tree.scan_prefix([b'p']).map(|item| {
+            let (k, v) = item?;
+            decode(&k, &v)
+        })
+    }
+
+    /// Counts of codes in force and revoked, from the view.
+    pub fn code_counts(&self) -> (u64, u64) {
+        let view = self.view.read().expect("roster view lock");
+        let active = view
+            .creds
+            .values()
+            .filter(|c| c.status == CredStatus::Active)
+            .count() as u64;
+        (active, view.creds.len() as u64 - active)
+    }
+}

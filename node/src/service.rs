@@ -1,0 +1,792 @@
+//! The community node's operations: declarations, codes, passes, visitors, gate checks, log
+//! queries, progress. Sockets live in `server`; storage in `roster`, `gatelog` and `gates`;
+//! the rules themselves in `menjin_proto`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::civil::Date;
+use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind, SignedCode};
+use menjin_proto::declaration::{Declaration, NAME_LEN_MAX, Outcome, PHONE_LEN_MAX};
+use menjin_proto::idnum::IdHashKey;
+use menjin_proto::record::{CredRecord, CredStatus, PersonRecord, Visit};
+use menjin_proto::rule::{self, Facts, Reason};
+use menjin_proto::wire::{
+    BuildingProgress, Channel, CheckAnswer, CheckRequest, ErrorKind, GATE_ID_LEN_MAX, GateEvent,
+    NodeStatus, PLATE_LEN_MAX, Receipt, Request, Response, RosterSummary, VisitorReceipt,
+};
+use menjin_proto::{KeyId, NodeCert, UnixTime};
+
+use crate::files::{
+    FileError, NodeConfig, NodeDir, read_node_cert, read_public_key, read_secret, read_signing_key,
+};
+use crate::gatelog::{GateLog, LogError};
+use crate::gates::Gates;
+use crate::roster::{Change, Roster, RosterError};
+use crate::tls::{PeerRole, PeerTable};
+use crate::{pass, photo};
+
+/// The deadline for every resident declared and every pass out (the order's 5 days).
+pub const DEADLINE_DAYS: u64 = 5;
+/// A visit is for a day or a few; longer stays are residents and should declare.
+pub const VISIT_SECS_MAX: u64 = 7 * 86_400;
+const DAY_SECS: u64 = 86_400;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("opening the database: {0}")]
+    Db(#[from] sled::Error),
+    #[error(transparent)]
+    Roster(#[from] RosterError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Gates(#[from] crate::gates::GateError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A refused operation: what the console or gate is told.
+#[derive(Debug)]
+pub struct Refusal {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal {
+        kind: ErrorKind::BadRequest,
+        message: message.into(),
+    }
+}
+fn refused(message: impl Into<String>) -> Refusal {
+    Refusal {
+        kind: ErrorKind::Refused,
+        message: message.into(),
+    }
+}
+fn not_found(message: impl Into<String>) -> Refusal {
+    Refusal {
+        kind: ErrorKind::NotFound,
+        message: message.into(),
+    }
+}
+impl From<RosterError> for Refusal {
+    fn from(e: RosterError) -> Refusal {
+        tracing::error!(error = %e, "roster failure");
+        Refusal {
+            kind: ErrorKind::Internal,
+            message: e.to_string(),
+        }
+    }
+}
+impl From<LogError> for Refusal {
+    fn from(e: LogError) -> Refusal {
+        tracing::error!(error = %e, "gate log failure");
+        Refusal {
+            kind: ErrorKind::Internal,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A running community node's state.
+pub struct Node {
+    pub config: NodeConfig,
+    key: SigningKey,
+    key_id: KeyId,
+    cert: NodeCert,
+    idhash: IdHashKey,
+    roster: Roster,
+    log: GateLog,
+    gates: Gates,
+    peers: PeerTable,
+    /// Declarations read, decide and write: one at a time, so two declarations of the same
+    /// person cannot both issue a code.
+    write: Mutex<()>,
+}
+
+impl Node {
+    /// Opens a node directory: keys, certificate, sled, and the in-memory view.
+    ///
+    /// # Errors
+    /// [`NodeError`] naming the file or store that is wrong.
+    pub fn open(dir: &NodeDir) -> Result<Arc<Node>, NodeError> {
+        let config = dir.read_config()?;
+        let key = read_signing_key(&dir.key())?;
+        let cert = read_node_cert(&dir.cert())?;
+        let root = read_public_key(&dir.root_pub())?;
+        let idhash = IdHashKey(read_secret(&dir.idhash_key())?);
+        let console = read_signing_key(&dir.console_key())?.verifying_key();
+        cert.verify(&root, now_ms() / 1000)
+            .map_err(|e| NodeError::Invalid(format!("{}: {e}", dir.cert().display())))?;
+        if cert.node_key != key.verifying_key() || cert.community != config.community {
+            return Err(NodeError::Invalid(format!(
+                "{} does not match node.key and the community in node.toml",
+                dir.cert().display()
+            )));
+        }
+        let db = sled::Config::new().path(dir.db()).open()?;
+        let roster = Roster::open(&db)?;
+        let log = GateLog::open(&db)?;
+        let gates = Gates::open(&db)?;
+        let peers = PeerTable::default();
+        peers.insert(console.to_bytes(), PeerRole::Console);
+        for (gate_id, key) in gates.all()? {
+            peers.insert(key, PeerRole::Gate(gate_id));
+        }
+        Ok(Arc::new(Node {
+            config,
+            key_id: KeyId::of(&key.verifying_key()),
+            key,
+            cert,
+            idhash,
+            roster,
+            log,
+            gates,
+            peers,
+            write: Mutex::new(()),
+        }))
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+    pub fn cert(&self) -> &NodeCert {
+        &self.cert
+    }
+    pub fn peers(&self) -> PeerTable {
+        self.peers.clone()
+    }
+    pub fn events_logged(&self) -> u64 {
+        self.log.len()
+    }
+
+    /// Runs a console request (blocking: call from a blocking thread).
+    pub fn console(&self, req: Request, now: UnixTime) -> Response {
+        let result = match req {
+            Request::Check(_) => Err(Refusal {
+                kind: ErrorKind::Forbidden,
+                message: "checks come from enrolled gates, not the console".into(),
+            }),
+            Request::Declare { form } => self
+                .declare(form, Channel::Online, None, None, None, now)
+                .map(Response::Declared),
+            Request::DeclareProxy { by, form } => self
+                .declare(form, Channel::Proxy, Some(by), None, None, now)
+                .map(Response::Declared),
+            Request::DeclareOffline { form, photo, staff } => self
+                .declare(form, Channel::Offline, None, Some(photo), Some(staff), now)
+                .map(Response::Declared),
+            Request::AttachPhoto { holder, photo } => self
+                .attach_photo(holder, photo, now)
+                .map(Response::Declared),
+            Request::PrintPass { holder } => self.print_pass(holder, now),
+            Request::ShowHolder { holder } => self.show(holder).map(Response::Declared),
+            Request::InviteVisitor {
+                host,
+                visitor_name,
+                visitor_phone,
+                from,
+                until,
+            } => self
+                .invite(host, visitor_name, visitor_phone, from, until, now)
+                .map(Response::Visitor),
+            Request::WithdrawConsent { visitor_code } => self.withdraw(visitor_code, now),
+            Request::QueryLog(q) => self.log.query(&q).map(Response::Log).map_err(Refusal::from),
+            Request::RosterSummary => self.summary().map(Response::Summary),
+            Request::EnrolGate {
+                gate_id,
+                public_key,
+            } => self.enrol_gate(gate_id, public_key),
+            Request::Status => Ok(Response::Status(self.status())),
+        };
+        result.unwrap_or_else(|r| Response::Error {
+            kind: r.kind,
+            message: r.message,
+        })
+    }
+
+    fn today(now: UnixTime) -> Date {
+        Date::from_unix(now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue(
+        &self,
+        kind: HolderKind,
+        holder: HolderId,
+        building: &str,
+        door: &str,
+        from: UnixTime,
+        until: UnixTime,
+        visit: Option<Visit>,
+        now: UnixTime,
+    ) -> (CredRecord, SignedCode) {
+        let cred = Credential {
+            kind,
+            id: CredId(crate::files::random8()),
+            community: self.config.community,
+            holder,
+            valid_from: from.min(u64::from(u32::MAX)) as u32,
+            valid_until: until.min(u64::from(u32::MAX)) as u32,
+            issuer: self.key_id,
+            building: building.to_string(),
+            door: door.to_string(),
+        };
+        let code = cred.sign(&self.key);
+        let record = CredRecord {
+            id: code.credential.id,
+            holder,
+            kind,
+            code: code.as_bytes().to_vec(),
+            issued_at: now,
+            status: CredStatus::Active,
+            visit,
+        };
+        (record, code)
+    }
+
+    fn receipt(&self, p: &PersonRecord, revoked: Option<CredId>) -> Result<Receipt, Refusal> {
+        let code = match p.cred {
+            Some(id) => self
+                .roster
+                .cred(&id)?
+                .and_then(|c| SignedCode::decode(&c.code).ok())
+                .map(|c| c.to_text()),
+            None => None,
+        };
+        Ok(Receipt {
+            holder: p.holder,
+            name: p.form.name.clone(),
+            kind: p.kind,
+            channel: p.channel,
+            outcome: p.review.outcome,
+            why: p.review.why.clone(),
+            code,
+            cred: p.cred,
+            revoked,
+            declared_by: p.declared_by,
+            has_photo: p.has_photo,
+        })
+    }
+
+    /// Validates, reviews and stores a declaration; issues, keeps or revokes the code.
+    fn declare(
+        &self,
+        mut form: Declaration,
+        channel: Channel,
+        by: Option<HolderId>,
+        photo: Option<Vec<u8>>,
+        staff: Option<String>,
+        now: UnixTime,
+    ) -> Result<Receipt, Refusal> {
+        trim_form(&mut form);
+        let today = Self::today(now);
+        let checked = form.check(today).map_err(|e| bad(e.to_string()))?;
+        if let Some(photo) = &photo {
+            photo::check_photo(photo).map_err(|e| bad(e.to_string()))?;
+        }
+        if let Some(staff) = &staff {
+            if staff.trim().is_empty() || staff.len() > NAME_LEN_MAX {
+                return Err(bad(
+                    "staff: the name of the staff member who typed the form is required",
+                ));
+            }
+        }
+        let _guard = self.write.lock().expect("declaration lock");
+        let id_hash = self.idhash.hash(form.document_type, &form.document_number);
+        let existing = self.roster.person_by_hash(&id_hash)?;
+        let mut kind = checked.kind;
+        if let Some(by) = by {
+            let proxy = self
+                .roster
+                .person(&by)?
+                .ok_or_else(|| not_found(format!("no declared person {by}")))?;
+            if proxy.id_hash == id_hash {
+                return Err(refused(
+                    "a proxy declaration is for someone else; declare yourself online",
+                ));
+            }
+            let proxy_birth = proxy
+                .form
+                .check(today)
+                .map(|c| c.birth)
+                .map_err(|e| refused(format!("proxy's own declaration: {e}")))?;
+            if proxy_birth.age_on(today) < menjin_proto::declaration::ADULT_AGE {
+                return Err(refused("a proxy must be an adult (18 or older)"));
+            }
+            if proxy.form.building != form.building || proxy.form.door != form.door {
+                return Err(refused(format!(
+                    "a proxy must live in the same home: proxy lives at {}-{}, the form says {}-{}",
+                    proxy.form.building, proxy.form.door, form.building, form.door
+                )));
+            }
+            kind = HolderKind::Dependent;
+        }
+        let holder = existing
+            .as_ref()
+            .map_or_else(|| HolderId(crate::files::random8()), |p| p.holder);
+        let old = match existing.as_ref().and_then(|p| p.cred) {
+            Some(id) => self.roster.cred(&id)?,
+            None => None,
+        };
+        let cleared = checked.review.outcome == Outcome::Cleared;
+        let old_code = old.as_ref().and_then(|c| SignedCode::decode(&c.code).ok());
+        // The earlier code stands only if it still says the right thing: same kind, same home,
+        // still active, and not expiring within a day.
+        let keep = cleared
+            && old_code.as_ref().is_some_and(|c| {
+                let c = &c.credential;
+                c.kind == kind
+                    && c.building == form.building
+                    && c.door == form.door
+                    && u64::from(c.valid_until) > now + DAY_SECS
+            })
+            && old.as_ref().is_some_and(|c| c.status == CredStatus::Active);
+        let mut change = Change::default();
+        let mut revoked = None;
+        if let Some(mut o) = old
+            .clone()
+            .filter(|o| !keep && o.status == CredStatus::Active)
+        {
+            let why = if cleared {
+                "replaced by a new declaration".to_string()
+            } else {
+                format!("new declaration: {}", checked.review.why)
+            };
+            o.status = CredStatus::Revoked { at: now, why };
+            revoked = Some(o.id);
+            change.creds.push(o);
+        }
+        let cred = if keep {
+            old.as_ref().map(|o| o.id)
+        } else if cleared {
+            let until = now + u64::from(self.config.code_validity_days) * DAY_SECS;
+            let (record, _) = self.issue(
+                kind,
+                holder,
+                &form.building,
+                &form.door,
+                now,
+                until,
+                None,
+                now,
+            );
+            let id = record.id;
+            change.creds.push(record);
+            Some(id)
+        } else {
+            None
+        };
+        let has_photo = photo.is_some() || existing.as_ref().is_some_and(|p| p.has_photo);
+        if let Some(photo) = photo {
+            change.photos.push((holder, photo));
+        }
+        let person = PersonRecord {
+            holder,
+            form,
+            id_hash,
+            kind,
+            channel,
+            review: checked.review,
+            declared_at: now,
+            declared_by: by.or_else(|| {
+                existing
+                    .as_ref()
+                    .and_then(|p| p.declared_by)
+                    .filter(|_| channel != Channel::Online)
+            }),
+            staff,
+            cred,
+            has_photo,
+            passes_printed: existing.as_ref().map_or(0, |p| p.passes_printed),
+        };
+        change.persons.push(person.clone());
+        self.roster.commit(change)?;
+        tracing::info!(holder = %holder, channel = ?channel, outcome = person.review.outcome.as_str(), revoked = ?revoked, "declaration stored");
+        self.receipt(&person, revoked)
+    }
+
+    fn attach_photo(
+        &self,
+        holder: HolderId,
+        photo: Vec<u8>,
+        _now: UnixTime,
+    ) -> Result<Receipt, Refusal> {
+        photo::check_photo(&photo).map_err(|e| bad(e.to_string()))?;
+        let _guard = self.write.lock().expect("declaration lock");
+        let mut p = self
+            .roster
+            .person(&holder)?
+            .ok_or_else(|| not_found(format!("no declared person {holder}")))?;
+        p.has_photo = true;
+        self.roster.commit(Change {
+            persons: vec![p.clone()],
+            creds: vec![],
+            photos: vec![(holder, photo)],
+        })?;
+        self.receipt(&p, None)
+    }
+
+    fn show(&self, holder: HolderId) -> Result<Receipt, Refusal> {
+        let p = self
+            .roster
+            .person(&holder)?
+            .ok_or_else(|| not_found(format!("no declared person {holder}")))?;
+        self.receipt(&p, None)
+    }
+
+    fn print_pass(&self, holder: HolderId, now: UnixTime) -> Result<Response, Refusal> {
+        let _guard = self.write.lock().expect("declaration lock");
+        let mut p = self
+            .roster
+            .person(&holder)?
+            .ok_or_else(|| not_found(format!("no declared person {holder}")))?;
+        let Some(cred_id) = p.cred else {
+            return Err(refused(format!(
+                "{} is not cleared ({}): no pass",
+                p.form.name, p.review.why
+            )));
+        };
+        let photo_bytes = self.roster.photo(&holder)?;
+        let Some(photo_bytes) = photo_bytes else {
+            return Err(refused(
+                "the pass must carry a photo: attach one first (menjin pass photo)",
+            ));
+        };
+        let mime = photo::check_photo(&photo_bytes)
+            .map_err(|e| refused(format!("stored photo: {e}")))?
+            .mime;
+        let cred = self
+            .roster
+            .cred(&cred_id)?
+            .ok_or_else(|| not_found("code record missing"))?;
+        let code =
+            SignedCode::decode(&cred.code).map_err(|e| refused(format!("stored code: {e}")))?;
+        let gender = match p.form.gender {
+            menjin_proto::declaration::Gender::Male => "男 M",
+            menjin_proto::declaration::Gender::Female => "女 F",
+        };
+        let html = pass::pass_html(&pass::PassData {
+            community_name: &self.config.community_name,
+            name: &p.form.name,
+            gender,
+            document_type: p.form.document_type.as_str(),
+            document_number: &p.form.document_number,
+            building: &p.form.building,
+            door: &p.form.door,
+            holder_id: &holder.to_string(),
+            photo: Some((mime, &photo_bytes)),
+            code_text: &code.to_text(),
+            valid_until: &Date::from_unix(u64::from(code.credential.valid_until)).to_string(),
+            issued: &Date::from_unix(now).to_string(),
+        })
+        .map_err(|e| refused(e.to_string()))?;
+        p.passes_printed += 1;
+        self.roster.commit(Change {
+            persons: vec![p],
+            ..Change::default()
+        })?;
+        Ok(Response::Pass { holder, html })
+    }
+
+    fn invite(
+        &self,
+        host: HolderId,
+        name: String,
+        phone: String,
+        from: UnixTime,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<VisitorReceipt, Refusal> {
+        let (name, phone) = (name.trim().to_string(), phone.trim().to_string());
+        if name.is_empty() || name.len() > NAME_LEN_MAX || name.chars().any(char::is_control) {
+            return Err(bad("visitor name: 1 to 64 bytes, no control characters"));
+        }
+        if phone.is_empty()
+            || phone.len() > PHONE_LEN_MAX
+            || !phone
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"+- ".contains(&b))
+        {
+            return Err(bad("visitor phone: digits, spaces, + and -, at most 20"));
+        }
+        if until <= from {
+            return Err(bad("visit window: the end must come after the start"));
+        }
+        if until <= now {
+            return Err(bad("visit window: already over"));
+        }
+        if until - from > VISIT_SECS_MAX {
+            return Err(bad(
+                "visit window: at most 7 days; people staying longer declare as residents",
+            ));
+        }
+        let _guard = self.write.lock().expect("declaration lock");
+        let h = self
+            .roster
+            .person(&host)?
+            .ok_or_else(|| not_found(format!("no declared person {host}")))?;
+        if !self.roster.holder_active(&host) {
+            return Err(refused(format!(
+                "{} holds no valid code ({}): cannot consent to visitors",
+                h.form.name, h.review.why
+            )));
+        }
+        let visit = Visit {
+            host,
+            visitor_name: name.clone(),
+            visitor_phone: phone,
+        };
+        let (record, code) = self.issue(
+            HolderKind::Visitor,
+            HolderId(crate::files::random8()),
+            &h.form.building,
+            &h.form.door,
+            from,
+            until,
+            Some(visit),
+            now,
+        );
+        let cred = record.id;
+        self.roster.commit(Change {
+            creds: vec![record],
+            ..Change::default()
+        })?;
+        tracing::info!(host = %host, cred = %cred, "visitor consent recorded");
+        Ok(VisitorReceipt {
+            cred,
+            code: code.to_text(),
+            host,
+            visitor_name: name,
+            from,
+            until,
+        })
+    }
+
+    fn withdraw(&self, id: CredId, now: UnixTime) -> Result<Response, Refusal> {
+        let _guard = self.write.lock().expect("declaration lock");
+        let mut c = self
+            .roster
+            .cred(&id)?
+            .ok_or_else(|| not_found(format!("no code {id}")))?;
+        if c.kind != HolderKind::Visitor {
+            return Err(bad(format!("{id} is not a visitor code")));
+        }
+        if c.status != CredStatus::Active {
+            return Err(refused(format!("{id} is not in force")));
+        }
+        c.status = CredStatus::ConsentWithdrawn { at: now };
+        self.roster.commit(Change {
+            creds: vec![c],
+            ..Change::default()
+        })?;
+        Ok(Response::Done(format!(
+            "consent for visitor code {id} withdrawn"
+        )))
+    }
+
+    fn summary(&self) -> Result<RosterSummary, Refusal> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut by_building: BTreeMap<String, (BuildingProgress, BTreeSet<String>)> =
+            BTreeMap::new();
+        for p in self.roster.persons() {
+            let p = p?;
+            let (b, doors) = by_building.entry(p.form.building.clone()).or_default();
+            b.building = p.form.building.clone();
+            doors.insert(p.form.door.clone());
+            b.residents += 1;
+            if p.review.outcome == Outcome::Cleared {
+                b.cleared += 1;
+            } else {
+                b.not_cleared += 1;
+            }
+            if p.cred.is_some() {
+                b.codes_active += 1;
+            }
+            if p.passes_printed > 0 {
+                b.passes_printed += 1;
+            }
+        }
+        let buildings = by_building
+            .into_values()
+            .map(|(mut b, doors)| {
+                b.households = doors.len() as u32;
+                b
+            })
+            .collect();
+        Ok(RosterSummary {
+            community: self.config.community,
+            community_name: self.config.community_name.clone(),
+            campaign_start: self.config.campaign_start,
+            deadline: self.config.campaign_start + DEADLINE_DAYS * DAY_SECS,
+            buildings,
+        })
+    }
+
+    fn enrol_gate(&self, gate_id: String, key: [u8; 32]) -> Result<Response, Refusal> {
+        check_gate_id(&gate_id).map_err(bad)?;
+        let vk =
+            VerifyingKey::from_bytes(&key).map_err(|_| bad("not a valid ed25519 public key"))?;
+        if self.peers.role(&key).is_some() {
+            return Err(refused("this key is already enrolled"));
+        }
+        self.gates
+            .enrol(&gate_id, key)
+            .map_err(|e| refused(e.to_string()))?;
+        self.peers.insert(key, PeerRole::Gate(gate_id.clone()));
+        tracing::info!(gate = %gate_id, key = %menjin_proto::keys::fingerprint(&vk), "gate enrolled");
+        Ok(Response::Done(format!("gate {gate_id} enrolled")))
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let (active, revoked) = self.roster.code_counts();
+        NodeStatus {
+            community: self.config.community,
+            community_name: self.config.community_name.clone(),
+            node_key_id: self.key_id.to_string(),
+            residents: self.roster.persons().count() as u64,
+            codes_active: active,
+            codes_revoked: revoked,
+            gates: self.peers.gates(),
+            events_logged: self.log.len(),
+            node_time_ms: now_ms(),
+        }
+    }
+
+    /// A gate check: decide, log (flushed), answer.
+    ///
+    /// # Errors
+    /// A [`Refusal`] for a malformed request (nothing is logged) or a storage failure.
+    pub async fn check(&self, gate_id: &str, req: CheckRequest) -> Result<CheckAnswer, Refusal> {
+        if req.gate_id != gate_id {
+            return Err(Refusal {
+                kind: ErrorKind::Forbidden,
+                message: format!(
+                    "this connection is gate {gate_id}, the request says {}",
+                    req.gate_id
+                ),
+            });
+        }
+        if !(rule::TEMPERATURE_DC_MIN..=rule::TEMPERATURE_DC_MAX).contains(&req.temperature_dc) {
+            return Err(bad(format!(
+                "temperature {:.1} °C is outside 30.0 to 45.0: measure again",
+                f32::from(req.temperature_dc) / 10.0
+            )));
+        }
+        if let Some(plate) = &req.plate {
+            if plate.trim().is_empty() || plate.len() > PLATE_LEN_MAX {
+                return Err(bad("plate: 1 to 16 bytes"));
+            }
+        }
+        let now_ms = now_ms();
+        let now = now_ms / 1000;
+        let (facts_code, view, cred_id) = match SignedCode::from_text(&req.code) {
+            Err(e) => (Err(e.reason()), None, None),
+            Ok(code) => {
+                let id = code.credential.id;
+                let view = self.roster.lookup(&id);
+                // The node issued every code it knows: identical bytes need no signature check.
+                let checked = match &view {
+                    Some(v) if v.code == code.as_bytes() => {
+                        code.check_context(self.config.community, now)
+                    }
+                    _ => code.verify(Some(&self.cert), self.config.community, now),
+                };
+                match (checked, view) {
+                    (Err(r), _) => (Err(r), None, Some(id)),
+                    (Ok(()), None) => (Err(Reason::UnknownCode), None, Some(id)),
+                    (Ok(()), Some(v)) if v.code != code.as_bytes() => {
+                        (Err(Reason::BadSignature), None, Some(id))
+                    }
+                    (Ok(()), Some(v)) => (Ok(v.kind), Some(v), Some(id)),
+                }
+            }
+        };
+        let revoked = view
+            .as_ref()
+            .is_some_and(|v| matches!(v.status, CredStatus::Revoked { .. }));
+        let consent_active = view
+            .as_ref()
+            .filter(|v| v.kind == HolderKind::Visitor)
+            .map(|v| {
+                v.status == CredStatus::Active
+                    && v.host.is_some_and(|h| self.roster.holder_active(&h))
+            });
+        let verdict = rule::decide(&Facts {
+            code: facts_code,
+            revoked,
+            consent_active,
+            temperature_dc: req.temperature_dc,
+            in_vehicle: req.plate.is_some(),
+        });
+        let event = GateEvent {
+            seq: 0,
+            time_ms: now_ms,
+            gate: gate_id.to_string(),
+            direction: req.direction,
+            allowed: verdict.allowed,
+            reason: verdict.reason,
+            fever: verdict.fever,
+            temperature_dc: req.temperature_dc,
+            cred: cred_id.filter(|_| view.is_some()),
+            holder: view.as_ref().map(|v| v.holder),
+            kind: view.as_ref().map(|v| v.kind),
+            plate: req.plate.clone(),
+            offline: false,
+        };
+        let (seq, time_ms) = self.log.append(event).await?;
+        if verdict.fever {
+            tracing::warn!(gate = %gate_id, seq, temperature_dc = req.temperature_dc, "fever at the gate");
+        }
+        Ok(CheckAnswer {
+            allowed: verdict.allowed,
+            reason: verdict.reason,
+            fever: verdict.fever,
+            holder: view.map(|v| v.display.clone()),
+            seq,
+            node_time_ms: time_ms,
+        })
+    }
+}
+
+fn trim_form(f: &mut Declaration) {
+    for s in [
+        &mut f.name,
+        &mut f.document_number,
+        &mut f.nationality,
+        &mut f.phone,
+        &mut f.building,
+        &mut f.door,
+    ] {
+        *s = s.trim().to_string();
+    }
+    f.document_number = f.document_number.to_ascii_uppercase();
+}
+
+/// Gate ids are short names staff type and read in logs.
+///
+/// # Errors
+/// A message saying what is allowed.
+pub fn check_gate_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > GATE_ID_LEN_MAX
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(format!("gate id {id:?}: 1 to 32 letters, digits, - or _"));
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! TLS for QUIC, made from Menjin's own ed25519 keys.
+//!
+//! Every peer presents a self-signed X.509 certificate whose key is its enrolled ed25519 key.
+//! A node's certificate also carries its [`NodeCert`] (signed by the district root) in a
+//! private extension, so a gate that holds only the district root key can check, during the
+//! handshake, that it is talking to a node of its own community. Nodes accept a client only if
+//! its key is enrolled (a gate, or the node's own console). Both sides verify the handshake
+//! signature with the presented key: nothing here ever skips verification.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::{CommunityId, NodeCert};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+/// ALPN of Menjin's gate and console protocol.
+pub const ALPN: &[u8] = b"menjin/1";
+/// The name clients put in the handshake; identity comes from keys, not names.
+pub const SERVER_NAME: &str = "menjin-node";
+/// 1.3.6.1.4.1.59151.1.1: a private arc for the node certificate extension.
+const NODE_CERT_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59151, 1, 1];
+const NODE_CERT_OID_STR: &str = "1.3.6.1.4.1.59151.1.1";
+/// A silent gate is noticed within this time; keep-alives keep healthy links open.
+pub const IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const KEEP_ALIVE_MS: u64 = 5_000;
+/// Concurrent checks one gate may have in flight; more wait (backpressure).
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot build certificate: {0}")]
+    Cert(String),
+    #[error("tls configuration: {0}")]
+    Config(String),
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a client key may do at this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerRole {
+    /// The community workstation: declarations, passes, queries, enrolment.
+    Console,
+    /// An enrolled gate, by its gate id.
+    Gate(String),
+}
+
+/// The keys a node accepts, shared between the TLS verifier and the node, which enrols gates
+/// while running.
+#[derive(Clone, Default)]
+pub struct PeerTable(Arc<RwLock<HashMap<[u8; 32], PeerRole>>>);
+
+impl PeerTable {
+    pub fn insert(&self, key: [u8; 32], role: PeerRole) {
+        self.0.write().expect("peer table lock").insert(key, role);
+    }
+    pub fn role(&self, key: &[u8; 32]) -> Option<PeerRole> {
+        self.0.read().expect("peer table lock").get(key).cloned()
+    }
+    pub fn gates(&self) -> Vec<String> {
+        let mut gates: Vec<String> = self
+            .0
+            .read()
+            .expect("peer table lock")
+            .values()
+            .filter_map(|r| match r {
+                PeerRole::Gate(id) => Some(id.clone()),
+                PeerRole::Console => None,
+            })
+            .collect();
+        gates.sort();
+        gates
+    }
+}
+
+fn wrap_octet_string(bytes: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x04];
+    match bytes.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n <= 0xff => out.extend_from_slice(&[0x81, n as u8]),
+        n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A self-signed certificate for `key`, carrying `node_cert` if given.
+///
+/// # Errors
+/// [`TlsError::Cert`] if rcgen refuses the key (it should not for ed25519).
+pub fn self_signed(
+    key: &SigningKey,
+    node_cert: Option<&NodeCert>,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    let pkcs8 = key
+        .to_pkcs8_der()
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
+    let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    if let Some(nc) = node_cert {
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                NODE_CERT_OID,
+                wrap_octet_string(&nc.encode()),
+            ));
+    }
+    let cert = params
+        .self_signed(&pair)
+        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(pkcs8)))
+}
+
+/// The ed25519 key and (for nodes) the node certificate inside a peer's X.509 certificate.
+///
+/// # Errors
+/// A message for the log: not X.509, not ed25519, bad extension.
+pub fn parse_peer_cert(der: &[u8]) -> Result<(VerifyingKey, Option<NodeCert>), String> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("not X.509: {e}"))?;
+    let spki = cert.public_key();
+    if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
+        return Err("certificate key is not ed25519".into());
+    }
+    let raw: [u8; 32] = spki
+        .subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| "ed25519 key is not 32 bytes".to_string())?;
+    let key = VerifyingKey::from_bytes(&raw).map_err(|_| "invalid ed25519 key".to_string())?;
+    let mut node_cert = None;
+    for ext in cert.extensions() {
+        if ext.oid.to_id_string() == NODE_CERT_OID_STR {
+            let (_, inner) = x509_parser::der_parser::der::parse_der_octetstring(ext.value)
+                .map_err(|_| "node certificate extension is not an octet string".to_string())?;
+            let bytes = inner
+                .as_slice()
+                .map_err(|_| "bad node certificate extension".to_string())?;
+            node_cert = Some(NodeCert::decode(bytes).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok((key, node_cert))
+}
+
+fn general(msg: impl Into<String>) -> rustls::Error {
+    rustls::Error::General(msg.into())
+}
+
+fn algorithms() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::ring::default_provider().signature_verification_algorithms
+}
+
+/// Node side: accepts enrolled keys only.
+#[derive(Debug)]
+struct EnrolledClients {
+    peers: PeerTableDebug,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+#[derive(Clone)]
+struct PeerTableDebug(PeerTable);
+
+impl std::fmt::Debug for PeerTableDebug {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTable")
+    }
+}
+
+impl ClientCertVerifier for EnrolledClients {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let (key, _) = parse_peer_cert(end_entity).map_err(general)?;
+        if self.peers.0.role(key.as_bytes()).is_none() {
+            tracing::warn!(key = %menjin_proto::keys::fingerprint(&key), "refused unenrolled client key");
+            return Err(general("client key is not enrolled at this node"));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(general("TLS 1.2 is not used by Menjin"))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// Gate and console side: the server must present a node certificate from the district root
+/// for the expected community, bound to the key that signs the handshake.
+#[derive(Debug)]
+struct DistrictNodes {
+    root: VerifyingKey,
+    community: Option<CommunityId>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for DistrictNodes {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let (key, node_cert) = parse_peer_cert(end_entity).map_err(general)?;
+        let node_cert = node_cert.ok_or_else(|| general("server presents no node certificate"))?;
+        node_cert
+            .verify(&self.root, now.as_secs())
+            .map_err(|e| general(format!("server node certificate: {e}")))?;
+        if node_cert.node_key != key {
+            return Err(general("node certificate is for another key"));
+        }
+        if let Some(community) = self.community {
+            if node_cert.community != community {
+                return Err(general(format!(
+                    "server is the node of community {}, expected {community}",
+                    node_cert.community
+                )));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(general("TLS 1.2 is not used by Menjin"))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_millis(IDLE_TIMEOUT_MS))
+            .expect("small timeout"),
+    ));
+    t.keep_alive_interval(Some(Duration::from_millis(KEEP_ALIVE_MS)));
+    t.max_concurrent_bidi_streams(STREAMS_PER_CONNECTION_MAX.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    Arc::new(t)
+}
+
+/// The node's QUIC server configuration.
+///
+/// # Errors
+/// [`TlsError`] if the certificate cannot be made.
+pub fn server_config(
+    node_key: &SigningKey,
+    node_cert: &NodeCert,
+    peers: PeerTable,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let (cert, key) = self_signed(node_key, Some(node_cert))?;
+    let verifier = Arc::new(EnrolledClients {
+        peers: PeerTableDebug(peers),
+        algs: algorithms(),
+    });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert], key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// A gate's or console's QUIC client configuration.
+///
+/// # Errors
+/// [`TlsError`] if the certificate cannot be made.
+pub fn client_config(
+    own_key: &SigningKey,
+    root: VerifyingKey,
+    community: Option<CommunityId>,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let (cert, key) = self_signed(own_key, None)?;
+    let verifier = Arc::new(DistrictNodes {
+        root,
+        community,
+        algs: algorithms(),
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .dangerous() // a custom verifier, which verifies: see DistrictNodes
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// The key a connected peer authenticated with.
+pub fn peer_key(conn: &quinn::Connection) -> Option<VerifyingKey> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast_ref::<Vec<CertificateDer<'static>>>()?;
+    parse_peer_cert(certs.first()?).ok().map(|(key, _)| key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use menjin_proto::keys::signing_key_from_seed;
+
+    #[test]
+    fn node_certificate_travels_inside_x509() {
+        let root = signing_key_from_seed([1; 32]);
+        let node = signing_key_from_seed([2; 32]);
+        let nc = NodeCert::issue(&root, 9, "九", node.verifying_key(), 0, u64::MAX);
+        let (der, _) = self_signed(&node, Some(&nc)).unwrap();
+        let (key, back) = parse_peer_cert(&der).unwrap();
+        assert_eq!(key, node.verifying_key());
+        assert_eq!(back, Some(nc));
+        let (der, _) = self_signed(&node, None).unwrap();
+        assert_eq!(parse_peer_cert(&der).unwrap().1, None);
+        assert!(parse_peer_cert(b"garbage").is_err());
+    }
+}

@@ -14,11 +14,14 @@ use menjin_proto::idnum::{DocumentType, complete_resident_id};
 use menjin_proto::wire::{CheckAnswer, Direction, Receipt, Request, Response};
 use serde_json::json;
 
-use crate::harness::{LocalDistrict, LocalGate};
+use crate::harness::{LocalDistrict, LocalGate, LocalNode};
 use crate::now_secs;
 
 const COMMUNITY: u32 = 440_304_001;
 const OTHER_COMMUNITY: u32 = 440_304_002;
+const THIRD_COMMUNITY: u32 = 440_304_003;
+/// How long the demo waits for the hub to hold every node's events.
+const CONVERGE_SECS: u64 = 15;
 const NORMAL_DC: i16 = 364;
 
 /// A resident of the demo roster.
@@ -67,10 +70,28 @@ struct Tally {
     by_reason: BTreeMap<String, u64>,
 }
 
+impl Tally {
+    fn add(&mut self, o: &Tally) {
+        self.declared += o.declared;
+        self.refused_declarations += o.refused_declarations;
+        self.not_cleared += o.not_cleared;
+        self.codes_issued += o.codes_issued;
+        self.passes_printed += o.passes_printed;
+        self.checks += o.checks;
+        self.allowed += o.allowed;
+        self.denied += o.denied;
+        self.fever_flagged += o.fever_flagged;
+        for (k, v) in &o.by_reason {
+            *self.by_reason.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
 struct Demo {
     console: menjin_node::client::NodeClient,
     north: LocalGate,
-    south: LocalGate,
+    /// A second gate; communities with one gate use `north` for both.
+    south: Option<LocalGate>,
     tally: Tally,
     json: bool,
 }
@@ -113,7 +134,11 @@ impl Demo {
         t: i16,
         plate: Option<&str>,
     ) -> Result<CheckAnswer> {
-        let gate = if north { &self.north } else { &self.south };
+        let gate = if north {
+            &self.north
+        } else {
+            self.south.as_ref().unwrap_or(&self.north)
+        };
         let a = gate.check(code, dir, t, plate).await?;
         self.tally.checks += 1;
         if a.allowed {
@@ -149,18 +174,36 @@ impl Demo {
 pub async fn run(json: bool) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let district = LocalDistrict::new()?;
-    let node = district.start_node(COMMUNITY, "香蜜湖社区 Xiangmihu")?;
-    let other = district.create_node(OTHER_COMMUNITY, "景田社区 Jingtian")?;
+    let hub = district.start_hub("福田区 Futian district hub")?;
+    let node = district
+        .start_linked_node(COMMUNITY, "香蜜湖社区 Xiangmihu", &hub)
+        .await?;
+    let others = [
+        district
+            .start_linked_node(OTHER_COMMUNITY, "景田社区 Jingtian", &hub)
+            .await?,
+        district
+            .start_linked_node(THIRD_COMMUNITY, "莲花北社区 Lianhuabei", &hub)
+            .await?,
+    ];
+    let other = others[0].dir.clone();
     let console = node.console().await?;
     let north = node.gate(&console, "north-1").await?;
     let south = node.gate(&console, "south-1").await?;
     let mut d = Demo {
         console,
         north,
-        south,
+        south: Some(south),
         tally: Tally::default(),
         json,
     };
+    if !json {
+        println!(
+            "district hub on {} (QUIC); {} community nodes linked to it",
+            hub.addr,
+            1 + others.len()
+        );
+    }
     d.say(&format!(
         "district, node {COMMUNITY} on {} (QUIC), gates north-1 and south-1 enrolled",
         node.addr
@@ -501,10 +544,6 @@ pub async fn run(json: bool) -> Result<ExitCode> {
     )
     .await?;
 
-    let events = match d.console.request(&Request::Status).await? {
-        Response::Status(s) => s.events_logged,
-        other => bail!("status: {other:?}"),
-    };
     if let Response::Summary(s) = d.console.request(&Request::RosterSummary).await? {
         d.say("progress per building:");
         for b in &s.buildings {
@@ -514,9 +553,42 @@ pub async fn run(json: bool) -> Result<ExitCode> {
             ));
         }
     }
-    let t = &d.tally;
+    let Demo {
+        console,
+        north,
+        south,
+        mut tally,
+        ..
+    } = d;
+    console.close().await;
+    drop((north, south));
+    for other in &others {
+        let t = small_community(other, json).await?;
+        tally.add(&t);
+    }
+
+    // Every node's gate log must reach the hub, each event exactly once.
+    let nodes: Vec<&LocalNode> = std::iter::once(&node).chain(others.iter()).collect();
+    let events: u64 = nodes.iter().map(|n| n.node.events_logged()).sum();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(CONVERGE_SECS);
+    let (converged, hub_events) = loop {
+        let status = hub.hub.status();
+        let all_there = nodes.iter().all(|n| {
+            status.communities.iter().any(|c| {
+                c.community == n.node.config.community && c.events == n.node.events_logged()
+            })
+        });
+        if all_there && status.events == events {
+            break (true, status.events);
+        }
+        if std::time::Instant::now() > deadline {
+            break (false, status.events);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let t = &tally;
     let summary = json!({
-        "communities": 1,
+        "communities": nodes.len(),
         "declared": t.declared,
         "refused_declarations": t.refused_declarations,
         "not_cleared": t.not_cleared,
@@ -528,13 +600,16 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         "fever_flagged": t.fever_flagged,
         "denied_by_reason": t.by_reason,
         "events_logged": events,
+        "hub_events": hub_events,
+        "converged": converged,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
     if json {
         println!("{summary}");
     } else {
         println!(
-            "summary: {} declared ({} not cleared, {} refused), {} codes, {} passes; {} checks: {} allowed, {} denied {:?}; {} events in the gate log",
+            "summary: {} communities; {} declared ({} not cleared, {} refused), {} codes, {} passes; {} checks: {} allowed, {} denied {:?}",
+            nodes.len(),
             t.declared,
             t.not_cleared,
             t.refused_declarations,
@@ -544,14 +619,63 @@ pub async fn run(json: bool) -> Result<ExitCode> {
             t.allowed,
             t.denied,
             t.by_reason,
-            events
+        );
+        println!(
+            "gate logs: {events} events at the nodes, {hub_events} at the hub: {}",
+            if converged {
+                "converged"
+            } else {
+                "NOT converged"
+            }
         );
     }
-    let ok = events == t.checks;
-    d.console.close().await;
+    for n in others {
+        n.stop().await;
+    }
     node.stop().await;
-    if !ok {
-        bail!("the gate log holds {events} events for {} checks", t.checks);
+    hub.stop().await;
+    if events != t.checks || !converged {
+        bail!(
+            "{events} events logged for {} checks; hub holds {hub_events}",
+            t.checks
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A smaller community: a few residents declared online, each checked in and out.
+async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
+    let console = node.console().await?;
+    let gate = node.gate(&console, "main-1").await?;
+    let mut d = Demo {
+        console,
+        north: gate,
+        south: None,
+        tally: Tally::default(),
+        json,
+    };
+    let community = node.node.config.community;
+    d.say(&format!(
+        "community {community} ({}):",
+        node.node.config.community_name
+    ));
+    for i in 0..4u32 {
+        let form = person(
+            &format!("居民{}", i + 1),
+            i % 2 == 0,
+            &format!("19{}0{}15", 70 + i, 1 + i),
+            60 + i,
+            "8",
+            &format!("80{}", 1 + i % 2),
+        );
+        if let Some(r) = d.declare(Request::Declare { form }).await? {
+            let code = r.code.clone().unwrap_or_default();
+            d.check(&r.name, true, &code, Direction::In, NORMAL_DC, None)
+                .await?;
+            d.check(&r.name, true, &code, Direction::Out, NORMAL_DC, None)
+                .await?;
+        }
+    }
+    d.console.close().await;
+    Ok(d.tally)
 }

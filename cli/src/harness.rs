@@ -8,10 +8,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use menjin_node::client::NodeClient;
 use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
-use menjin_node::provision::{NodeSpec, create_district, create_gate, create_node};
+use menjin_node::hub::Hub;
+use menjin_node::provision::{NodeSpec, create_district, create_gate, create_hub, create_node};
 use menjin_node::server::Server;
 use menjin_node::service::{Node, now_ms};
+use menjin_node::uplink::run_uplink;
 use menjin_proto::CommunityId;
+use menjin_proto::cert::HUB_COMMUNITY;
 use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, Request, Response};
 use tokio::sync::oneshot;
 
@@ -24,6 +27,19 @@ pub struct LocalDistrict {
 pub struct LocalNode {
     pub dir: NodeDir,
     pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    uplink: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+/// A district hub in this process.
+pub struct LocalHub {
+    pub dir: NodeDir,
+    pub hub: Arc<Hub>,
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -62,9 +78,57 @@ impl LocalDistrict {
                 listen: "127.0.0.1:0".parse().expect("literal"),
                 campaign_start: now_ms() / 1000,
                 code_validity_days: 30,
+                hub: None,
             },
         )?;
         Ok(dir)
+    }
+
+    /// Creates and starts the district hub on a loopback port.
+    pub fn start_hub(&self, name: &str) -> Result<LocalHub> {
+        let dir = NodeDir(self.base.join("hub"));
+        create_hub(
+            &self.district,
+            &dir,
+            name,
+            "127.0.0.1:0".parse().expect("literal"),
+        )?;
+        let hub = Hub::open(&dir)?;
+        let server = hub.bind("127.0.0.1:0".parse().expect("literal"))?;
+        let addr = server.local_addr()?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(LocalHub {
+            dir,
+            hub,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// Creates and starts a node linked to `hub`: enrolled at the hub through its console,
+    /// with its uplink running.
+    pub async fn start_linked_node(
+        &self,
+        community: CommunityId,
+        name: &str,
+        hub: &LocalHub,
+    ) -> Result<LocalNode> {
+        let mut node = self.start_node(community, name)?;
+        let cert = std::fs::read(node.dir.cert())?;
+        let console = hub.console().await?;
+        match console.request(&Request::EnrolNode { cert }).await? {
+            Response::Done(_) => {}
+            other => bail!("enrolling community {community} at the hub: {other:?}"),
+        }
+        console.close().await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(run_uplink(node.node.clone(), hub.addr, stopped));
+        node.uplink = Some((stop, task));
+        Ok(node)
     }
 
     /// Creates and starts a node on a loopback port.
@@ -83,6 +147,7 @@ impl LocalDistrict {
             addr,
             stop: Some(stop),
             task: Some(task),
+            uplink: None,
         })
     }
 }
@@ -120,6 +185,27 @@ impl LocalNode {
             id: gate_id.to_string(),
             client,
         })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some((stop, task)) = self.uplink.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl LocalHub {
+    pub async fn console(&self) -> Result<NodeClient> {
+        let key = read_signing_key(&self.dir.console_key())?;
+        let root = read_public_key(&self.dir.root_pub())?;
+        Ok(NodeClient::connect(self.addr, &key, root, Some(HUB_COMMUNITY)).await?)
     }
 
     pub async fn stop(mut self) {

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use menjin_node::client::NodeClient;
 use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
@@ -48,6 +48,11 @@ enum Command {
     District {
         #[command(subcommand)]
         cmd: DistrictCmd,
+    },
+    /// The district hub: create, run, enrol nodes, status, district log.
+    Hub {
+        #[command(subcommand)]
+        cmd: HubCmd,
     },
     /// Community nodes: create, run, status.
     Node {
@@ -156,6 +161,54 @@ enum DistrictCmd {
 }
 
 #[derive(Subcommand)]
+enum HubCmd {
+    /// Create the hub: its key, a certificate from the district root (community 0).
+    Create {
+        #[arg(long)]
+        district: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:7400")]
+        listen: SocketAddr,
+    },
+    /// Run the hub until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Overrides `listen` in hub.toml (127.0.0.1:0 picks a free port; see node.addr).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Admit a community node by its certificate file (node.cert of the node directory).
+    Enrol {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Communities, their links and event counts.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Gate events across the district.
+    Log {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        community: Option<u32>,
+        #[arg(long)]
+        gate: Option<String>,
+        #[arg(long)]
+        after_seq: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
 enum NodeCmd {
     /// Create a node: its key, a certificate from the district root, a console key.
     Create {
@@ -174,6 +227,9 @@ enum NodeCmd {
         campaign_start: String,
         #[arg(long, default_value_t = 30)]
         code_days: u32,
+        /// The district hub's address; without it the node runs alone.
+        #[arg(long)]
+        hub: Option<SocketAddr>,
     },
     /// Run the node until interrupted (Ctrl-C or SIGTERM).
     Run {
@@ -279,6 +335,9 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         Command::Node {
             cmd: NodeCmd::Run { .. },
+        }
+        | Command::Hub {
+            cmd: HubCmd::Run { .. },
         } => "info",
         _ => "warn",
     };
@@ -303,7 +362,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else if e.downcast_ref::<Refused>().is_some() {
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -312,9 +377,35 @@ pub fn now_secs() -> u64 {
     now_ms() / 1000
 }
 
+/// A bad argument value found after clap's own parsing: exit 2 like clap's errors.
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+/// Input refused before it reaches the node (a photo file too large): exit 3.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Refused {}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    Usage(e.to_string()).into()
+}
+
 fn parse_holder(s: &str) -> Result<HolderId> {
     s.parse()
-        .map_err(|e: String| anyhow::anyhow!("--holder: {e}"))
+        .map_err(|e: String| usage(format!("--holder: {e}")))
 }
 
 /// Connects to the running node of a node directory with its console key.
@@ -322,16 +413,35 @@ async fn console(node_dir: &PathBuf) -> Result<NodeClient> {
     let dir = NodeDir(node_dir.clone());
     let cfg = dir.read_config()?;
     let addr = dir.read_addr().unwrap_or(cfg.listen);
+    connect_console(&dir, addr, cfg.community, "node").await
+}
+
+async fn connect_console(
+    dir: &NodeDir,
+    addr: SocketAddr,
+    community: u32,
+    what: &str,
+) -> Result<NodeClient> {
     let key = read_signing_key(&dir.console_key())?;
     let root = read_public_key(&dir.root_pub())?;
-    NodeClient::connect(addr, &key, root, Some(cfg.community))
+    NodeClient::connect(addr, &key, root, Some(community))
         .await
         .with_context(|| {
             format!(
-                "is the node running? start it with: menjin node run --dir {}",
-                node_dir.display()
+                "is the {what} running? start it with: menjin {what} run --dir {}",
+                dir.0.display()
             )
         })
+}
+
+async fn ask_hub(hub_dir: &PathBuf, req: Request) -> Result<Response> {
+    let dir = NodeDir(hub_dir.clone());
+    let cfg = dir.read_hub_config()?;
+    let addr = dir.read_addr().unwrap_or(cfg.listen);
+    let client = connect_console(&dir, addr, menjin_proto::cert::HUB_COMMUNITY, "hub").await?;
+    let resp = client.request(&req).await?;
+    client.close().await;
+    Ok(resp)
 }
 
 async fn ask(node_dir: &PathBuf, req: Request) -> Result<Response> {
@@ -352,6 +462,58 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             output::created_district(json, &dir, &root);
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Hub {
+            cmd:
+                HubCmd::Create {
+                    district,
+                    dir,
+                    name,
+                    listen,
+                },
+        } => {
+            let cert = provision::create_hub(
+                &DistrictDir(district),
+                &NodeDir(dir.clone()),
+                &name,
+                listen,
+            )?;
+            output::created_node(json, &dir, &cert);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Hub {
+            cmd: HubCmd::Run { dir, listen },
+        } => {
+            menjin_node::hub::run_hub(&NodeDir(dir), listen, shutdown_signal()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Hub {
+            cmd: HubCmd::Enrol { dir, cert },
+        } => {
+            let cert =
+                std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+            ask_hub(&dir, Request::EnrolNode { cert }).await?
+        }
+        Command::Hub {
+            cmd: HubCmd::Status { dir },
+        } => ask_hub(&dir, Request::Status).await?,
+        Command::Hub {
+            cmd:
+                HubCmd::Log {
+                    dir,
+                    community,
+                    gate,
+                    after_seq,
+                    limit,
+                },
+        } => {
+            let query = LogQuery {
+                gate,
+                after_seq,
+                limit,
+                ..LogQuery::default()
+            };
+            ask_hub(&dir, Request::QueryDistrictLog { community, query }).await?
+        }
         Command::Node {
             cmd:
                 NodeCmd::Create {
@@ -362,14 +524,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     listen,
                     campaign_start,
                     code_days,
+                    hub,
                 },
         } => {
             let spec = NodeSpec {
                 community,
                 community_name: name,
                 listen,
-                campaign_start: parse_time(&campaign_start, now).context("--campaign-start")?,
+                campaign_start: parse_time(&campaign_start, now)
+                    .map_err(usage)
+                    .context("--campaign-start")?,
                 code_validity_days: code_days,
+                hub,
             };
             let cert =
                 provision::create_node(&DistrictDir(district), &NodeDir(dir.clone()), &spec)?;
@@ -397,15 +563,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let addr = nd
                 .read_addr()
                 .or_else(|_| nd.read_config().map(|c| c.listen))?;
-            let public_key = provision::create_gate(&GateDir(dir), &gate_id, &nd, addr)?;
-            ask(
+            let existed = dir.exists();
+            let public_key = provision::create_gate(&GateDir(dir.clone()), &gate_id, &nd, addr)?;
+            let resp = ask(
                 &node_dir,
                 Request::EnrolGate {
                     gate_id,
                     public_key,
                 },
             )
-            .await?
+            .await;
+            // A gate the node did not take keeps no key or configuration behind.
+            if !existed && !matches!(resp, Ok(Response::Done(_))) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            resp?
         }
         Command::Gate {
             cmd:
@@ -439,7 +611,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 } else {
                     Direction::In
                 },
-                temperature_dc: parse_temperature(&temp)?,
+                temperature_dc: parse_temperature(&temp).map_err(usage)?,
                 plate,
             });
             let client = NodeClient::connect(cfg.node, &key, root, Some(cfg.community)).await?;
@@ -546,8 +718,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 host: parse_holder(&host)?,
                 visitor_name: name,
                 visitor_phone: phone,
-                from: parse_time(&from, now).context("--from")?,
-                until: parse_time(&until, now).context("--until")?,
+                from: parse_time(&from, now).map_err(usage).context("--from")?,
+                until: parse_time(&until, now).map_err(usage).context("--until")?,
             };
             let resp = ask(&node_dir, req).await?;
             write_qr(&resp, &qr, json)?;
@@ -558,7 +730,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let id: CredId = code_id
                 .parse()
-                .map_err(|e: String| anyhow::anyhow!("--code-id: {e}"))?;
+                .map_err(|e: String| usage(format!("--code-id: {e}")))?;
             ask(&node_dir, Request::WithdrawConsent { visitor_code: id }).await?
         }
         Command::Log {
@@ -594,12 +766,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 fn read_photo(path: &PathBuf) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(path).with_context(|| format!("photo {}", path.display()))?;
     if meta.len() > menjin_proto::wire::PHOTO_LEN_MAX as u64 {
-        bail!(
+        return Err(Refused(format!(
             "photo {} is {:.1} MB; the limit is {:.1} MB",
             path.display(),
             meta.len() as f64 / 1e6,
             menjin_proto::wire::PHOTO_LEN_MAX as f64 / 1e6
-        );
+        ))
+        .into());
     }
     std::fs::read(path).with_context(|| format!("photo {}", path.display()))
 }

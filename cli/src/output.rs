@@ -105,6 +105,8 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
             Response::Summary(s) => print_json(s),
             Response::Status(s) => print_json(s),
             Response::Done(m) => print_json(&json!({ "done": m })),
+            Response::HubStatus(s) => print_json(s),
+            Response::DistrictLog(events) => print_json(events),
             Response::Error { .. } => unreachable!("handled above"),
         },
         Response::Check(a) => {
@@ -209,8 +211,52 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                 }
             );
             println!("gate events logged: {}", s.events_logged);
+            println!(
+                "hub: {}, {} events acknowledged",
+                if s.hub_connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                s.hub_acked_seq
+            );
         }
         Response::Done(m) => println!("{m}"),
+        Response::HubStatus(s) => {
+            println!(
+                "hub {}: {} gate events from {} communities",
+                s.name,
+                s.events,
+                s.communities.len()
+            );
+            for c in &s.communities {
+                let contact = if c.last_contact_ms == 0 {
+                    "never".to_string()
+                } else {
+                    format!(
+                        "{} s ago",
+                        s.hub_time_ms.saturating_sub(c.last_contact_ms) / 1000
+                    )
+                };
+                println!(
+                    "  {} {:<24} {:<12} last contact {contact:<10} events {}",
+                    c.community,
+                    c.name,
+                    if c.connected {
+                        "connected"
+                    } else {
+                        "disconnected"
+                    },
+                    c.events
+                );
+            }
+        }
+        Response::DistrictLog(events) => {
+            for e in events {
+                println!("{} {}", e.community, event_line(&e.event));
+            }
+            println!("{} events", events.len());
+        }
     }
     match resp {
         Response::Check(a) if !a.allowed => ExitCode::from(EXIT_DENIED),

@@ -96,7 +96,12 @@ impl NodeClient {
     /// # Errors
     /// As [`NodeClient::request`].
     pub async fn request_raw(&self, bytes: &[u8]) -> Result<Response, ClientError> {
-        let stream = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
+        // A stream error often says only "connection lost"; the connection's close reason says
+        // why (for example a node refusing an unenrolled key during the handshake).
+        let stream = |e: &dyn std::fmt::Display| match self.conn.close_reason() {
+            Some(reason) => ClientError::Stream(format!("{e}: {reason}")),
+            None => ClientError::Stream(e.to_string()),
+        };
         let exchange = async {
             let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| stream(&e))?;
             send.write_all(bytes).await.map_err(|e| stream(&e))?;

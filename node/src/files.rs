@@ -156,6 +156,20 @@ pub struct NodeConfig {
     /// How long a resident's code stays valid before they must declare again.
     #[serde(default = "default_code_validity_days")]
     pub code_validity_days: u32,
+    /// The district hub's QUIC address; without it the node runs alone.
+    #[serde(default)]
+    pub hub: Option<SocketAddr>,
+}
+
+/// `hub.toml`: a district hub. Its other files have the node's names (`node.key`,
+/// `node.cert` with community 0, `root.pub`, `idhash.key`, `console.key`, `db/`), since the
+/// hub is the same daemon in another role.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    pub name: String,
+    /// UDP address for nodes and the hub console.
+    pub listen: SocketAddr,
 }
 
 fn default_code_validity_days() -> u32 {
@@ -203,6 +217,25 @@ impl NodeDir {
     /// Written by a running node: the address it actually bound (tests bind port 0).
     pub fn addr(&self) -> PathBuf {
         self.0.join("node.addr")
+    }
+    pub fn hub_config(&self) -> PathBuf {
+        self.0.join("hub.toml")
+    }
+
+    pub fn read_hub_config(&self) -> Result<HubConfig, FileError> {
+        let cfg: HubConfig = read_toml(&self.hub_config())?;
+        if cfg.name.is_empty() || cfg.name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX {
+            return Err(invalid(&self.hub_config(), "name must be 1 to 64 bytes"));
+        }
+        Ok(cfg)
+    }
+
+    pub fn write_hub_config(&self, cfg: &HubConfig) -> Result<(), FileError> {
+        write_toml(
+            &self.hub_config(),
+            cfg,
+            "# Menjin district hub. See deploy/README.md.\n",
+        )
     }
 
     pub fn read_config(&self) -> Result<NodeConfig, FileError> {

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
+use menjin_proto::cert::HUB_COMMUNITY;
 use menjin_proto::{CommunityId, NodeCert};
 
 use crate::files::{
-    DistrictDir, FileError, GateConfig, GateDir, NodeConfig, NodeDir, random32, read_public_key,
-    read_secret, read_signing_key, write_public, write_public_key, write_secret,
+    DistrictDir, FileError, GateConfig, GateDir, HubConfig, NodeConfig, NodeDir, random32,
+    read_public_key, read_secret, read_signing_key, write_public, write_public_key, write_secret,
 };
 use crate::server::Server;
 use crate::service::{Node, NodeError, now_ms};
@@ -49,6 +50,7 @@ pub struct NodeSpec {
     pub listen: SocketAddr,
     pub campaign_start: u64,
     pub code_validity_days: u32,
+    pub hub: Option<SocketAddr>,
 }
 
 /// Creates a node directory with its own key, a certificate signed by the district root, the
@@ -61,26 +63,65 @@ pub fn create_node(
     dir: &NodeDir,
     spec: &NodeSpec,
 ) -> Result<NodeCert, NodeError> {
-    if spec.community_name.is_empty()
-        || spec.community_name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX
-    {
-        return Err(NodeError::Invalid(
-            "community name must be 1 to 64 bytes".into(),
-        ));
+    if spec.community == HUB_COMMUNITY {
+        return Err(NodeError::Invalid(format!(
+            "community {HUB_COMMUNITY} is reserved for the district hub"
+        )));
+    }
+    let cert = create_daemon_dir(district, dir, spec.community, &spec.community_name)?;
+    dir.write_config(&NodeConfig {
+        community: spec.community,
+        community_name: spec.community_name.clone(),
+        listen: spec.listen,
+        campaign_start: spec.campaign_start,
+        code_validity_days: spec.code_validity_days,
+        hub: spec.hub,
+    })?;
+    Ok(cert)
+}
+
+/// Creates a district hub directory: a hub key certified by the root as community 0.
+///
+/// # Errors
+/// As [`create_node`].
+pub fn create_hub(
+    district: &DistrictDir,
+    dir: &NodeDir,
+    name: &str,
+    listen: SocketAddr,
+) -> Result<NodeCert, NodeError> {
+    let cert = create_daemon_dir(district, dir, HUB_COMMUNITY, name)?;
+    dir.write_hub_config(&HubConfig {
+        name: name.to_string(),
+        listen,
+    })?;
+    Ok(cert)
+}
+
+/// The files a node and a hub share: own key, certificate from the root, root public key,
+/// ID-hash key, console key.
+fn create_daemon_dir(
+    district: &DistrictDir,
+    dir: &NodeDir,
+    community: CommunityId,
+    name: &str,
+) -> Result<NodeCert, NodeError> {
+    if name.is_empty() || name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX {
+        return Err(NodeError::Invalid("name must be 1 to 64 bytes".into()));
     }
     let root = read_signing_key(&district.root_key())?;
     let idhash = read_secret(&district.idhash_key())?;
     private_dir(&dir.0)?;
     let seed = random32();
     write_secret(&dir.key(), &seed)?;
-    let node_key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
     let now = now_ms() / 1000;
     // A day of slack for clocks behind the district's.
     let cert = NodeCert::issue(
         &root,
-        spec.community,
-        &spec.community_name,
-        node_key,
+        community,
+        name,
+        key,
         now - 86_400,
         now + NODE_CERT_DAYS * 86_400,
     );
@@ -88,13 +129,6 @@ pub fn create_node(
     write_public_key(&dir.root_pub(), &root.verifying_key())?;
     write_secret(&dir.idhash_key(), &idhash)?;
     write_secret(&dir.console_key(), &random32())?;
-    dir.write_config(&NodeConfig {
-        community: spec.community,
-        community_name: spec.community_name.clone(),
-        listen: spec.listen,
-        campaign_start: spec.campaign_start,
-        code_validity_days: spec.code_validity_days,
-    })?;
     Ok(cert)
 }
 
@@ -152,7 +186,16 @@ pub async fn run_node(
         gates = status.gates.len(),
         "node serving"
     );
+    let (stop_uplink, uplink_stopped) = tokio::sync::watch::channel(false);
+    let uplink = node
+        .config
+        .hub
+        .map(|hub| tokio::spawn(crate::uplink::run_uplink(node.clone(), hub, uplink_stopped)));
     server.run(shutdown).await;
+    let _ = stop_uplink.send(true);
+    if let Some(uplink) = uplink {
+        let _ = uplink.await;
+    }
     let _ = std::fs::remove_file(dir.addr());
     tracing::info!("node stopped");
     Ok(())

@@ -1,6 +1,7 @@
-//! The node's QUIC endpoint: one connection per gate or console, one bidirectional stream
-//! per request. The TLS layer has already refused unenrolled keys; here the peer's role
-//! decides what it may ask.
+//! The QUIC endpoint shared by the node and the hub: accept connections (the TLS layer has
+//! already refused unenrolled keys), find the peer's role from its key, and hand the
+//! connection to the service. Request/response peers (gates, consoles) send one request per
+//! bidirectional stream; [`serve_requests`] runs that loop.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,29 +15,54 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::service::{Node, now_ms};
-use crate::tls::{self, PeerRole};
+use crate::tls::{self, PeerRole, PeerTable};
 
-/// Gates and consoles connected at once; a community has at most a few dozen gates.
+/// Gates, consoles and nodes connected at once; a community has at most a few dozen gates, a
+/// district hub at most a few hundred nodes.
 pub const CONNECTIONS_MAX: usize = 1024;
 /// How long shutdown waits for requests in flight.
 const DRAIN_MS: u64 = 3_000;
 
-/// A bound endpoint, ready to serve.
-pub struct Server {
-    endpoint: quinn::Endpoint,
-    node: Arc<Node>,
+/// What a daemon does with an authenticated connection.
+pub trait Service: Send + Sync + 'static {
+    fn peers(&self) -> PeerTable;
+    fn on_connection(
+        self: Arc<Self>,
+        role: PeerRole,
+        conn: quinn::Connection,
+    ) -> impl Future<Output = ()> + Send;
 }
 
-impl Server {
-    /// Binds the node's QUIC endpoint.
+/// A bound endpoint, ready to serve.
+pub struct Server<S> {
+    endpoint: quinn::Endpoint,
+    service: Arc<S>,
+}
+
+impl Server<Node> {
+    /// Binds a node's QUIC endpoint.
     ///
     /// # Errors
     /// If the TLS configuration cannot be built or the address cannot be bound.
-    pub fn bind(node: Arc<Node>, addr: SocketAddr) -> std::io::Result<Server> {
+    pub fn bind(node: Arc<Node>, addr: SocketAddr) -> std::io::Result<Server<Node>> {
         let cfg = tls::server_config(node.signing_key(), node.cert(), node.peers())
             .map_err(std::io::Error::other)?;
+        Server::with_config(node, cfg, addr)
+    }
+}
+
+impl<S: Service> Server<S> {
+    /// Binds an endpoint with a ready TLS configuration.
+    ///
+    /// # Errors
+    /// If the address cannot be bound.
+    pub fn with_config(
+        service: Arc<S>,
+        cfg: quinn::ServerConfig,
+        addr: SocketAddr,
+    ) -> std::io::Result<Server<S>> {
         let endpoint = quinn::Endpoint::server(cfg, addr)?;
-        Ok(Server { endpoint, node })
+        Ok(Server { endpoint, service })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -61,90 +87,106 @@ impl Server {
                 incoming.refuse();
                 continue;
             };
-            let node = self.node.clone();
+            let service = self.service.clone();
             let remote = incoming.remote_address();
             tokio::spawn(
                 async move {
                     let _permit = permit;
-                    match incoming.await {
-                        Ok(conn) => serve_connection(node, conn).await,
-                        Err(e) => tracing::info!(error = %e, "handshake failed"),
+                    let conn = match incoming.await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            tracing::info!(error = %e, "handshake failed");
+                            return;
+                        }
+                    };
+                    let role =
+                        tls::peer_key(&conn).and_then(|k| service.peers().role(k.as_bytes()));
+                    match role {
+                        Some(role) => {
+                            tracing::debug!(?role, "peer connected");
+                            service.on_connection(role, conn).await;
+                        }
+                        None => conn.close(1u32.into(), b"not enrolled"),
                     }
                 }
                 .instrument(tracing::info_span!("peer", %remote)),
             );
         }
-        self.endpoint.close(0u32.into(), b"node shutting down");
+        self.endpoint.close(0u32.into(), b"shutting down");
         let _ =
             tokio::time::timeout(Duration::from_millis(DRAIN_MS), self.endpoint.wait_idle()).await;
     }
 }
 
-async fn serve_connection(node: Arc<Node>, conn: quinn::Connection) {
-    let role = tls::peer_key(&conn).and_then(|k| node.peers().role(k.as_bytes()));
-    let Some(role) = role else {
-        conn.close(1u32.into(), b"not enrolled");
-        return;
+/// Answers requests, one per bidirectional stream, until the peer goes away.
+pub async fn serve_requests<F, Fut>(conn: quinn::Connection, role: PeerRole, handler: F)
+where
+    F: Fn(PeerRole, Request) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response> + Send,
+{
+    let limit = match role {
+        PeerRole::Gate(_) => GATE_REQUEST_LEN_MAX,
+        PeerRole::Console | PeerRole::Node(_) => CONSOLE_REQUEST_LEN_MAX,
     };
-    tracing::debug!(?role, "peer connected");
     loop {
-        let (send, recv) = match conn.accept_bi().await {
+        let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(reason = %e, "peer gone");
                 return;
             }
         };
-        let node = node.clone();
+        let handler = handler.clone();
         let role = role.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(node, &role, send, recv).await {
-                tracing::info!(error = %e, "request stream failed");
+            let response = match recv.read_to_end(limit).await {
+                Err(quinn::ReadToEndError::TooLong) => {
+                    tracing::warn!(?role, limit, "oversized request refused");
+                    Response::Error {
+                        kind: ErrorKind::BadRequest,
+                        message: format!("request exceeds {limit} bytes"),
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "request stream failed");
+                    return;
+                }
+                Ok(bytes) => match wire::decode::<Request>(&bytes, limit) {
+                    Err(e) => {
+                        tracing::warn!(?role, error = %e, "malformed request refused");
+                        Response::Error {
+                            kind: ErrorKind::BadRequest,
+                            message: e.to_string(),
+                        }
+                    }
+                    Ok(req) => handler(role, req).await,
+                },
+            };
+            if let Err(e) = send.write_all(&wire::encode(&response)).await {
+                tracing::info!(error = %e, "answer not delivered");
+                return;
             }
+            let _ = send.finish();
         });
     }
 }
 
-async fn serve_stream(
-    node: Arc<Node>,
-    role: &PeerRole,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-) -> Result<(), String> {
-    let limit = match role {
-        PeerRole::Gate(_) => GATE_REQUEST_LEN_MAX,
-        PeerRole::Console => CONSOLE_REQUEST_LEN_MAX,
-    };
-    let response = match recv.read_to_end(limit).await {
-        Err(quinn::ReadToEndError::TooLong) => {
-            tracing::warn!(?role, limit, "oversized request refused");
-            Response::Error {
-                kind: ErrorKind::BadRequest,
-                message: format!("request exceeds {limit} bytes"),
-            }
-        }
-        Err(e) => return Err(e.to_string()),
-        Ok(bytes) => match wire::decode::<Request>(&bytes, limit) {
-            Err(e) => {
-                tracing::warn!(?role, error = %e, "malformed request refused");
-                Response::Error {
-                    kind: ErrorKind::BadRequest,
-                    message: e.to_string(),
-                }
-            }
-            Ok(req) => dispatch(node, role, req).await,
-        },
-    };
-    send.write_all(&wire::encode(&response))
-        .await
-        .map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())?;
-    Ok(())
+impl Service for Node {
+    fn peers(&self) -> PeerTable {
+        Node::peers(self)
+    }
+
+    async fn on_connection(self: Arc<Self>, role: PeerRole, conn: quinn::Connection) {
+        serve_requests(conn, role, move |role, req| {
+            dispatch(self.clone(), role, req)
+        })
+        .await;
+    }
 }
 
-async fn dispatch(node: Arc<Node>, role: &PeerRole, req: Request) -> Response {
+async fn dispatch(node: Arc<Node>, role: PeerRole, req: Request) -> Response {
     match (role, req) {
-        (PeerRole::Gate(gate), Request::Check(check)) => match node.check(gate, check).await {
+        (PeerRole::Gate(gate), Request::Check(check)) => match node.check(&gate, check).await {
             Ok(answer) => Response::Check(answer),
             Err(r) => Response::Error {
                 kind: r.kind,
@@ -167,5 +209,9 @@ async fn dispatch(node: Arc<Node>, role: &PeerRole, req: Request) -> Response {
                     message: e.to_string(),
                 })
         }
+        (PeerRole::Node(_), _) => Response::Error {
+            kind: ErrorKind::Forbidden,
+            message: "nodes talk to hubs".into(),
+        },
     }
 }

@@ -114,6 +114,10 @@ pub struct Node {
     /// Declarations read, decide and write: one at a time, so two declarations of the same
     /// person cannot both issue a code.
     write: Mutex<()>,
+    root: VerifyingKey,
+    /// Wakes the hub uplink when a gate event is stored.
+    pub(crate) log_appended: tokio::sync::Notify,
+    pub(crate) hub_link: crate::uplink::LinkStatus,
 }
 
 impl Node {
@@ -156,6 +160,9 @@ impl Node {
             gates,
             peers,
             write: Mutex::new(()),
+            root,
+            log_appended: tokio::sync::Notify::new(),
+            hub_link: crate::uplink::LinkStatus::default(),
         }))
     }
 
@@ -171,6 +178,12 @@ impl Node {
     pub fn events_logged(&self) -> u64 {
         self.log.len()
     }
+    pub fn root(&self) -> &VerifyingKey {
+        &self.root
+    }
+    pub fn gate_log(&self) -> &GateLog {
+        &self.log
+    }
 
     /// Runs a console request (blocking: call from a blocking thread).
     pub fn console(&self, req: Request, now: UnixTime) -> Response {
@@ -179,6 +192,9 @@ impl Node {
                 kind: ErrorKind::Forbidden,
                 message: "checks come from enrolled gates, not the console".into(),
             }),
+            Request::EnrolNode { .. } | Request::QueryDistrictLog { .. } => {
+                Err(bad("that is a hub operation; ask the district hub"))
+            }
             Request::Declare { form } => self
                 .declare(form, Channel::Online, None, None, None, now)
                 .map(Response::Declared),
@@ -482,7 +498,7 @@ impl Node {
             community_name: &self.config.community_name,
             name: &p.form.name,
             gender,
-            document_type: p.form.document_type.as_str(),
+            document_type: p.form.document_type.label(),
             document_number: &p.form.document_number,
             building: &p.form.building,
             door: &p.form.door,
@@ -662,6 +678,8 @@ impl Node {
             gates: self.peers.gates(),
             events_logged: self.log.len(),
             node_time_ms: now_ms(),
+            hub_connected: self.hub_link.connected(),
+            hub_acked_seq: self.hub_link.acked(),
         }
     }
 
@@ -747,6 +765,7 @@ impl Node {
             offline: false,
         };
         let (seq, time_ms) = self.log.append(event).await?;
+        self.log_appended.notify_one();
         if verdict.fever {
             tracing::warn!(gate = %gate_id, seq, temperature_dc = req.temperature_dc, "fever at the gate");
         }
@@ -789,4 +808,299 @@ pub fn check_gate_id(id: &str) -> Result<(), String> {
         return Err(format!("gate id {id:?}: 1 to 32 letters, digits, - or _"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::DistrictDir;
+    use crate::provision::{NodeSpec, create_district, create_node};
+    use menjin_proto::declaration::{Gender, PersonType, Quarantine, Tenure};
+    use menjin_proto::idnum::{DocumentType, complete_resident_id};
+
+    const COMMUNITY: u32 = 7;
+
+    fn node() -> (tempfile::TempDir, Arc<Node>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let district = DistrictDir(tmp.path().join("d"));
+        create_district(&district).unwrap();
+        let dir = NodeDir(tmp.path().join("n"));
+        let spec = NodeSpec {
+            community: COMMUNITY,
+            community_name: "seven".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            campaign_start: 0,
+            code_validity_days: 30,
+            hub: None,
+        };
+        create_node(&district, &dir, &spec).unwrap();
+        (tmp, Node::open(&dir).unwrap())
+    }
+
+    fn form(name: &str, birth: &str, serial: u32, door: &str) -> Declaration {
+        Declaration {
+            name: name.into(),
+            gender: if serial % 2 == 1 {
+                Gender::Male
+            } else {
+                Gender::Female
+            },
+            document_type: DocumentType::ResidentId,
+            document_number: complete_resident_id(&format!("440304{birth}{serial:03}")).unwrap(),
+            birth_date: None,
+            nationality: "CN".into(),
+            phone: "13800138000".into(),
+            person_type: PersonType::Owner,
+            quarantine: Quarantine::None,
+            building: "1".into(),
+            door: door.into(),
+            tenure: Tenure::Owned,
+            travel_high_risk: false,
+            contact_with_case: false,
+            symptoms: false,
+            underlying_conditions: String::new(),
+        }
+    }
+
+    fn declared(resp: Response) -> Receipt {
+        match resp {
+            Response::Declared(r) => r,
+            other => panic!("expected a receipt, got {other:?}"),
+        }
+    }
+
+    fn now() -> UnixTime {
+        now_ms() / 1000
+    }
+
+    #[test]
+    fn same_declaration_again_keeps_the_code() {
+        let (_tmp, node) = node();
+        let a = declared(node.console(
+            Request::Declare {
+                form: form("A", "19800101", 1, "101"),
+            },
+            now(),
+        ));
+        let b = declared(node.console(
+            Request::Declare {
+                form: form("A", "19800101", 1, "101"),
+            },
+            now(),
+        ));
+        assert_eq!(a.holder, b.holder);
+        assert_eq!(a.cred, b.cred);
+        assert!(b.revoked.is_none());
+    }
+
+    #[test]
+    fn moving_home_revokes_and_reissues() {
+        let (_tmp, node) = node();
+        let a = declared(node.console(
+            Request::Declare {
+                form: form("A", "19800101", 1, "101"),
+            },
+            now(),
+        ));
+        let b = declared(node.console(
+            Request::Declare {
+                form: form("A", "19800101", 1, "102"),
+            },
+            now(),
+        ));
+        assert_eq!(b.revoked, a.cred);
+        assert_ne!(b.cred, a.cred);
+        assert!(b.code.is_some());
+        let old = node.roster.lookup(&a.cred.unwrap()).unwrap();
+        assert!(matches!(old.status, CredStatus::Revoked { .. }));
+    }
+
+    #[test]
+    fn quarantine_gives_no_code_and_clearing_gives_one() {
+        let (_tmp, node) = node();
+        let mut f = form("A", "19800101", 1, "101");
+        f.quarantine = Quarantine::Home;
+        let a = declared(node.console(Request::Declare { form: f.clone() }, now()));
+        assert_eq!(a.outcome, Outcome::HomeQuarantine);
+        assert!(a.code.is_none() && a.cred.is_none());
+        f.quarantine = Quarantine::None;
+        let b = declared(node.console(Request::Declare { form: f }, now()));
+        assert_eq!(b.outcome, Outcome::Cleared);
+        assert!(b.code.is_some());
+        assert_eq!(a.holder, b.holder);
+    }
+
+    #[test]
+    fn refused_declaration_stores_nothing() {
+        let (_tmp, node) = node();
+        let mut f = form("A", "19800101", 1, "101");
+        f.document_number.replace_range(
+            17..,
+            if f.document_number.ends_with('0') {
+                "1"
+            } else {
+                "0"
+            },
+        );
+        match node.console(Request::Declare { form: f }, now()) {
+            Response::Error {
+                kind: ErrorKind::BadRequest,
+                message,
+            } => assert!(message.contains("check digit"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(node.status().residents, 0);
+        assert_eq!(node.roster.code_counts(), (0, 0));
+    }
+
+    #[test]
+    fn proxy_must_be_an_adult_of_the_same_home() {
+        let (_tmp, node) = node();
+        let adult = declared(node.console(
+            Request::Declare {
+                form: form("A", "19800101", 1, "101"),
+            },
+            now(),
+        ));
+        let child = declared(node.console(
+            Request::DeclareProxy {
+                by: adult.holder,
+                form: form("C", "20180101", 2, "101"),
+            },
+            now(),
+        ));
+        assert_eq!(child.kind, HolderKind::Dependent);
+        assert_eq!(child.declared_by, Some(adult.holder));
+        let other_home = node.console(
+            Request::DeclareProxy {
+                by: adult.holder,
+                form: form("D", "19400101", 4, "999"),
+            },
+            now(),
+        );
+        assert!(
+            matches!(
+                other_home,
+                Response::Error {
+                    kind: ErrorKind::Refused,
+                    ..
+                }
+            ),
+            "{other_home:?}"
+        );
+        let by_child = node.console(
+            Request::DeclareProxy {
+                by: child.holder,
+                form: form("E", "19400101", 6, "101"),
+            },
+            now(),
+        );
+        assert!(
+            matches!(
+                by_child,
+                Response::Error {
+                    kind: ErrorKind::Refused,
+                    ..
+                }
+            ),
+            "{by_child:?}"
+        );
+        assert_eq!(node.status().residents, 2);
+    }
+
+    #[test]
+    fn visitor_consent_falls_with_its_host() {
+        let (_tmp, node) = node();
+        let host = declared(node.console(
+            Request::Declare {
+                form: form("H", "19800101", 1, "101"),
+            },
+            now(),
+        ));
+        let t = now();
+        let v = match node.console(
+            Request::InviteVisitor {
+                host: host.holder,
+                visitor_name: "V".into(),
+                visitor_phone: "139".into(),
+                from: t,
+                until: t + 3600,
+            },
+            t,
+        ) {
+            Response::Visitor(v) => v,
+            other => panic!("{other:?}"),
+        };
+        let view = node.roster.lookup(&v.cred).unwrap();
+        assert_eq!(view.host, Some(host.holder));
+        assert!(node.roster.holder_active(&host.holder));
+        let mut sick = form("H", "19800101", 1, "101");
+        sick.symptoms = true;
+        declared(node.console(Request::Declare { form: sick }, now()));
+        assert!(!node.roster.holder_active(&host.holder));
+        // And a host without a code cannot invite.
+        let again = node.console(
+            Request::InviteVisitor {
+                host: host.holder,
+                visitor_name: "V".into(),
+                visitor_phone: "139".into(),
+                from: t,
+                until: t + 3600,
+            },
+            t,
+        );
+        assert!(
+            matches!(
+                again,
+                Response::Error {
+                    kind: ErrorKind::Refused,
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+    }
+
+    #[test]
+    fn view_is_rebuilt_from_disk_on_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let district = DistrictDir(tmp.path().join("d"));
+        create_district(&district).unwrap();
+        let dir = NodeDir(tmp.path().join("n"));
+        let spec = NodeSpec {
+            community: COMMUNITY,
+            community_name: "seven".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            campaign_start: 0,
+            code_validity_days: 30,
+            hub: None,
+        };
+        create_node(&district, &dir, &spec).unwrap();
+        let (a, b) = {
+            let node = Node::open(&dir).unwrap();
+            let a = declared(node.console(
+                Request::Declare {
+                    form: form("A", "19800101", 1, "101"),
+                },
+                now(),
+            ));
+            let b = declared(node.console(
+                Request::Declare {
+                    form: form("A", "19800101", 1, "102"),
+                },
+                now(),
+            ));
+            (a, b)
+        };
+        let node = Node::open(&dir).unwrap();
+        assert!(matches!(
+            node.roster.lookup(&a.cred.unwrap()).unwrap().status,
+            CredStatus::Revoked { .. }
+        ));
+        assert_eq!(
+            node.roster.lookup(&b.cred.unwrap()).unwrap().status,
+            CredStatus::Active
+        );
+        assert!(node.roster.holder_active(&b.holder));
+    }
 }

@@ -53,6 +53,8 @@ pub enum PeerRole {
     Console,
     /// An enrolled gate, by its gate id.
     Gate(String),
+    /// A community node, at the district hub.
+    Node(CommunityId),
 }
 
 /// The keys a node accepts, shared between the TLS verifier and the node, which enrols gates
@@ -63,6 +65,9 @@ pub struct PeerTable(Arc<RwLock<HashMap<[u8; 32], PeerRole>>>);
 impl PeerTable {
     pub fn insert(&self, key: [u8; 32], role: PeerRole) {
         self.0.write().expect("peer table lock").insert(key, role);
+    }
+    pub fn remove(&self, key: &[u8; 32]) {
+        self.0.write().expect("peer table lock").remove(key);
     }
     pub fn role(&self, key: &[u8; 32]) -> Option<PeerRole> {
         self.0.read().expect("peer table lock").get(key).cloned()
@@ -75,7 +80,7 @@ impl PeerTable {
             .values()
             .filter_map(|r| match r {
                 PeerRole::Gate(id) => Some(id.clone()),
-                PeerRole::Console => None,
+                PeerRole::Console | PeerRole::Node(_) => None,
             })
             .collect();
         gates.sort();

@@ -9,6 +9,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use crate::{CommunityId, KeyId, UnixTime};
 
 pub const CERT_VERSION: u8 = 1;
+/// The community number of a district hub's own certificate: the hub is certified by the same
+/// root, and no community is numbered 0.
+pub const HUB_COMMUNITY: CommunityId = 0;
 /// Community names are for people reading logs; 64 bytes holds 21 CJK characters.
 pub const COMMUNITY_NAME_LEN_MAX: usize = 64;
 const FIXED_LEN: usize = 1 + 4 + 32 + 8 + 8 + 1;

@@ -32,6 +32,16 @@ impl DocumentType {
         }
     }
 
+    /// The name printed on a pass.
+    pub fn label(self) -> &'static str {
+        match self {
+            DocumentType::ResidentId => "居民身份证 Resident ID",
+            DocumentType::HkMacaoPermit => "港澳居民来往内地通行证",
+            DocumentType::TaiwanPermit => "台湾居民来往大陆通行证",
+            DocumentType::Passport => "护照 Passport",
+        }
+    }
+
     /// # Errors
     /// A message listing the accepted names.
     pub fn parse(s: &str) -> Result<DocumentType, String> {

@@ -16,6 +16,7 @@ pub mod credential;
 pub mod declaration;
 pub mod idnum;
 pub mod keys;
+pub mod link;
 pub mod record;
 pub mod rule;
 pub mod wire;

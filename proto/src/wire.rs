@@ -6,10 +6,10 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::UnixTime;
 use crate::credential::{CredId, HolderId, HolderKind};
 use crate::declaration::{Declaration, Outcome};
 use crate::rule::Reason;
+use crate::{CommunityId, UnixTime};
 
 /// A gate's check request is a code (≤ 210 characters), a gate id and a plate: 4 KiB is
 /// ample, and a small limit keeps a misbehaving gate from tying up memory.
@@ -200,6 +200,15 @@ pub enum Request {
         public_key: [u8; 32],
     },
     Status,
+    /// Hub console: admit a community node by its certificate (from the district root).
+    EnrolNode {
+        cert: Vec<u8>,
+    },
+    /// Hub console: gate events across the district, or of one community.
+    QueryDistrictLog {
+        community: Option<CommunityId>,
+        query: LogQuery,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +270,10 @@ pub struct NodeStatus {
     pub gates: Vec<String>,
     pub events_logged: u64,
     pub node_time_ms: u64,
+    /// Whether the link to the district hub is up (always false without a hub).
+    pub hub_connected: bool,
+    /// Gate events the hub has acknowledged (stored and flushed there).
+    pub hub_acked_seq: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -286,7 +299,36 @@ pub enum Response {
     Summary(RosterSummary),
     Status(NodeStatus),
     Done(String),
+    HubStatus(HubStatus),
+    DistrictLog(Vec<DistrictEvent>),
     Error { kind: ErrorKind, message: String },
+}
+
+/// A gate event at the hub, with the community it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistrictEvent {
+    pub community: CommunityId,
+    pub event: GateEvent,
+}
+
+/// One community as the hub sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommunityLink {
+    pub community: CommunityId,
+    pub name: String,
+    pub connected: bool,
+    /// Last frame received from the node, hub clock (0: never).
+    pub last_contact_ms: u64,
+    /// Gate events of this community stored at the hub.
+    pub events: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubStatus {
+    pub name: String,
+    pub communities: Vec<CommunityLink>,
+    pub events: u64,
+    pub hub_time_ms: u64,
 }
 
 #[cfg(test)]

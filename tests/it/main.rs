@@ -1,1 +1,15 @@
+//! Integration tests: the real `menjin` binary and real node processes on loopback, each test
+//! in its own temporary directory with its own node on port 0. One test binary (modules below)
+//! keeps link time down.
+//!
+//! - `node_cli`: the flows of the order through the CLI (declare, proxy, offline pass,
+//!   revocation, visitors, fever, start-up refusals).
+//! - `bad_input`: invalid input is refused with a clear message and changes nothing.
+//! - `quic`: the node's QUIC endpoint below the CLI (unenrolled keys, garbage, limits, roles).
+//! - `crash`: SIGKILL loses nothing that was acknowledged.
 
+mod bad_input;
+mod crash;
+mod node_cli;
+mod quic;
+mod support;

@@ -1,0 +1,442 @@
+//! The district hub: the same daemon in another role. It admits community nodes by their
+//! certificates, receives each node's gate log as an append-only stream (stored in sled tree
+//! `hub_log`, keyed by community and sequence number, so a batch sent twice is stored once),
+//! and answers the district operator's console.
+//!
+//! Architecture invariant: a node's link frames are accepted only on a connection
+//! authenticated with the key the hub enrolled for that community; the community of every
+//! stored event is the connection's, never a field the node sends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::cert::HUB_COMMUNITY;
+use menjin_proto::link::{LOG_BATCH_MAX, LinkFrame};
+use menjin_proto::wire::{
+    self, CommunityLink, DistrictEvent, ErrorKind, GateEvent, HubStatus, LOG_PAGE_MAX, LogQuery,
+    Request, Response,
+};
+use menjin_proto::{CommunityId, NodeCert};
+
+use crate::files::{HubConfig, NodeDir, read_node_cert, read_public_key, read_signing_key};
+use crate::link::{FrameError, read_frame, write_frame};
+use crate::server::{Server, Service, serve_requests};
+use crate::service::{NodeError, now_ms};
+use crate::tls::{self, PeerRole, PeerTable};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubLogError {
+    #[error("hub log storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("log batch from community {community} starts at {first}, the hub needs {next} first")]
+    Gap {
+        community: CommunityId,
+        first: u64,
+        next: u64,
+    },
+    #[error("log batch from community {0} is not in consecutive sequence order")]
+    Disorder(CommunityId),
+    #[error("log batch of {0} events exceeds the limit")]
+    TooBig(usize),
+    #[error("hub log record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Owner of sled tree `hub_log`: community (u32 BE) ++ sequence (u64 BE) → [`GateEvent`].
+#[derive(Clone)]
+pub struct HubLog {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn log_key(community: CommunityId, seq: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&community.to_be_bytes());
+    k[4..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl HubLog {
+    pub fn open(db: &sled::Db) -> Result<HubLog, HubLogError> {
+        Ok(HubLog {
+            db: db.clone(),
+            tree: db.open_tree("hub_log")?,
+        })
+    }
+
+    /// The next sequence number the hub needs from `community`.
+    pub fn next_seq(&self, community: CommunityId) -> Result<u64, HubLogError> {
+        let prefix = community.to_be_bytes();
+        Ok(match self.tree.scan_prefix(prefix).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                u64::from_be_bytes(
+                    k[4..12]
+                        .try_into()
+                        .map_err(|_| HubLogError::Corrupt(hex::encode(&k)))?,
+                ) + 1
+            }
+            None => 1,
+        })
+    }
+
+    /// Stores a batch (skipping events already held), flushes, and returns the highest
+    /// sequence number now stored contiguously.
+    ///
+    /// # Errors
+    /// [`HubLogError`] for a gap, disorder, an oversized batch or storage failure; nothing of
+    /// a refused batch is stored.
+    pub fn store(&self, community: CommunityId, events: &[GateEvent]) -> Result<u64, HubLogError> {
+        if events.len() > LOG_BATCH_MAX {
+            return Err(HubLogError::TooBig(events.len()));
+        }
+        let next = self.next_seq(community)?;
+        let Some(first) = events.first() else {
+            return Ok(next - 1);
+        };
+        if first.seq > next {
+            return Err(HubLogError::Gap {
+                community,
+                first: first.seq,
+                next,
+            });
+        }
+        if events.windows(2).any(|w| w[1].seq != w[0].seq + 1) {
+            return Err(HubLogError::Disorder(community));
+        }
+        let mut batch = sled::Batch::default();
+        let mut upto = next - 1;
+        for ev in events.iter().filter(|e| e.seq >= next) {
+            batch.insert(&log_key(community, ev.seq), wire::encode(ev));
+            upto = ev.seq;
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(upto)
+    }
+
+    /// Events of one community or of all, filtered like a node's log query.
+    pub fn query(
+        &self,
+        community: Option<CommunityId>,
+        q: &LogQuery,
+    ) -> Result<Vec<DistrictEvent>, HubLogError> {
+        let limit = q.limit.clamp(1, LOG_PAGE_MAX) as usize;
+        let iter = match community {
+            Some(c) => self
+                .tree
+                .range(log_key(c, q.after_seq.map_or(1, |s| s + 1))..log_key(c, u64::MAX)),
+            None => self.tree.iter(),
+        };
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            let c = CommunityId::from_be_bytes(
+                k[..4]
+                    .try_into()
+                    .map_err(|_| HubLogError::Corrupt(hex::encode(&k)))?,
+            );
+            let ev: GateEvent = wire::decode(&v, wire::GATE_REQUEST_LEN_MAX)
+                .map_err(|e| HubLogError::Corrupt(e.to_string()))?;
+            let keep = q.from_ms.is_none_or(|f| ev.time_ms >= f)
+                && q.until_ms.is_none_or(|u| ev.time_ms <= u)
+                && q.gate.as_ref().is_none_or(|g| *g == ev.gate)
+                && q.holder.is_none_or(|h| Some(h) == ev.holder)
+                && (community.is_some() || q.after_seq.is_none_or(|a| ev.seq > a));
+            if keep {
+                out.push(DistrictEvent {
+                    community: c,
+                    event: ev,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.tree.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct LinkState {
+    name: String,
+    connected: bool,
+    last_contact_ms: u64,
+}
+
+/// A running district hub.
+pub struct Hub {
+    pub config: HubConfig,
+    key: SigningKey,
+    cert: NodeCert,
+    root: VerifyingKey,
+    log: HubLog,
+    /// Owner of sled tree `nodes`: community (u32 BE) → enrolled node certificate.
+    nodes: sled::Tree,
+    db: sled::Db,
+    peers: PeerTable,
+    links: Mutex<HashMap<CommunityId, LinkState>>,
+}
+
+impl Hub {
+    /// Opens a hub directory.
+    ///
+    /// # Errors
+    /// [`NodeError`] naming what is wrong.
+    pub fn open(dir: &NodeDir) -> Result<Arc<Hub>, NodeError> {
+        let config = dir.read_hub_config()?;
+        let key = read_signing_key(&dir.key())?;
+        let cert = read_node_cert(&dir.cert())?;
+        let root = read_public_key(&dir.root_pub())?;
+        let console = read_signing_key(&dir.console_key())?.verifying_key();
+        cert.verify(&root, now_ms() / 1000)
+            .map_err(|e| NodeError::Invalid(format!("{}: {e}", dir.cert().display())))?;
+        if cert.node_key != key.verifying_key() || cert.community != HUB_COMMUNITY {
+            return Err(NodeError::Invalid(format!(
+                "{} is not this hub's certificate",
+                dir.cert().display()
+            )));
+        }
+        let db = sled::Config::new().path(dir.db()).open()?;
+        let log = HubLog::open(&db).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let nodes = db.open_tree("nodes")?;
+        let peers = PeerTable::default();
+        peers.insert(console.to_bytes(), PeerRole::Console);
+        let mut links = HashMap::new();
+        for item in nodes.iter() {
+            let (_, v) = item?;
+            let nc = NodeCert::decode(&v)
+                .map_err(|e| NodeError::Invalid(format!("enrolled node certificate: {e}")))?;
+            peers.insert(nc.node_key.to_bytes(), PeerRole::Node(nc.community));
+            links.insert(
+                nc.community,
+                LinkState {
+                    name: nc.community_name.clone(),
+                    ..LinkState::default()
+                },
+            );
+        }
+        Ok(Arc::new(Hub {
+            config,
+            key,
+            cert,
+            root,
+            log,
+            nodes,
+            db,
+            peers,
+            links: Mutex::new(links),
+        }))
+    }
+
+    /// Binds the hub's QUIC endpoint.
+    ///
+    /// # Errors
+    /// If TLS cannot be set up or the address bound.
+    pub fn bind(self: &Arc<Self>, addr: std::net::SocketAddr) -> std::io::Result<Server<Hub>> {
+        let cfg = tls::server_config(&self.key, &self.cert, self.peers.clone())
+            .map_err(std::io::Error::other)?;
+        Server::with_config(self.clone(), cfg, addr)
+    }
+
+    pub fn log(&self) -> &HubLog {
+        &self.log
+    }
+
+    fn console(&self, req: Request) -> Response {
+        let result = match req {
+            Request::EnrolNode { cert } => self.enrol(&cert),
+            Request::QueryDistrictLog { community, query } => self
+                .log
+                .query(community, &query)
+                .map(Response::DistrictLog)
+                .map_err(|e| (ErrorKind::Internal, e.to_string())),
+            Request::Status => Ok(Response::HubStatus(self.status())),
+            _ => Err((ErrorKind::BadRequest, "not a hub operation".to_string())),
+        };
+        result.unwrap_or_else(|(kind, message)| Response::Error { kind, message })
+    }
+
+    fn enrol(&self, bytes: &[u8]) -> Result<Response, (ErrorKind, String)> {
+        let bad = |m: String| (ErrorKind::BadRequest, m);
+        let nc = NodeCert::decode(bytes).map_err(|e| bad(e.to_string()))?;
+        nc.verify(&self.root, now_ms() / 1000)
+            .map_err(|e| bad(e.to_string()))?;
+        if nc.community == HUB_COMMUNITY {
+            return Err(bad("that is a hub certificate".into()));
+        }
+        let old = self
+            .nodes
+            .insert(nc.community.to_be_bytes(), bytes)
+            .map_err(|e| (ErrorKind::Internal, e.to_string()))?;
+        self.db
+            .flush()
+            .map_err(|e| (ErrorKind::Internal, e.to_string()))?;
+        // A new key for a community replaces the old one (key rotation): the old key is out.
+        if let Some(old) = old.and_then(|o| NodeCert::decode(&o).ok()) {
+            self.peers.remove(old.node_key.as_bytes());
+        }
+        self.peers
+            .insert(nc.node_key.to_bytes(), PeerRole::Node(nc.community));
+        self.links
+            .lock()
+            .expect("links lock")
+            .entry(nc.community)
+            .or_default()
+            .name = nc.community_name.clone();
+        tracing::info!(community = nc.community, name = %nc.community_name, key = %nc.key_id(), "node enrolled");
+        Ok(Response::Done(format!(
+            "community {} ({}) enrolled",
+            nc.community, nc.community_name
+        )))
+    }
+
+    pub fn status(&self) -> HubStatus {
+        let links = self.links.lock().expect("links lock").clone();
+        let mut communities: Vec<CommunityLink> = links
+            .into_iter()
+            .map(|(community, l)| CommunityLink {
+                community,
+                name: l.name,
+                connected: l.connected,
+                last_contact_ms: l.last_contact_ms,
+                events: self.log.next_seq(community).map_or(0, |n| n - 1),
+            })
+            .collect();
+        communities.sort_by_key(|c| c.community);
+        HubStatus {
+            name: self.config.name.clone(),
+            communities,
+            events: self.log.len(),
+            hub_time_ms: now_ms(),
+        }
+    }
+
+    fn touch(&self, community: CommunityId, connected: bool) {
+        let mut links = self.links.lock().expect("links lock");
+        let l = links.entry(community).or_default();
+        l.connected = connected;
+        l.last_contact_ms = now_ms();
+    }
+
+    async fn serve_link(self: Arc<Self>, community: CommunityId, conn: quinn::Connection) {
+        let result = async {
+            let (mut send, mut recv) = conn
+                .accept_bi()
+                .await
+                .map_err(|e| FrameError::Stream(e.to_string()))?;
+            match read_frame(&mut recv).await? {
+                LinkFrame::Hello { events_logged } => {
+                    tracing::info!(community, events_logged, "node linked")
+                }
+                other => return Err(FrameError::Stream(format!("expected Hello, got {other:?}"))),
+            }
+            self.touch(community, true);
+            let next_seq = self
+                .log
+                .next_seq(community)
+                .map_err(|e| FrameError::Stream(e.to_string()))?;
+            write_frame(&mut send, &LinkFrame::LogCursor { next_seq }).await?;
+            loop {
+                let frame = read_frame(&mut recv).await?;
+                self.touch(community, true);
+                match frame {
+                    LinkFrame::LogBatch { events } => {
+                        let log = self.log.clone();
+                        let stored =
+                            tokio::task::spawn_blocking(move || log.store(community, &events))
+                                .await
+                                .map_err(|e| FrameError::Stream(e.to_string()))?;
+                        match stored {
+                            Ok(upto_seq) => {
+                                write_frame(&mut send, &LinkFrame::LogAck { upto_seq }).await?
+                            }
+                            Err(e) => {
+                                tracing::warn!(community, error = %e, "log batch refused");
+                                return Err(FrameError::Stream(e.to_string()));
+                            }
+                        }
+                    }
+                    LinkFrame::Sync(_) => {}
+                    other => {
+                        tracing::warn!(community, ?other, "unexpected frame from node");
+                        return Err(FrameError::Stream("unexpected frame".into()));
+                    }
+                }
+            }
+        }
+        .await;
+        self.touch(community, false);
+        match result {
+            Err(FrameError::Closed) | Ok(()) => tracing::info!(community, "node link closed"),
+            Err(e) => {
+                tracing::info!(community, error = %e, "node link ended");
+                conn.close(2u32.into(), b"link error");
+            }
+        }
+    }
+}
+
+impl Service for Hub {
+    fn peers(&self) -> PeerTable {
+        self.peers.clone()
+    }
+
+    async fn on_connection(self: Arc<Self>, role: PeerRole, conn: quinn::Connection) {
+        match role {
+            PeerRole::Node(community) => self.serve_link(community, conn).await,
+            PeerRole::Console => {
+                let hub = self.clone();
+                serve_requests(conn, role, move |_, req| {
+                    let hub = hub.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || hub.console(req))
+                            .await
+                            .unwrap_or_else(|e| Response::Error {
+                                kind: ErrorKind::Internal,
+                                message: e.to_string(),
+                            })
+                    }
+                })
+                .await;
+            }
+            PeerRole::Gate(_) => conn.close(3u32.into(), b"gates talk to nodes"),
+        }
+    }
+}
+
+/// Opens the hub, binds its endpoint, writes `node.addr`, and serves until `shutdown`.
+///
+/// # Errors
+/// [`NodeError`] if the hub cannot be opened or bound.
+pub async fn run_hub(
+    dir: &NodeDir,
+    listen: Option<std::net::SocketAddr>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let hub = Hub::open(dir)?;
+    let addr = listen.unwrap_or(hub.config.listen);
+    let server = hub
+        .bind(addr)
+        .map_err(|e| NodeError::Invalid(format!("cannot listen on {addr}: {e}")))?;
+    let bound = server
+        .local_addr()
+        .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    crate::files::write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
+    let status = hub.status();
+    tracing::info!(name = %hub.config.name, %bound, communities = status.communities.len(), events = status.events, "hub serving");
+    server.run(shutdown).await;
+    let _ = std::fs::remove_file(dir.addr());
+    tracing::info!("hub stopped");
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! Length-prefixed [`LinkFrame`]s on a QUIC stream between a node and its hub.
+
+use menjin_proto::link::{LINK_FRAME_LEN_MAX, LinkFrame};
+use menjin_proto::wire;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("link stream closed")]
+    Closed,
+    #[error("link stream: {0}")]
+    Stream(String),
+    #[error("link frame of {0} bytes exceeds the limit")]
+    TooLong(usize),
+    #[error("malformed link frame: {0}")]
+    Malformed(#[from] wire::WireError),
+}
+
+/// Writes one frame.
+///
+/// # Errors
+/// [`FrameError`] if the stream fails.
+pub async fn write_frame(
+    send: &mut quinn::SendStream,
+    frame: &LinkFrame,
+) -> Result<(), FrameError> {
+    let body = wire::encode(frame);
+    if body.len() > LINK_FRAME_LEN_MAX {
+        return Err(FrameError::TooLong(body.len()));
+    }
+    let len = (body.len() as u32).to_be_bytes();
+    send.write_all(&len)
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    send.write_all(&body)
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))
+}
+
+/// Reads one frame, refusing oversized and malformed ones.
+///
+/// # Errors
+/// [`FrameError::Closed`] at a clean end of stream, otherwise what went wrong.
+pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<LinkFrame, FrameError> {
+    let mut len = [0u8; 4];
+    match recv.read_exact(&mut len).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(FrameError::Closed),
+        Err(e) => return Err(FrameError::Stream(e.to_string())),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > LINK_FRAME_LEN_MAX {
+        return Err(FrameError::TooLong(len));
+    }
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    Ok(wire::decode(&body, LINK_FRAME_LEN_MAX)?)
+}

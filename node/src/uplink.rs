@@ -1,0 +1,168 @@
+//! The node's link to its district hub: connect (mutual TLS; the hub must hold a root
+//! certificate for community 0), then stream the gate log from the hub's cursor, pushing each
+//! event as soon as it is stored. On any failure: reconnect with capped exponential back-off
+//! and jitter. Gates are never affected: checks do not wait for the hub.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use menjin_proto::cert::HUB_COMMUNITY;
+use menjin_proto::link::{LOG_BATCH_MAX, LinkFrame};
+use menjin_proto::wire::LogQuery;
+use tokio::sync::{mpsc, watch};
+
+use crate::link::{FrameError, read_frame, write_frame};
+use crate::service::Node;
+use crate::tls;
+
+/// First retry after a failure; doubles up to [`BACKOFF_MAX_MS`].
+pub const BACKOFF_MIN_MS: u64 = 100;
+/// A hub back from an outage is found within this (plus jitter).
+pub const BACKOFF_MAX_MS: u64 = 5_000;
+/// Batches sent ahead of the hub's acknowledgements.
+pub const LOG_WINDOW_BATCHES: u64 = 4;
+/// A handshake that has not completed by then is abandoned.
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Even without a wake-up, look for unsent events this often (safety net, not the push path).
+const RESCAN_MS: u64 = 1_000;
+
+/// What `node status` shows about the hub link.
+#[derive(Default)]
+pub struct LinkStatus {
+    connected: AtomicBool,
+    acked: AtomicU64,
+}
+
+impl LinkStatus {
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps the link to the hub up until `shutdown` turns true.
+pub async fn run_uplink(node: Arc<Node>, hub: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_MIN_MS;
+    while !*shutdown.borrow() {
+        match connect(&node, hub).await {
+            Ok((endpoint, conn)) => {
+                backoff = BACKOFF_MIN_MS;
+                node.hub_link.connected.store(true, Ordering::Relaxed);
+                tracing::info!(%hub, "linked to the district hub");
+                let result = serve(&node, &conn, &mut shutdown).await;
+                node.hub_link.connected.store(false, Ordering::Relaxed);
+                conn.close(0u32.into(), b"bye");
+                endpoint.close(0u32.into(), b"bye");
+                match result {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(%hub, error = %e, "hub link lost; gates keep working"),
+                }
+            }
+            Err(e) => tracing::debug!(%hub, error = %e, "hub unreachable"),
+        }
+        // Full jitter keeps a hundred nodes from reconnecting in step after a hub restart.
+        let wait = backoff / 2 + rand::random_range(0..=backoff / 2);
+        backoff = (backoff * 2).min(BACKOFF_MAX_MS);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn connect(
+    node: &Node,
+    hub: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+    let cfg = tls::client_config(node.signing_key(), *node.root(), Some(HUB_COMMUNITY))
+        .map_err(|e| e.to_string())?;
+    let bind: SocketAddr = if hub.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .expect("literal");
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(cfg);
+    let connecting = endpoint
+        .connect(hub, tls::SERVER_NAME)
+        .map_err(|e| e.to_string())?;
+    let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
+        .await
+        .map_err(|_| "handshake timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok((endpoint, conn))
+}
+
+async fn serve(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), FrameError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    write_frame(
+        &mut send,
+        &LinkFrame::Hello {
+            events_logged: node.events_logged(),
+        },
+    )
+    .await?;
+    let LinkFrame::LogCursor { next_seq } = read_frame(&mut recv).await? else {
+        return Err(FrameError::Stream("hub did not send its log cursor".into()));
+    };
+    let (tx, mut frames) = mpsc::channel(16);
+    let reader = tokio::spawn(async move {
+        loop {
+            let frame = read_frame(&mut recv).await;
+            let end = frame.is_err();
+            if tx.send(frame).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    let mut sent = next_seq.saturating_sub(1);
+    let mut acked = sent;
+    node.hub_link.acked.store(acked, Ordering::Relaxed);
+    let result = loop {
+        while sent < node.events_logged()
+            && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64
+        {
+            let q = LogQuery {
+                after_seq: Some(sent),
+                limit: LOG_BATCH_MAX as u32,
+                ..LogQuery::default()
+            };
+            let log = node.gate_log().clone();
+            let events = tokio::task::spawn_blocking(move || log.query(&q))
+                .await
+                .map_err(|e| FrameError::Stream(e.to_string()))?
+                .map_err(|e| FrameError::Stream(e.to_string()))?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                break;
+            };
+            write_frame(&mut send, &LinkFrame::LogBatch { events }).await?;
+            sent = last;
+        }
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(Ok(LinkFrame::LogAck { upto_seq })) => {
+                    acked = upto_seq.max(acked);
+                    node.hub_link.acked.store(acked, Ordering::Relaxed);
+                }
+                Some(Ok(LinkFrame::Sync(_))) => {}
+                Some(Ok(other)) => break Err(FrameError::Stream(format!("unexpected frame {other:?}"))),
+                Some(Err(e)) => break Err(e),
+                None => break Err(FrameError::Closed),
+            },
+            () = node.log_appended.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(RESCAN_MS)) => {}
+            _ = shutdown.changed() => break Ok(()),
+        }
+    };
+    reader.abort();
+    result
+}

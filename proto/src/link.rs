@@ -1,0 +1,33 @@
+//! Messages on the link between a community node and its district hub: one long-lived QUIC
+//! bidirectional stream per connection carrying length-prefixed frames (u32 big-endian length,
+//! then a postcard [`LinkFrame`]).
+//!
+//! Gate logs travel as an append-only stream: the hub tells the node where to resume
+//! (`LogCursor`), the node sends batches in sequence order, the hub stores them keyed by
+//! (community, sequence) — so a resent batch is harmless — and acknowledges after its flush.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::GateEvent;
+
+/// The largest frame either side accepts. A log batch holds at most [`LOG_BATCH_MAX`] events
+/// of at most ~200 bytes; an Automerge sync message of a 16-way sharded 100,000-resident roster
+/// stays well under this. Bigger frames are refused and the connection is closed.
+pub const LINK_FRAME_LEN_MAX: usize = 8 * 1024 * 1024;
+/// Events per log batch: big enough to catch up quickly after an outage, small enough that one
+/// batch is flushed in a few milliseconds at the hub.
+pub const LOG_BATCH_MAX: usize = 2_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkFrame {
+    /// Node → hub, first frame (a QUIC stream exists for the peer only once data is sent).
+    Hello { events_logged: u64 },
+    /// Hub → node, first frame: the next gate-log sequence number the hub needs.
+    LogCursor { next_seq: u64 },
+    /// Node → hub: consecutive events starting at `events[0].seq`.
+    LogBatch { events: Vec<GateEvent> },
+    /// Hub → node: everything up to and including `upto_seq` is on the hub's disk.
+    LogAck { upto_seq: u64 },
+    /// Either way: a replication message (see `menjin_sync`), opaque here.
+    Sync(Vec<u8>),
+}

@@ -1,0 +1,395 @@
+//! The node's QUIC endpoint below the CLI: who may connect, what a peer may ask, and what the
+//! node does with bytes that are not a request. The node is a real process; the test speaks
+//! through `menjin_node::client::NodeClient`.
+
+use std::path::PathBuf;
+
+use ed25519_dalek::SigningKey;
+use menjin_node::client::{ClientError, NodeClient};
+use menjin_node::files::{NodeDir, random32, read_public_key, read_signing_key, write_secret};
+use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
+use menjin_proto::idnum::DocumentType;
+use menjin_proto::wire::{
+    self, CheckRequest, Direction, ErrorKind, GATE_REQUEST_LEN_MAX, LogQuery, NodeStatus,
+    PHOTO_LEN_MAX, Request, Response,
+};
+
+use crate::support::*;
+
+/// A community with gate `north-1` enrolled and one cleared resident.
+struct Fixture {
+    c: Community,
+    gate: PathBuf,
+    code: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Fixture {
+    let c = Community::start();
+    let gate = c.enrol_gate("north-1");
+    let (_, code) = c.declare_cleared(&Person::new("李伟", true, "19800312", 1, "12", "1203"));
+    Fixture {
+        c,
+        gate,
+        code,
+        rt: runtime(),
+    }
+}
+
+fn check(gate_id: &str, code: &str, temperature_dc: i16) -> Request {
+    Request::Check(CheckRequest {
+        code: code.to_string(),
+        gate_id: gate_id.to_string(),
+        direction: Direction::In,
+        temperature_dc,
+        plate: None,
+    })
+}
+
+async fn ask(client: &NodeClient, req: &Request) -> Response {
+    within("request", client.request(req))
+        .await
+        .expect("the node answers")
+}
+
+#[track_caller]
+fn assert_error(resp: &Response, want: ErrorKind) -> String {
+    match resp {
+        Response::Error { kind, message } if *kind == want => {
+            assert!(!message.trim().is_empty(), "an error says why");
+            message.clone()
+        }
+        other => panic!("expected {want:?}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_allowed(resp: &Response) -> u64 {
+    match resp {
+        Response::Check(a) => {
+            assert!(a.allowed, "{a:?}");
+            a.seq
+        }
+        other => panic!("expected a check answer, got {other:?}"),
+    }
+}
+
+async fn status(console: &NodeClient) -> NodeStatus {
+    match ask(console, &Request::Status).await {
+        Response::Status(s) => s,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+fn form() -> Declaration {
+    let person = Person::new("马桂兰", false, "19450315", 7, "3", "102");
+    Declaration {
+        name: person.name.clone(),
+        gender: Gender::Female,
+        document_type: DocumentType::ResidentId,
+        document_number: person.id_number(),
+        birth_date: None,
+        nationality: "CN".into(),
+        phone: "13800138000".into(),
+        person_type: PersonType::Owner,
+        quarantine: Quarantine::None,
+        building: person.building,
+        door: person.door,
+        tenure: Tenure::Owned,
+        travel_high_risk: false,
+        contact_with_case: false,
+        symptoms: false,
+        underlying_conditions: String::new(),
+    }
+}
+
+#[test]
+fn unenrolled_gate_key_is_refused_at_connect() {
+    let f = fixture();
+    let root = read_public_key(&NodeDir(f.c.node_dir.clone()).root_pub()).expect("root.pub");
+    let stranger = SigningKey::from_bytes(&random32());
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        let attempt = within(
+            "unenrolled connect",
+            NodeClient::connect(addr, &stranger, root, Some(COMMUNITY)),
+        )
+        .await;
+        match attempt {
+            Err(ClientError::Connect { .. }) => {}
+            Err(other) => panic!("unexpected error kind: {other}"),
+            Ok(client) => {
+                // In TLS 1.3 the client finishes its side of the handshake before the server
+                // has judged the client certificate, so `connect` can return; the node's
+                // refusal then closes the connection and no request is ever answered.
+                match within(
+                    "unenrolled request",
+                    client.request(&check("north-1", &f.code, 366)),
+                )
+                .await
+                {
+                    Err(ClientError::Stream(_)) => {}
+                    other => panic!("an unenrolled key got {other:?}"),
+                }
+            }
+        }
+        let after = status(&console).await;
+        assert_eq!(after.events_logged, before.events_logged);
+        assert_eq!(after.gates, vec!["north-1".to_string()]);
+    });
+}
+
+/// PRODUCT BUG (fails in most runs): the node refuses the key during the handshake with the
+/// reason "client key is not enrolled at this node", but the client usually reports only
+/// "connection to the node failed: read error: connection lost": quinn's `ReadError` display
+/// drops the connection's close reason, and `NodeClient::request_raw` (node/src/client.rs)
+/// formats only that. Whether the reason shows depends on which stream operation hits the
+/// closed connection first. The operator of a new gate is not told to enrol it.
+#[test]
+fn gate_check_from_an_unenrolled_gate_fails_with_a_clear_message() {
+    let f = fixture();
+    // A copy of the enrolled gate's configuration with a key the node never saw.
+    let stranger = f.c.file("gate-stranger");
+    std::fs::create_dir(&stranger).expect("mkdir");
+    std::fs::copy(f.gate.join("gate.toml"), stranger.join("gate.toml")).expect("copy gate.toml");
+    write_secret(&stranger.join("gate.key"), &random32()).expect("gate.key");
+    let before = f.c.status();
+    let out = f.c.check(&stranger, &f.code, "36.6", &[]);
+    assert_eq!(out.code(), EXIT_FAILURE, "{out:?}");
+    assert!(out.stderr.contains("not enrolled"), "{out:?}");
+    assert_eq!(f.c.status()["events_logged"], before["events_logged"]);
+}
+
+#[test]
+fn garbage_bytes_from_a_gate_get_bad_request_and_are_not_logged() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        let valid = wire::encode(&check("north-1", &f.code, 366));
+        let mut trailing = valid.clone();
+        trailing.push(0);
+        let garbage: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            b"GET / HTTP/1.1\r\nHost: node\r\n\r\n".to_vec(),
+            vec![0xff; 64],
+            vec![
+                0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+            ],
+            valid[..valid.len() - 3].to_vec(),
+            valid[..1].to_vec(),
+            trailing,
+        ];
+        for bytes in &garbage {
+            let resp = within("garbage", gate.request_raw(bytes))
+                .await
+                .unwrap_or_else(|e| panic!("{bytes:?}: the node should answer, got {e}"));
+            assert_error(&resp, ErrorKind::BadRequest);
+        }
+        let after = status(&console).await;
+        assert_eq!(
+            after.events_logged, before.events_logged,
+            "garbage is not a gate event"
+        );
+        // The same connection still works.
+        assert_allowed(&ask(&gate, &check("north-1", &f.code, 366)).await);
+    });
+}
+
+#[test]
+fn oversized_gate_request_is_refused_and_the_node_keeps_answering() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        for size in [GATE_REQUEST_LEN_MAX + 1, 64 * 1024, 1024 * 1024] {
+            // A well-formed check with a huge code: only its size is wrong.
+            let req = check("north-1", &format!("MJ:{}", "A".repeat(size)), 366);
+            let bytes = wire::encode(&req);
+            assert!(bytes.len() > GATE_REQUEST_LEN_MAX);
+            match within("oversized", gate.request_raw(&bytes)).await {
+                Ok(resp) => {
+                    let why = assert_error(&resp, ErrorKind::BadRequest);
+                    assert!(why.contains("exceeds"), "{why}");
+                }
+                Err(ClientError::Stream(_)) => {} // the node stopped reading: also a refusal
+                Err(other) => panic!("{size} bytes: unexpected failure {other}"),
+            }
+            // A new stream on the same connection.
+            assert_allowed(&ask(&gate, &check("north-1", &f.code, 366)).await);
+        }
+        // A new connection.
+        let again = gate_client(&f.gate, addr).await;
+        assert_allowed(&ask(&again, &check("north-1", &f.code, 365)).await);
+        let after = status(&console).await;
+        assert_eq!(
+            after.events_logged,
+            before.events_logged + 4,
+            "only the valid checks are logged"
+        );
+    });
+}
+
+#[test]
+fn gate_asking_for_console_operations_is_forbidden() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    let rogue = SigningKey::from_bytes(&random32());
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before_roster = ask(&console, &Request::RosterSummary).await;
+        let forbidden = [
+            Request::RosterSummary,
+            Request::Status,
+            Request::QueryLog(LogQuery {
+                limit: 10,
+                ..LogQuery::default()
+            }),
+            Request::Declare { form: form() },
+            Request::EnrolGate {
+                gate_id: "rogue".into(),
+                public_key: rogue.verifying_key().to_bytes(),
+            },
+        ];
+        for req in &forbidden {
+            assert_error(&ask(&gate, req).await, ErrorKind::Forbidden);
+        }
+        assert_eq!(ask(&console, &Request::RosterSummary).await, before_roster);
+        let s = status(&console).await;
+        assert_eq!(
+            s.gates,
+            vec!["north-1".to_string()],
+            "no gate enrolled by a gate"
+        );
+        assert_eq!(s.residents, 1);
+    });
+}
+
+#[test]
+fn gate_checking_under_another_gate_id_is_forbidden() {
+    let f = fixture();
+    let _south = f.c.enrol_gate("south-1");
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        let why = assert_error(
+            &ask(&gate, &check("south-1", &f.code, 366)).await,
+            ErrorKind::Forbidden,
+        );
+        assert!(why.contains("north-1"), "{why}");
+        assert_error(
+            &ask(&gate, &check("nobody", &f.code, 366)).await,
+            ErrorKind::Forbidden,
+        );
+        assert_eq!(status(&console).await.events_logged, before.events_logged);
+        assert_allowed(&ask(&gate, &check("north-1", &f.code, 366)).await);
+    });
+}
+
+#[test]
+fn console_cannot_submit_gate_checks() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        assert_error(
+            &ask(&console, &check("north-1", &f.code, 366)).await,
+            ErrorKind::Forbidden,
+        );
+        assert_eq!(status(&console).await.events_logged, before.events_logged);
+    });
+}
+
+#[test]
+fn invalid_check_fields_from_a_gate_are_bad_requests_and_not_logged() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        for dc in [250, 299, 451, i16::MIN, i16::MAX] {
+            let why = assert_error(
+                &ask(&gate, &check("north-1", &f.code, dc)).await,
+                ErrorKind::BadRequest,
+            );
+            assert!(why.contains("temperature"), "{why}");
+        }
+        for plate in ["", "   ", "粤B123456789012345"] {
+            let req = Request::Check(CheckRequest {
+                code: f.code.clone(),
+                gate_id: "north-1".into(),
+                direction: Direction::In,
+                temperature_dc: 366,
+                plate: Some(plate.into()),
+            });
+            assert_error(&ask(&gate, &req).await, ErrorKind::BadRequest);
+        }
+        assert_eq!(status(&console).await.events_logged, before.events_logged);
+    });
+}
+
+#[test]
+fn photo_over_1_mb_sent_to_the_node_is_refused() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        let mut photo = png_photo();
+        photo.resize(PHOTO_LEN_MAX + 1, 0);
+        let req = Request::DeclareOffline {
+            form: form(),
+            photo,
+            staff: "陈主任".into(),
+        };
+        let why = assert_error(&ask(&console, &req).await, ErrorKind::BadRequest);
+        assert!(why.contains("photo"), "{why}");
+        let after = status(&console).await;
+        assert_eq!(after.residents, before.residents);
+        assert_eq!(after.codes_active, before.codes_active);
+    });
+}
+
+#[test]
+fn client_trusting_another_district_refuses_the_node() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    let nd = NodeDir(f.c.node_dir.clone());
+    let console_key = read_signing_key(&nd.console_key()).expect("console.key");
+    let root = read_public_key(&nd.root_pub()).expect("root.pub");
+    let other_root = SigningKey::from_bytes(&random32()).verifying_key();
+    f.rt.block_on(async {
+        let wrong_district = within(
+            "connect",
+            NodeClient::connect(addr, &console_key, other_root, Some(COMMUNITY)),
+        )
+        .await;
+        assert!(
+            matches!(wrong_district, Err(ClientError::Connect { .. })),
+            "a node certified by another root must be refused"
+        );
+        let wrong_community = within(
+            "connect",
+            NodeClient::connect(addr, &console_key, root, Some(COMMUNITY + 1)),
+        )
+        .await;
+        assert!(
+            matches!(wrong_community, Err(ClientError::Connect { .. })),
+            "a node of another community must be refused"
+        );
+        // The right district and community: let in.
+        let right = console_client(&f.c.node_dir, addr).await;
+        status(&right).await;
+    });
+}

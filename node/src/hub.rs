@@ -246,7 +246,10 @@ impl Hub {
     pub fn bind(self: &Arc<Self>, addr: std::net::SocketAddr) -> std::io::Result<Server<Hub>> {
         let cfg = tls::server_config(&self.key, &self.cert, self.peers.clone())
             .map_err(std::io::Error::other)?;
-        Server::with_config(self.clone(), cfg, addr)
+        Ok(Server::new(
+            self.clone(),
+            tls::server_endpoint(&self.key, cfg, addr)?,
+        ))
     }
 
     pub fn log(&self) -> &HubLog {

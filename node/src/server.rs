@@ -47,22 +47,18 @@ impl Server<Node> {
     pub fn bind(node: Arc<Node>, addr: SocketAddr) -> std::io::Result<Server<Node>> {
         let cfg = tls::server_config(node.signing_key(), node.cert(), node.peers())
             .map_err(std::io::Error::other)?;
-        Server::with_config(node, cfg, addr)
+        let endpoint = tls::server_endpoint(node.signing_key(), cfg, addr)?;
+        Ok(Server {
+            endpoint,
+            service: node,
+        })
     }
 }
 
 impl<S: Service> Server<S> {
-    /// Binds an endpoint with a ready TLS configuration.
-    ///
-    /// # Errors
-    /// If the address cannot be bound.
-    pub fn with_config(
-        service: Arc<S>,
-        cfg: quinn::ServerConfig,
-        addr: SocketAddr,
-    ) -> std::io::Result<Server<S>> {
-        let endpoint = quinn::Endpoint::server(cfg, addr)?;
-        Ok(Server { endpoint, service })
+    /// Serves an endpoint bound with [`tls::server_endpoint`].
+    pub fn new(service: Arc<S>, endpoint: quinn::Endpoint) -> Server<S> {
+        Server { endpoint, service }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

@@ -27,9 +27,11 @@ pub const SERVER_NAME: &str = "menjin-node";
 /// 1.3.6.1.4.1.59151.1.1: a private arc for the node certificate extension.
 const NODE_CERT_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 59151, 1, 1];
 const NODE_CERT_OID_STR: &str = "1.3.6.1.4.1.59151.1.1";
-/// A silent gate is noticed within this time; keep-alives keep healthy links open.
-pub const IDLE_TIMEOUT_MS: u64 = 30_000;
-pub const KEEP_ALIVE_MS: u64 = 5_000;
+/// A dead peer (a gate unplugged, a hub killed) is noticed within this time, and the node
+/// reconnects; keep-alives every [`KEEP_ALIVE_MS`] keep healthy links open, and a second of
+/// keep-alive traffic per link is nothing next to the gate checks.
+pub const IDLE_TIMEOUT_MS: u64 = 6_000;
+pub const KEEP_ALIVE_MS: u64 = 1_000;
 /// Concurrent checks one gate may have in flight; more wait (backpressure).
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
@@ -355,6 +357,62 @@ pub fn client_config(
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(transport());
     Ok(cfg)
+}
+
+/// Stateless-reset key derived from the daemon's own secret key: after a restart (kill -9
+/// included) the endpoint answers packets of connections it no longer knows with a reset its
+/// peers accept, so they reconnect at once instead of waiting for the idle timeout.
+struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], out: &mut [u8]) {
+        use hmac::{KeyInit, Mac};
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0).expect("any key length");
+        mac.update(data);
+        out.copy_from_slice(&mac.finalize().into_bytes()[..out.len()]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let mut expected = [0u8; 32];
+        self.sign(data, &mut expected);
+        let n = signature.len().min(32);
+        // Compare without an early exit.
+        let diff = expected[..n]
+            .iter()
+            .zip(signature)
+            .fold(u8::from(signature.len() != 32), |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(quinn::crypto::CryptoError)
+        }
+    }
+}
+
+/// Binds a server endpoint whose stateless resets survive restarts (see [`ResetKey`]).
+///
+/// # Errors
+/// If the address cannot be bound.
+pub fn server_endpoint(
+    own_key: &SigningKey,
+    cfg: quinn::ServerConfig,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<quinn::Endpoint> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"menjin stateless reset v1");
+    h.update(own_key.to_bytes());
+    let reset = ResetKey(h.finalize().into());
+    let endpoint_cfg = quinn::EndpointConfig::new(Arc::new(reset));
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new(endpoint_cfg, Some(cfg), socket, runtime)
 }
 
 /// The key a connected peer authenticated with.

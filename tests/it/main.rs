@@ -7,9 +7,11 @@
 //! - `bad_input`: invalid input is refused with a clear message and changes nothing.
 //! - `quic`: the node's QUIC endpoint below the CLI (unenrolled keys, garbage, limits, roles).
 //! - `crash`: SIGKILL loses nothing that was acknowledged.
+//! - `hub`: gate logs reach the district hub exactly once, through outages.
 
 mod bad_input;
 mod crash;
+mod hub;
 mod node_cli;
 mod quic;
 mod support;

@@ -156,12 +156,23 @@ pub struct NodeProc {
     pub dir: PathBuf,
     pub addr: SocketAddr,
     log: PathBuf,
+    /// `node` or `hub`: which daemon this is.
+    role: &'static str,
 }
 
 impl NodeProc {
     /// Starts `menjin node run --dir DIR --listen LISTEN` and waits until it serves (it writes
     /// `node.addr` once bound). Its log goes to `LOG`, shown if it fails to start.
     pub fn start(dir: &Path, listen: &str, log: &Path) -> NodeProc {
+        NodeProc::spawn("node", dir, listen, log)
+    }
+
+    /// Starts `menjin hub run` the same way (a hub writes `node.addr` too).
+    pub fn start_hub(dir: &Path, listen: &str, log: &Path) -> NodeProc {
+        NodeProc::spawn("hub", dir, listen, log)
+    }
+
+    fn spawn(role: &'static str, dir: &Path, listen: &str, log: &Path) -> NodeProc {
         // A node killed with SIGKILL leaves its node.addr behind: only a fresh one means
         // this process is serving.
         let addr_file = NodeDir(dir.to_path_buf()).addr();
@@ -176,7 +187,7 @@ impl NodeProc {
             .open(log)
             .expect("node log file");
         let child = Command::new(bin())
-            .args(["node", "run", "--dir", p(dir), "--listen", listen])
+            .args([role, "run", "--dir", p(dir), "--listen", listen])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -188,6 +199,7 @@ impl NodeProc {
             dir: dir.to_path_buf(),
             addr: "0.0.0.0:0".parse().expect("literal"),
             log: log.to_path_buf(),
+            role,
         };
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -199,13 +211,13 @@ impl NodeProc {
             let child = node.child.as_mut().expect("child");
             if let Some(status) = child.try_wait().expect("try_wait") {
                 panic!(
-                    "menjin node run exited with {status} before serving:\n{}",
+                    "menjin {role} run exited with {status} before serving:\n{}",
                     node.log_text()
                 );
             }
             if Instant::now() > deadline {
                 panic!(
-                    "menjin node run did not write {} within {DEADLINE:?}:\n{}",
+                    "menjin {role} run did not write {} within {DEADLINE:?}:\n{}",
                     addr_file.display(),
                     node.log_text()
                 );
@@ -241,7 +253,7 @@ impl NodeProc {
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
         let listen = self.addr.to_string();
-        let fresh = NodeProc::start(&self.dir, &listen, &self.log);
+        let fresh = NodeProc::spawn(self.role, &self.dir, &listen, &self.log);
         *self = fresh;
     }
 }

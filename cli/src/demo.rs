@@ -578,7 +578,17 @@ pub async fn run(json: bool) -> Result<ExitCode> {
                 c.community == n.node.config.community && c.events == n.node.events_logged()
             })
         });
-        if all_there && status.events == events {
+        // And every replicated document (rosters, policy) has the same heads at both ends.
+        let hub_heads: std::collections::BTreeMap<_, _> =
+            hub.hub.replication().heads().into_iter().collect();
+        let docs_equal = nodes.iter().all(|n| {
+            n.node
+                .replication()
+                .heads()
+                .iter()
+                .all(|(doc, heads)| hub_heads.get(doc) == Some(heads))
+        });
+        if all_there && status.events == events && docs_equal {
             break (true, status.events);
         }
         if std::time::Instant::now() > deadline {
@@ -586,6 +596,12 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
+    let hub_residents = hub.hub.replication().read(|r| {
+        nodes
+            .iter()
+            .map(|n| r.roster(n.node.config.community).persons.len())
+            .sum::<usize>()
+    });
     let t = &tally;
     let summary = json!({
         "communities": nodes.len(),
@@ -601,6 +617,7 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         "denied_by_reason": t.by_reason,
         "events_logged": events,
         "hub_events": hub_events,
+        "hub_residents": hub_residents,
         "converged": converged,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
@@ -621,7 +638,7 @@ pub async fn run(json: bool) -> Result<ExitCode> {
             t.by_reason,
         );
         println!(
-            "gate logs: {events} events at the nodes, {hub_events} at the hub: {}",
+            "hub: {hub_events} gate events (nodes logged {events}), rosters of {hub_residents} people replicated: {}",
             if converged {
                 "converged"
             } else {

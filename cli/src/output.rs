@@ -239,7 +239,7 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                     )
                 };
                 println!(
-                    "  {} {:<24} {:<12} last contact {contact:<10} events {}",
+                    "  {} {:<24} {:<12} last contact {contact:<10} events {} residents {} codes {}",
                     c.community,
                     c.name,
                     if c.connected {
@@ -247,7 +247,9 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                     } else {
                         "disconnected"
                     },
-                    c.events
+                    c.events,
+                    c.residents,
+                    c.codes_active
                 );
             }
         }

@@ -21,9 +21,11 @@ use menjin_proto::{CommunityId, NodeCert};
 
 use crate::files::{HubConfig, NodeDir, read_node_cert, read_public_key, read_signing_key};
 use crate::link::{FrameError, read_frame, write_frame};
+use crate::replication::{Replication, next_timer, receive_frame, send_frames};
 use crate::server::{Server, Service, serve_requests};
 use crate::service::{NodeError, now_ms};
 use crate::tls::{self, PeerRole, PeerTable};
+use menjin_sync::{NodeEnrolment, PolicyBatch, Role};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -186,6 +188,7 @@ pub struct Hub {
     db: sled::Db,
     peers: PeerTable,
     links: Mutex<HashMap<CommunityId, LinkState>>,
+    replication: Arc<Replication>,
 }
 
 impl Hub {
@@ -226,6 +229,8 @@ impl Hub {
                 },
             );
         }
+        let replication =
+            Replication::open(&db, Role::Hub).map_err(|e| NodeError::Invalid(e.to_string()))?;
         Ok(Arc::new(Hub {
             config,
             key,
@@ -236,6 +241,7 @@ impl Hub {
             db,
             peers,
             links: Mutex::new(links),
+            replication,
         }))
     }
 
@@ -291,6 +297,18 @@ impl Hub {
         }
         self.peers
             .insert(nc.node_key.to_bytes(), PeerRole::Node(nc.community));
+        let enrol = NodeEnrolment {
+            community: nc.community,
+            node_key: nc.node_key.to_bytes(),
+            name: nc.community_name.clone(),
+        };
+        let batch = PolicyBatch {
+            enrol: vec![enrol],
+            ..PolicyBatch::default()
+        };
+        if let Err(e) = self.replication.apply_policy(&batch, now_ms() / 1000) {
+            tracing::error!(error = %e, "enrolment not written to the district policy");
+        }
         self.links
             .lock()
             .expect("links lock")
@@ -308,12 +326,21 @@ impl Hub {
         let links = self.links.lock().expect("links lock").clone();
         let mut communities: Vec<CommunityLink> = links
             .into_iter()
-            .map(|(community, l)| CommunityLink {
-                community,
-                name: l.name,
-                connected: l.connected,
-                last_contact_ms: l.last_contact_ms,
-                events: self.log.next_seq(community).map_or(0, |n| n - 1),
+            .map(|(community, l)| {
+                let roster = self.replication.read(|r| r.roster(community));
+                CommunityLink {
+                    community,
+                    name: l.name,
+                    connected: l.connected,
+                    last_contact_ms: l.last_contact_ms,
+                    events: self.log.next_seq(community).map_or(0, |n| n - 1),
+                    residents: roster.persons.len() as u64,
+                    codes_active: roster
+                        .codes
+                        .values()
+                        .filter(|c| c.status == menjin_sync::CodeStatus::Active)
+                        .count() as u64,
+                }
             })
             .collect();
         communities.sort_by_key(|c| c.community);
@@ -332,53 +359,16 @@ impl Hub {
         l.last_contact_ms = now_ms();
     }
 
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
+    }
+
     async fn serve_link(self: Arc<Self>, community: CommunityId, conn: quinn::Connection) {
-        let result = async {
-            let (mut send, mut recv) = conn
-                .accept_bi()
-                .await
-                .map_err(|e| FrameError::Stream(e.to_string()))?;
-            match read_frame(&mut recv).await? {
-                LinkFrame::Hello { events_logged } => {
-                    tracing::info!(community, events_logged, "node linked")
-                }
-                other => return Err(FrameError::Stream(format!("expected Hello, got {other:?}"))),
-            }
-            self.touch(community, true);
-            let next_seq = self
-                .log
-                .next_seq(community)
-                .map_err(|e| FrameError::Stream(e.to_string()))?;
-            write_frame(&mut send, &LinkFrame::LogCursor { next_seq }).await?;
-            loop {
-                let frame = read_frame(&mut recv).await?;
-                self.touch(community, true);
-                match frame {
-                    LinkFrame::LogBatch { events } => {
-                        let log = self.log.clone();
-                        let stored =
-                            tokio::task::spawn_blocking(move || log.store(community, &events))
-                                .await
-                                .map_err(|e| FrameError::Stream(e.to_string()))?;
-                        match stored {
-                            Ok(upto_seq) => {
-                                write_frame(&mut send, &LinkFrame::LogAck { upto_seq }).await?
-                            }
-                            Err(e) => {
-                                tracing::warn!(community, error = %e, "log batch refused");
-                                return Err(FrameError::Stream(e.to_string()));
-                            }
-                        }
-                    }
-                    LinkFrame::Sync(_) => {}
-                    other => {
-                        tracing::warn!(community, ?other, "unexpected frame from node");
-                        return Err(FrameError::Stream("unexpected frame".into()));
-                    }
-                }
-            }
+        let peer = Role::Node(community);
+        let result = self.clone().link_loop(community, &conn).await;
+        if let Err(e) = self.replication.disconnect(peer) {
+            tracing::error!(error = %e, "persisting replication state");
         }
-        .await;
         self.touch(community, false);
         match result {
             Err(FrameError::Closed) | Ok(()) => tracing::info!(community, "node link closed"),
@@ -387,6 +377,89 @@ impl Hub {
                 conn.close(2u32.into(), b"link error");
             }
         }
+    }
+
+    async fn link_loop(
+        self: Arc<Self>,
+        community: CommunityId,
+        conn: &quinn::Connection,
+    ) -> Result<(), FrameError> {
+        let peer = Role::Node(community);
+        let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
+        let (mut send, mut recv) = conn
+            .accept_bi()
+            .await
+            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        match read_frame(&mut recv).await? {
+            LinkFrame::Hello { events_logged } => {
+                tracing::info!(community, events_logged, "node linked")
+            }
+            other => return Err(FrameError::Stream(format!("expected Hello, got {other:?}"))),
+        }
+        self.touch(community, true);
+        let next_seq = self
+            .log
+            .next_seq(community)
+            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        write_frame(&mut send, &LinkFrame::LogCursor { next_seq }).await?;
+        let (tx, mut frames) = tokio::sync::mpsc::channel(16);
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = read_frame(&mut recv).await;
+                let end = frame.is_err();
+                if tx.send(frame).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        let repl = self.replication.clone();
+        repl.connect(peer, now_ms()).map_err(stored)?;
+        let mut changes = repl.subscribe();
+        let result = async {
+            loop {
+                send_frames(&repl, peer, &mut send).await?;
+                tokio::select! {
+                    frame = frames.recv() => {
+                        let frame = match frame {
+                            Some(f) => f?,
+                            None => return Err(FrameError::Closed),
+                        };
+                        self.touch(community, true);
+                        match frame {
+                            LinkFrame::LogBatch { events } => {
+                                let log = self.log.clone();
+                                let stored = tokio::task::spawn_blocking(move || log.store(community, &events))
+                                    .await
+                                    .map_err(|e| FrameError::Stream(e.to_string()))?;
+                                match stored {
+                                    Ok(upto_seq) => write_frame(&mut send, &LinkFrame::LogAck { upto_seq }).await?,
+                                    Err(e) => {
+                                        tracing::warn!(community, error = %e, "log batch refused");
+                                        return Err(FrameError::Stream(e.to_string()));
+                                    }
+                                }
+                            }
+                            LinkFrame::Sync(bytes) => {
+                                let repl = repl.clone();
+                                tokio::task::spawn_blocking(move || receive_frame(&repl, peer, &bytes))
+                                    .await
+                                    .map_err(|e| FrameError::Stream(e.to_string()))?
+                                    .map_err(stored)?;
+                            }
+                            other => {
+                                tracing::warn!(community, ?other, "unexpected frame from node");
+                                return Err(FrameError::Stream("unexpected frame".into()));
+                            }
+                        }
+                    }
+                    _ = changes.changed() => {}
+                    () = next_timer(&repl) => repl.timeout(now_ms()).map_err(stored)?,
+                }
+            }
+        }
+        .await;
+        reader.abort();
+        result
     }
 }
 

@@ -17,6 +17,8 @@ use menjin_proto::idnum::IdHash;
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord};
 use menjin_proto::wire::{self, HolderDisplay};
 
+/// Marker key (prefix `m`, apart from the record prefixes): see [`Roster::mirror_pending`].
+const MIRROR_PENDING: &[u8] = b"mirror-pending";
 /// Records are small; anything bigger than this read back from disk is corruption.
 const RECORD_LEN_MAX: usize = 64 * 1024;
 
@@ -190,6 +192,9 @@ impl Roster {
         for (holder, photo) in &change.photos {
             batch.insert(key(b'f', &holder.0), photo.as_slice());
         }
+        // Set until the change is also in the replicated roster (see `mirror_done`): a crash
+        // in between is repaired at the next start.
+        batch.insert(MIRROR_PENDING, &[]);
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
         let mut view = self.view.write().expect("roster view lock");
@@ -215,6 +220,26 @@ impl Roster {
             }
         }
         Ok(())
+    }
+
+    /// The replicated roster has every committed change.
+    pub fn mirror_done(&self) -> Result<(), RosterError> {
+        self.tree.remove(MIRROR_PENDING)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A committed change may be missing from the replicated roster (a crash in between).
+    pub fn mirror_pending(&self) -> Result<bool, RosterError> {
+        Ok(self.tree.contains_key(MIRROR_PENDING)?)
+    }
+
+    /// Every code record (reconciliation after a crash; not a hot path).
+    pub fn creds(&self) -> impl Iterator<Item = Result<CredRecord, RosterError>> + '_ {
+        self.tree.scan_prefix([b'c']).map(|item| {
+            let (k, v) = item?;
+            decode(&k, &v)
+        })
     }
 
     /// The hot path: one hash-map read under a read lock.

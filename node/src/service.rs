@@ -23,9 +23,11 @@ use crate::files::{
 };
 use crate::gatelog::{GateLog, LogError};
 use crate::gates::Gates;
+use crate::replication::{Replication, code_entry, roster_entry};
 use crate::roster::{Change, Roster, RosterError};
 use crate::tls::{PeerRole, PeerTable};
 use crate::{pass, photo};
+use menjin_sync::{Role, RosterBatch};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).
 pub const DEADLINE_DAYS: u64 = 5;
@@ -118,6 +120,7 @@ pub struct Node {
     /// Wakes the hub uplink when a gate event is stored.
     pub(crate) log_appended: tokio::sync::Notify,
     pub(crate) hub_link: crate::uplink::LinkStatus,
+    replication: Arc<Replication>,
 }
 
 impl Node {
@@ -149,7 +152,9 @@ impl Node {
         for (gate_id, key) in gates.all()? {
             peers.insert(key, PeerRole::Gate(gate_id));
         }
-        Ok(Arc::new(Node {
+        let replication = Replication::open(&db, Role::Node(config.community))
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let node = Arc::new(Node {
             config,
             key_id: KeyId::of(&key.verifying_key()),
             key,
@@ -163,7 +168,12 @@ impl Node {
             root,
             log_appended: tokio::sync::Notify::new(),
             hub_link: crate::uplink::LinkStatus::default(),
-        }))
+            replication,
+        });
+        if node.roster.mirror_pending()? {
+            node.reconcile()?;
+        }
+        Ok(node)
     }
 
     pub fn signing_key(&self) -> &SigningKey {
@@ -183,6 +193,61 @@ impl Node {
     }
     pub fn gate_log(&self) -> &GateLog {
         &self.log
+    }
+
+    /// Commits a roster change (flushed), then mirrors it into the replicated roster. The
+    /// sled roster is the source of truth; if the mirror fails, the next start repairs it.
+    fn commit(&self, change: Change) -> Result<(), RosterError> {
+        let mut batch = RosterBatch::default();
+        for p in &change.persons {
+            batch.put_person(roster_entry(p));
+        }
+        for c in &change.creds {
+            batch.put_code(code_entry(c));
+        }
+        self.roster.commit(change)?;
+        match self
+            .replication
+            .apply_roster(self.config.community, &batch, now_ms() / 1000)
+        {
+            Ok(()) => self.roster.mirror_done()?,
+            Err(e) => {
+                tracing::error!(error = %e, "replicated roster not updated; repaired at next start")
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the replicated roster up to the sled roster after a crash between the two.
+    fn reconcile(&self) -> Result<(), NodeError> {
+        let view = self.replication.read(|r| r.roster(self.config.community));
+        let mut batch = RosterBatch::default();
+        for p in self.roster.persons() {
+            let entry = roster_entry(&p?);
+            if view.persons.get(&entry.holder) != Some(&entry) {
+                batch.put_person(entry);
+            }
+        }
+        for c in self.roster.creds() {
+            let entry = code_entry(&c?);
+            if view.codes.get(&entry.id) != Some(&entry) {
+                batch.put_code(entry);
+            }
+        }
+        let n = batch.persons.len() + batch.codes.len();
+        self.replication
+            .apply_roster(self.config.community, &batch, now_ms() / 1000)
+            .map_err(|e| NodeError::Invalid(format!("reconciling the replicated roster: {e}")))?;
+        self.roster.mirror_done()?;
+        tracing::info!(
+            entries = n,
+            "replicated roster reconciled with the node's roster"
+        );
+        Ok(())
+    }
+
+    pub fn replication(&self) -> &Arc<Replication> {
+        &self.replication
     }
 
     /// Runs a console request (blocking: call from a blocking thread).
@@ -429,7 +494,7 @@ impl Node {
             passes_printed: existing.as_ref().map_or(0, |p| p.passes_printed),
         };
         change.persons.push(person.clone());
-        self.roster.commit(change)?;
+        self.commit(change)?;
         tracing::info!(holder = %holder, channel = ?channel, outcome = person.review.outcome.as_str(), revoked = ?revoked, "declaration stored");
         self.receipt(&person, revoked)
     }
@@ -447,7 +512,7 @@ impl Node {
             .person(&holder)?
             .ok_or_else(|| not_found(format!("no declared person {holder}")))?;
         p.has_photo = true;
-        self.roster.commit(Change {
+        self.commit(Change {
             persons: vec![p.clone()],
             creds: vec![],
             photos: vec![(holder, photo)],
@@ -510,7 +575,7 @@ impl Node {
         })
         .map_err(|e| refused(e.to_string()))?;
         p.passes_printed += 1;
-        self.roster.commit(Change {
+        self.commit(Change {
             persons: vec![p],
             ..Change::default()
         })?;
@@ -576,7 +641,7 @@ impl Node {
             now,
         );
         let cred = record.id;
-        self.roster.commit(Change {
+        self.commit(Change {
             creds: vec![record],
             ..Change::default()
         })?;
@@ -604,7 +669,7 @@ impl Node {
             return Err(refused(format!("{id} is not in force")));
         }
         c.status = CredStatus::ConsentWithdrawn { at: now };
-        self.roster.commit(Change {
+        self.commit(Change {
             creds: vec![c],
             ..Change::default()
         })?;

@@ -14,8 +14,10 @@ use menjin_proto::wire::LogQuery;
 use tokio::sync::{mpsc, watch};
 
 use crate::link::{FrameError, read_frame, write_frame};
+use crate::replication::{next_timer, receive_frame, send_frames};
 use crate::service::Node;
 use crate::tls;
+use menjin_sync::Role;
 
 /// First retry after a failure; doubles up to [`BACKOFF_MAX_MS`].
 pub const BACKOFF_MIN_MS: u64 = 100;
@@ -124,45 +126,57 @@ async fn serve(
             }
         }
     });
+    let repl = node.replication().clone();
+    let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
+    repl.connect(Role::Hub, crate::service::now_ms())
+        .map_err(stored)?;
+    let mut changes = repl.subscribe();
     let mut sent = next_seq.saturating_sub(1);
     let mut acked = sent;
     node.hub_link.acked.store(acked, Ordering::Relaxed);
-    let result = loop {
-        while sent < node.events_logged()
-            && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64
-        {
-            let q = LogQuery {
-                after_seq: Some(sent),
-                limit: LOG_BATCH_MAX as u32,
-                ..LogQuery::default()
-            };
-            let log = node.gate_log().clone();
-            let events = tokio::task::spawn_blocking(move || log.query(&q))
-                .await
-                .map_err(|e| FrameError::Stream(e.to_string()))?
-                .map_err(|e| FrameError::Stream(e.to_string()))?;
-            let Some(last) = events.last().map(|e| e.seq) else {
-                break;
-            };
-            write_frame(&mut send, &LinkFrame::LogBatch { events }).await?;
-            sent = last;
+    let result = async {
+        loop {
+            send_frames(&repl, Role::Hub, &mut send).await?;
+            while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
+                let q = LogQuery { after_seq: Some(sent), limit: LOG_BATCH_MAX as u32, ..LogQuery::default() };
+                let log = node.gate_log().clone();
+                let events = tokio::task::spawn_blocking(move || log.query(&q))
+                    .await
+                    .map_err(|e| FrameError::Stream(e.to_string()))?
+                    .map_err(|e| FrameError::Stream(e.to_string()))?;
+                let Some(last) = events.last().map(|e| e.seq) else { break };
+                write_frame(&mut send, &LinkFrame::LogBatch { events }).await?;
+                sent = last;
+            }
+            tokio::select! {
+                frame = frames.recv() => match frame {
+                    Some(Ok(LinkFrame::LogAck { upto_seq })) => {
+                        acked = upto_seq.max(acked);
+                        node.hub_link.acked.store(acked, Ordering::Relaxed);
+                    }
+                    Some(Ok(LinkFrame::Sync(bytes))) => {
+                        let repl = repl.clone();
+                        tokio::task::spawn_blocking(move || receive_frame(&repl, Role::Hub, &bytes))
+                            .await
+                            .map_err(|e| FrameError::Stream(e.to_string()))?
+                            .map_err(stored)?;
+                    }
+                    Some(Ok(other)) => return Err(FrameError::Stream(format!("unexpected frame {other:?}"))),
+                    Some(Err(e)) => return Err(e),
+                    None => return Err(FrameError::Closed),
+                },
+                _ = changes.changed() => {}
+                () = next_timer(&repl) => repl.timeout(crate::service::now_ms()).map_err(stored)?,
+                () = node.log_appended.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(RESCAN_MS)) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
         }
-        tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(Ok(LinkFrame::LogAck { upto_seq })) => {
-                    acked = upto_seq.max(acked);
-                    node.hub_link.acked.store(acked, Ordering::Relaxed);
-                }
-                Some(Ok(LinkFrame::Sync(_))) => {}
-                Some(Ok(other)) => break Err(FrameError::Stream(format!("unexpected frame {other:?}"))),
-                Some(Err(e)) => break Err(e),
-                None => break Err(FrameError::Closed),
-            },
-            () = node.log_appended.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(RESCAN_MS)) => {}
-            _ = shutdown.changed() => break Ok(()),
-        }
-    };
+    }
+    .await;
     reader.abort();
+    if let Err(e) = repl.disconnect(Role::Hub) {
+        tracing::error!(error = %e, "persisting replication state");
+    }
     result
 }

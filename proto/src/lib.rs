@@ -19,6 +19,7 @@ pub mod keys;
 pub mod link;
 pub mod record;
 pub mod rule;
+pub mod sync_wire;
 pub mod wire;
 
 pub use cert::{CertError, NodeCert};

@@ -321,6 +321,10 @@ pub struct CommunityLink {
     pub last_contact_ms: u64,
     /// Gate events of this community stored at the hub.
     pub events: u64,
+    /// People in this community's replicated roster at the hub.
+    pub residents: u64,
+    /// Codes in force in that roster.
+    pub codes_active: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

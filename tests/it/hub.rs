@@ -148,7 +148,7 @@ impl District {
         menjin(&["hub", "status", "--dir", p(&self.hub_dir)]).ok()
     }
 
-    /// Polls until the hub holds every node's events (bounded).
+    /// Polls until the hub holds every node's events and roster (bounded).
     fn wait_converged(&self) -> Value {
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -239,10 +239,18 @@ fn gate_events_reach_the_hub_exactly_once_through_a_hub_outage() {
     let (_, _, dir0) = &d.nodes[0];
     let st = menjin(&["node", "status", "--dir", p(dir0)]).ok();
     assert_eq!(st["events_logged"], 7, "{st}");
+    // A declaration during the outage reaches the hub's copy of the roster afterwards.
+    d.declare(dir0, 50);
 
     // It comes back on the same address; the nodes find it and resume from its cursor.
     d.hub = NodeProc::start_hub(&d.hub_dir, &hub_addr, &d.tmp.path().join("hub.log"));
-    d.wait_converged();
+    let status = d.wait_converged();
+    let first = &status["communities"][0];
+    assert_eq!(
+        (first["residents"].as_u64(), first["codes_active"].as_u64()),
+        (Some(2), Some(2)),
+        "{status}"
+    );
     d.assert_exactly_once();
     let st = menjin(&["node", "status", "--dir", p(dir0)]).ok();
     assert_eq!(st["hub_acked_seq"], 7, "{st}");

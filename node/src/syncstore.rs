@@ -1,0 +1,200 @@
+//! Where a node or hub keeps its replicated documents: sled tree `sync`, the only module that
+//! reads or writes it.
+//!
+//! Keys: `d` + document id + `\0s` → snapshot; `d` + document id + `\0c` + index (u64 BE) →
+//! incremental chunk; `p` + peer + `\0` + document id → sync state for that peer; `i` → the
+//! incarnation counter (each process start writes under a new Automerge actor).
+//!
+//! Architecture invariant: [`SyncStore::write`] applies everything the replica asked to
+//! persist as one sled batch and flushes it before returning; the driver sends nothing the
+//! replica produced after those writes until then.
+
+use std::collections::BTreeMap;
+
+use menjin_sync::{DocId, Persist, Replica, Role};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("sync storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("sync record {key} is corrupt: {why}")]
+    Corrupt { key: String, why: String },
+}
+
+#[derive(Clone)]
+pub struct SyncStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+fn doc_prefix(doc: DocId) -> Vec<u8> {
+    let mut k = vec![b'd'];
+    k.extend_from_slice(doc.to_string().as_bytes());
+    k.push(0);
+    k
+}
+
+fn peer_key(peer: Role, doc: DocId) -> Vec<u8> {
+    let mut k = vec![b'p'];
+    k.extend_from_slice(peer.to_string().as_bytes());
+    k.push(0);
+    k.extend_from_slice(doc.to_string().as_bytes());
+    k
+}
+
+fn parse_role(s: &str) -> Option<Role> {
+    if s == "hub" {
+        return Some(Role::Hub);
+    }
+    s.strip_prefix("node/")?.parse().ok().map(Role::Node)
+}
+
+fn corrupt(key: &[u8], why: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        why: why.to_string(),
+    }
+}
+
+impl SyncStore {
+    pub fn open(db: &sled::Db) -> Result<SyncStore, StoreError> {
+        Ok(SyncStore {
+            db: db.clone(),
+            tree: db.open_tree("sync")?,
+        })
+    }
+
+    /// A new incarnation number, flushed before it is returned (never reused).
+    pub fn next_incarnation(&self) -> Result<u32, StoreError> {
+        let old = self.tree.get(b"i")?.map(|v| {
+            v.as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt(b"i", "not 4 bytes"))
+        });
+        let next = match old {
+            Some(v) => v? + 1,
+            None => 1,
+        };
+        self.tree.insert(b"i", &next.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(next)
+    }
+
+    /// Loads every stored document and peer state into `replica`. Documents the replica
+    /// does not hold, or that fail to decode, are reported and skipped (they are rebuilt from
+    /// the peer), never half-loaded.
+    pub fn load_into(&self, replica: &mut Replica) -> Result<usize, StoreError> {
+        let mut docs: BTreeMap<DocId, (Option<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+        for item in self.tree.scan_prefix(b"d") {
+            let (k, v) = item?;
+            let sep = k
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| corrupt(&k, "no separator"))?;
+            let id: DocId = std::str::from_utf8(&k[1..sep])
+                .map_err(|e| corrupt(&k, e))?
+                .parse()
+                .map_err(|e: menjin_sync::DocIdError| corrupt(&k, e))?;
+            let entry = docs.entry(id).or_default();
+            match k.get(sep + 1) {
+                Some(b's') => entry.0 = Some(v.to_vec()),
+                // Chunk keys sort by index, so they arrive in the order they were written.
+                Some(b'c') => entry.1.push(v.to_vec()),
+                _ => return Err(corrupt(&k, "unknown document record")),
+            }
+        }
+        let mut loaded = 0;
+        for (id, (snapshot, chunks)) in docs {
+            match replica.load_doc(id, snapshot.as_deref(), &chunks) {
+                Ok(()) => loaded += 1,
+                Err(e) => {
+                    tracing::error!(doc = %id, error = %e, "stored document not loaded; it will be synced again")
+                }
+            }
+        }
+        for item in self.tree.scan_prefix(b"p") {
+            let (k, v) = item?;
+            let text = std::str::from_utf8(&k[1..]).map_err(|e| corrupt(&k, e))?;
+            let (peer, doc) = text
+                .split_once('\0')
+                .ok_or_else(|| corrupt(&k, "no separator"))?;
+            let (Some(peer), Ok(doc)) = (parse_role(peer), doc.parse::<DocId>()) else {
+                return Err(corrupt(&k, "bad peer state key"));
+            };
+            if let Err(e) = replica.load_peer_state(peer, doc, &v) {
+                tracing::warn!(%peer, %doc, error = %e, "stored sync state dropped");
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Writes what the replica asked to persist, as one batch, and flushes.
+    pub fn write(&self, ops: Vec<Persist>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        // Chunk indexes continue after the last stored one, also within this batch.
+        let mut next_chunk: BTreeMap<DocId, u64> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Persist::Chunk { doc, bytes } => {
+                    let n = match next_chunk.get(&doc) {
+                        Some(n) => *n,
+                        None => self.last_chunk(doc)?.map_or(0, |n| n + 1),
+                    };
+                    next_chunk.insert(doc, n + 1);
+                    let mut k = doc_prefix(doc);
+                    k.push(b'c');
+                    k.extend_from_slice(&n.to_be_bytes());
+                    batch.insert(k, bytes);
+                }
+                Persist::Snapshot { doc, bytes } => {
+                    let mut chunks = doc_prefix(doc);
+                    chunks.push(b'c');
+                    for item in self.tree.scan_prefix(&chunks) {
+                        batch.remove(item?.0);
+                    }
+                    // Chunks queued earlier in this batch are covered by the snapshot too.
+                    if let Some(upto) = next_chunk.get(&doc) {
+                        for n in 0..*upto {
+                            let mut k = chunks.clone();
+                            k.extend_from_slice(&n.to_be_bytes());
+                            batch.remove(k);
+                        }
+                    }
+                    next_chunk.insert(doc, 0);
+                    let mut k = doc_prefix(doc);
+                    k.push(b's');
+                    batch.insert(k, bytes);
+                }
+                Persist::PeerState { peer, doc, bytes } => {
+                    batch.insert(peer_key(peer, doc), bytes);
+                }
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn last_chunk(&self, doc: DocId) -> Result<Option<u64>, StoreError> {
+        let mut prefix = doc_prefix(doc);
+        prefix.push(b'c');
+        match self.tree.scan_prefix(&prefix).next_back() {
+            Some(item) => {
+                let (k, _) = item?;
+                let raw = k
+                    .get(prefix.len()..)
+                    .ok_or_else(|| corrupt(&k, "short chunk key"))?;
+                let n: [u8; 8] = raw
+                    .try_into()
+                    .map_err(|_| corrupt(&k, "chunk index is not 8 bytes"))?;
+                Ok(Some(u64::from_be_bytes(n)))
+            }
+            None => Ok(None),
+        }
+    }
+}

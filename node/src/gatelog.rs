@@ -37,8 +37,23 @@ type Ack = oneshot::Sender<Result<(u64, u64), String>>;
 #[derive(Clone)]
 pub struct GateLog {
     tree: sled::Tree,
+    // Declared before `writer`: when the last clone drops, the last sender goes first, the
+    // writer thread sees its queue closed and ends, then `WriterThread::drop` joins it. So
+    // once every `GateLog` is gone, no thread holds the database (a node can be reopened
+    // in the same process).
     tx: mpsc::Sender<(GateEvent, Ack)>,
     count: Arc<AtomicU64>,
+    _writer: Arc<WriterThread>,
+}
+
+struct WriterThread(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
 }
 
 impl GateLog {
@@ -66,11 +81,12 @@ impl GateLog {
             last_time,
             count: count.clone(),
         };
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("gate-log-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;
-        Ok(GateLog { tree, tx, count })
+        let writer = Arc::new(WriterThread(Some(handle)));
+        Ok(GateLog { tree, tx, count, _writer: writer })
     }
 
     /// Appends an event (its `seq` is assigned here) and returns `(seq, time_ms)` once the

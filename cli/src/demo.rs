@@ -544,6 +544,89 @@ pub async fn run(json: bool) -> Result<ExitCode> {
     )
     .await?;
 
+    // A confirmed case: the district locks the community down from the hub.
+    d.say("lockdown:");
+    let hub_console = hub.console().await?;
+    let lockdown = |locked: bool| Request::SetLockdown {
+        community: COMMUNITY,
+        locked,
+        reason: if locked {
+            "confirmed case in building 2".into()
+        } else {
+            String::new()
+        },
+        by: "district operator 刘".into(),
+    };
+    let started_lockdown = std::time::Instant::now();
+    expect_done(hub_console.request(&lockdown(true)).await?)?;
+    let propagation = wait_lockdown(&node, true).await?;
+    let propagation_ms = started_lockdown.elapsed().as_millis() as u64;
+    d.say(&format!(
+        "  hub → node in {propagation_ms} ms (epoch {})",
+        propagation
+    ));
+    let staff = residents[3].clone();
+    let r7 = residents[7].clone();
+    let code = |r: &Receipt| r.code.clone().unwrap_or_default();
+    d.check(
+        "visitor with consent, during lockdown",
+        true,
+        &v1.code,
+        Direction::In,
+        NORMAL_DC,
+        None,
+    )
+    .await?;
+    d.check(
+        &format!("{} coming home", r7.name),
+        true,
+        &code(&r7),
+        Direction::In,
+        NORMAL_DC,
+        None,
+    )
+    .await?;
+    d.check(
+        &format!("{} going out", r7.name),
+        false,
+        &code(&r7),
+        Direction::Out,
+        NORMAL_DC,
+        None,
+    )
+    .await?;
+    d.check(
+        &format!("{} (shop staff) going out", staff.name),
+        false,
+        &code(&staff),
+        Direction::Out,
+        NORMAL_DC,
+        None,
+    )
+    .await?;
+    d.check(
+        &format!("{} driving in", r7.name),
+        true,
+        &code(&r7),
+        Direction::In,
+        NORMAL_DC,
+        Some("粤B54321"),
+    )
+    .await?;
+    expect_done(hub_console.request(&lockdown(false)).await?)?;
+    wait_lockdown(&node, false).await?;
+    d.say("  lockdown lifted");
+    d.check(
+        "the visitor again, consent still in its window",
+        true,
+        &v1.code,
+        Direction::In,
+        NORMAL_DC,
+        None,
+    )
+    .await?;
+    hub_console.close().await;
+
     if let Response::Summary(s) = d.console.request(&Request::RosterSummary).await? {
         d.say("progress per building:");
         for b in &s.buildings {
@@ -618,6 +701,7 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         "events_logged": events,
         "hub_events": hub_events,
         "hub_residents": hub_residents,
+        "lockdown_propagation_ms": propagation_ms,
         "converged": converged,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
@@ -660,6 +744,28 @@ pub async fn run(json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn expect_done(resp: Response) -> Result<()> {
+    match resp {
+        Response::Done(_) => Ok(()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Waits (bounded) until the node enforces `locked`; returns the epoch.
+async fn wait_lockdown(node: &LocalNode, locked: bool) -> Result<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(CONVERGE_SECS);
+    loop {
+        let l = node.node.lockdown();
+        if l.locked == locked && l.epoch > 0 {
+            return Ok(l.epoch);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the node did not apply the lockdown change within {CONVERGE_SECS} s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// A smaller community: a few residents declared online, each checked in and out.
 async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
     let console = node.console().await?;
@@ -672,6 +778,7 @@ async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
         json,
     };
     let community = node.node.config.community;
+    let mut hosts = Vec::new();
     d.say(&format!(
         "community {community} ({}):",
         node.node.config.community_name
@@ -686,11 +793,33 @@ async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
             &format!("80{}", 1 + i % 2),
         );
         if let Some(r) = d.declare(Request::Declare { form }).await? {
+            hosts.push(r.holder);
             let code = r.code.clone().unwrap_or_default();
             d.check(&r.name, true, &code, Direction::In, NORMAL_DC, None)
                 .await?;
             d.check(&r.name, true, &code, Direction::Out, NORMAL_DC, None)
                 .await?;
+        }
+    }
+    if let Some(host) = hosts.first() {
+        let now = now_secs();
+        let req = Request::InviteVisitor {
+            host: *host,
+            visitor_name: "访客 王女士".into(),
+            visitor_phone: "13700137000".into(),
+            from: now,
+            until: now + 3600,
+        };
+        if let Response::Visitor(v) = d.console.request(&req).await? {
+            d.check(
+                "visitor (this community is not locked down)",
+                true,
+                &v.code,
+                Direction::In,
+                NORMAL_DC,
+                None,
+            )
+            .await?;
         }
     }
     d.console.close().await;

@@ -188,10 +188,33 @@ enum HubCmd {
         #[arg(long)]
         cert: PathBuf,
     },
-    /// Communities, their links and event counts.
+    /// Communities, their links, lockdowns and event counts.
     Status {
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// Lock a community down (a confirmed case): no visitors, no vehicles, residents stay in.
+    Lockdown {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        community: u32,
+        #[arg(long)]
+        reason: String,
+        /// The operator who decides it.
+        #[arg(long)]
+        by: String,
+    },
+    /// Lift a community's lockdown.
+    Lift {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        community: u32,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
     },
     /// Gate events across the district.
     Log {
@@ -339,6 +362,9 @@ fn main() -> ExitCode {
         | Command::Hub {
             cmd: HubCmd::Run { .. },
         } => "info",
+        // The demo tells its own story; its daemons' warnings (a fever, a lockdown) are part
+        // of it already.
+        Command::Demo => "error",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -496,6 +522,46 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hub {
             cmd: HubCmd::Status { dir },
         } => ask_hub(&dir, Request::Status).await?,
+        Command::Hub {
+            cmd:
+                HubCmd::Lockdown {
+                    dir,
+                    community,
+                    reason,
+                    by,
+                },
+        } => {
+            ask_hub(
+                &dir,
+                Request::SetLockdown {
+                    community,
+                    locked: true,
+                    reason,
+                    by,
+                },
+            )
+            .await?
+        }
+        Command::Hub {
+            cmd:
+                HubCmd::Lift {
+                    dir,
+                    community,
+                    by,
+                    reason,
+                },
+        } => {
+            ask_hub(
+                &dir,
+                Request::SetLockdown {
+                    community,
+                    locked: false,
+                    reason,
+                    by,
+                },
+            )
+            .await?
+        }
         Command::Hub {
             cmd:
                 HubCmd::Log {

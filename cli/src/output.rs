@@ -211,6 +211,12 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                 }
             );
             println!("gate events logged: {}", s.events_logged);
+            if s.locked {
+                println!(
+                    "LOCKED DOWN (epoch {}): {}",
+                    s.lockdown_epoch, s.lockdown_reason
+                );
+            }
             println!(
                 "hub: {}, {} events acknowledged",
                 if s.hub_connected {
@@ -242,7 +248,9 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                     "  {} {:<24} {:<12} last contact {contact:<10} events {} residents {} codes {}",
                     c.community,
                     c.name,
-                    if c.connected {
+                    if c.locked {
+                        "LOCKED DOWN"
+                    } else if c.connected {
                         "connected"
                     } else {
                         "disconnected"

@@ -159,6 +159,10 @@ pub struct NodeConfig {
     /// The district hub's QUIC address; without it the node runs alone.
     #[serde(default)]
     pub hub: Option<SocketAddr>,
+    /// During a lockdown, may residents go out? (Staff always may; visitors and vehicles
+    /// never enter.) The order's default: no.
+    #[serde(default)]
+    pub residents_may_leave_in_lockdown: bool,
 }
 
 /// `hub.toml`: a district hub. Its other files have the node's names (`node.key`,

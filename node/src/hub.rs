@@ -174,6 +174,8 @@ struct LinkState {
     name: String,
     connected: bool,
     last_contact_ms: u64,
+    /// The node's current link.
+    conn: Option<quinn::Connection>,
 }
 
 /// A running district hub.
@@ -271,6 +273,12 @@ impl Hub {
                 .map(Response::DistrictLog)
                 .map_err(|e| (ErrorKind::Internal, e.to_string())),
             Request::Status => Ok(Response::HubStatus(self.status())),
+            Request::SetLockdown {
+                community,
+                locked,
+                reason,
+                by,
+            } => self.set_lockdown(community, locked, &reason, &by),
             _ => Err((ErrorKind::BadRequest, "not a hub operation".to_string())),
         };
         result.unwrap_or_else(|(kind, message)| Response::Error { kind, message })
@@ -327,7 +335,12 @@ impl Hub {
         let mut communities: Vec<CommunityLink> = links
             .into_iter()
             .map(|(community, l)| {
-                let roster = self.replication.read(|r| r.roster(community));
+                let (roster, lockdown) = self.replication.read(|r| {
+                    (
+                        r.roster(community),
+                        r.policy().lockdowns.get(&community).cloned(),
+                    )
+                });
                 CommunityLink {
                     community,
                     name: l.name,
@@ -335,6 +348,8 @@ impl Hub {
                     last_contact_ms: l.last_contact_ms,
                     events: self.log.next_seq(community).map_or(0, |n| n - 1),
                     residents: roster.persons.len() as u64,
+                    locked: lockdown.as_ref().is_some_and(|l| l.locked),
+                    lockdown_epoch: lockdown.map_or(0, |l| l.epoch),
                     codes_active: roster
                         .codes
                         .values()
@@ -359,14 +374,75 @@ impl Hub {
         l.last_contact_ms = now_ms();
     }
 
+    fn set_lockdown(
+        &self,
+        community: CommunityId,
+        locked: bool,
+        reason: &str,
+        by: &str,
+    ) -> Result<Response, (ErrorKind, String)> {
+        let bad = |m: &str| (ErrorKind::BadRequest, m.to_string());
+        if !self
+            .links
+            .lock()
+            .expect("links lock")
+            .contains_key(&community)
+        {
+            return Err((
+                ErrorKind::NotFound,
+                format!("community {community} is not enrolled at this hub"),
+            ));
+        }
+        if by.trim().is_empty() || by.len() > 64 {
+            return Err(bad("by: the operator's name, 1 to 64 bytes"));
+        }
+        if locked && reason.trim().is_empty() {
+            return Err(bad("reason: say why the community is locked down"));
+        }
+        if reason.len() > 256 {
+            return Err(bad("reason: at most 256 bytes"));
+        }
+        let l = self
+            .replication
+            .set_lockdown(community, locked, reason.trim(), by.trim(), now_ms() / 1000)
+            .map_err(|e| (ErrorKind::Refused, e.to_string()))?;
+        tracing::warn!(
+            community,
+            locked,
+            epoch = l.epoch,
+            reason,
+            by,
+            "lockdown issued"
+        );
+        Ok(Response::Done(format!(
+            "community {community}: lockdown {} (epoch {})",
+            if locked { "started" } else { "lifted" },
+            l.epoch
+        )))
+    }
+
     pub fn replication(&self) -> &Arc<Replication> {
         &self.replication
     }
 
     async fn serve_link(self: Arc<Self>, community: CommunityId, conn: quinn::Connection) {
         let peer = Role::Node(community);
-        let result = self.clone().link_loop(community, &conn).await;
-        if let Err(e) = self.replication.disconnect(peer) {
+        // One link per community: a node that reconnects (after a crash, say) replaces its
+        // old connection, which may otherwise linger until its idle timeout.
+        let old = self
+            .links
+            .lock()
+            .expect("links lock")
+            .entry(community)
+            .or_default()
+            .conn
+            .replace(conn.clone());
+        if let Some(old) = old.filter(|o| o.stable_id() != conn.stable_id()) {
+            old.close(4u32.into(), b"replaced by a new link");
+        }
+        let mut session = None;
+        let result = self.clone().link_loop(community, &conn, &mut session).await;
+        if let Err(e) = self.replication.disconnect(peer, session) {
             tracing::error!(error = %e, "persisting replication state");
         }
         self.touch(community, false);
@@ -383,6 +459,7 @@ impl Hub {
         self: Arc<Self>,
         community: CommunityId,
         conn: &quinn::Connection,
+        session: &mut Option<u64>,
     ) -> Result<(), FrameError> {
         let peer = Role::Node(community);
         let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
@@ -413,7 +490,7 @@ impl Hub {
             }
         });
         let repl = self.replication.clone();
-        repl.connect(peer, now_ms()).map_err(stored)?;
+        *session = repl.connect(peer, now_ms()).map_err(stored)?;
         let mut changes = repl.subscribe();
         let result = async {
             loop {

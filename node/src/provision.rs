@@ -76,6 +76,7 @@ pub fn create_node(
         campaign_start: spec.campaign_start,
         code_validity_days: spec.code_validity_days,
         hub: spec.hub,
+        residents_may_leave_in_lockdown: false,
     })?;
     Ok(cert)
 }

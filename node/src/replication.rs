@@ -106,20 +106,44 @@ impl Replication {
         Ok(())
     }
 
+    /// Starts or lifts a community's lockdown in the district policy (hub only); returns the
+    /// record written, with its new epoch.
+    ///
+    /// # Errors
+    /// [`ReplicationError`] if the replica refuses it or sled fails.
+    pub fn set_lockdown(
+        &self,
+        community: CommunityId,
+        locked: bool,
+        reason: &str,
+        by: &str,
+        now: UnixTime,
+    ) -> Result<menjin_sync::Lockdown, ReplicationError> {
+        Ok(self.with(|r| r.set_lockdown(community, locked, reason, by, now))??)
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
-    pub fn connect(&self, peer: Role, now_ms: u64) -> Result<(), StoreError> {
+    /// Starts a session with `peer`; returns its id, for [`Replication::disconnect`].
+    pub fn connect(&self, peer: Role, now_ms: u64) -> Result<Option<u64>, StoreError> {
         self.with(|r| {
             if let Err(e) = r.connect(peer, now_ms) {
                 tracing::warn!(%peer, error = %e, "no replication with this peer");
             }
+            r.session_id(peer)
         })
     }
 
-    pub fn disconnect(&self, peer: Role) -> Result<(), StoreError> {
-        self.with(|r| r.disconnect(peer))
+    /// Ends the session `session` with `peer`, unless a newer link has replaced it (an old
+    /// connection that times out after the peer reconnected must not end the new session).
+    pub fn disconnect(&self, peer: Role, session: Option<u64>) -> Result<(), StoreError> {
+        self.with(|r| {
+            if r.session_id(peer) == session {
+                r.disconnect(peer);
+            }
+        })
     }
 
     /// Applies a frame from `peer`; returns the documents that changed.

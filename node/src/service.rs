@@ -27,7 +27,10 @@ use crate::replication::{Replication, code_entry, roster_entry};
 use crate::roster::{Change, Roster, RosterError};
 use crate::tls::{PeerRole, PeerTable};
 use crate::{pass, photo};
-use menjin_sync::{Role, RosterBatch};
+use menjin_sync::{Lockdown, Role, RosterBatch};
+
+mod import;
+pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).
 pub const DEADLINE_DAYS: u64 = 5;
@@ -121,6 +124,8 @@ pub struct Node {
     pub(crate) log_appended: tokio::sync::Notify,
     pub(crate) hub_link: crate::uplink::LinkStatus,
     replication: Arc<Replication>,
+    /// This community's lockdown, from the district policy (epoch 0: never locked).
+    lockdown: std::sync::RwLock<Lockdown>,
 }
 
 impl Node {
@@ -152,6 +157,7 @@ impl Node {
         for (gate_id, key) in gates.all()? {
             peers.insert(key, PeerRole::Gate(gate_id));
         }
+        let config_community = config.community;
         let replication = Replication::open(&db, Role::Node(config.community))
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let node = Arc::new(Node {
@@ -168,8 +174,17 @@ impl Node {
             root,
             log_appended: tokio::sync::Notify::new(),
             hub_link: crate::uplink::LinkStatus::default(),
+            lockdown: std::sync::RwLock::new(Lockdown {
+                community: config_community,
+                locked: false,
+                epoch: 0,
+                reason: String::new(),
+                by: String::new(),
+                at: 0,
+            }),
             replication,
         });
+        node.refresh_policy();
         if node.roster.mirror_pending()? {
             node.reconcile()?;
         }
@@ -257,7 +272,9 @@ impl Node {
                 kind: ErrorKind::Forbidden,
                 message: "checks come from enrolled gates, not the console".into(),
             }),
-            Request::EnrolNode { .. } | Request::QueryDistrictLog { .. } => {
+            Request::EnrolNode { .. }
+            | Request::QueryDistrictLog { .. }
+            | Request::SetLockdown { .. } => {
                 Err(bad("that is a hub operation; ask the district hub"))
             }
             Request::Declare { form } => self
@@ -733,6 +750,7 @@ impl Node {
 
     pub fn status(&self) -> NodeStatus {
         let (active, revoked) = self.roster.code_counts();
+        let lockdown = self.lockdown();
         NodeStatus {
             community: self.config.community,
             community_name: self.config.community_name.clone(),
@@ -745,6 +763,29 @@ impl Node {
             node_time_ms: now_ms(),
             hub_connected: self.hub_link.connected(),
             hub_acked_seq: self.hub_link.acked(),
+            locked: lockdown.locked,
+            lockdown_epoch: lockdown.epoch,
+            lockdown_reason: lockdown.reason,
+        }
+    }
+
+    /// The lockdown in force here.
+    pub fn lockdown(&self) -> Lockdown {
+        self.lockdown.read().expect("lockdown lock").clone()
+    }
+
+    /// Takes this community's lockdown from the replicated district policy. Called at start
+    /// and whenever the hub's policy changes arrive; the gate rule reads the result.
+    pub fn refresh_policy(&self) {
+        let community = self.config.community;
+        let policy = self
+            .replication
+            .read(|r| r.policy().lockdowns.get(&community).cloned());
+        let Some(new) = policy else { return };
+        let mut current = self.lockdown.write().expect("lockdown lock");
+        if new.epoch > current.epoch {
+            tracing::warn!(community, locked = new.locked, epoch = new.epoch, reason = %new.reason, by = %new.by, "lockdown applied");
+            *current = new;
         }
     }
 
@@ -813,6 +854,9 @@ impl Node {
             consent_active,
             temperature_dc: req.temperature_dc,
             in_vehicle: req.plate.is_some(),
+            leaving: req.direction == menjin_proto::wire::Direction::Out,
+            lockdown: self.lockdown.read().expect("lockdown lock").locked,
+            residents_may_leave: self.config.residents_may_leave_in_lockdown,
         });
         let event = GateEvent {
             seq: 0,

@@ -128,7 +128,8 @@ async fn serve(
     });
     let repl = node.replication().clone();
     let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
-    repl.connect(Role::Hub, crate::service::now_ms())
+    let session = repl
+        .connect(Role::Hub, crate::service::now_ms())
         .map_err(stored)?;
     let mut changes = repl.subscribe();
     let mut sent = next_seq.saturating_sub(1);
@@ -156,10 +157,13 @@ async fn serve(
                     }
                     Some(Ok(LinkFrame::Sync(bytes))) => {
                         let repl = repl.clone();
-                        tokio::task::spawn_blocking(move || receive_frame(&repl, Role::Hub, &bytes))
+                        let changed = tokio::task::spawn_blocking(move || receive_frame(&repl, Role::Hub, &bytes))
                             .await
                             .map_err(|e| FrameError::Stream(e.to_string()))?
                             .map_err(stored)?;
+                        if changed.contains(&menjin_sync::DocId::Policy) {
+                            node.refresh_policy();
+                        }
                     }
                     Some(Ok(other)) => return Err(FrameError::Stream(format!("unexpected frame {other:?}"))),
                     Some(Err(e)) => return Err(e),
@@ -175,7 +179,7 @@ async fn serve(
     }
     .await;
     reader.abort();
-    if let Err(e) = repl.disconnect(Role::Hub) {
+    if let Err(e) = repl.disconnect(Role::Hub, session) {
         tracing::error!(error = %e, "persisting replication state");
     }
     result

@@ -34,10 +34,13 @@ pub enum Reason {
     NoConsent,
     /// A vehicle with an outside person in it.
     VehicleBarred,
+    /// The community is locked down: no visitors, no vehicles, and (by default) residents
+    /// may not go out.
+    Lockdown,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Ok,
         Reason::Malformed,
         Reason::UnknownVersion,
@@ -51,6 +54,7 @@ impl Reason {
         Reason::Fever,
         Reason::NoConsent,
         Reason::VehicleBarred,
+        Reason::Lockdown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Reason {
             Reason::Fever => "fever",
             Reason::NoConsent => "no_consent",
             Reason::VehicleBarred => "vehicle_barred",
+            Reason::Lockdown => "lockdown",
         }
     }
 
@@ -87,6 +92,9 @@ impl Reason {
             Reason::Fever => "body temperature 37.3 °C or more: refer to the health post",
             Reason::NoConsent => "visitor without a resident's valid consent",
             Reason::VehicleBarred => "outside vehicles may not enter",
+            Reason::Lockdown => {
+                "community locked down (confirmed case): no visitors, no vehicles, residents stay in"
+            }
         }
     }
 }
@@ -109,6 +117,13 @@ pub struct Facts {
     pub temperature_dc: i16,
     /// The person is in a vehicle.
     pub in_vehicle: bool,
+    /// Going out rather than in.
+    pub leaving: bool,
+    /// The community is locked down.
+    pub lockdown: bool,
+    /// During a lockdown, residents may still go out (a per-community setting; staff always
+    /// may).
+    pub residents_may_leave: bool,
 }
 
 /// The outcome at the gate.
@@ -127,6 +142,15 @@ pub fn decide(f: &Facts) -> Verdict {
     let reason = match f.code {
         Err(reason) => reason,
         Ok(_) if f.revoked => Reason::Revoked,
+        // A lockdown bars every outsider and every vehicle (order point 7); residents come
+        // home, and leave only where the community allows it (staff always may).
+        Ok(HolderKind::Visitor) if f.lockdown => Reason::Lockdown,
+        Ok(_) if f.lockdown && f.in_vehicle => Reason::Lockdown,
+        Ok(HolderKind::Resident | HolderKind::Dependent)
+            if f.lockdown && f.leaving && !f.residents_may_leave =>
+        {
+            Reason::Lockdown
+        }
         Ok(HolderKind::Visitor) if f.consent_active != Some(true) => Reason::NoConsent,
         Ok(HolderKind::Visitor) if f.in_vehicle => Reason::VehicleBarred,
         Ok(_) if fever => Reason::Fever,
@@ -150,7 +174,37 @@ mod tests {
             consent_active: (kind == HolderKind::Visitor).then_some(true),
             temperature_dc: 365,
             in_vehicle: false,
+            leaving: false,
+            lockdown: false,
+            residents_may_leave: false,
         }
+    }
+
+    #[test]
+    fn lockdown_bars_outsiders_and_vehicles_and_keeps_residents_in() {
+        let locked = |kind, leaving, in_vehicle| {
+            let mut f = facts(kind);
+            f.lockdown = true;
+            f.leaving = leaving;
+            f.in_vehicle = in_vehicle;
+            decide(&f).reason
+        };
+        assert_eq!(locked(HolderKind::Visitor, false, false), Reason::Lockdown);
+        assert_eq!(locked(HolderKind::Resident, false, false), Reason::Ok);
+        assert_eq!(locked(HolderKind::Resident, false, true), Reason::Lockdown);
+        assert_eq!(locked(HolderKind::Resident, true, false), Reason::Lockdown);
+        assert_eq!(locked(HolderKind::Dependent, true, false), Reason::Lockdown);
+        assert_eq!(locked(HolderKind::Staff, true, false), Reason::Ok);
+        let mut f = facts(HolderKind::Resident);
+        f.lockdown = true;
+        f.leaving = true;
+        f.residents_may_leave = true;
+        assert_eq!(decide(&f).reason, Reason::Ok);
+        // A revoked code is still refused as revoked: the guard needs that reason.
+        let mut f = facts(HolderKind::Visitor);
+        f.lockdown = true;
+        f.revoked = true;
+        assert_eq!(decide(&f).reason, Reason::Revoked);
     }
 
     #[test]

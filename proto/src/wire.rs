@@ -209,6 +209,13 @@ pub enum Request {
         community: Option<CommunityId>,
         query: LogQuery,
     },
+    /// Hub console: start (`locked`) or lift a community's lockdown.
+    SetLockdown {
+        community: CommunityId,
+        locked: bool,
+        reason: String,
+        by: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,6 +281,10 @@ pub struct NodeStatus {
     pub hub_connected: bool,
     /// Gate events the hub has acknowledged (stored and flushed there).
     pub hub_acked_seq: u64,
+    /// The lockdown this node enforces, as the district policy last said.
+    pub locked: bool,
+    pub lockdown_epoch: u64,
+    pub lockdown_reason: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +336,8 @@ pub struct CommunityLink {
     pub residents: u64,
     /// Codes in force in that roster.
     pub codes_active: u64,
+    pub locked: bool,
+    pub lockdown_epoch: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

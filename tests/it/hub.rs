@@ -276,3 +276,176 @@ fn node_killed_while_streaming_to_the_hub_recovers_without_duplicates() {
     d.wait_converged();
     d.assert_exactly_once();
 }
+
+fn invite(node_dir: &Path, host: &str) -> String {
+    let v = menjin(&[
+        "visitor",
+        "invite",
+        "--node-dir",
+        p(node_dir),
+        "--host",
+        host,
+        "--name",
+        "访客",
+        "--phone",
+        "13900139000",
+        "--until",
+        "+2h",
+    ])
+    .ok();
+    v["code"].as_str().expect("visitor code").to_string()
+}
+
+fn gate_check(gate: &Path, code: &str, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "--json",
+        "gate",
+        "check",
+        "--dir",
+        p(gate),
+        "--code",
+        code,
+        "--temp",
+        "36.5",
+    ];
+    args.extend_from_slice(extra);
+    crate::support::menjin_raw(&args).json()
+}
+
+fn wait_locked(node_dir: &Path, locked: bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let st = menjin(&["node", "status", "--dir", p(node_dir)]).ok();
+        if st["locked"] == locked && st["lockdown_epoch"].as_u64() > Some(0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node did not apply locked={locked}: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn lockdown_refuses_visitors_at_that_community_only_and_lifting_restores_consents() {
+    let d = District::start();
+    let (c0, c1) = (d.nodes[0].0, d.nodes[1].0);
+    let (dir0, dir1) = (d.nodes[0].2.clone(), d.nodes[1].2.clone());
+    let host_code = |dir: &Path, serial| {
+        let person = Person::new("住户", true, "19800101", serial, "1", "101");
+        let mut args = vec!["declare".to_string(), "--node-dir".into(), p(dir).into()];
+        args.extend(person.args());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = menjin(&argv).ok();
+        (
+            r["holder"].as_str().unwrap().to_string(),
+            r["code"].as_str().unwrap().to_string(),
+        )
+    };
+    let (host0, resident0) = host_code(&dir0, 1);
+    let (host1, _) = host_code(&dir1, 2);
+    let visitor0 = invite(&dir0, &host0);
+    let visitor1 = invite(&dir1, &host1);
+    assert_eq!(gate_check(&d.gate(c0), &visitor0, &[])["allowed"], true);
+
+    let done = menjin(&[
+        "hub",
+        "lockdown",
+        "--dir",
+        p(&d.hub_dir),
+        "--community",
+        &c0.to_string(),
+        "--reason",
+        "confirmed case",
+        "--by",
+        "operator",
+    ])
+    .ok();
+    assert!(
+        done["done"].as_str().is_some_and(|m| m.contains("started")),
+        "{done}"
+    );
+    wait_locked(&dir0, true);
+
+    let refused = gate_check(&d.gate(c0), &visitor0, &[]);
+    assert_eq!(
+        (refused["allowed"].as_bool(), refused["reason"].as_str()),
+        (Some(false), Some("lockdown")),
+        "{refused}"
+    );
+    let home = gate_check(&d.gate(c0), &resident0, &[]);
+    assert_eq!(home["allowed"], true, "residents come home: {home}");
+    let out = gate_check(&d.gate(c0), &resident0, &["--direction", "out"]);
+    assert_eq!(
+        out["reason"], "lockdown",
+        "residents stay in by default: {out}"
+    );
+    let car = gate_check(&d.gate(c0), &resident0, &["--plate", "粤B12345"]);
+    assert_eq!(car["reason"], "lockdown", "no vehicles: {car}");
+    let elsewhere = gate_check(&d.gate(c1), &visitor1, &[]);
+    assert_eq!(
+        elsewhere["allowed"], true,
+        "another community is not locked down: {elsewhere}"
+    );
+    let st = d.hub_status();
+    let locked: Vec<bool> = st["communities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["locked"] == true)
+        .collect();
+    assert_eq!(locked, vec![true, false, false], "{st}");
+
+    menjin(&[
+        "hub",
+        "lift",
+        "--dir",
+        p(&d.hub_dir),
+        "--community",
+        &c0.to_string(),
+        "--by",
+        "operator",
+    ])
+    .ok();
+    wait_locked(&dir0, false);
+    let again = gate_check(&d.gate(c0), &visitor0, &[]);
+    assert_eq!(
+        again["allowed"], true,
+        "consent inside its window comes back: {again}"
+    );
+}
+
+#[test]
+fn lockdown_issued_while_a_node_is_down_applies_when_it_returns() {
+    let mut d = District::start();
+    let (c0, dir0) = (d.nodes[0].0, d.nodes[0].2.clone());
+    let (host0, _) = {
+        let person = Person::new("住户", true, "19800101", 3, "1", "101");
+        let mut args = vec!["declare".to_string(), "--node-dir".into(), p(&dir0).into()];
+        args.extend(person.args());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = menjin(&argv).ok();
+        (r["holder"].as_str().unwrap().to_string(), ())
+    };
+    let visitor = invite(&dir0, &host0);
+    d.nodes[0].1.kill9();
+    menjin(&[
+        "hub",
+        "lockdown",
+        "--dir",
+        p(&d.hub_dir),
+        "--community",
+        &c0.to_string(),
+        "--reason",
+        "case",
+        "--by",
+        "op",
+    ])
+    .ok();
+    let listen = d.nodes[0].1.addr.to_string();
+    d.nodes[0].1 = NodeProc::start(&dir0, &listen, &d.tmp.path().join("node-again.log"));
+    wait_locked(&dir0, true);
+    let refused = gate_check(&d.gate(c0), &visitor, &[]);
+    assert_eq!(refused["reason"], "lockdown", "{refused}");
+}

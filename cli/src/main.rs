@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod form;
 mod harness;
+mod health;
 mod output;
 
 use std::net::SocketAddr;
@@ -204,6 +205,15 @@ enum HubCmd {
         /// The operator who decides it.
         #[arg(long)]
         by: String,
+    },
+    /// Import a health-status list (CSV: document_type,document_number,status with status
+    /// home_quarantine, central_quarantine, hospital or cleared). Numbers are hashed here with
+    /// the district's ID-hash key; bad rows are reported, good rows applied.
+    ImportHealth {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        file: PathBuf,
     },
     /// Lift a community's lockdown.
     Lift {
@@ -543,6 +553,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await?
         }
         Command::Hub {
+            cmd: HubCmd::ImportHealth { dir, file },
+        } => {
+            return import_health(&dir, &file, json).await;
+        }
+        Command::Hub {
             cmd:
                 HubCmd::Lift {
                     dir,
@@ -827,6 +842,70 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench { cmd } => return bench::run(cmd, json).await,
     };
     Ok(output::response(json, &resp))
+}
+
+async fn import_health(hub_dir: &PathBuf, file: &std::path::Path, json: bool) -> Result<ExitCode> {
+    let dir = NodeDir(hub_dir.clone());
+    let key = menjin_proto::idnum::IdHashKey(menjin_node::files::read_secret(&dir.idhash_key())?);
+    let text = health::read(file)?;
+    let (good, bad) = health::parse(
+        &text,
+        &key,
+        menjin_proto::civil::Date::from_unix(now_secs()),
+    );
+    let cfg = dir.read_hub_config()?;
+    let addr = dir.read_addr().unwrap_or(cfg.listen);
+    let client = connect_console(&dir, addr, menjin_proto::cert::HUB_COMMUNITY, "hub").await?;
+    let bar = indicatif::ProgressBar::new(good.len() as u64);
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut applied = 0usize;
+    for chunk in good.chunks(menjin_proto::wire::HEALTH_BATCH_MAX) {
+        match client
+            .request(&Request::SetHealth {
+                flags: chunk.to_vec(),
+            })
+            .await?
+        {
+            Response::Done(_) => applied += chunk.len(),
+            other => {
+                bar.abandon();
+                output::response(json, &other);
+                anyhow::bail!("the hub refused a batch after {applied} rows were applied");
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    client.close().await;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "rows": good.len() + bad.len(), "applied": applied, "refused": bad.len(), "errors": bad })
+        );
+    } else {
+        for e in bad.iter().take(50) {
+            eprintln!("{}:{}: {}", file.display(), e.line, e.why);
+        }
+        if bad.len() > 50 {
+            eprintln!("... and {} more bad rows", bad.len() - 50);
+        }
+        println!(
+            "{} rows: {applied} applied, {} refused",
+            good.len() + bad.len(),
+            bad.len()
+        );
+    }
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    })
 }
 
 fn read_photo(path: &PathBuf) -> Result<Vec<u8>> {

@@ -273,6 +273,7 @@ impl Hub {
                 .map(Response::DistrictLog)
                 .map_err(|e| (ErrorKind::Internal, e.to_string())),
             Request::Status => Ok(Response::HubStatus(self.status())),
+            Request::SetHealth { flags } => self.set_health(flags),
             Request::SetLockdown {
                 community,
                 locked,
@@ -419,6 +420,45 @@ impl Hub {
             if locked { "started" } else { "lifted" },
             l.epoch
         )))
+    }
+
+    fn set_health(&self, flags: Vec<wire::HealthEntry>) -> Result<Response, (ErrorKind, String)> {
+        if flags.len() > wire::HEALTH_BATCH_MAX {
+            return Err((
+                ErrorKind::BadRequest,
+                format!("at most {} health rows per request", wire::HEALTH_BATCH_MAX),
+            ));
+        }
+        if let Some(bad) = flags
+            .iter()
+            .find(|f| !wire::HEALTH_STATUSES.contains(&f.status.as_str()))
+        {
+            return Err((
+                ErrorKind::BadRequest,
+                format!("unknown health status {:?}", bad.status),
+            ));
+        }
+        let at = now_ms() / 1000;
+        let health = flags
+            .iter()
+            .map(|f| menjin_sync::HealthFlag {
+                id_hash: f.id_hash,
+                status: f.status.clone(),
+                at,
+            })
+            .collect();
+        let n = flags.len();
+        self.replication
+            .apply_policy(
+                &PolicyBatch {
+                    health,
+                    ..PolicyBatch::default()
+                },
+                at,
+            )
+            .map_err(|e| (ErrorKind::Refused, e.to_string()))?;
+        tracing::warn!(rows = n, "health list applied");
+        Ok(Response::Done(format!("{n} health statuses applied")))
     }
 
     pub fn replication(&self) -> &Arc<Replication> {

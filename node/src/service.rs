@@ -9,7 +9,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::civil::Date;
 use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind, SignedCode};
 use menjin_proto::declaration::{Declaration, NAME_LEN_MAX, Outcome, PHONE_LEN_MAX};
-use menjin_proto::idnum::IdHashKey;
+use menjin_proto::idnum::{IdHash, IdHashKey};
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord, Visit};
 use menjin_proto::rule::{self, Facts, Reason};
 use menjin_proto::wire::{
@@ -126,6 +126,8 @@ pub struct Node {
     replication: Arc<Replication>,
     /// This community's lockdown, from the district policy (epoch 0: never locked).
     lockdown: std::sync::RwLock<Lockdown>,
+    /// The district health list as last applied: keyed ID hash → (status, time).
+    health: std::sync::RwLock<std::collections::HashMap<IdHash, (String, UnixTime)>>,
 }
 
 impl Node {
@@ -183,6 +185,7 @@ impl Node {
                 at: 0,
             }),
             replication,
+            health: std::sync::RwLock::default(),
         });
         node.refresh_policy();
         if node.roster.mirror_pending()? {
@@ -274,7 +277,8 @@ impl Node {
             }),
             Request::EnrolNode { .. }
             | Request::QueryDistrictLog { .. }
-            | Request::SetLockdown { .. } => {
+            | Request::SetLockdown { .. }
+            | Request::SetHealth { .. } => {
                 Err(bad("that is a hub operation; ask the district hub"))
             }
             Request::Declare { form } => self
@@ -391,7 +395,7 @@ impl Node {
     ) -> Result<Receipt, Refusal> {
         trim_form(&mut form);
         let today = Self::today(now);
-        let checked = form.check(today).map_err(|e| bad(e.to_string()))?;
+        let mut checked = form.check(today).map_err(|e| bad(e.to_string()))?;
         if let Some(photo) = &photo {
             photo::check_photo(photo).map_err(|e| bad(e.to_string()))?;
         }
@@ -404,6 +408,12 @@ impl Node {
         }
         let _guard = self.write.lock().expect("declaration lock");
         let id_hash = self.idhash.hash(form.document_type, &form.document_number);
+        // The district's health list outranks what the person declares.
+        if let Some((outcome, why)) = self.flagged(&id_hash) {
+            if checked.review.outcome == Outcome::Cleared {
+                checked.review = menjin_proto::declaration::Review { outcome, why };
+            }
+        }
         let existing = self.roster.person_by_hash(&id_hash)?;
         let mut kind = checked.kind;
         if let Some(by) = by {
@@ -778,15 +788,81 @@ impl Node {
     /// and whenever the hub's policy changes arrive; the gate rule reads the result.
     pub fn refresh_policy(&self) {
         let community = self.config.community;
-        let policy = self
-            .replication
-            .read(|r| r.policy().lockdowns.get(&community).cloned());
-        let Some(new) = policy else { return };
-        let mut current = self.lockdown.write().expect("lockdown lock");
-        if new.epoch > current.epoch {
-            tracing::warn!(community, locked = new.locked, epoch = new.epoch, reason = %new.reason, by = %new.by, "lockdown applied");
-            *current = new;
+        let (lockdown, health) = self.replication.read(|r| {
+            let p = r.policy();
+            (p.lockdowns.get(&community).cloned(), p.health)
+        });
+        if let Some(new) = lockdown {
+            let mut current = self.lockdown.write().expect("lockdown lock");
+            if new.epoch > current.epoch {
+                tracing::warn!(community, locked = new.locked, epoch = new.epoch, reason = %new.reason, by = %new.by, "lockdown applied");
+                *current = new;
+            }
         }
+        let changed: Vec<(IdHash, String, UnixTime)> = {
+            let mut view = self.health.write().expect("health lock");
+            let mut changed = Vec::new();
+            for f in health.into_values() {
+                if view.get(&f.id_hash) != Some(&(f.status.clone(), f.at)) {
+                    view.insert(f.id_hash, (f.status.clone(), f.at));
+                    changed.push((f.id_hash, f.status, f.at));
+                }
+            }
+            changed
+        };
+        for (id_hash, status, at) in changed {
+            if let Err(e) = self.apply_health_flag(&id_hash, &status, at) {
+                tracing::error!(error = %e.message, "health flag not applied");
+            }
+        }
+    }
+
+    /// A district health flag for someone of this community: a status other than `cleared`
+    /// revokes their code at once; `cleared` lets their next declaration issue one.
+    fn apply_health_flag(
+        &self,
+        id_hash: &IdHash,
+        status: &str,
+        at: UnixTime,
+    ) -> Result<(), Refusal> {
+        let Some(outcome) = health_outcome(status) else {
+            return Ok(());
+        };
+        let _guard = self.write.lock().expect("declaration lock");
+        let Some(mut person) = self.roster.person_by_hash(id_hash)? else {
+            return Ok(());
+        };
+        let Some(cred_id) = person.cred else {
+            return Ok(());
+        };
+        let mut change = Change::default();
+        if let Some(mut c) = self
+            .roster
+            .cred(&cred_id)?
+            .filter(|c| c.status == CredStatus::Active)
+        {
+            c.status = CredStatus::Revoked {
+                at,
+                why: format!("district health list: {status}"),
+            };
+            change.creds.push(c);
+        }
+        person.cred = None;
+        person.review = menjin_proto::declaration::Review {
+            outcome,
+            why: format!("district health list: {status}"),
+        };
+        change.persons.push(person.clone());
+        self.commit(change)?;
+        tracing::warn!(holder = %person.holder, status, "code revoked by the district health list");
+        Ok(())
+    }
+
+    /// The district's health status for this person, when it forbids a code.
+    fn flagged(&self, id_hash: &IdHash) -> Option<(Outcome, String)> {
+        let view = self.health.read().expect("health lock");
+        let (status, _) = view.get(id_hash)?;
+        health_outcome(status).map(|o| (o, format!("district health list: {status}")))
     }
 
     /// A gate check: decide, log (flushed), answer.
@@ -886,6 +962,16 @@ impl Node {
             seq,
             node_time_ms: time_ms,
         })
+    }
+}
+
+/// The review outcome a district health status stands for (`None`: cleared, or unknown).
+pub fn health_outcome(status: &str) -> Option<Outcome> {
+    match status {
+        "home_quarantine" => Some(Outcome::HomeQuarantine),
+        "central_quarantine" => Some(Outcome::CentralQuarantine),
+        "hospital" => Some(Outcome::Hospital),
+        _ => None,
     }
 }
 

@@ -156,14 +156,20 @@ async fn serve(
                         node.hub_link.acked.store(acked, Ordering::Relaxed);
                     }
                     Some(Ok(LinkFrame::Sync(bytes))) => {
-                        let repl = repl.clone();
-                        let changed = tokio::task::spawn_blocking(move || receive_frame(&repl, Role::Hub, &bytes))
-                            .await
-                            .map_err(|e| FrameError::Stream(e.to_string()))?
-                            .map_err(stored)?;
-                        if changed.contains(&menjin_sync::DocId::Policy) {
-                            node.refresh_policy();
-                        }
+                        let (repl, node) = (repl.clone(), node.clone());
+                        // Policy changes (lockdowns, health flags) go straight into the node's
+                        // views; health flags may revoke codes, which writes sled: off the
+                        // event loop.
+                        tokio::task::spawn_blocking(move || {
+                            let changed = receive_frame(&repl, Role::Hub, &bytes)?;
+                            if changed.contains(&menjin_sync::DocId::Policy) {
+                                node.refresh_policy();
+                            }
+                            Ok::<_, crate::syncstore::StoreError>(())
+                        })
+                        .await
+                        .map_err(|e| FrameError::Stream(e.to_string()))?
+                        .map_err(stored)?;
                     }
                     Some(Ok(other)) => return Err(FrameError::Stream(format!("unexpected frame {other:?}"))),
                     Some(Err(e)) => return Err(e),

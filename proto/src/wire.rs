@@ -22,6 +22,16 @@ pub const RESPONSE_LEN_MAX: usize = 4 * 1024 * 1024;
 pub const PHOTO_LEN_MAX: usize = 1024 * 1024;
 /// Events per log answer; page on with `after_seq`.
 pub const LOG_PAGE_MAX: u32 = 10_000;
+/// Health statuses per request: an import of 100,000 rows goes in 20 requests, each well
+/// under [`CONSOLE_REQUEST_LEN_MAX`].
+pub const HEALTH_BATCH_MAX: usize = 5_000;
+/// The statuses a district health list may give.
+pub const HEALTH_STATUSES: [&str; 4] = [
+    "home_quarantine",
+    "central_quarantine",
+    "hospital",
+    "cleared",
+];
 /// Gate ids are short names set by staff ("north-1").
 pub const GATE_ID_LEN_MAX: usize = 32;
 pub const PLATE_LEN_MAX: usize = 16;
@@ -209,6 +219,11 @@ pub enum Request {
         community: Option<CommunityId>,
         query: LogQuery,
     },
+    /// Hub console: health statuses by keyed ID hash (hashed by the operator's console, so
+    /// plain ID numbers never travel), at most [`HEALTH_BATCH_MAX`] per request.
+    SetHealth {
+        flags: Vec<HealthEntry>,
+    },
     /// Hub console: start (`locked`) or lift a community's lockdown.
     SetLockdown {
         community: CommunityId,
@@ -320,6 +335,13 @@ pub enum Response {
 pub struct DistrictEvent {
     pub community: CommunityId,
     pub event: GateEvent,
+}
+
+/// One row of a health list, as the hub receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthEntry {
+    pub id_hash: crate::idnum::IdHash,
+    pub status: String,
 }
 
 /// One community as the hub sees it.

@@ -449,3 +449,95 @@ fn lockdown_issued_while_a_node_is_down_applies_when_it_returns() {
     let refused = gate_check(&d.gate(c0), &visitor, &[]);
     assert_eq!(refused["reason"], "lockdown", "{refused}");
 }
+
+#[test]
+fn health_list_revokes_flagged_codes_and_clearing_allows_a_new_one() {
+    let d = District::start();
+    let (c0, dir0) = (d.nodes[0].0, d.nodes[0].2.clone());
+    let person = Person::new("确诊者", true, "19800101", 9, "2", "201");
+    let declare = || {
+        let mut args = vec!["declare".to_string(), "--node-dir".into(), p(&dir0).into()];
+        args.extend(person.args());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        menjin(&argv).ok()
+    };
+    let first = declare();
+    let code = first["code"]
+        .as_str()
+        .expect("cleared at first")
+        .to_string();
+    assert_eq!(gate_check(&d.gate(c0), &code, &[])["allowed"], true);
+
+    let csv = d.tmp.path().join("health.csv");
+    let id = person.id_number();
+    std::fs::write(
+        &csv,
+        format!(
+            "document_type,document_number,status\nresident_id,{id},central_quarantine\nresident_id,110105194912310021,hospital\npassport,E7654321,sick\n"
+        ),
+    )
+    .unwrap();
+    let out = crate::support::menjin_raw(&[
+        "--json",
+        "hub",
+        "import-health",
+        "--dir",
+        p(&d.hub_dir),
+        "--file",
+        p(&csv),
+    ]);
+    let summary = out.expect(crate::support::EXIT_REFUSED);
+    assert_eq!(
+        (summary["applied"].as_u64(), summary["refused"].as_u64()),
+        (Some(1), Some(2)),
+        "{summary}"
+    );
+    let lines: Vec<u64> = summary["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, vec![3, 4]);
+
+    // The flag reaches the node, which revokes the code: refused at the gate.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let a = gate_check(&d.gate(c0), &code, &[]);
+        if a["reason"] == "revoked" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flagged code still accepted: {a}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let again = declare();
+    assert_eq!(again["outcome"], "central_quarantine", "{again}");
+    assert!(again["code"].is_null(), "{again}");
+
+    std::fs::write(&csv, format!("resident_id,{id},cleared\n")).unwrap();
+    menjin(&[
+        "hub",
+        "import-health",
+        "--dir",
+        p(&d.hub_dir),
+        "--file",
+        p(&csv),
+    ])
+    .ok();
+    let deadline = Instant::now() + DEADLINE;
+    let cleared = loop {
+        let r = declare();
+        if r["outcome"] == "cleared" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "clearing never arrived: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let new_code = cleared["code"].as_str().expect("a new code").to_string();
+    assert_ne!(new_code, code);
+    assert_eq!(gate_check(&d.gate(c0), &new_code, &[])["allowed"], true);
+    assert_eq!(gate_check(&d.gate(c0), &code, &[])["reason"], "revoked");
+}

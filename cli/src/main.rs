@@ -272,6 +272,25 @@ enum NodeCmd {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Lock the community down from the node itself (staff acting on a phone call while the
+    /// hub is unreachable); reported to the hub when the link is up.
+    Lockdown {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Lift a lockdown from the node itself.
+    Lift {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Counts and enrolled gates of a running node.
     Status {
         #[arg(long)]
@@ -546,6 +565,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Request::SetLockdown {
                     community,
                     locked: true,
+                    reason,
+                    by,
+                },
+            )
+            .await?
+        }
+        Command::Node {
+            cmd: NodeCmd::Lockdown { dir, reason, by },
+        } => {
+            ask(
+                &dir,
+                Request::LocalLockdown {
+                    locked: true,
+                    reason,
+                    by,
+                },
+            )
+            .await?
+        }
+        Command::Node {
+            cmd: NodeCmd::Lift { dir, by, reason },
+        } => {
+            ask(
+                &dir,
+                Request::LocalLockdown {
+                    locked: false,
                     reason,
                     by,
                 },

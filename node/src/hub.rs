@@ -422,6 +422,38 @@ impl Hub {
         )))
     }
 
+    /// A lockdown decided at a node while cut off becomes the district's, unless the district
+    /// decided later (see `record::effective_lockdown`).
+    fn adopt_local_lockdown(
+        &self,
+        community: CommunityId,
+        l: &menjin_proto::record::LocalLockdown,
+    ) {
+        let current = self
+            .replication
+            .read(|r| r.policy().lockdowns.get(&community).cloned());
+        if current.as_ref().is_some_and(|c| c.at >= l.at) {
+            tracing::info!(
+                community,
+                "node's local lockdown is older than the district's decision; not adopted"
+            );
+            return;
+        }
+        let by = format!("{} (at the node)", l.by);
+        match self
+            .replication
+            .set_lockdown(community, l.locked, &l.reason, &by, l.at)
+        {
+            Ok(x) => tracing::warn!(
+                community,
+                locked = l.locked,
+                epoch = x.epoch,
+                "node's local lockdown adopted"
+            ),
+            Err(e) => tracing::error!(community, error = %e, "node's local lockdown not adopted"),
+        }
+    }
+
     fn set_health(&self, flags: Vec<wire::HealthEntry>) -> Result<Response, (ErrorKind, String)> {
         if flags.len() > wire::HEALTH_BATCH_MAX {
             return Err((
@@ -563,6 +595,7 @@ impl Hub {
                                     .map_err(|e| FrameError::Stream(e.to_string()))?
                                     .map_err(stored)?;
                             }
+                            LinkFrame::LocalLockdown(l) => self.adopt_local_lockdown(community, &l),
                             other => {
                                 tracing::warn!(community, ?other, "unexpected frame from node");
                                 return Err(FrameError::Stream("unexpected frame".into()));

@@ -12,6 +12,7 @@ pub mod gatelog;
 pub mod gates;
 pub mod hub;
 pub mod link;
+pub mod local_policy;
 pub mod pass;
 pub mod photo;
 pub mod provision;

@@ -23,10 +23,12 @@ use crate::files::{
 };
 use crate::gatelog::{GateLog, LogError};
 use crate::gates::Gates;
+use crate::local_policy::LocalPolicy;
 use crate::replication::{Replication, code_entry, roster_entry};
 use crate::roster::{Change, Roster, RosterError};
 use crate::tls::{PeerRole, PeerTable};
 use crate::{pass, photo};
+use menjin_proto::record::{LocalLockdown, effective_lockdown};
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
 mod import;
@@ -126,6 +128,11 @@ pub struct Node {
     replication: Arc<Replication>,
     /// This community's lockdown, from the district policy (epoch 0: never locked).
     lockdown: std::sync::RwLock<Lockdown>,
+    /// A lockdown decided here (see `record::effective_lockdown`), and where it is stored.
+    local_lockdown: std::sync::RwLock<Option<LocalLockdown>>,
+    local_policy: LocalPolicy,
+    /// Wakes the uplink to report a local lockdown to the hub.
+    pub(crate) local_changed: tokio::sync::Notify,
     /// The district health list as last applied: keyed ID hash → (status, time).
     health: std::sync::RwLock<std::collections::HashMap<IdHash, (String, UnixTime)>>,
 }
@@ -160,6 +167,7 @@ impl Node {
             peers.insert(key, PeerRole::Gate(gate_id));
         }
         let config_community = config.community;
+        let local_policy = LocalPolicy::open(&db)?;
         let replication = Replication::open(&db, Role::Node(config.community))
             .map_err(|e| NodeError::Invalid(e.to_string()))?;
         let node = Arc::new(Node {
@@ -186,6 +194,9 @@ impl Node {
             }),
             replication,
             health: std::sync::RwLock::default(),
+            local_lockdown: std::sync::RwLock::new(local_policy.lockdown()?),
+            local_policy,
+            local_changed: tokio::sync::Notify::new(),
         });
         node.refresh_policy();
         if node.roster.mirror_pending()? {
@@ -275,6 +286,9 @@ impl Node {
                 kind: ErrorKind::Forbidden,
                 message: "checks come from enrolled gates, not the console".into(),
             }),
+            Request::LocalLockdown { locked, reason, by } => {
+                self.set_local_lockdown(locked, reason, by, now)
+            }
             Request::EnrolNode { .. }
             | Request::QueryDistrictLog { .. }
             | Request::SetLockdown { .. }
@@ -779,9 +793,72 @@ impl Node {
         }
     }
 
-    /// The lockdown in force here.
+    /// The lockdown in force here: the district's, or a later one decided at this node.
     pub fn lockdown(&self) -> Lockdown {
-        self.lockdown.read().expect("lockdown lock").clone()
+        let hub = self.lockdown.read().expect("lockdown lock").clone();
+        let local = self.local_lockdown.read().expect("lockdown lock").clone();
+        let locked = effective_lockdown(
+            (hub.epoch > 0).then_some((hub.locked, hub.at)),
+            local.as_ref(),
+        );
+        match local {
+            Some(l) if hub.epoch == 0 || l.at > hub.at => Lockdown {
+                community: hub.community,
+                locked,
+                epoch: hub.epoch,
+                reason: format!("{} (decided at the node by {})", l.reason, l.by),
+                by: l.by,
+                at: l.at,
+            },
+            _ => Lockdown { locked, ..hub },
+        }
+    }
+
+    /// The local lockdown decision, for the uplink to report.
+    pub fn local_lockdown(&self) -> Option<LocalLockdown> {
+        self.local_lockdown.read().expect("lockdown lock").clone()
+    }
+
+    fn set_local_lockdown(
+        &self,
+        locked: bool,
+        reason: String,
+        by: String,
+        now: UnixTime,
+    ) -> Result<Response, Refusal> {
+        let (reason, by) = (reason.trim().to_string(), by.trim().to_string());
+        if by.is_empty() || by.len() > NAME_LEN_MAX {
+            return Err(bad(
+                "by: the name of the staff member deciding, 1 to 64 bytes",
+            ));
+        }
+        if locked && reason.is_empty() {
+            return Err(bad("reason: say why (who called, which case)"));
+        }
+        if reason.len() > 256 {
+            return Err(bad("reason: at most 256 bytes"));
+        }
+        let l = LocalLockdown {
+            locked,
+            reason,
+            by,
+            at: now,
+        };
+        self.local_policy.set_lockdown(&l).map_err(|e| Refusal {
+            kind: ErrorKind::Internal,
+            message: e.to_string(),
+        })?;
+        *self.local_lockdown.write().expect("lockdown lock") = Some(l);
+        self.local_changed.notify_one();
+        tracing::warn!(
+            community = self.config.community,
+            locked,
+            "local lockdown decided at the node"
+        );
+        Ok(Response::Done(format!(
+            "lockdown {} at the node; reported to the hub when the link is up",
+            if locked { "started" } else { "lifted" }
+        )))
     }
 
     /// Takes this community's lockdown from the replicated district policy. Called at start
@@ -931,7 +1008,7 @@ impl Node {
             temperature_dc: req.temperature_dc,
             in_vehicle: req.plate.is_some(),
             leaving: req.direction == menjin_proto::wire::Direction::Out,
-            lockdown: self.lockdown.read().expect("lockdown lock").locked,
+            lockdown: self.lockdown().locked,
             residents_may_leave: self.config.residents_may_leave_in_lockdown,
         });
         let event = GateEvent {

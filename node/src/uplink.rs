@@ -135,8 +135,16 @@ async fn serve(
     let mut sent = next_seq.saturating_sub(1);
     let mut acked = sent;
     node.hub_link.acked.store(acked, Ordering::Relaxed);
+    // Report a lockdown decided here while the hub was away (the hub keeps the later
+    // decision; resending is harmless).
+    let mut report_local = node.local_lockdown().is_some();
     let result = async {
         loop {
+            if std::mem::take(&mut report_local) {
+                if let Some(l) = node.local_lockdown() {
+                    write_frame(&mut send, &LinkFrame::LocalLockdown(l)).await?;
+                }
+            }
             send_frames(&repl, Role::Hub, &mut send).await?;
             while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
                 let q = LogQuery { after_seq: Some(sent), limit: LOG_BATCH_MAX as u32, ..LogQuery::default() };
@@ -178,6 +186,7 @@ async fn serve(
                 _ = changes.changed() => {}
                 () = next_timer(&repl) => repl.timeout(crate::service::now_ms()).map_err(stored)?,
                 () = node.log_appended.notified() => {}
+                () = node.local_changed.notified() => report_local = true,
                 () = tokio::time::sleep(Duration::from_millis(RESCAN_MS)) => {}
                 _ = shutdown.changed() => return Ok(()),
             }

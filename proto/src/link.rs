@@ -30,4 +30,7 @@ pub enum LinkFrame {
     LogAck { upto_seq: u64 },
     /// Either way: a replication message (see `menjin_sync`), opaque here.
     Sync(Vec<u8>),
+    /// Node → hub: a lockdown decided at the node (see `record::effective_lockdown`); the
+    /// hub adopts it into the district policy unless it has decided later itself.
+    LocalLockdown(crate::record::LocalLockdown),
 }

@@ -62,3 +62,72 @@ pub struct Visit {
     pub visitor_name: String,
     pub visitor_phone: String,
 }
+
+/// A lockdown decided at the community node itself (staff acting on a phone call while the
+/// hub is unreachable). Stored at the node, reported to the hub when the link is up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalLockdown {
+    pub locked: bool,
+    pub reason: String,
+    pub by: String,
+    /// When staff decided it (node clock, Unix seconds).
+    pub at: UnixTime,
+}
+
+/// The lockdown a node enforces, from the hub's latest decision (`hub`: locked, decided at)
+/// and the node's own (`local`): the later decision wins, whoever made it; at equal times the
+/// hub's. So a node can lock down at once while cut off, a later district decision (a lift,
+/// say) overrides it, and a later local decision overrides an earlier district one until the
+/// hub adopts it.
+pub fn effective_lockdown(hub: Option<(bool, UnixTime)>, local: Option<&LocalLockdown>) -> bool {
+    match (hub, local) {
+        (Some((locked, hub_at)), Some(l)) => {
+            if l.at > hub_at {
+                l.locked
+            } else {
+                locked
+            }
+        }
+        (Some((locked, _)), None) => locked,
+        (None, Some(l)) => l.locked,
+        (None, None) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(locked: bool, at: UnixTime) -> LocalLockdown {
+        LocalLockdown {
+            locked,
+            reason: "call".into(),
+            by: "staff".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn the_later_decision_wins() {
+        assert!(!effective_lockdown(None, None));
+        assert!(effective_lockdown(None, Some(&local(true, 10))));
+        // Locked locally after the hub's last word: locked.
+        assert!(effective_lockdown(Some((false, 5)), Some(&local(true, 10))));
+        // The hub lifts after the local lockdown: lifted.
+        assert!(!effective_lockdown(
+            Some((false, 20)),
+            Some(&local(true, 10))
+        ));
+        // Concurrent start at the hub and lift at the node: the later one.
+        assert!(effective_lockdown(
+            Some((true, 30)),
+            Some(&local(false, 29))
+        ));
+        assert!(!effective_lockdown(
+            Some((true, 30)),
+            Some(&local(false, 31))
+        ));
+        // The hub adopting the node's decision (same time) changes nothing.
+        assert!(effective_lockdown(Some((true, 10)), Some(&local(true, 10))));
+    }
+}

@@ -219,6 +219,12 @@ pub enum Request {
         community: Option<CommunityId>,
         query: LogQuery,
     },
+    /// Node console: a lockdown decided at the node (staff on a phone call, hub unreachable).
+    LocalLockdown {
+        locked: bool,
+        reason: String,
+        by: String,
+    },
     /// Hub console: health statuses by keyed ID hash (hashed by the operator's console, so
     /// plain ID numbers never travel), at most [`HEALTH_BATCH_MAX`] per request.
     SetHealth {

@@ -541,3 +541,60 @@ fn health_list_revokes_flagged_codes_and_clearing_allows_a_new_one() {
     assert_eq!(gate_check(&d.gate(c0), &new_code, &[])["allowed"], true);
     assert_eq!(gate_check(&d.gate(c0), &code, &[])["reason"], "revoked");
 }
+
+#[test]
+fn lockdown_decided_at_a_cut_off_node_holds_and_the_hub_adopts_it() {
+    let mut d = District::start();
+    let (c0, dir0) = (d.nodes[0].0, d.nodes[0].2.clone());
+    let person = Person::new("住户", true, "19800101", 4, "1", "101");
+    let mut args = vec!["declare".to_string(), "--node-dir".into(), p(&dir0).into()];
+    args.extend(person.args());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = menjin(&argv).ok()["holder"].as_str().unwrap().to_string();
+    let visitor = invite(&dir0, &host);
+
+    // The hub is away; staff lock down on a phone call.
+    let hub_addr = d.hub.addr.to_string();
+    d.hub.kill9();
+    menjin(&[
+        "node",
+        "lockdown",
+        "--dir",
+        p(&dir0),
+        "--reason",
+        "phone call: case in building 1",
+        "--by",
+        "staff",
+    ])
+    .ok();
+    assert_eq!(gate_check(&d.gate(c0), &visitor, &[])["reason"], "lockdown");
+
+    // The hub returns and adopts the node's decision into the district policy.
+    d.hub = NodeProc::start_hub(&d.hub_dir, &hub_addr, &d.tmp.path().join("hub.log"));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let st = d.hub_status();
+        if st["communities"][0]["locked"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hub never adopted the local lockdown: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // A later lift at the hub wins over the earlier local decision (at equal times too).
+    menjin(&[
+        "hub",
+        "lift",
+        "--dir",
+        p(&d.hub_dir),
+        "--community",
+        &c0.to_string(),
+        "--by",
+        "operator",
+    ])
+    .ok();
+    wait_locked(&dir0, false);
+    assert_eq!(gate_check(&d.gate(c0), &visitor, &[])["allowed"], true);
+}

@@ -7,6 +7,7 @@
 mod bench;
 mod demo;
 mod form;
+mod gate;
 mod harness;
 mod health;
 mod output;
@@ -310,6 +311,12 @@ enum GateCmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Run the gate: read `<temperature> <code>` lines from a scanner on standard input (and
+    /// `CAR <plate>` ... `END` for a vehicle), print one decision per person.
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Check one person at the gate through the node.
     Check {
         #[arg(long)]
@@ -320,8 +327,9 @@ enum GateCmd {
         /// Body temperature in °C.
         #[arg(long)]
         temp: String,
-        #[arg(long, default_value = "in", value_parser = ["in", "out"])]
-        direction: String,
+        /// in or out (default: the gate's configured direction).
+        #[arg(long, value_parser = ["in", "out"])]
+        direction: Option<String>,
         /// Set when the person is in a vehicle.
         #[arg(long)]
         plate: Option<String>,
@@ -571,6 +579,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
             .await?
         }
+        Command::Gate {
+            cmd: GateCmd::Run { dir },
+        } => return gate::run(GateDir(dir), json).await,
         Command::Node {
             cmd: NodeCmd::Lockdown { dir, reason, by },
         } => {
@@ -732,10 +743,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let req = Request::Check(CheckRequest {
                 code,
                 gate_id: cfg.gate_id.clone(),
-                direction: if direction == "out" {
-                    Direction::Out
-                } else {
-                    Direction::In
+                direction: match direction.as_deref() {
+                    Some("out") => Direction::Out,
+                    Some(_) => Direction::In,
+                    None => cfg.direction,
                 },
                 temperature_dc: parse_temperature(&temp).map_err(usage)?,
                 plate,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::keys::{parse_public_key_hex, public_key_hex};
+use menjin_proto::wire::Direction;
 use menjin_proto::{CommunityId, NodeCert};
 use serde::{Deserialize, Serialize};
 
@@ -190,6 +191,9 @@ pub struct GateConfig {
     pub node: SocketAddr,
     /// The district root public key (hex): the only trust anchor a gate needs.
     pub root_public_key: String,
+    /// Which way this lane lets people through: `in` or `out`.
+    #[serde(default)]
+    pub direction: Direction,
 }
 
 /// Paths inside a node directory.

@@ -154,6 +154,7 @@ pub fn create_gate(
         community: node_cfg.community,
         node: node_addr,
         root_public_key: menjin_proto::keys::public_key_hex(&root),
+        direction: menjin_proto::wire::Direction::In,
     })?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()

@@ -7,10 +7,12 @@
 //! - `bad_input`: invalid input is refused with a clear message and changes nothing.
 //! - `quic`: the node's QUIC endpoint below the CLI (unenrolled keys, garbage, limits, roles).
 //! - `crash`: SIGKILL loses nothing that was acknowledged.
+//! - `gate`: the gate daemon reading a scanner on standard input.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
 
 mod bad_input;
 mod crash;
+mod gate;
 mod hub;
 mod node_cli;
 mod quic;

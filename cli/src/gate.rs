@@ -1,0 +1,227 @@
+//! `menjin gate run`: the gate daemon for a keyboard-wedge scanner. One line per person on
+//! standard input: the body temperature, a space, the scanned code (`36.6 MJ:...`). A vehicle
+//! is checked person by person: `CAR <plate>` starts it, each occupant's line follows, `END`
+//! closes it; the vehicle passes only if every occupant does. One line per decision on
+//! standard output for the guard (or, with `--json`, one JSON object per line for a turnstile
+//! controller). Garbage lines get a clear message and the gate keeps working; a lost node
+//! connection is re-established on the next person.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use menjin_node::client::NodeClient;
+use menjin_node::files::{GateConfig, GateDir, read_signing_key};
+use menjin_proto::wire::{CheckAnswer, CheckRequest, Request, Response};
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+use crate::form::parse_temperature;
+
+/// A scanner line longer than this is not a code (the longest code text is 207 characters).
+const LINE_LEN_MAX: usize = 1024;
+/// Occupants of one vehicle; more is a typing error.
+const OCCUPANTS_MAX: usize = 9;
+
+struct Gate {
+    cfg: GateConfig,
+    key: ed25519_dalek::SigningKey,
+    root: ed25519_dalek::VerifyingKey,
+    client: Option<NodeClient>,
+    json: bool,
+}
+
+impl Gate {
+    async fn check(
+        &mut self,
+        code: &str,
+        temperature_dc: i16,
+        plate: Option<&str>,
+    ) -> Result<CheckAnswer, String> {
+        let req = Request::Check(CheckRequest {
+            code: code.to_string(),
+            gate_id: self.cfg.gate_id.clone(),
+            direction: self.cfg.direction,
+            temperature_dc,
+            plate: plate.map(str::to_string),
+        });
+        // One retry on a fresh connection: the node may have restarted since the last person.
+        for attempt in 0..2 {
+            if self.client.is_none() {
+                match NodeClient::connect(
+                    self.cfg.node,
+                    &self.key,
+                    self.root,
+                    Some(self.cfg.community),
+                )
+                .await
+                {
+                    Ok(c) => self.client = Some(c),
+                    Err(e) if attempt == 1 => return Err(format!("node unreachable: {e}")),
+                    Err(_) => continue,
+                }
+            }
+            let client = self.client.as_ref().expect("connected above");
+            match client.request(&req).await {
+                Ok(Response::Check(a)) => return Ok(a),
+                Ok(Response::Error { message, .. }) => return Err(message),
+                Ok(other) => return Err(format!("unexpected answer {other:?}")),
+                Err(e) => {
+                    self.client = None;
+                    if attempt == 1 {
+                        return Err(format!("node unreachable: {e}"));
+                    }
+                }
+            }
+        }
+        Err("node unreachable".into())
+    }
+
+    fn show(&self, line: usize, a: &CheckAnswer, plate: Option<&str>) {
+        if self.json {
+            println!("{}", json!({ "line": line, "plate": plate, "answer": a }));
+            return;
+        }
+        let who = a
+            .holder
+            .as_ref()
+            .map(|h| format!("{} {}-{} {}", h.name, h.building, h.door, h.kind.as_str()))
+            .unwrap_or_else(|| "unknown person".into());
+        println!(
+            "{} {who}: {} ({})",
+            if a.allowed { "ALLOW" } else { "DENY " },
+            a.reason.explain(),
+            a.reason
+        );
+        if a.fever {
+            println!("!! FEVER: refer to the health post");
+        }
+        if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
+            println!("   compare the face with the pass photo ({photo})");
+        }
+    }
+
+    fn problem(&self, line: usize, why: &str) {
+        if self.json {
+            println!("{}", json!({ "line": line, "error": why }));
+        } else {
+            println!("?? line {line}: {why}");
+        }
+    }
+}
+
+/// Splits `36.6 MJ:...` into the temperature and the code.
+fn person(line: &str) -> Result<(i16, &str), String> {
+    let (t, code) = line
+        .split_once(' ')
+        .ok_or("expected: <temperature> <code>, e.g. 36.6 MJ:...")?;
+    let t = parse_temperature(t).map_err(|e| e.to_string())?;
+    Ok((t, code.trim()))
+}
+
+pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
+    let cfg = dir.read_config()?;
+    let key = read_signing_key(&dir.key())?;
+    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
+        .map_err(anyhow::Error::msg)?;
+    let mut gate = Gate {
+        cfg,
+        key,
+        root,
+        client: None,
+        json,
+    };
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut vehicle: Option<(String, Vec<(usize, i16, String)>)> = None;
+    let mut n = 0usize;
+    while let Some(raw) = lines.next_line().await? {
+        n += 1;
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line.len() > LINE_LEN_MAX {
+            gate.problem(n, "line too long for a code: scan again");
+            continue;
+        }
+        if let Some(plate) = line.strip_prefix("CAR ") {
+            let plate = plate.trim();
+            if plate.is_empty() || plate.len() > menjin_proto::wire::PLATE_LEN_MAX {
+                gate.problem(n, "CAR needs a plate of 1 to 16 bytes");
+            } else {
+                vehicle = Some((plate.to_string(), Vec::new()));
+            }
+            continue;
+        }
+        if line == "END" {
+            let Some((plate, occupants)) = vehicle.take() else {
+                gate.problem(n, "END without CAR");
+                continue;
+            };
+            let mut all_allowed = !occupants.is_empty();
+            for (l, t, code) in &occupants {
+                match gate.check(code, *t, Some(&plate)).await {
+                    Ok(a) => {
+                        all_allowed &= a.allowed;
+                        gate.show(*l, &a, Some(&plate));
+                    }
+                    Err(why) => {
+                        all_allowed = false;
+                        gate.problem(*l, &why);
+                    }
+                }
+            }
+            if json {
+                println!(
+                    "{}",
+                    json!({ "vehicle": plate, "occupants": occupants.len(), "allowed": all_allowed })
+                );
+            } else {
+                println!(
+                    "{} VEHICLE {plate} ({} occupants)",
+                    if all_allowed { "ALLOW" } else { "DENY " },
+                    occupants.len()
+                );
+            }
+            continue;
+        }
+        let (t, code) = match person(line) {
+            Ok(p) => p,
+            Err(why) => {
+                gate.problem(n, &why);
+                continue;
+            }
+        };
+        if let Some((_, occupants)) = vehicle.as_mut() {
+            if occupants.len() >= OCCUPANTS_MAX {
+                gate.problem(
+                    n,
+                    "too many occupants for one vehicle: END it and start again",
+                );
+            } else {
+                occupants.push((n, t, code.to_string()));
+            }
+            continue;
+        }
+        match gate.check(code, t, None).await {
+            Ok(a) => gate.show(n, &a, None),
+            Err(why) => gate.problem(n, &why),
+        }
+    }
+    if let Some(client) = gate.client.take() {
+        client.close().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn person_lines_parse_and_garbage_is_explained() {
+        assert_eq!(person("36.6 MJ:ABC DEF").unwrap(), (366, "MJ:ABC DEF"));
+        assert!(person("MJ:ABC").is_err());
+        assert!(person("hot MJ:ABC").is_err());
+        assert!(person("25 MJ:ABC").is_err());
+    }
+}

@@ -31,8 +31,6 @@ use crate::{pass, photo};
 use menjin_proto::record::{LocalLockdown, effective_lockdown};
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
-mod import;
-pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).
 pub const DEADLINE_DAYS: u64 = 5;

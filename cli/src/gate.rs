@@ -81,23 +81,7 @@ impl Gate {
             println!("{}", json!({ "line": line, "plate": plate, "answer": a }));
             return;
         }
-        let who = a
-            .holder
-            .as_ref()
-            .map(|h| format!("{} {}-{} {}", h.name, h.building, h.door, h.kind.as_str()))
-            .unwrap_or_else(|| "unknown person".into());
-        println!(
-            "{} {who}: {} ({})",
-            if a.allowed { "ALLOW" } else { "DENY " },
-            a.reason.explain(),
-            a.reason
-        );
-        if a.fever {
-            println!("!! FEVER: refer to the health post");
-        }
-        if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
-            println!("   compare the face with the pass photo ({photo})");
-        }
+        print!("{}", crate::output::check_text(a));
     }
 
     fn problem(&self, line: usize, why: &str) {

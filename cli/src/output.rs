@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use menjin_proto::NodeCert;
 use menjin_proto::civil::Date;
-use menjin_proto::wire::{GateEvent, Response};
+use menjin_proto::wire::{CheckAnswer, GateEvent, Response};
 use serde_json::json;
 
 use crate::{EXIT_DENIED, EXIT_REFUSED};
@@ -78,6 +78,31 @@ fn event_line(e: &GateEvent) -> String {
     )
 }
 
+/// What the guard reads for one decision: allow or deny, who, why; the fever and photo
+/// warnings on their own lines.
+pub fn check_text(a: &CheckAnswer) -> String {
+    let who = a
+        .holder
+        .as_ref()
+        .map(|h| format!("{} {}-{} {}", h.name, h.building, h.door, h.kind.as_str()))
+        .unwrap_or_else(|| "unknown person".into());
+    let mut out = format!(
+        "{} {who}: {} ({})\n",
+        if a.allowed { "ALLOW" } else { "DENY " },
+        a.reason.explain(),
+        a.reason
+    );
+    if a.fever {
+        out.push_str("!! FEVER: refer to the health post\n");
+    }
+    if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
+        out.push_str(&format!(
+            "   compare the face with the pass photo ({photo})\n"
+        ));
+    }
+    out
+}
+
 /// Prints a node's answer and returns the exit code it stands for.
 pub fn response(json: bool, resp: &Response) -> ExitCode {
     match resp {
@@ -110,23 +135,7 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
             Response::Error { .. } => unreachable!("handled above"),
         },
         Response::Check(a) => {
-            let who = a
-                .holder
-                .as_ref()
-                .map(|h| format!("{} {}-{} {}", h.name, h.building, h.door, h.kind.as_str()))
-                .unwrap_or_else(|| "unknown person".into());
-            println!(
-                "{} {who}: {} ({})",
-                if a.allowed { "ALLOW" } else { "DENY " },
-                a.reason.explain(),
-                a.reason
-            );
-            if a.fever {
-                println!("!! FEVER: refer to the health post");
-            }
-            if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
-                println!("compare the face with the pass photo ({photo})");
-            }
+            print!("{}", check_text(a));
             println!("logged as #{}", a.seq);
         }
         Response::Declared(r) => {

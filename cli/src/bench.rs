@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -139,6 +139,18 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
     sorted_ns[rank.clamp(1, sorted_ns.len()) - 1] as f64 / 1_000.0
 }
 
+/// CPU time used by this process so far (user and system, all threads), in milliseconds, from
+/// `/proc/self/stat` (Linux; `None` elsewhere). Clock ticks are 100 per second on Linux.
+fn process_cpu_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10)
+}
+
 async fn events_logged(console: &menjin_node::client::NodeClient) -> Result<u64> {
     match console.request(&Request::Status).await? {
         Response::Status(s) => Ok(s.events_logged),
@@ -171,43 +183,51 @@ async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {
         );
     }
 
-    // Every gate warms up, waits for the others, then runs its share in a closed loop.
-    let start_line = Arc::new(Barrier::new(gates + 1));
+    // Every gate warms up; the log is counted while all wait; then all run their share in a
+    // closed loop. Closing connections comes after the clock stops.
+    let warmed = Arc::new(Barrier::new(gates + 1));
+    let go = Arc::new(Barrier::new(gates + 1));
     let mut set = JoinSet::new();
     for (g, gate) in enrolled.into_iter().enumerate() {
         let share = checks / gates + usize::from(g < checks % gates);
-        let codes = codes.clone();
-        let start_line = start_line.clone();
+        let (codes, warmed, go) = (codes.clone(), warmed.clone(), go.clone());
         set.spawn(async move {
             let mut pick = Pick(0x9E37_79B9_7F4A_7C15 ^ (g as u64 + 1));
             let warm = closed_loop(&gate, &codes, &mut pick, WARMUP_CHECKS_PER_GATE).await;
-            start_line.wait().await;
+            warmed.wait().await;
+            go.wait().await;
             warm?;
             let measured = closed_loop(&gate, &codes, &mut pick, share).await;
-            gate.client.clone().close().await;
-            measured
+            let finished = Instant::now();
+            gate.client.close().await;
+            measured.map(|(l, a)| (l, a, finished))
         });
     }
-    start_line.wait().await;
+    warmed.wait().await;
     let logged_before = events_logged(&console).await?;
+    let cpu_before = process_cpu_ms();
     let started = Instant::now();
+    go.wait().await;
     let mut latencies = Vec::with_capacity(checks);
     let mut allowed = 0u64;
+    let mut finished = started;
     let mut failure = None;
     while let Some(done) = set.join_next().await {
         match done.context("gate task") {
-            Ok(Ok((l, a))) => {
+            Ok(Ok((l, a, f))) => {
                 latencies.extend(l);
                 allowed += a;
+                finished = finished.max(f);
             }
             Ok(Err(e)) | Err(e) => {
                 failure.get_or_insert(e);
             }
         }
     }
-    let elapsed = started.elapsed();
-    // Gates closing their connections is not part of the checks; it takes well under this.
-    let elapsed = elapsed.max(Duration::from_nanos(1));
+    let elapsed = finished - started;
+    let cpu_ms = process_cpu_ms()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     if let Some(e) = failure {
         node.stop().await;
         return Err(e.context("a gate check failed"));
@@ -237,6 +257,7 @@ async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {
                 "max_us": max.round(),
                 "events_logged": logged,
                 "elapsed_ms": elapsed.as_millis() as u64,
+                "cpu_us_per_check": cpu_ms.map(|ms| (ms as f64 * 1_000.0 / done as f64).round()),
             })
         );
     } else {
@@ -244,10 +265,14 @@ async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {
             "{done} checks from {gates} gates in {:.2} s: {checks_per_s:.0} checks/s, {allowed} allowed",
             elapsed.as_secs_f64()
         );
-        println!(
-            "latency: p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs"
-        );
+        println!("latency: p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs");
         println!("gate log: {logged} events logged (flushed) during the run");
+        if let Some(ms) = cpu_ms {
+            println!(
+                "cpu: {:.0} µs per check (client and node together, all threads)",
+                ms as f64 * 1_000.0 / done as f64
+            );
+        }
     }
     if done != checks as u64 {
         bail!("{done} checks answered of {checks}");
@@ -256,10 +281,7 @@ async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {
         bail!("the gate log holds {logged} new events for {done} checks");
     }
     if allowed != done {
-        bail!(
-            "{} checks of valid codes were denied",
-            done - allowed
-        );
+        bail!("{} checks of valid codes were denied", done - allowed);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -86,7 +86,12 @@ impl GateLog {
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;
         let writer = Arc::new(WriterThread(Some(handle)));
-        Ok(GateLog { tree, tx, count, _writer: writer })
+        Ok(GateLog {
+            tree,
+            tx,
+            count,
+            _writer: writer,
+        })
     }
 
     /// Appends an event (its `seq` is assigned here) and returns `(seq, time_ms)` once the

@@ -31,7 +31,6 @@ use crate::{pass, photo};
 use menjin_proto::record::{LocalLockdown, effective_lockdown};
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
-
 /// The deadline for every resident declared and every pass out (the order's 5 days).
 pub const DEADLINE_DAYS: u64 = 5;
 /// A visit is for a day or a few; longer stays are residents and should declare.

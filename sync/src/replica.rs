@@ -446,14 +446,17 @@ impl Replica {
         }
     }
 
+    /// This replica's role.
     pub fn me(&self) -> Role {
         self.me
     }
 
+    /// The tunables it runs with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Counters since this replica was created.
     pub fn stats(&self) -> &SyncStats {
         &self.stats
     }
@@ -570,13 +573,7 @@ impl Replica {
     /// The entries of a roster shard that changed since `heads` (from [`Replica::heads`]).
     pub fn roster_changes_since(&self, doc: DocId, heads: &[ChangeHash]) -> RosterView {
         match (doc, self.doc(doc)) {
-            (DocId::Roster { .. }, Some(d))
-                if heads.iter().all(|h| d.get_change_meta_by_hash(h).is_some()) =>
-            {
-                roster::read_roster_changes(d, heads)
-            }
-            // Heads from elsewhere: everything is news.
-            (DocId::Roster { .. }, Some(d)) => roster::read_roster(d),
+            (DocId::Roster { .. }, Some(d)) => roster::read_roster_changes(d, heads),
             _ => RosterView::default(),
         }
     }
@@ -1083,6 +1080,13 @@ impl Replica {
             if !ds.fresh() && !busy_here && !busy_there && !explained_now {
                 debug!(peer = %peer, doc = %doc, "document differs with no sync in progress");
                 stuck = true;
+            }
+            // We hold nothing of it and the peer does: the peer opens the exchange (its
+            // summary comparison shows we lack the document) and we answer. Opening it from
+            // both sides makes two "I have nothing" messages cross the peer's whole document,
+            // and the second one makes it send the whole document again.
+            if ours.is_none() && t.is_some() {
+                continue;
             }
             ds.wanted = true;
         }

@@ -527,7 +527,16 @@ pub fn read_roster(doc: &impl ReadDoc) -> RosterView {
 /// document's current heads, as they stand now. This is what a driver feeds into its
 /// in-memory and sled views after [`crate::Replica::handle_message`] reports the document
 /// changed, instead of re-reading the whole shard.
+///
+/// Heads the document does not know (a view built elsewhere) make everything news: the
+/// whole shard is returned.
 pub fn read_roster_changes(doc: &Automerge, before: &[ChangeHash]) -> RosterView {
+    if !before
+        .iter()
+        .all(|h| doc.get_change_meta_by_hash(h).is_some())
+    {
+        return read_roster(doc);
+    }
     let mut keys = std::collections::BTreeSet::new();
     for patch in doc.diff(before, &doc.get_heads()) {
         let key = match patch.path.first() {

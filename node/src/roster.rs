@@ -9,7 +9,8 @@
 //! applied to the in-memory view: nothing is acknowledged or enforced that is not on disk.
 //! Gate checks read the view ([`Roster::lookup`]), never sled.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use menjin_proto::credential::{CredId, HolderId, HolderKind};
@@ -105,23 +106,23 @@ impl Roster {
         for item in roster.tree.scan_prefix([b'c']) {
             let (k, v) = item?;
             let c: CredRecord = decode(&k, &v)?;
-            roster.apply_cred(&mut view, &c, |h| persons.get(h).cloned());
+            roster.apply_cred(&mut view, &c, |h| persons.get(h).map(Cow::Borrowed));
         }
         *roster.view.write().expect("roster view lock") = view;
         Ok(roster)
     }
 
-    fn apply_cred(
+    fn apply_cred<'p>(
         &self,
         view: &mut View,
         c: &CredRecord,
-        person: impl Fn(&HolderId) -> Option<PersonRecord>,
+        person: impl Fn(&HolderId) -> Option<Cow<'p, PersonRecord>>,
     ) {
         let (display, host) = match &c.visit {
             Some(visit) => {
                 let host = person(&visit.host);
                 let (building, door) = host
-                    .map(|h| (h.form.building, h.form.door))
+                    .map(|h| (h.form.building.clone(), h.form.door.clone()))
                     .unwrap_or_default();
                 let display = HolderDisplay {
                     name: visit.visitor_name.clone(),
@@ -197,24 +198,26 @@ impl Roster {
         batch.insert(MIRROR_PENDING, &[]);
         self.tree.apply_batch(batch)?;
         self.db.flush()?;
+        // Indexed, not searched: a bulk import is one change of 100,000 persons and codes.
+        let persons: HashMap<HolderId, &PersonRecord> =
+            change.persons.iter().map(|p| (p.holder, p)).collect();
+        let creds: HashSet<CredId> = change.creds.iter().map(|c| c.id).collect();
         let mut view = self.view.write().expect("roster view lock");
         for c in &change.creds {
             self.apply_cred(&mut view, c, |h| {
-                change
-                    .persons
-                    .iter()
-                    .find(|p| p.holder == *h)
-                    .cloned()
-                    .or_else(|| self.person(h).ok().flatten())
+                persons
+                    .get(h)
+                    .map(|p| Cow::Borrowed(*p))
+                    .or_else(|| self.person(h).ok().flatten().map(Cow::Owned))
             });
         }
         // A person's new details (a photo, a new name) change what the guard sees on codes
         // that are already out.
         for p in &change.persons {
             if let Some(id) = view.active.get(&p.holder).copied() {
-                if !change.creds.iter().any(|c| c.id == id) {
+                if !creds.contains(&id) {
                     if let Ok(Some(c)) = self.cred(&id) {
-                        self.apply_cred(&mut view, &c, |_| Some(p.clone()));
+                        self.apply_cred(&mut view, &c, |_| Some(Cow::Borrowed(p)));
                     }
                 }
             }

@@ -10,8 +10,15 @@
 //! replica produced after those writes until then.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use menjin_sync::{DocId, Persist, Replica, Role};
+use menjin_sync::{DocId, LoadError, LoadedDoc, Persist, Replica, Role, decode_doc};
+
+/// Threads that decode stored documents at start (one shard each at a time).
+const DECODE_THREADS_MAX: usize = 8;
+
+/// A stored document: its snapshot, if any, and the chunks stored after it, in order.
+type Stored = (Option<Vec<u8>>, Vec<Vec<u8>>);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -86,7 +93,7 @@ impl SyncStore {
     /// does not hold, or that fail to decode, are reported and skipped (they are rebuilt from
     /// the peer), never half-loaded.
     pub fn load_into(&self, replica: &mut Replica) -> Result<usize, StoreError> {
-        let mut docs: BTreeMap<DocId, (Option<Vec<u8>>, Vec<Vec<u8>>)> = BTreeMap::new();
+        let mut docs: BTreeMap<DocId, Stored> = BTreeMap::new();
         for item in self.tree.scan_prefix(b"d") {
             let (k, v) = item?;
             let sep = k
@@ -105,9 +112,16 @@ impl SyncStore {
                 _ => return Err(corrupt(&k, "unknown document record")),
             }
         }
+        // Documents this replica does not hold are refused by `insert_doc`: do not decode them.
+        let (docs, foreign): (BTreeMap<_, _>, BTreeMap<_, _>) = docs
+            .into_iter()
+            .partition(|(id, _)| menjin_sync::holds(replica.me(), *id));
+        for id in foreign.keys() {
+            tracing::error!(doc = %id, me = %replica.me(), "stored document not held by this replica; not loaded");
+        }
         let mut loaded = 0;
-        for (id, (snapshot, chunks)) in docs {
-            match replica.load_doc(id, snapshot.as_deref(), &chunks) {
+        for (id, decoded) in decode_all(docs) {
+            match decoded.and_then(|d| replica.insert_doc(id, d)) {
                 Ok(()) => loaded += 1,
                 Err(e) => {
                     tracing::error!(doc = %id, error = %e, "stored document not loaded; it will be synced again")
@@ -197,4 +211,39 @@ impl SyncStore {
             None => Ok(None),
         }
     }
+}
+
+/// Decodes stored documents on several threads: decoding is most of a cold start (about
+/// 20 µs per roster entry, 2 s for 100,000 residents on one core), and documents are
+/// independent. Each thread takes the next document not yet taken, so one large shard does
+/// not hold back the others. Results come back in the order given.
+fn decode_all(docs: BTreeMap<DocId, Stored>) -> Vec<(DocId, Result<LoadedDoc, LoadError>)> {
+    let docs: Vec<_> = docs.into_iter().collect();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, DECODE_THREADS_MAX)
+        .min(docs.len());
+    let next = AtomicUsize::new(0);
+    let mut decoded: Vec<_> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((id, (snapshot, chunks))) = docs.get(i) else {
+                            return out;
+                        };
+                        out.push((i, *id, decode_doc(snapshot.as_deref(), chunks)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("document decoder"))
+            .collect()
+    });
+    decoded.sort_unstable_by_key(|(i, _, _)| *i);
+    decoded.into_iter().map(|(_, id, d)| (id, d)).collect()
 }

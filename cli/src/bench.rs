@@ -38,11 +38,17 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 100_000)]
         checks: usize,
     },
+    /// Initial sync of one community to an empty hub, one revocation, a node restart.
+    Sync {
+        #[arg(long, default_value_t = crate::bench_sync::RESIDENTS_DEFAULT)]
+        residents: usize,
+    },
 }
 
 pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         BenchCmd::Gate { gates, checks } => gate(gates, checks, json).await,
+        BenchCmd::Sync { residents } => crate::bench_sync::run(residents, json).await,
     }
 }
 

@@ -5,6 +5,7 @@
 //! error; 3 refused by the node (invalid input or a rule); 4 a gate check that denied entry.
 
 mod bench;
+mod bench_sync;
 mod demo;
 mod form;
 mod gate;

@@ -9,9 +9,8 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use menjin_node::client::NodeClient;
-use menjin_node::files::{GateConfig, GateDir, read_signing_key};
-use menjin_proto::wire::{CheckAnswer, CheckRequest, Request, Response};
+use menjin_node::files::{GateDir, read_secret};
+use menjin_node::gate::{Decision, GateAgent, GateError, Notice};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -21,12 +20,13 @@ use crate::form::parse_temperature;
 const LINE_LEN_MAX: usize = 1024;
 /// Occupants of one vehicle; more is a typing error.
 const OCCUPANTS_MAX: usize = 9;
+/// At start, how long to wait for the node before deciding alone.
+const START_WAIT_MS: u64 = 3_000;
+/// At the end of input, how long to wait for buffered events to reach the node.
+const EXIT_UPLOAD_WAIT_MS: u64 = 3_000;
 
 struct Gate {
-    cfg: GateConfig,
-    key: ed25519_dalek::SigningKey,
-    root: ed25519_dalek::VerifyingKey,
-    client: Option<NodeClient>,
+    agent: GateAgent,
     json: bool,
 }
 
@@ -36,52 +36,36 @@ impl Gate {
         code: &str,
         temperature_dc: i16,
         plate: Option<&str>,
-    ) -> Result<CheckAnswer, String> {
-        let req = Request::Check(CheckRequest {
-            code: code.to_string(),
-            gate_id: self.cfg.gate_id.clone(),
-            direction: self.cfg.direction,
-            temperature_dc,
-            plate: plate.map(str::to_string),
-        });
-        // One retry on a fresh connection: the node may have restarted since the last person.
-        for attempt in 0..2 {
-            if self.client.is_none() {
-                match NodeClient::connect(
-                    self.cfg.node,
-                    &self.key,
-                    self.root,
-                    Some(self.cfg.community),
-                )
-                .await
-                {
-                    Ok(c) => self.client = Some(c),
-                    Err(e) if attempt == 1 => return Err(format!("node unreachable: {e}")),
-                    Err(_) => continue,
-                }
-            }
-            let client = self.client.as_ref().expect("connected above");
-            match client.request(&req).await {
-                Ok(Response::Check(a)) => return Ok(a),
-                Ok(Response::Error { message, .. }) => return Err(message),
-                Ok(other) => return Err(format!("unexpected answer {other:?}")),
-                Err(e) => {
-                    self.client = None;
-                    if attempt == 1 {
-                        return Err(format!("node unreachable: {e}"));
-                    }
-                }
-            }
-        }
-        Err("node unreachable".into())
+    ) -> Result<Decision, String> {
+        self.agent
+            .check(code, temperature_dc, plate)
+            .await
+            .map_err(|e| match e {
+                GateError::Refused(why) => why,
+                other => other.to_string(),
+            })
     }
 
-    fn show(&self, line: usize, a: &CheckAnswer, plate: Option<&str>) {
+    fn show(&self, line: usize, d: &Decision, plate: Option<&str>) {
         if self.json {
-            println!("{}", json!({ "line": line, "plate": plate, "answer": a }));
+            println!(
+                "{}",
+                json!({ "line": line, "plate": plate, "answer": d.answer, "offline": d.offline, "degraded": d.degraded, "gate_seq": d.gate_seq })
+            );
             return;
         }
-        print!("{}", crate::output::check_text(a));
+        print!("{}", crate::output::check_text(&d.answer));
+        if d.offline {
+            println!(
+                "   decided by this gate alone{} (buffered as #{})",
+                if d.degraded {
+                    ", DEGRADED: no word from the node"
+                } else {
+                    ""
+                },
+                d.gate_seq.unwrap_or_default()
+            );
+        }
     }
 
     fn problem(&self, line: usize, why: &str) {
@@ -90,6 +74,43 @@ impl Gate {
         } else {
             println!("?? line {line}: {why}");
         }
+    }
+
+    fn notice(&self, n: &Notice) {
+        if self.json {
+            println!("{}", json!(n));
+            return;
+        }
+        let text = match n {
+            Notice::Online { node } => format!("-- online: node {node}"),
+            Notice::Offline { why } => {
+                format!("!! OFFLINE: node unreachable ({why}); this gate decides alone")
+            }
+            Notice::Degraded { silent_s } => format!(
+                "!! DEGRADED: no word from the node for {silent_s} s: visitors refused, residents from this gate's cache"
+            ),
+            Notice::Recovered => "-- node heard again: degraded mode ended".into(),
+            Notice::ClockSkew { skew_ms } => format!(
+                "!! CLOCK: this gate's clock is {:.1} s off the node's; decisions use the node's time",
+                *skew_ms as f64 / 1000.0
+            ),
+            Notice::ClockAgrees => "-- clock agrees with the node again".into(),
+            Notice::BufferAlarm { pending, capacity } => format!(
+                "!! BUFFER: {pending} of {capacity} offline events waiting: get the node back"
+            ),
+            Notice::Uploaded {
+                stored,
+                upto_gate_seq,
+            } => format!("-- {stored} offline events uploaded (up to #{upto_gate_seq})"),
+            Notice::Problem { what } => format!("!! PROBLEM: {what}"),
+            Notice::Lockdown {
+                locked: true,
+                epoch,
+                reason,
+            } => format!("!! LOCKDOWN (epoch {epoch}): {reason}"),
+            Notice::Lockdown { epoch, .. } => format!("-- lockdown lifted (epoch {epoch})"),
+        };
+        println!("{text}");
     }
 }
 
@@ -104,20 +125,26 @@ fn person(line: &str) -> Result<(i16, &str), String> {
 
 pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
     let cfg = dir.read_config()?;
-    let key = read_signing_key(&dir.key())?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&read_secret(&dir.key())?);
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
         .map_err(anyhow::Error::msg)?;
-    let mut gate = Gate {
-        cfg,
-        key,
-        root,
-        client: None,
-        json,
-    };
+    let (agent, mut notices) = GateAgent::start(cfg, key, root, &dir.cache())?;
+    let mut gate = Gate { agent, json };
+    gate.agent.wait_online(std::time::Duration::from_millis(START_WAIT_MS)).await;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut vehicle: Option<(String, Vec<(usize, i16, String)>)> = None;
     let mut n = 0usize;
-    while let Some(raw) = lines.next_line().await? {
+    loop {
+        let raw = tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(l) => l,
+                None => break,
+            },
+            Some(notice) = notices.recv() => {
+                gate.notice(&notice);
+                continue;
+            }
+        };
         n += 1;
         let line = raw.trim();
         if line.is_empty() {
@@ -144,9 +171,9 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
             let mut all_allowed = !occupants.is_empty();
             for (l, t, code) in &occupants {
                 match gate.check(code, *t, Some(&plate)).await {
-                    Ok(a) => {
-                        all_allowed &= a.allowed;
-                        gate.show(*l, &a, Some(&plate));
+                    Ok(d) => {
+                        all_allowed &= d.answer.allowed;
+                        gate.show(*l, &d, Some(&plate));
                     }
                     Err(why) => {
                         all_allowed = false;
@@ -191,8 +218,18 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
             Err(why) => gate.problem(n, &why),
         }
     }
-    if let Some(client) = gate.client.take() {
-        client.close().await;
+    // Standard input ended: give the link a moment to upload what waits, then report it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
+    while gate.agent.pending() > 0 && gate.agent.online() && tokio::time::Instant::now() < deadline {
+        gate.agent.kick_upload();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    while let Ok(notice) = notices.try_recv() {
+        gate.notice(&notice);
+    }
+    let pending = gate.agent.pending();
+    if pending > 0 {
+        gate.problem(n, &format!("{pending} offline events still wait for upload in this gate's cache; they go when the gate runs again and reaches its node"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,31 @@ fn event_line(e: &GateEvent) -> String {
             .as_ref()
             .map(|p| format!(" plate {p}"))
             .unwrap_or_default(),
-        if e.offline { " (offline)" } else { "" },
+        match e.offline {
+            Some(m) if m.degraded => " (offline, degraded)",
+            Some(_) => " (offline)",
+            None => "",
+        },
+    )
+}
+
+/// One gate as its node sees it: link, applied lockdown epoch, last contact.
+pub fn gate_link_line(g: &menjin_proto::wire::GateLink, now_ms: u64) -> String {
+    let contact = if g.last_contact_ms == 0 {
+        "never".to_string()
+    } else {
+        format!("{:.1} s ago", now_ms.saturating_sub(g.last_contact_ms) as f64 / 1000.0)
+    };
+    format!(
+        "{:<12} {:<12} lockdown epoch {} {} (feed version {}), last contact {contact}, offline events uploaded {}, waiting {}, clock skew {} ms",
+        g.gate,
+        if g.connected { "subscribed" } else { "not connected" },
+        g.lockdown_epoch,
+        if g.locked { "LOCKED" } else { "open" },
+        g.applied_version,
+        g.uploaded_upto,
+        g.pending_events,
+        g.skew_ms
     )
 }
 
@@ -94,6 +118,9 @@ pub fn check_text(a: &CheckAnswer) -> String {
     );
     if a.fever {
         out.push_str("!! FEVER: refer to the health post\n");
+    }
+    if a.passback {
+        out.push_str("!! PASSBACK: this code went in before and never came out: check the person\n");
     }
     if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
         out.push_str(&format!(
@@ -132,6 +159,10 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
             Response::Done(m) => print_json(&json!({ "done": m })),
             Response::HubStatus(s) => print_json(s),
             Response::DistrictLog(events) => print_json(events),
+            Response::Uploaded {
+                upto_gate_seq,
+                stored,
+            } => print_json(&json!({ "upto_gate_seq": upto_gate_seq, "stored": stored })),
             Response::Error { .. } => unreachable!("handled above"),
         },
         Response::Check(a) => {
@@ -220,6 +251,9 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                 }
             );
             println!("gate events logged: {}", s.events_logged);
+            for g in &s.gate_links {
+                println!("  gate {}", gate_link_line(g, s.node_time_ms));
+            }
             if s.locked {
                 println!(
                     "LOCKED DOWN (epoch {}): {}",
@@ -268,8 +302,15 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                     c.residents,
                     c.codes_active
                 );
+                for g in &c.gates {
+                    println!("      gate {}", gate_link_line(g, s.hub_time_ms));
+                }
             }
         }
+        Response::Uploaded {
+            upto_gate_seq,
+            stored,
+        } => println!("{stored} offline events stored; gate cursor {upto_gate_seq}"),
         Response::DistrictLog(events) => {
             for e in events {
                 println!("{} {}", e.community, event_line(&e.event));

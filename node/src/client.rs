@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::CommunityId;
+use menjin_proto::feed::{FEED_FRAME_LEN_MAX, GateFeed};
 use menjin_proto::wire::{self, RESPONSE_LEN_MAX, Request, Response};
 
 use crate::tls;
@@ -117,8 +118,73 @@ impl NodeClient {
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))?
     }
 
+    /// Opens the trust feed (see `menjin_proto::feed`): frames arrive on the returned
+    /// stream for as long as the connection lives.
+    ///
+    /// # Errors
+    /// [`ClientError`] if the stream cannot be opened.
+    pub async fn subscribe(&self, gate_id: &str) -> Result<FeedStream, ClientError> {
+        let stream = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
+        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| stream(&e))?;
+        send.write_all(&wire::encode(&Request::Subscribe {
+            gate_id: gate_id.to_string(),
+        }))
+        .await
+        .map_err(|e| stream(&e))?;
+        send.finish().map_err(|e| stream(&e))?;
+        Ok(FeedStream { recv })
+    }
+
+    /// The round trip of the connection as QUIC estimates it.
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
+    /// Both handles are on the same QUIC connection.
+    pub fn same_connection(&self, other: &NodeClient) -> bool {
+        self.conn.stable_id() == other.conn.stable_id()
+    }
+
+    /// The connection has been closed (by either side, or by the idle timeout).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
+    }
+
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_millis(1_000), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The node's side of a feed subscription.
+pub struct FeedStream {
+    recv: quinn::RecvStream,
+}
+
+impl FeedStream {
+    /// The next frame; `Ok(None)` when the node finished the stream.
+    ///
+    /// # Errors
+    /// [`ClientError`] on a transport failure or a malformed or oversized frame.
+    pub async fn next(&mut self) -> Result<Option<GateFeed>, ClientError> {
+        let mut len = [0u8; 4];
+        match self.recv.read_exact(&mut len).await {
+            Ok(()) => {}
+            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
+            Err(e) => return Err(ClientError::Stream(e.to_string())),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > FEED_FRAME_LEN_MAX {
+            return Err(ClientError::Malformed(wire::WireError::TooLong(
+                len,
+                FEED_FRAME_LEN_MAX,
+            )));
+        }
+        let mut body = vec![0u8; len];
+        self.recv
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| ClientError::Stream(e.to_string()))?;
+        Ok(Some(wire::decode(&body, FEED_FRAME_LEN_MAX)?))
     }
 }

@@ -164,6 +164,10 @@ pub struct NodeConfig {
     /// never enter.) The order's default: no.
     #[serde(default)]
     pub residents_may_leave_in_lockdown: bool,
+    /// Flag a resident let in twice without going out in between (a lent code?). The guard
+    /// sees the flag; the person is not refused for it.
+    #[serde(default)]
+    pub anti_passback: bool,
 }
 
 /// `hub.toml`: a district hub. Its other files have the node's names (`node.key`,
@@ -194,6 +198,34 @@ pub struct GateConfig {
     /// Which way this lane lets people through: `in` or `out`.
     #[serde(default)]
     pub direction: Direction,
+    /// Seconds without a word from the node (its feed sends a heartbeat every 2 s) after
+    /// which the gate goes into degraded mode: visitors refused, residents decided from the
+    /// cache.
+    #[serde(default = "default_stale_after_s")]
+    pub stale_after_s: u64,
+    /// A gate clock further than this from the node's is shown to the guard and logged.
+    #[serde(default = "default_clock_skew_max_s")]
+    pub clock_skew_max_s: u64,
+    /// Events decided offline the gate buffers before it stops letting people through
+    /// unlogged; an alarm is raised at 90%.
+    #[serde(default = "default_buffer_capacity")]
+    pub buffer_capacity: u64,
+    /// Flag a resident let in twice at this gate without going out in between, while offline
+    /// (online, the node's own `anti_passback` setting decides).
+    #[serde(default)]
+    pub anti_passback: bool,
+}
+
+fn default_stale_after_s() -> u64 {
+    60
+}
+
+fn default_clock_skew_max_s() -> u64 {
+    30
+}
+
+fn default_buffer_capacity() -> u64 {
+    100_000
 }
 
 /// Paths inside a node directory.
@@ -293,6 +325,10 @@ impl GateDir {
     }
     pub fn key(&self) -> PathBuf {
         self.0.join("gate.key")
+    }
+    /// The gate's own sled cache (trust data, clock, offline event buffer).
+    pub fn cache(&self) -> PathBuf {
+        self.0.join("cache")
     }
     pub fn read_config(&self) -> Result<GateConfig, FileError> {
         let cfg: GateConfig = read_toml(&self.config())?;

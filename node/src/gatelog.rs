@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use menjin_proto::feed::OfflineEvent;
 use menjin_proto::wire::{self, GateEvent, LOG_PAGE_MAX, LogQuery};
+use sled::Transactional;
 use tokio::sync::{mpsc, oneshot};
 
 /// Events written by one flush. Bounds the latency one flush adds to the last event in it.
@@ -32,16 +34,43 @@ pub enum LogError {
 }
 
 type Ack = oneshot::Sender<Result<(u64, u64), String>>;
+type UploadAck = oneshot::Sender<Result<(u64, u32), String>>;
+
+/// What the writer thread is asked to do.
+enum Job {
+    /// One check, group-committed with the others waiting.
+    Event(GateEvent, Ack),
+    /// Events a gate decided alone: stored with that gate's cursor in one transaction.
+    Upload {
+        gate: String,
+        events: Vec<OfflineEvent>,
+        now_ms: u64,
+        ack: UploadAck,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    #[error("offline events must come in rising gate_seq order ({0} after {1})")]
+    Order(u64, u64),
+    #[error("offline event {0} is not marked offline")]
+    NotOffline(u64),
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
 
 /// The owner of tree `gate_log`.
 #[derive(Clone)]
 pub struct GateLog {
     tree: sled::Tree,
+    /// Gate id → the highest `gate_seq` of its offline events stored (big-endian u64).
+    cursors: sled::Tree,
     // Declared before `writer`: when the last clone drops, the last sender goes first, the
     // writer thread sees its queue closed and ends, then `WriterThread::drop` joins it. So
     // once every `GateLog` is gone, no thread holds the database (a node can be reopened
     // in the same process).
-    tx: mpsc::Sender<(GateEvent, Ack)>,
+    tx: mpsc::Sender<Job>,
     count: Arc<AtomicU64>,
     _writer: Arc<WriterThread>,
 }
@@ -64,6 +93,7 @@ impl GateLog {
     /// [`LogError`] if sled cannot be read or the last record is corrupt.
     pub fn open(db: &sled::Db) -> Result<GateLog, LogError> {
         let tree = db.open_tree("gate_log")?;
+        let cursors = db.open_tree("gate_upload_cursor")?;
         let (next_seq, last_time) = match tree.last()? {
             Some((k, v)) => {
                 let seq = seq_of(&k);
@@ -77,6 +107,7 @@ impl GateLog {
         let writer = Writer {
             db: db.clone(),
             tree: tree.clone(),
+            cursors: cursors.clone(),
             next_seq,
             last_time,
             count: count.clone(),
@@ -88,6 +119,7 @@ impl GateLog {
         let writer = Arc::new(WriterThread(Some(handle)));
         Ok(GateLog {
             tree,
+            cursors,
             tx,
             count,
             _writer: writer,
@@ -103,7 +135,7 @@ impl GateLog {
     pub async fn append(&self, event: GateEvent) -> Result<(u64, u64), LogError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send((event, ack))
+            .send(Job::Event(event, ack))
             .await
             .map_err(|_| LogError::Stopped)?;
         match done.await {
@@ -111,6 +143,55 @@ impl GateLog {
             Ok(Err(why)) => Err(LogError::Storage(sled::Error::Unsupported(why))),
             Err(_) => Err(LogError::Stopped),
         }
+    }
+
+    /// Stores events a gate decided alone, exactly once per (gate, `gate_seq`): those at or
+    /// below the gate's cursor are skipped (a resent upload), the rest get sequence numbers,
+    /// the gate's name from the authenticated connection, and the node's time of storing
+    /// (the decision time stays in their `OfflineMark`). Returns the gate's new cursor and
+    /// how many were stored, once on disk.
+    ///
+    /// # Errors
+    /// [`UploadError`]: out of order or unmarked events refuse the whole upload.
+    pub async fn append_offline(
+        &self,
+        gate: &str,
+        events: Vec<OfflineEvent>,
+        now_ms: u64,
+    ) -> Result<(u64, u32), UploadError> {
+        let mut last = 0;
+        for e in &events {
+            if e.gate_seq <= last {
+                return Err(UploadError::Order(e.gate_seq, last));
+            }
+            if e.event.offline.is_none() {
+                return Err(UploadError::NotOffline(e.gate_seq));
+            }
+            last = e.gate_seq;
+        }
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Upload {
+                gate: gate.to_string(),
+                events,
+                now_ms,
+                ack,
+            })
+            .await
+            .map_err(|_| LogError::Stopped)?;
+        match done.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(why)) => Err(LogError::Storage(sled::Error::Unsupported(why)).into()),
+            Err(_) => Err(LogError::Stopped.into()),
+        }
+    }
+
+    /// The highest `gate_seq` of this gate's offline events stored here (0: none).
+    ///
+    /// # Errors
+    /// [`LogError`] on a storage error.
+    pub fn upload_cursor(&self, gate: &str) -> Result<u64, LogError> {
+        Ok(cursor_of(self.cursors.get(gate.as_bytes())?.as_deref()))
     }
 
     /// Events stored so far (the highest sequence number).
@@ -174,6 +255,12 @@ impl GateLog {
     }
 }
 
+fn cursor_of(v: Option<&[u8]>) -> u64 {
+    v.and_then(|v| v.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
 fn seq_of(key: &[u8]) -> u64 {
     u64::from_be_bytes(key.try_into().expect("gate log keys are 8 bytes"))
 }
@@ -196,24 +283,88 @@ fn decode_event(seq: u64, bytes: &[u8]) -> Result<GateEvent, LogError> {
 struct Writer {
     db: sled::Db,
     tree: sled::Tree,
+    cursors: sled::Tree,
     next_seq: u64,
     last_time: u64,
     count: Arc<AtomicU64>,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<(GateEvent, Ack)>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(BATCH_MAX);
         while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < BATCH_MAX {
-                match rx.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Event(ev, ack) => batch.push((ev, ack)),
+                    Job::Upload {
+                        gate,
+                        events,
+                        now_ms,
+                        ack,
+                    } => {
+                        // Keep sequence order: what was queued before goes first.
+                        if !batch.is_empty() {
+                            self.commit(&mut batch);
+                        }
+                        let _ = ack.send(self.upload(&gate, events, now_ms));
+                    }
+                }
+                if batch.len() < BATCH_MAX {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.commit(&mut batch);
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
         }
+    }
+
+    fn upload(
+        &mut self,
+        gate: &str,
+        events: Vec<OfflineEvent>,
+        now_ms: u64,
+    ) -> Result<(u64, u32), String> {
+        let cursor = cursor_of(
+            self.cursors
+                .get(gate.as_bytes())
+                .map_err(|e| e.to_string())?
+                .as_deref(),
+        );
+        let mut fresh: Vec<GateEvent> = Vec::new();
+        let mut upto = cursor;
+        let (mut seq, mut last_time) = (self.next_seq, self.last_time);
+        for e in events.into_iter().filter(|e| e.gate_seq > cursor) {
+            let mut ev = e.event;
+            ev.seq = seq;
+            ev.gate = gate.to_string();
+            ev.time_ms = now_ms.max(last_time);
+            last_time = ev.time_ms;
+            seq += 1;
+            upto = e.gate_seq;
+            fresh.push(ev);
+        }
+        if fresh.is_empty() {
+            return Ok((cursor, 0));
+        }
+        let encoded: Vec<(u64, Vec<u8>)> = fresh.iter().map(|e| (e.seq, wire::encode(e))).collect();
+        let result: sled::transaction::TransactionResult<(), ()> = (&self.tree, &self.cursors)
+            .transaction(|(log, cursors)| {
+                for (seq, bytes) in &encoded {
+                    log.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                }
+                cursors.insert(gate.as_bytes(), &upto.to_be_bytes())?;
+                Ok(())
+            });
+        result
+            .map_err(|e| format!("{e:?}"))
+            .and_then(|()| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
+            .inspect_err(|e| tracing::error!(error = %e, gate, "offline events not stored"))?;
+        self.next_seq = seq;
+        self.last_time = last_time;
+        self.count.store(seq - 1, Ordering::Release);
+        Ok((upto, fresh.len() as u32))
     }
 
     fn commit(&mut self, batch: &mut Vec<(GateEvent, Ack)>) {
@@ -271,7 +422,8 @@ mod tests {
             holder: None,
             kind: None,
             plate: None,
-            offline: false,
+            offline: None,
+            passback: false,
         }
     }
 

@@ -176,6 +176,8 @@ struct LinkState {
     last_contact_ms: u64,
     /// The node's current link.
     conn: Option<quinn::Connection>,
+    /// The community's gates as the node last reported them.
+    gates: Vec<menjin_proto::wire::GateLink>,
 }
 
 /// A running district hub.
@@ -351,6 +353,7 @@ impl Hub {
                     residents: roster.persons.len() as u64,
                     locked: lockdown.as_ref().is_some_and(|l| l.locked),
                     lockdown_epoch: lockdown.map_or(0, |l| l.epoch),
+                    gates: l.gates,
                     codes_active: roster
                         .codes
                         .values()
@@ -596,6 +599,9 @@ impl Hub {
                                     .map_err(stored)?;
                             }
                             LinkFrame::LocalLockdown(l) => self.adopt_local_lockdown(community, &l),
+                            LinkFrame::GateLinks(gates) => {
+                                self.links.lock().expect("links lock").entry(community).or_default().gates = gates;
+                            }
                             other => {
                                 tracing::warn!(community, ?other, "unexpected frame from node");
                                 return Err(FrameError::Stream("unexpected frame".into()));
@@ -632,6 +638,7 @@ impl Service for Hub {
                                 kind: ErrorKind::Internal,
                                 message: e.to_string(),
                             })
+                            .into()
                     }
                 })
                 .await;

@@ -7,7 +7,9 @@
 //! holder's own printed pass shows it).
 
 pub mod client;
+pub mod feed;
 pub mod files;
+pub mod gate;
 pub mod gatelog;
 pub mod gates;
 pub mod hub;

@@ -77,6 +77,7 @@ pub fn create_node(
         code_validity_days: spec.code_validity_days,
         hub: spec.hub,
         residents_may_leave_in_lockdown: false,
+        anti_passback: false,
     })?;
     Ok(cert)
 }
@@ -155,6 +156,10 @@ pub fn create_gate(
         node: node_addr,
         root_public_key: menjin_proto::keys::public_key_hex(&root),
         direction: menjin_proto::wire::Direction::In,
+        stale_after_s: 60,
+        clock_skew_max_s: 30,
+        buffer_capacity: 100_000,
+        anti_passback: false,
     })?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()

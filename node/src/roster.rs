@@ -299,6 +299,22 @@ impl Roster {
         })
     }
 
+    /// What gates cache (see `feed`): revoked codes of people, and active visitor codes
+    /// with their hosts.
+    pub fn trust_lists(&self) -> (Vec<CredId>, Vec<(CredId, HolderId)>) {
+        let view = self.view.read().expect("roster view lock");
+        let mut revoked = Vec::new();
+        let mut visitors = Vec::new();
+        for (id, c) in &view.creds {
+            match (c.kind, &c.status, c.host) {
+                (HolderKind::Visitor, CredStatus::Active, Some(host)) => visitors.push((*id, host)),
+                (HolderKind::Visitor, _, _) | (_, CredStatus::Active, _) => {}
+                _ => revoked.push(*id),
+            }
+        }
+        (revoked, visitors)
+    }
+
     /// Counts of codes in force and revoked, from the view.
     pub fn code_counts(&self) -> (u64, u64) {
         let view = self.view.read().expect("roster view lock");

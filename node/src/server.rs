@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::service::{Node, now_ms};
+use menjin_proto::feed::{GateFeed, HEARTBEAT_MS, frame};
 use crate::tls::{self, PeerRole, PeerTable};
 
 /// Gates, consoles and nodes connected at once; a community has at most a few dozen gates, a
@@ -114,11 +115,26 @@ impl<S: Service> Server<S> {
     }
 }
 
+/// What a request is answered with.
+pub enum Reply {
+    /// One answer, then the stream is finished.
+    Once(Response),
+    /// Frames (already length-prefixed), written in order as they come, until the sender
+    /// is dropped or the peer goes away (a gate's feed subscription).
+    Frames(tokio::sync::mpsc::Receiver<Vec<u8>>),
+}
+
+impl From<Response> for Reply {
+    fn from(r: Response) -> Reply {
+        Reply::Once(r)
+    }
+}
+
 /// Answers requests, one per bidirectional stream, until the peer goes away.
 pub async fn serve_requests<F, Fut>(conn: quinn::Connection, role: PeerRole, handler: F)
 where
     F: Fn(PeerRole, Request) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Response> + Send,
+    Fut: Future<Output = Reply> + Send,
 {
     let limit = match role {
         PeerRole::Gate(_) => GATE_REQUEST_LEN_MAX,
@@ -135,13 +151,13 @@ where
         let handler = handler.clone();
         let role = role.clone();
         tokio::spawn(async move {
-            let response = match recv.read_to_end(limit).await {
+            let reply = match recv.read_to_end(limit).await {
                 Err(quinn::ReadToEndError::TooLong) => {
                     tracing::warn!(?role, limit, "oversized request refused");
-                    Response::Error {
+                    Reply::Once(Response::Error {
                         kind: ErrorKind::BadRequest,
                         message: format!("request exceeds {limit} bytes"),
-                    }
+                    })
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "request stream failed");
@@ -150,19 +166,32 @@ where
                 Ok(bytes) => match wire::decode::<Request>(&bytes, limit) {
                     Err(e) => {
                         tracing::warn!(?role, error = %e, "malformed request refused");
-                        Response::Error {
+                        Reply::Once(Response::Error {
                             kind: ErrorKind::BadRequest,
                             message: e.to_string(),
-                        }
+                        })
                     }
                     Ok(req) => handler(role, req).await,
                 },
             };
-            if let Err(e) = send.write_all(&wire::encode(&response)).await {
-                tracing::info!(error = %e, "answer not delivered");
-                return;
+            match reply {
+                Reply::Once(response) => {
+                    if let Err(e) = send.write_all(&wire::encode(&response)).await {
+                        tracing::info!(error = %e, "answer not delivered");
+                        return;
+                    }
+                    let _ = send.finish();
+                }
+                Reply::Frames(mut frames) => {
+                    while let Some(frame) = frames.recv().await {
+                        if let Err(e) = send.write_all(&frame).await {
+                            tracing::info!(error = %e, "feed ended");
+                            return;
+                        }
+                    }
+                    let _ = send.finish();
+                }
             }
-            let _ = send.finish();
         });
     }
 }
@@ -180,15 +209,26 @@ impl Service for Node {
     }
 }
 
-async fn dispatch(node: Arc<Node>, role: PeerRole, req: Request) -> Response {
-    match (role, req) {
+async fn dispatch(node: Arc<Node>, role: PeerRole, req: Request) -> Reply {
+    let refused = |r: crate::service::Refusal| Response::Error {
+        kind: r.kind,
+        message: r.message,
+    };
+    let response = match (role, req) {
         (PeerRole::Gate(gate), Request::Check(check)) => match node.check(&gate, check).await {
             Ok(answer) => Response::Check(answer),
-            Err(r) => Response::Error {
-                kind: r.kind,
-                message: r.message,
-            },
+            Err(r) => refused(r),
         },
+        (PeerRole::Gate(gate), Request::Subscribe { gate_id }) => {
+            return Reply::Frames(subscribe(node, gate, gate_id));
+        }
+        (PeerRole::Gate(gate), Request::GateAck { gate_id, ack }) => {
+            node.gate_ack(&gate, &gate_id, &ack)
+        }
+        (PeerRole::Gate(gate), Request::UploadEvents { gate_id, events }) => node
+            .upload(&gate, &gate_id, events)
+            .await
+            .unwrap_or_else(refused),
         (PeerRole::Gate(gate), _) => {
             tracing::warn!(%gate, "gate asked for a console operation");
             Response::Error {
@@ -209,5 +249,65 @@ async fn dispatch(node: Arc<Node>, role: PeerRole, req: Request) -> Response {
             kind: ErrorKind::Forbidden,
             message: "nodes talk to hubs".into(),
         },
-    }
+    };
+    Reply::Once(response)
+}
+
+/// Frames a subscriber may have waiting before the feed stops producing for it.
+const FEED_QUEUE_MAX: usize = 64;
+
+/// A gate's feed: the snapshot, then every update as it is made, heartbeats in between.
+/// The gate's link shows connected while it runs.
+fn subscribe(
+    node: Arc<Node>,
+    gate: String,
+    asked_as: String,
+) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(FEED_QUEUE_MAX);
+    tokio::spawn(async move {
+        if asked_as != gate {
+            tracing::warn!(%gate, %asked_as, "gate subscribed under another gate's name");
+            let _ = tx
+                .send(frame(&GateFeed::Refused(format!(
+                    "this connection is gate {gate}, the subscription says {asked_as}"
+                ))))
+                .await;
+            return;
+        }
+        let mut updates = node.feed.subscribe();
+        let snapshot = node.feed_snapshot();
+        let mut version = snapshot.version;
+        tracing::info!(%gate, version, revoked = snapshot.revoked.len(), visitors = snapshot.visitors.len(), "gate subscribed");
+        if tx.send(frame(&GateFeed::Snapshot(snapshot))).await.is_err() {
+            return;
+        }
+        node.feed.connected(&gate, true, now_ms());
+        let heartbeat = Duration::from_millis(HEARTBEAT_MS);
+        loop {
+            let next = tokio::select! {
+                u = updates.recv() => match u {
+                    Ok(u) if u.version <= version => continue,
+                    Ok(u) => {
+                        version = u.version;
+                        GateFeed::Update((*u).clone())
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(%gate, missed = n, "gate fell behind its feed; sending a fresh snapshot");
+                        let s = node.feed_snapshot();
+                        version = s.version;
+                        GateFeed::Snapshot(s)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                () = tokio::time::sleep(heartbeat) => GateFeed::Heartbeat { version, node_time_ms: now_ms() },
+                () = tx.closed() => break,
+            };
+            if tx.send(frame(&next)).await.is_err() {
+                break;
+            }
+        }
+        node.feed.connected(&gate, false, now_ms());
+        tracing::info!(%gate, "gate feed ended");
+    });
+    rx
 }

@@ -30,6 +30,9 @@ use crate::tls::{PeerRole, PeerTable};
 use crate::{pass, photo};
 use menjin_proto::record::{LocalLockdown, effective_lockdown};
 use menjin_sync::{Lockdown, Role, RosterBatch};
+use menjin_proto::feed::{GateAck, GateLockdown, OfflineEvent, TrustSnapshot, UPLOAD_BATCH_MAX};
+use menjin_proto::wire::Direction;
+use crate::gatelog::UploadError;
 
 mod import;
 pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
@@ -135,6 +138,10 @@ pub struct Node {
     pub(crate) local_changed: tokio::sync::Notify,
     /// The district health list as last applied: keyed ID hash → (status, time).
     health: std::sync::RwLock<std::collections::HashMap<IdHash, (String, UnixTime)>>,
+    /// What gates cache, pushed to them as it changes; and their links.
+    pub feed: crate::feed::Feed,
+    /// Anti-passback (when configured): each resident's last direction through a gate.
+    last_direction: Mutex<std::collections::HashMap<HolderId, Direction>>,
 }
 
 impl Node {
@@ -177,7 +184,14 @@ impl Node {
         let config_community = config.community;
         let local_policy = LocalPolicy::open(&db)?;
         let replication = replication.map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let feed = crate::feed::Feed::new(
+            roster.clone(),
+            GateLockdown::default(),
+            u64::from_be_bytes(crate::files::random8()),
+        );
         let node = Arc::new(Node {
+            feed,
+            last_direction: Mutex::default(),
             config,
             key_id: KeyId::of(&key.verifying_key()),
             key,
@@ -234,6 +248,8 @@ impl Node {
     /// Commits a roster change (flushed), then mirrors it into the replicated roster. The
     /// sled roster is the source of truth; if the mirror fails, the next start repairs it.
     fn commit(&self, change: Change) -> Result<(), RosterError> {
+        let touched: Vec<crate::feed::CodeTouch> =
+            change.creds.iter().map(crate::feed::CodeTouch::of).collect();
         let mut batch = RosterBatch::default();
         for p in &change.persons {
             batch.put_person(roster_entry(p));
@@ -242,6 +258,7 @@ impl Node {
             batch.put_code(code_entry(c));
         }
         self.roster.commit(change)?;
+        self.feed.on_commit(&touched, now_ms());
         match self
             .replication
             .apply_roster(self.config.community, &batch, now_ms() / 1000)
@@ -289,9 +306,13 @@ impl Node {
     /// Runs a console request (blocking: call from a blocking thread).
     pub fn console(&self, req: Request, now: UnixTime) -> Response {
         let result = match req {
-            Request::Check(_) => Err(Refusal {
+            Request::Check(_)
+            | Request::Subscribe { .. }
+            | Request::GateAck { .. }
+            | Request::UploadEvents { .. } => Err(Refusal {
                 kind: ErrorKind::Forbidden,
-                message: "checks come from enrolled gates, not the console".into(),
+                message: "checks, feeds and uploads come from enrolled gates, not the console"
+                    .into(),
             }),
             Request::LocalLockdown { locked, reason, by } => {
                 self.set_local_lockdown(locked, reason, by, now)
@@ -797,7 +818,29 @@ impl Node {
             locked: lockdown.locked,
             lockdown_epoch: lockdown.epoch,
             lockdown_reason: lockdown.reason,
+            gate_links: self.gate_links(),
         }
+    }
+
+    /// Every enrolled gate's link.
+    pub fn gate_links(&self) -> Vec<menjin_proto::wire::GateLink> {
+        self.feed.links(&self.peers.gates())
+    }
+
+    /// The lockdown as gates apply it.
+    pub fn gate_lockdown(&self) -> GateLockdown {
+        let l = self.lockdown();
+        GateLockdown {
+            locked: l.locked,
+            epoch: l.epoch,
+            reason: l.reason,
+            at: l.at,
+        }
+    }
+
+    /// Tells the gates about the lockdown in force (nothing is sent if it did not change).
+    fn push_lockdown(&self) {
+        self.feed.on_lockdown(self.gate_lockdown(), now_ms());
     }
 
     /// The lockdown in force here: the district's, or a later one decided at this node.
@@ -856,6 +899,7 @@ impl Node {
             message: e.to_string(),
         })?;
         *self.local_lockdown.write().expect("lockdown lock") = Some(l);
+        self.push_lockdown();
         self.local_changed.notify_one();
         tracing::warn!(
             community = self.config.community,
@@ -883,6 +927,7 @@ impl Node {
                 *current = new;
             }
         }
+        self.push_lockdown();
         let changed: Vec<(IdHash, String, UnixTime)> = {
             let mut view = self.health.write().expect("health lock");
             let mut changed = Vec::new();
@@ -1018,6 +1063,13 @@ impl Node {
             lockdown: self.lockdown().locked,
             residents_may_leave: self.config.residents_may_leave_in_lockdown,
         });
+        let passback = self.passback(
+            view.as_ref().map(|v| v.holder),
+            view.as_ref().map(|v| v.kind),
+            &verdict,
+            req.direction,
+        );
+        self.feed.contact(gate_id, now_ms);
         let event = GateEvent {
             seq: 0,
             time_ms: now_ms,
@@ -1031,7 +1083,8 @@ impl Node {
             holder: view.as_ref().map(|v| v.holder),
             kind: view.as_ref().map(|v| v.kind),
             plate: req.plate.clone(),
-            offline: false,
+            offline: None,
+            passback,
         };
         let (seq, time_ms) = self.log.append(event).await?;
         self.log_appended.notify_one();
@@ -1045,7 +1098,85 @@ impl Node {
             holder: view.map(|v| v.display.clone()),
             seq,
             node_time_ms: time_ms,
+            passback,
         })
+    }
+
+    /// A gate's offline events (see [`GateLog::append_offline`]).
+    ///
+    /// # Errors
+    /// A [`Refusal`] for a malformed upload (nothing stored) or a storage failure.
+    pub async fn upload(
+        &self,
+        gate_id: &str,
+        req_gate: &str,
+        events: Vec<OfflineEvent>,
+    ) -> Result<Response, Refusal> {
+        if req_gate != gate_id {
+            return Err(Refusal {
+                kind: ErrorKind::Forbidden,
+                message: format!("this connection is gate {gate_id}, the upload says {req_gate}"),
+            });
+        }
+        if events.len() > UPLOAD_BATCH_MAX {
+            return Err(bad(format!("at most {UPLOAD_BATCH_MAX} events per upload")));
+        }
+        let now = now_ms();
+        let (upto, stored) = self
+            .log
+            .append_offline(gate_id, events, now)
+            .await
+            .map_err(|e| match e {
+                UploadError::Log(e) => Refusal {
+                    kind: ErrorKind::Internal,
+                    message: e.to_string(),
+                },
+                e => bad(e.to_string()),
+            })?;
+        if stored > 0 {
+            self.log_appended.notify_one();
+            tracing::info!(gate = %gate_id, stored, upto, "offline gate events stored");
+        }
+        self.feed.uploaded(gate_id, upto, now);
+        Ok(Response::Uploaded {
+            upto_gate_seq: upto,
+            stored,
+        })
+    }
+
+    /// A gate's acknowledgment of the feed.
+    pub fn gate_ack(&self, gate_id: &str, req_gate: &str, ack: &GateAck) -> Response {
+        if req_gate != gate_id {
+            return Response::Error {
+                kind: ErrorKind::Forbidden,
+                message: format!("this connection is gate {gate_id}, the ack says {req_gate}"),
+            };
+        }
+        self.feed.acked(gate_id, ack, now_ms());
+        Response::Done(format!("version {} noted", ack.version))
+    }
+
+    /// The full trust data for a gate that subscribes.
+    pub fn feed_snapshot(&self) -> TrustSnapshot {
+        self.feed.snapshot(
+            self.cert.encode(),
+            self.config.community,
+            self.config.residents_may_leave_in_lockdown,
+            now_ms(),
+        )
+    }
+
+    /// Anti-passback: a resident let in twice without going out in between is flagged. The
+    /// memory is this process's (a restart forgets who is in).
+    fn passback(&self, holder: Option<HolderId>, kind: Option<HolderKind>, verdict: &rule::Verdict, direction: Direction) -> bool {
+        let (Some(holder), Some(HolderKind::Resident | HolderKind::Dependent)) = (holder, kind) else {
+            return false;
+        };
+        if !self.config.anti_passback || !verdict.allowed {
+            return false;
+        }
+        let mut last = self.last_direction.lock().expect("passback lock");
+        last.insert(holder, direction) == Some(Direction::In) && direction == Direction::In
     }
 }
 

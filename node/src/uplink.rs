@@ -138,12 +138,17 @@ async fn serve(
     // Report a lockdown decided here while the hub was away (the hub keeps the later
     // decision; resending is harmless).
     let mut report_local = node.local_lockdown().is_some();
+    // The gates' links (applied lockdown epoch, last contact), for the hub's status.
+    let mut report_gates = true;
     let result = async {
         loop {
             if std::mem::take(&mut report_local) {
                 if let Some(l) = node.local_lockdown() {
                     write_frame(&mut send, &LinkFrame::LocalLockdown(l)).await?;
                 }
+            }
+            if std::mem::take(&mut report_gates) {
+                write_frame(&mut send, &LinkFrame::GateLinks(node.gate_links())).await?;
             }
             send_frames(&repl, Role::Hub, &mut send).await?;
             while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
@@ -187,6 +192,7 @@ async fn serve(
                 () = next_timer(&repl) => repl.timeout(crate::service::now_ms()).map_err(stored)?,
                 () = node.log_appended.notified() => {}
                 () = node.local_changed.notified() => report_local = true,
+                () = node.feed.links_changed.notified() => report_gates = true,
                 () = tokio::time::sleep(Duration::from_millis(RESCAN_MS)) => {}
                 _ = shutdown.changed() => return Ok(()),
             }

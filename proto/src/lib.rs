@@ -14,6 +14,7 @@ pub mod cert;
 pub mod civil;
 pub mod credential;
 pub mod declaration;
+pub mod feed;
 pub mod idnum;
 pub mod keys;
 pub mod link;

@@ -33,4 +33,7 @@ pub enum LinkFrame {
     /// Node → hub: a lockdown decided at the node (see `record::effective_lockdown`); the
     /// hub adopts it into the district policy unless it has decided later itself.
     LocalLockdown(crate::record::LocalLockdown),
+    /// Node → hub: its gates' state (connection, applied lockdown epoch, last contact),
+    /// sent when it changes, at most every few hundred milliseconds.
+    GateLinks(Vec<crate::wire::GateLink>),
 }

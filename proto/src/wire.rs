@@ -11,9 +11,10 @@ use crate::declaration::{Declaration, Outcome};
 use crate::rule::Reason;
 use crate::{CommunityId, UnixTime};
 
-/// A gate's check request is a code (≤ 210 characters), a gate id and a plate: 4 KiB is
-/// ample, and a small limit keeps a misbehaving gate from tying up memory.
-pub const GATE_REQUEST_LEN_MAX: usize = 4 * 1024;
+/// A gate's check request is a code (≤ 210 characters), a gate id and a plate; its largest
+/// request is an upload of [`crate::feed::UPLOAD_BATCH_MAX`] offline events (about 150 bytes
+/// each). A small limit keeps a misbehaving gate from tying up memory.
+pub const GATE_REQUEST_LEN_MAX: usize = 64 * 1024;
 /// Photos for printed passes are at most [`PHOTO_LEN_MAX`]; console requests carry one.
 pub const CONSOLE_REQUEST_LEN_MAX: usize = PHOTO_LEN_MAX + 64 * 1024;
 /// A printed pass embeds its photo; a log page holds at most [`LOG_PAGE_MAX`] events.
@@ -122,6 +123,9 @@ pub struct CheckAnswer {
     /// The gate-log sequence number under which the node stored this check (flushed).
     pub seq: u64,
     pub node_time_ms: u64,
+    /// Anti-passback: this resident went in before and has not gone out since. The guard
+    /// must look (a lent code?); the rule itself does not refuse.
+    pub passback: bool,
 }
 
 /// One line of the gate log.
@@ -140,7 +144,21 @@ pub struct GateEvent {
     pub kind: Option<HolderKind>,
     pub plate: Option<String>,
     /// Decided by the gate alone while its node was unreachable.
-    pub offline: bool,
+    pub offline: Option<OfflineMark>,
+    /// Anti-passback flag (see [`CheckAnswer::passback`]).
+    pub passback: bool,
+}
+
+/// How an event decided by a gate alone came to the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineMark {
+    /// The gate's own event number (one per event, rising).
+    pub gate_seq: u64,
+    /// When the gate decided, on its best estimate of the node's clock. `time_ms` is when
+    /// the node stored it.
+    pub decided_ms: u64,
+    /// The gate had not heard from its node for longer than its bound (visitors refused).
+    pub degraded: bool,
 }
 
 /// Filters for a log query; all optional, combined with "and".
@@ -238,6 +256,23 @@ pub enum Request {
         reason: String,
         by: String,
     },
+    /// Gate: subscribe to the trust feed (see [`crate::feed`]); answered with feed frames on
+    /// the same stream for as long as the connection lives.
+    Subscribe {
+        gate_id: String,
+    },
+    /// Gate: the feed version it has applied and flushed, and its state.
+    GateAck {
+        gate_id: String,
+        ack: crate::feed::GateAck,
+    },
+    /// Gate: events it decided alone, in `gate_seq` order. Answered with
+    /// [`Response::Uploaded`]; events at or below the node's cursor for that gate are
+    /// skipped, so a resent upload is harmless.
+    UploadEvents {
+        gate_id: String,
+        events: Vec<crate::feed::OfflineEvent>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +342,28 @@ pub struct NodeStatus {
     pub locked: bool,
     pub lockdown_epoch: u64,
     pub lockdown_reason: String,
+    /// Every enrolled gate: connection, applied feed version and lockdown epoch, last contact.
+    pub gate_links: Vec<GateLink>,
+}
+
+/// One gate as its node sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateLink {
+    pub gate: String,
+    /// A feed subscription is open now.
+    pub connected: bool,
+    /// Last request or acknowledgment from the gate, node clock (0: never).
+    pub last_contact_ms: u64,
+    /// The feed version and lockdown epoch the gate last acknowledged as applied.
+    pub applied_version: u64,
+    pub lockdown_epoch: u64,
+    pub locked: bool,
+    /// Offline events the gate reported still waiting in its buffer.
+    pub pending_events: u64,
+    /// Offline events of this gate stored here (its upload cursor).
+    pub uploaded_upto: u64,
+    /// The gate's clock minus the node's (milliseconds), as the gate measured it.
+    pub skew_ms: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +391,8 @@ pub enum Response {
     Done(String),
     HubStatus(HubStatus),
     DistrictLog(Vec<DistrictEvent>),
+    /// Every offline event of this gate up to `upto_gate_seq` is stored (flushed).
+    Uploaded { upto_gate_seq: u64, stored: u32 },
     Error { kind: ErrorKind, message: String },
 }
 
@@ -367,6 +426,8 @@ pub struct CommunityLink {
     pub codes_active: u64,
     pub locked: bool,
     pub lockdown_epoch: u64,
+    /// The community's gates as its node last reported them.
+    pub gates: Vec<GateLink>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,7 +38,8 @@ fn gate_daemon_decides_each_scanned_line_and_checks_vehicles_person_by_person() 
     let lines: Vec<Value> = out
         .stdout
         .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|v| v.get("notice").is_none())
         .collect();
     assert_eq!(lines.len(), 8, "{}", out.stdout);
     assert_eq!(lines[0]["answer"]["allowed"], true);

@@ -31,7 +31,8 @@ fn declared_resident_is_allowed_at_the_gate_and_the_event_is_logged() {
     assert_eq!(e["reason"], "ok");
     assert_eq!(e["temperature_dc"], 366);
     assert_eq!(e["holder"].as_str(), Some(holder.as_str()));
-    assert_eq!(e["offline"], false);
+    assert_eq!(e["offline"], serde_json::Value::Null);
+    assert_eq!(e["passback"], false);
 
     let r = c.roster();
     assert_eq!(r["community"], COMMUNITY);

@@ -1,0 +1,281 @@
+//! The node's side of the gate feed (see `menjin_proto::feed`): the trust data its gates
+//! cache (revoked codes of people, visitor codes with consent in force, the lockdown), kept
+//! up to date from roster commits and lockdown changes, versioned, and broadcast to every
+//! subscribed gate the moment it changes; and each gate's link as the node sees it
+//! (connected, applied version and lockdown epoch, last contact), for `menjin status`.
+//!
+//! The lists are kept incrementally: a roster commit names the codes it touched, and the
+//! visitors in force are recomputed from the (few) visitor codes whose consent stands, since
+//! a host losing their own code suspends their visitors' consents.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use menjin_proto::credential::{CredId, HolderId, HolderKind};
+use menjin_proto::feed::{GateAck, GateLockdown, TrustSnapshot, TrustUpdate};
+use menjin_proto::record::{CredRecord, CredStatus};
+use menjin_proto::wire::GateLink;
+use tokio::sync::{Notify, broadcast};
+
+use crate::roster::Roster;
+
+/// Updates a slow subscriber may fall behind by before it is sent a fresh snapshot instead.
+const BACKLOG_MAX: usize = 256;
+
+/// What a roster commit did to one code, as far as gates care.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeTouch {
+    pub id: CredId,
+    pub kind: HolderKind,
+    /// Active (true) or revoked/withdrawn.
+    pub active: bool,
+    pub host: Option<HolderId>,
+}
+
+impl CodeTouch {
+    pub fn of(c: &CredRecord) -> CodeTouch {
+        CodeTouch {
+            id: c.id,
+            kind: c.kind,
+            active: c.status == CredStatus::Active,
+            host: c.visit.as_ref().map(|v| v.host),
+        }
+    }
+}
+
+struct State {
+    version: u64,
+    lockdown: GateLockdown,
+    revoked: HashSet<CredId>,
+    /// Every active visitor code and its host.
+    visitor_codes: HashMap<CredId, HolderId>,
+    /// Those whose host holds a code in force: what gates get.
+    visitors: HashSet<CredId>,
+}
+
+/// The trust feed and the gates' links.
+pub struct Feed {
+    incarnation: u64,
+    roster: Roster,
+    state: Mutex<State>,
+    tx: broadcast::Sender<Arc<TrustUpdate>>,
+    links: Mutex<BTreeMap<String, GateLink>>,
+    /// Wakes whoever reports gate links (the uplink to the hub).
+    pub links_changed: Notify,
+}
+
+impl Feed {
+    /// Builds the lists from the roster view. `incarnation` must differ between processes
+    /// of the same node (gates compare it with what they hold).
+    pub fn new(roster: Roster, lockdown: GateLockdown, incarnation: u64) -> Feed {
+        let (revoked, visitor_codes) = roster.trust_lists();
+        let mut state = State {
+            version: 1,
+            lockdown,
+            revoked: revoked.into_iter().collect(),
+            visitor_codes: visitor_codes.into_iter().collect(),
+            visitors: HashSet::new(),
+        };
+        state.visitors = in_force(&roster, &state.visitor_codes);
+        let (tx, _) = broadcast::channel(BACKLOG_MAX);
+        Feed {
+            incarnation,
+            roster,
+            state: Mutex::new(state),
+            tx,
+            links: Mutex::new(BTreeMap::new()),
+            links_changed: Notify::new(),
+        }
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    pub fn version(&self) -> u64 {
+        self.state.lock().expect("feed lock").version
+    }
+
+    /// Subscribe first, then take the snapshot: updates at or below the snapshot's version
+    /// are already in it.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<TrustUpdate>> {
+        self.tx.subscribe()
+    }
+
+    pub fn snapshot(
+        &self,
+        node_cert: Vec<u8>,
+        community: menjin_proto::CommunityId,
+        residents_may_leave: bool,
+        now_ms: u64,
+    ) -> TrustSnapshot {
+        let s = self.state.lock().expect("feed lock");
+        let mut revoked: Vec<CredId> = s.revoked.iter().copied().collect();
+        let mut visitors: Vec<CredId> = s.visitors.iter().copied().collect();
+        revoked.sort_unstable();
+        visitors.sort_unstable();
+        TrustSnapshot {
+            incarnation: self.incarnation,
+            version: s.version,
+            node_time_ms: now_ms,
+            community,
+            node_cert,
+            lockdown: s.lockdown.clone(),
+            residents_may_leave,
+            revoked,
+            visitors,
+        }
+    }
+
+    /// After a roster commit (already applied to the view): the codes it touched.
+    pub fn on_commit(&self, touched: &[CodeTouch], now_ms: u64) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut s = self.state.lock().expect("feed lock");
+        let mut update = TrustUpdate {
+            incarnation: self.incarnation,
+            node_time_ms: now_ms,
+            ..Default::default()
+        };
+        for t in touched {
+            match (t.kind, t.active) {
+                (HolderKind::Visitor, true) => {
+                    if let Some(host) = t.host {
+                        s.visitor_codes.insert(t.id, host);
+                    }
+                }
+                (HolderKind::Visitor, false) => {
+                    s.visitor_codes.remove(&t.id);
+                }
+                (_, false) => {
+                    if s.revoked.insert(t.id) {
+                        update.revoked.push(t.id);
+                    }
+                }
+                (_, true) => {}
+            }
+        }
+        let now = in_force(&self.roster, &s.visitor_codes);
+        update.visitors_added = now.difference(&s.visitors).copied().collect();
+        update.visitors_removed = s.visitors.difference(&now).copied().collect();
+        s.visitors = now;
+        if update.revoked.is_empty()
+            && update.visitors_added.is_empty()
+            && update.visitors_removed.is_empty()
+        {
+            return;
+        }
+        s.version += 1;
+        update.version = s.version;
+        let _ = self.tx.send(Arc::new(update));
+    }
+
+    /// The lockdown the node now enforces; gates get it if it changed.
+    pub fn on_lockdown(&self, lockdown: GateLockdown, now_ms: u64) {
+        let mut s = self.state.lock().expect("feed lock");
+        if s.lockdown == lockdown {
+            return;
+        }
+        s.lockdown = lockdown.clone();
+        s.version += 1;
+        let update = TrustUpdate {
+            incarnation: self.incarnation,
+            version: s.version,
+            node_time_ms: now_ms,
+            lockdown: Some(lockdown),
+            ..Default::default()
+        };
+        let _ = self.tx.send(Arc::new(update));
+    }
+
+    /// Enrolled gates that have never been in touch still show, as never seen.
+    pub fn links(&self, enrolled: &[String]) -> Vec<GateLink> {
+        let links = self.links.lock().expect("links lock");
+        let mut out: BTreeMap<String, GateLink> = enrolled
+            .iter()
+            .map(|g| {
+                (
+                    g.clone(),
+                    GateLink {
+                        gate: g.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for (g, l) in links.iter() {
+            if out.contains_key(g) {
+                out.insert(g.clone(), l.clone());
+            }
+        }
+        out.into_values().collect()
+    }
+
+    fn with_link(&self, gate: &str, f: impl FnOnce(&mut GateLink), notify: bool) {
+        {
+            let mut links = self.links.lock().expect("links lock");
+            let link = links.entry(gate.to_string()).or_insert_with(|| GateLink {
+                gate: gate.to_string(),
+                ..Default::default()
+            });
+            f(link);
+        }
+        if notify {
+            self.links_changed.notify_one();
+        }
+    }
+
+    /// Any request from the gate.
+    pub fn contact(&self, gate: &str, now_ms: u64) {
+        self.with_link(gate, |l| l.last_contact_ms = now_ms, false);
+    }
+
+    pub fn connected(&self, gate: &str, connected: bool, now_ms: u64) {
+        self.with_link(
+            gate,
+            |l| {
+                l.connected = connected;
+                l.last_contact_ms = now_ms;
+            },
+            true,
+        );
+    }
+
+    pub fn acked(&self, gate: &str, ack: &GateAck, now_ms: u64) {
+        let current = ack.incarnation == self.incarnation;
+        self.with_link(
+            gate,
+            |l| {
+                if current {
+                    l.applied_version = ack.version;
+                }
+                l.lockdown_epoch = ack.lockdown_epoch;
+                l.locked = ack.locked;
+                l.pending_events = ack.pending_events;
+                l.skew_ms = ack.skew_ms;
+                l.last_contact_ms = now_ms;
+            },
+            true,
+        );
+    }
+
+    pub fn uploaded(&self, gate: &str, upto: u64, now_ms: u64) {
+        self.with_link(
+            gate,
+            |l| {
+                l.uploaded_upto = upto;
+                l.last_contact_ms = now_ms;
+            },
+            true,
+        );
+    }
+}
+
+fn in_force(roster: &Roster, visitor_codes: &HashMap<CredId, HolderId>) -> HashSet<CredId> {
+    visitor_codes
+        .iter()
+        .filter(|(_, host)| roster.holder_active(host))
+        .map(|(id, _)| *id)
+        .collect()
+}

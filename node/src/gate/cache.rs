@@ -1,0 +1,452 @@
+//! The gate's own sled cache (`<gate dir>/cache`): the trust data its node pushed (node
+//! certificate, revoked codes, visitors in force, lockdown), its knowledge of the node's
+//! clock, and the buffer of events it decided alone until they are uploaded.
+//!
+//! Every record carries a keyed MAC (HMAC-SHA256, key derived from the gate's secret key),
+//! and the head record names the snapshot and the number of updates on top of it, so that a
+//! record changed, added or removed on disk is detected at start: tampered trust data is
+//! discarded (the gate then decides offline only once its node has sent it again), tampered
+//! events are reported and dropped. Nothing is acknowledged or shown before it is flushed.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use ed25519_dalek::VerifyingKey;
+use hmac::{Hmac, KeyInit, Mac};
+use menjin_proto::credential::CredId;
+use menjin_proto::feed::{
+    CacheHead, GateClock, GateLockdown, OfflineEvent, TrustSnapshot, TrustUpdate,
+};
+use menjin_proto::wire::{self, GateEvent};
+use menjin_proto::{CommunityId, NodeCert};
+use sha2::{Digest, Sha256};
+
+const MAC_LEN: usize = 16;
+/// Updates kept on top of a snapshot before the cache is rewritten as one snapshot.
+const UPDATES_MAX: u64 = 256;
+const RECORD_LEN_MAX: usize = menjin_proto::feed::FEED_FRAME_LEN_MAX;
+
+const HEAD: &[u8] = b"head";
+const SNAPSHOT: &[u8] = b"snapshot";
+const CLOCK: &[u8] = b"clock";
+const NEXT_SEQ: &[u8] = b"next_seq";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    #[error("gate cache storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("the node's certificate does not check out: {0}")]
+    Cert(String),
+    #[error(
+        "feed update {got} does not follow version {have} of incarnation {incarnation}: resubscribe"
+    )]
+    Gap {
+        have: u64,
+        got: u64,
+        incarnation: u64,
+    },
+    #[error(
+        "the gate's event buffer is full ({0} events waiting): reconnect the node or raise buffer_capacity"
+    )]
+    Full(u64),
+}
+
+/// The trust data in force.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub incarnation: u64,
+    pub version: u64,
+    pub community: CommunityId,
+    pub cert: Option<NodeCert>,
+    pub lockdown: GateLockdown,
+    pub residents_may_leave: bool,
+    pub revoked: HashSet<CredId>,
+    pub visitors: HashSet<CredId>,
+}
+
+impl Trust {
+    fn apply(&mut self, u: &TrustUpdate) {
+        self.version = u.version;
+        if let Some(l) = &u.lockdown {
+            self.lockdown = l.clone();
+        }
+        self.revoked.extend(u.revoked.iter().copied());
+        for v in &u.visitors_removed {
+            self.visitors.remove(v);
+        }
+        self.visitors.extend(u.visitors_added.iter().copied());
+    }
+}
+
+pub struct GateCache {
+    db: sled::Db,
+    trust_tree: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+    key: [u8; 32],
+    root: VerifyingKey,
+    community: CommunityId,
+    trust: Trust,
+    head: CacheHead,
+    clock: GateClock,
+    next_seq: u64,
+    capacity: u64,
+}
+
+/// What opening the cache found wrong (shown to the guard and logged).
+#[derive(Debug, Default)]
+pub struct OpenReport {
+    pub problems: Vec<String>,
+}
+
+impl GateCache {
+    /// Opens (or creates) the cache. `secret` is the gate's secret key: the MAC key is
+    /// derived from it.
+    ///
+    /// # Errors
+    /// [`CacheError::Storage`] if sled cannot open the directory at all.
+    pub fn open(
+        dir: &Path,
+        secret: &[u8; 32],
+        root: VerifyingKey,
+        community: CommunityId,
+        capacity: u64,
+    ) -> Result<(GateCache, OpenReport), CacheError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&Sha256::new().chain_update(b"menjin gate cache v1").chain_update(secret).finalize());
+        let mut cache = GateCache {
+            trust_tree: db.open_tree("trust")?,
+            events: db.open_tree("events")?,
+            meta: db.open_tree("meta")?,
+            db,
+            key,
+            root,
+            community,
+            trust: Trust::default(),
+            head: CacheHead::default(),
+            clock: GateClock::default(),
+            next_seq: 1,
+            capacity: capacity.max(1),
+        };
+        let mut report = OpenReport::default();
+        if let Err(why) = cache.load_trust() {
+            report.problems.push(format!(
+                "trust data in the gate cache is not intact ({why}): discarded; offline decisions resume once the node has sent it again"
+            ));
+            cache.trust = Trust::default();
+            cache.head = CacheHead::default();
+            cache.trust_tree.clear()?;
+        }
+        match cache.read_meta::<GateClock>(CLOCK) {
+            Ok(Some(c)) => cache.clock = c,
+            Ok(None) => {}
+            Err(why) => report
+                .problems
+                .push(format!("clock record in the gate cache is not intact ({why}): reset")),
+        }
+        match cache.read_meta::<u64>(NEXT_SEQ) {
+            Ok(Some(n)) => cache.next_seq = n,
+            Ok(None) => {}
+            Err(why) => report
+                .problems
+                .push(format!("event counter in the gate cache is not intact ({why})")),
+        }
+        // Events: each must carry a good MAC and a sequence number below the counter.
+        let mut bad = Vec::new();
+        let mut highest = 0;
+        for item in cache.events.iter() {
+            let (k, v) = item?;
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+            match cache.open_record::<OfflineEvent>(&k, &v) {
+                Ok(e) if e.gate_seq == seq => highest = highest.max(seq),
+                Ok(_) => bad.push(k),
+                Err(_) => bad.push(k),
+            }
+        }
+        if !bad.is_empty() {
+            report.problems.push(format!(
+                "{} buffered events in the gate cache were modified on disk: dropped",
+                bad.len()
+            ));
+            for k in bad {
+                cache.events.remove(k)?;
+            }
+        }
+        cache.next_seq = cache.next_seq.max(highest + 1);
+        cache.db.flush()?;
+        for p in &report.problems {
+            tracing::error!(problem = %p, "gate cache");
+        }
+        Ok((cache, report))
+    }
+
+    fn mac(&self, key: &[u8], body: &[u8]) -> [u8; MAC_LEN] {
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("any key length");
+        m.update(&(key.len() as u32).to_be_bytes());
+        m.update(key);
+        m.update(body);
+        let full = m.finalize().into_bytes();
+        let mut out = [0u8; MAC_LEN];
+        out.copy_from_slice(&full[..MAC_LEN]);
+        out
+    }
+
+    fn seal<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Vec<u8> {
+        let mut body = wire::encode(value);
+        let mac = self.mac(key, &body);
+        body.extend_from_slice(&mac);
+        body
+    }
+
+    fn open_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        bytes: &[u8],
+    ) -> Result<T, String> {
+        if bytes.len() < MAC_LEN {
+            return Err("record too short".into());
+        }
+        let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
+        if self.mac(key, body) != mac {
+            return Err(format!("record {} fails its MAC", String::from_utf8_lossy(key)));
+        }
+        wire::decode(body, RECORD_LEN_MAX).map_err(|e| e.to_string())
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
+        match self.meta.get(key).map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(v) => self.open_record(key, &v).map(Some),
+        }
+    }
+
+    fn update_key(version: u64) -> Vec<u8> {
+        let mut k = b"u".to_vec();
+        k.extend_from_slice(&version.to_be_bytes());
+        k
+    }
+
+    fn load_trust(&mut self) -> Result<(), String> {
+        let Some(head) = self.trust_tree.get(HEAD).map_err(|e| e.to_string())? else {
+            return if self.trust_tree.is_empty() {
+                Ok(())
+            } else {
+                Err("records without a head".into())
+            };
+        };
+        let head: CacheHead = self.open_record(HEAD, &head)?;
+        let snap = self
+            .trust_tree
+            .get(SNAPSHOT)
+            .map_err(|e| e.to_string())?
+            .ok_or("the snapshot is missing")?;
+        let snap: TrustSnapshot = self.open_record(SNAPSHOT, &snap)?;
+        if snap.incarnation != head.incarnation || snap.version != head.snapshot_version {
+            return Err("the snapshot is not the one the head names".into());
+        }
+        let mut trust = self.trust_of(snap)?;
+        let mut count = 0;
+        for item in self.trust_tree.scan_prefix(b"u") {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            let u: TrustUpdate = self.open_record(&k, &v)?;
+            if u.version != trust.version + 1 || k.as_ref() != Self::update_key(u.version) {
+                return Err(format!("update {} out of sequence", u.version));
+            }
+            trust.apply(&u);
+            count += 1;
+        }
+        if trust.version != head.version || count != head.version - head.snapshot_version {
+            return Err(format!(
+                "the head says version {}, the records make {}",
+                head.version, trust.version
+            ));
+        }
+        let extra = self.trust_tree.len() as u64 - 2 - count;
+        if extra != 0 {
+            return Err(format!("{extra} unexpected records"));
+        }
+        self.trust = trust;
+        self.head = head;
+        Ok(())
+    }
+
+    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, String> {
+        let cert = NodeCert::decode(&s.node_cert).map_err(|e| e.to_string())?;
+        // Validity is judged at use (with the node's time); here: signed by our root, for us.
+        cert.verify(&self.root, cert.not_before)
+            .map_err(|e| e.to_string())?;
+        if cert.community != self.community || s.community != self.community {
+            return Err(format!(
+                "trust data for community {}, this gate is of community {}",
+                s.community, self.community
+            ));
+        }
+        Ok(Trust {
+            incarnation: s.incarnation,
+            version: s.version,
+            community: s.community,
+            cert: Some(cert),
+            lockdown: s.lockdown,
+            residents_may_leave: s.residents_may_leave,
+            revoked: s.revoked.into_iter().collect(),
+            visitors: s.visitors.into_iter().collect(),
+        })
+    }
+
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    pub fn clock(&self) -> GateClock {
+        self.clock
+    }
+
+    /// Replaces the trust data with a snapshot from the node (flushed before it returns).
+    ///
+    /// # Errors
+    /// [`CacheError::Cert`] if the node's certificate is not from this district and
+    /// community: nothing is changed.
+    pub fn apply_snapshot(&mut self, s: TrustSnapshot) -> Result<(), CacheError> {
+        let trust = self.trust_of(s.clone()).map_err(CacheError::Cert)?;
+        let head = CacheHead {
+            incarnation: s.incarnation,
+            snapshot_version: s.version,
+            version: s.version,
+        };
+        let mut batch = sled::Batch::default();
+        for item in self.trust_tree.scan_prefix(b"u") {
+            batch.remove(item?.0);
+        }
+        batch.insert(SNAPSHOT, self.seal(SNAPSHOT, &s));
+        batch.insert(HEAD, self.seal(HEAD, &head));
+        self.trust_tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.trust = trust;
+        self.head = head;
+        Ok(())
+    }
+
+    /// Applies an update on top of the current version (flushed before it returns).
+    ///
+    /// # Errors
+    /// [`CacheError::Gap`] if it does not follow the version held: the caller resubscribes.
+    pub fn apply_update(&mut self, u: &TrustUpdate) -> Result<(), CacheError> {
+        if u.incarnation != self.trust.incarnation || u.version != self.trust.version + 1 {
+            return Err(CacheError::Gap {
+                have: self.trust.version,
+                got: u.version,
+                incarnation: u.incarnation,
+            });
+        }
+        let mut trust = self.trust.clone();
+        trust.apply(u);
+        if u.version - self.head.snapshot_version > UPDATES_MAX {
+            // Rewrite as one snapshot.
+            let snap = TrustSnapshot {
+                incarnation: trust.incarnation,
+                version: trust.version,
+                node_time_ms: u.node_time_ms,
+                community: trust.community,
+                node_cert: trust.cert.as_ref().map(NodeCert::encode).unwrap_or_default(),
+                lockdown: trust.lockdown.clone(),
+                residents_may_leave: trust.residents_may_leave,
+                revoked: trust.revoked.iter().copied().collect(),
+                visitors: trust.visitors.iter().copied().collect(),
+            };
+            return self.apply_snapshot(snap);
+        }
+        let head = CacheHead {
+            version: u.version,
+            ..self.head.clone()
+        };
+        let key = Self::update_key(u.version);
+        let mut batch = sled::Batch::default();
+        batch.insert(key.clone(), self.seal(&key, u));
+        batch.insert(HEAD, self.seal(HEAD, &head));
+        self.trust_tree.apply_batch(batch)?;
+        self.db.flush()?;
+        self.trust = trust;
+        self.head = head;
+        Ok(())
+    }
+
+    /// Records what the gate learnt of the node's clock (written with the next flush).
+    ///
+    /// # Errors
+    /// [`CacheError::Storage`].
+    pub fn set_clock(&mut self, clock: GateClock) -> Result<(), CacheError> {
+        self.clock = clock;
+        self.meta.insert(CLOCK, self.seal(CLOCK, &clock))?;
+        Ok(())
+    }
+
+    /// Buffers an event decided alone and flushes it; returns its `gate_seq`.
+    ///
+    /// # Errors
+    /// [`CacheError::Full`] when the buffer holds `capacity` events: the decision must not
+    /// be acted on unlogged.
+    pub fn record(&mut self, event: GateEvent) -> Result<u64, CacheError> {
+        let pending = self.events.len() as u64;
+        if pending >= self.capacity {
+            return Err(CacheError::Full(pending));
+        }
+        let seq = self.next_seq;
+        let key = seq.to_be_bytes();
+        let rec = OfflineEvent {
+            gate_seq: seq,
+            event,
+        };
+        self.events.insert(key, self.seal(&key, &rec))?;
+        self.meta
+            .insert(NEXT_SEQ, self.seal(NEXT_SEQ, &(seq + 1)))?;
+        self.db.flush()?;
+        self.next_seq = seq + 1;
+        Ok(seq)
+    }
+
+    /// Events waiting for upload.
+    pub fn pending(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// The buffer is at or above 90% of its capacity.
+    pub fn alarm(&self) -> bool {
+        self.pending() * 10 >= self.capacity * 9
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The oldest `n` events waiting.
+    ///
+    /// # Errors
+    /// [`CacheError::Storage`].
+    pub fn oldest(&self, n: usize) -> Result<Vec<OfflineEvent>, CacheError> {
+        let mut out = Vec::new();
+        for item in self.events.iter().take(n) {
+            let (k, v) = item?;
+            match self.open_record::<OfflineEvent>(&k, &v) {
+                Ok(e) => out.push(e),
+                Err(why) => tracing::error!(%why, "buffered event modified on disk; not uploaded"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The node has stored everything up to `upto`: drop it from the buffer.
+    ///
+    /// # Errors
+    /// [`CacheError::Storage`].
+    pub fn uploaded(&mut self, upto: u64) -> Result<(), CacheError> {
+        let mut batch = sled::Batch::default();
+        for item in self.events.range(..=upto.to_be_bytes()) {
+            batch.remove(item?.0);
+        }
+        self.events.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,688 @@
+//! The gate device: keeps one QUIC connection to its node, subscribes to the node's trust
+//! feed (applied to its own sled cache and acknowledged), asks the node to decide while the
+//! node answers, decides alone from the cache when it does not, buffers those events and
+//! uploads them when the node is back (exactly once at the node, by `gate_seq`).
+//!
+//! What the guard must know comes out as [`Notice`]s: degraded mode entered and left, clock
+//! skew, the buffer alarm, a cache found modified on disk.
+//!
+//! Time: decisions taken alone use the node's clock as the gate last measured it (offset),
+//! never earlier than the latest node time seen, so a wound-back device clock does not make
+//! an expired code valid again.
+
+pub mod cache;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::credential::{HolderId, HolderKind, SignedCode};
+use menjin_proto::feed::{GateAck, GateClock, GateFeed, GateLockdown, UPLOAD_BATCH_MAX};
+use menjin_proto::rule::{self, Facts};
+use menjin_proto::wire::{
+    CheckAnswer, CheckRequest, Direction, GateEvent, HolderDisplay, OfflineMark, Request,
+    Response,
+};
+use tokio::sync::{mpsc, watch};
+
+use crate::client::{ClientError, NodeClient};
+use crate::files::GateConfig;
+use crate::service::now_ms;
+use cache::{CacheError, GateCache};
+
+/// A check the node has not answered by then is decided by the gate alone.
+pub const ONLINE_CHECK_TIMEOUT_MS: u64 = 1_500;
+/// Reconnection back-off after a failure: doubles from the first to the last.
+pub const RECONNECT_MIN_MS: u64 = 100;
+pub const RECONNECT_MAX_MS: u64 = 2_000;
+
+/// Something the guard must see.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "notice")]
+pub enum Notice {
+    /// Connected to the node and subscribed.
+    Online { node: String },
+    /// The node cannot be reached: the gate decides alone.
+    Offline { why: String },
+    /// No word from the node for longer than the bound: visitors refused.
+    Degraded { silent_s: u64 },
+    /// Back in touch after degraded mode.
+    Recovered,
+    /// The gate's clock is this far from the node's.
+    ClockSkew { skew_ms: i64 },
+    ClockAgrees,
+    /// The offline buffer is at or above 90% of its capacity.
+    BufferAlarm { pending: u64, capacity: u64 },
+    /// Buffered events reached the node.
+    Uploaded { stored: u32, upto_gate_seq: u64 },
+    /// A problem found in the cache (tampering, a node of another district, ...).
+    Problem { what: String },
+    /// The lockdown the gate enforces changed.
+    Lockdown { locked: bool, epoch: u64, reason: String },
+}
+
+/// What the feed task last applied, for tests and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub version: u64,
+    pub lockdown: GateLockdown,
+}
+
+/// A decision, with how it was reached.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub answer: CheckAnswer,
+    /// Decided by the gate alone (the node was unreachable).
+    pub offline: bool,
+    /// Offline, in degraded mode.
+    pub degraded: bool,
+    /// Offline: the event's number in the gate's buffer.
+    pub gate_seq: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GateError {
+    /// The node refused the request itself (a bad temperature, ...): nothing logged.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+struct Link {
+    client: Option<NodeClient>,
+    degraded: bool,
+    skewed: bool,
+    alarmed: bool,
+}
+
+struct Inner {
+    cfg: GateConfig,
+    key: SigningKey,
+    root: VerifyingKey,
+    cache: Mutex<GateCache>,
+    link: Mutex<Link>,
+    notices: mpsc::UnboundedSender<Notice>,
+    applied: watch::Sender<Applied>,
+    /// Offline anti-passback: each resident's last direction here.
+    last_direction: Mutex<HashMap<HolderId, Direction>>,
+    /// Wakes the link task to upload.
+    upload: tokio::sync::Notify,
+    online: watch::Sender<bool>,
+}
+
+/// A running gate. Cheap to clone.
+#[derive(Clone)]
+pub struct GateAgent {
+    inner: Arc<Inner>,
+}
+
+impl GateAgent {
+    /// Opens the cache and starts the link task (connect, subscribe, upload, reconnect).
+    /// Notices come out of the returned receiver.
+    ///
+    /// # Errors
+    /// [`CacheError`] if the cache directory cannot be opened at all.
+    pub fn start(
+        cfg: GateConfig,
+        key: SigningKey,
+        root: VerifyingKey,
+        cache_dir: &std::path::Path,
+    ) -> Result<(GateAgent, mpsc::UnboundedReceiver<Notice>), CacheError> {
+        let (cache, report) = GateCache::open(
+            cache_dir,
+            &key.to_bytes(),
+            root,
+            cfg.community,
+            cfg.buffer_capacity,
+        )?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        for what in report.problems {
+            let _ = tx.send(Notice::Problem { what });
+        }
+        let applied = Applied {
+            version: cache.trust().version,
+            lockdown: cache.trust().lockdown.clone(),
+        };
+        let inner = Arc::new(Inner {
+            cfg,
+            key,
+            root,
+            cache: Mutex::new(cache),
+            link: Mutex::new(Link {
+                client: None,
+                degraded: false,
+                skewed: false,
+                alarmed: false,
+            }),
+            notices: tx,
+            applied: watch::channel(applied).0,
+            last_direction: Mutex::default(),
+            upload: tokio::sync::Notify::new(),
+            online: watch::channel(false).0,
+        });
+        let agent = GateAgent { inner };
+        tokio::spawn(agent.clone().run_link());
+        tokio::spawn(agent.clone().watch_staleness());
+        Ok((agent, rx))
+    }
+
+    /// Follows what the feed has applied (version, lockdown).
+    pub fn applied(&self) -> watch::Receiver<Applied> {
+        self.inner.applied.subscribe()
+    }
+
+    /// Offline events waiting for upload.
+    pub fn pending(&self) -> u64 {
+        self.inner.cache.lock().expect("cache lock").pending()
+    }
+
+    /// Waits (at most `timeout`) until the gate is connected and has its trust data; at
+    /// start, so that the first person is not decided alone for want of a moment.
+    pub async fn wait_online(&self, timeout: Duration) -> bool {
+        let mut rx = self.inner.online.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|online| *online))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Connected to the node right now.
+    pub fn online(&self) -> bool {
+        self.inner.link.lock().expect("link lock").client.is_some()
+    }
+
+    fn notice(&self, n: Notice) {
+        match &n {
+            Notice::Problem { what } => tracing::error!(%what, "gate"),
+            Notice::Degraded { .. } | Notice::ClockSkew { .. } | Notice::BufferAlarm { .. } => {
+                tracing::warn!(?n, "gate")
+            }
+            _ => tracing::info!(?n, "gate"),
+        }
+        let _ = self.inner.notices.send(n);
+    }
+
+    /// The node's time as this gate best knows it (milliseconds).
+    pub fn node_now_ms(&self) -> u64 {
+        let c = self.inner.cache.lock().expect("cache lock").clock();
+        estimate(c, now_ms())
+    }
+
+    /// Checks one person: by the node while it answers, alone otherwise.
+    ///
+    /// # Errors
+    /// [`GateError::Refused`] for a request the node refuses as malformed; a full buffer.
+    pub async fn check(
+        &self,
+        code: &str,
+        temperature_dc: i16,
+        plate: Option<&str>,
+    ) -> Result<Decision, GateError> {
+        let client = self.inner.link.lock().expect("link lock").client.clone();
+        if let Some(client) = client {
+            let req = Request::Check(CheckRequest {
+                code: code.to_string(),
+                gate_id: self.inner.cfg.gate_id.clone(),
+                direction: self.inner.cfg.direction,
+                temperature_dc,
+                plate: plate.map(str::to_string),
+            });
+            let asked = tokio::time::timeout(
+                Duration::from_millis(ONLINE_CHECK_TIMEOUT_MS),
+                client.request(&req),
+            )
+            .await;
+            match asked {
+                Ok(Ok(Response::Check(answer))) => {
+                    self.heard(answer.node_time_ms);
+                    return Ok(Decision {
+                        answer,
+                        offline: false,
+                        degraded: false,
+                        gate_seq: None,
+                    });
+                }
+                Ok(Ok(Response::Error { message, .. })) => return Err(GateError::Refused(message)),
+                Ok(Ok(other)) => tracing::warn!(?other, "unexpected answer to a check"),
+                Ok(Err(e)) => self.lost(&client, &e.to_string()),
+                Err(_) => self.lost(&client, "no answer within 1.5 s"),
+            }
+        }
+        self.decide_alone(code, temperature_dc, plate)
+    }
+
+    fn lost(&self, client: &NodeClient, why: &str) {
+        let mut link = self.inner.link.lock().expect("link lock");
+        if link
+            .client
+            .as_ref()
+            .is_some_and(|c| c.same_connection(client))
+        {
+            link.client = None;
+            drop(link);
+            self.inner.online.send_replace(false);
+            self.notice(Notice::Offline {
+                why: why.to_string(),
+            });
+        }
+    }
+
+    /// The offline decision: signature and window against the cached node certificate and
+    /// the node's time, then the cached revocations, visitors and lockdown, then the rule.
+    /// The event is flushed to the buffer before the decision is returned.
+    ///
+    /// # Errors
+    /// [`GateError::Cache`] if the buffer is full or cannot be written.
+    pub fn decide_alone(
+        &self,
+        code: &str,
+        temperature_dc: i16,
+        plate: Option<&str>,
+    ) -> Result<Decision, GateError> {
+        if !(rule::TEMPERATURE_DC_MIN..=rule::TEMPERATURE_DC_MAX).contains(&temperature_dc) {
+            return Err(GateError::Refused(format!(
+                "temperature {:.1} °C is outside 30.0 to 45.0: measure again",
+                f32::from(temperature_dc) / 10.0
+            )));
+        }
+        let cfg = &self.inner.cfg;
+        let mut cache = self.inner.cache.lock().expect("cache lock");
+        let clock = cache.clock();
+        let node_ms = estimate(clock, now_ms());
+        let degraded = is_degraded(clock, node_ms, cfg.stale_after_s);
+        let now = node_ms / 1000;
+        let trust = cache.trust();
+        let parsed = SignedCode::from_text(code);
+        let (facts_code, cred) = match &parsed {
+            Err(e) => (Err(e.reason()), None),
+            Ok(c) => {
+                let cert = trust
+                    .cert
+                    .as_ref()
+                    .filter(|cert| (cert.not_before..=cert.not_after).contains(&now));
+                match c.verify(cert, cfg.community, now) {
+                    Ok(()) => (Ok(c.credential.kind), Some(&c.credential)),
+                    Err(r) => (Err(r), Some(&c.credential)),
+                }
+            }
+        };
+        let valid = facts_code.is_ok();
+        let kind = cred.map(|c| c.kind).filter(|_| valid);
+        let revoked = valid && cred.is_some_and(|c| trust.revoked.contains(&c.id));
+        let consent_active = (kind == Some(HolderKind::Visitor))
+            .then(|| !degraded && cred.is_some_and(|c| trust.visitors.contains(&c.id)));
+        let verdict = rule::decide(&Facts {
+            code: facts_code,
+            revoked,
+            consent_active,
+            temperature_dc,
+            in_vehicle: plate.is_some(),
+            leaving: cfg.direction == Direction::Out,
+            lockdown: trust.lockdown.locked,
+            residents_may_leave: trust.residents_may_leave,
+        });
+        let holder = cred.filter(|_| valid).map(|c| c.holder);
+        let passback = cfg.anti_passback
+            && verdict.allowed
+            && matches!(kind, Some(HolderKind::Resident | HolderKind::Dependent))
+            && holder.is_some_and(|h| {
+                let mut last = self.inner.last_direction.lock().expect("passback lock");
+                last.insert(h, cfg.direction) == Some(Direction::In) && cfg.direction == Direction::In
+            });
+        let event = GateEvent {
+            seq: 0,
+            time_ms: node_ms,
+            gate: cfg.gate_id.clone(),
+            direction: cfg.direction,
+            allowed: verdict.allowed,
+            reason: verdict.reason,
+            fever: verdict.fever,
+            temperature_dc,
+            cred: cred.filter(|_| valid).map(|c| c.id),
+            holder,
+            kind,
+            plate: plate.map(str::to_string),
+            offline: Some(OfflineMark {
+                gate_seq: 0,
+                decided_ms: node_ms,
+                degraded,
+            }),
+            passback,
+        };
+        let display = cred.filter(|_| valid).map(|c| HolderDisplay {
+            // The name stays on the node; offline the guard sees building, door and kind.
+            name: "(offline)".into(),
+            building: c.building.clone(),
+            door: c.door.clone(),
+            kind: c.kind,
+            photo: None,
+        });
+        let gate_seq = cache.record(event)?;
+        let alarm = cache.alarm();
+        let (pending, capacity) = (cache.pending(), cache.capacity());
+        drop(cache);
+        if alarm {
+            let mut link = self.inner.link.lock().expect("link lock");
+            if !link.alarmed {
+                link.alarmed = true;
+                drop(link);
+                self.notice(Notice::BufferAlarm { pending, capacity });
+            }
+        }
+        if verdict.fever {
+            tracing::warn!(gate_seq, temperature_dc, "fever at the gate (offline)");
+        }
+        Ok(Decision {
+            answer: CheckAnswer {
+                allowed: verdict.allowed,
+                reason: verdict.reason,
+                fever: verdict.fever,
+                holder: display,
+                seq: 0,
+                node_time_ms: node_ms,
+                passback,
+            },
+            offline: true,
+            degraded,
+            gate_seq: Some(gate_seq),
+        })
+    }
+
+    /// A word from the node: its clock, and the end of degraded mode.
+    fn heard(&self, node_time_ms: u64) {
+        let local = now_ms();
+        let offset = node_time_ms as i64 - local as i64;
+        let skew_max = (self.inner.cfg.clock_skew_max_s * 1000) as i64;
+        {
+            let mut cache = self.inner.cache.lock().expect("cache lock");
+            let old = cache.clock();
+            let clock = GateClock {
+                offset_ms: offset,
+                node_time_floor_ms: old.node_time_floor_ms.max(node_time_ms),
+                last_heard_node_ms: node_time_ms,
+            };
+            if let Err(e) = cache.set_clock(clock) {
+                tracing::error!(error = %e, "gate clock not stored");
+            }
+        }
+        let mut notices = Vec::new();
+        {
+            let mut link = self.inner.link.lock().expect("link lock");
+            if link.degraded {
+                link.degraded = false;
+                notices.push(Notice::Recovered);
+            }
+            let skewed = offset.abs() > skew_max;
+            if skewed != link.skewed {
+                link.skewed = skewed;
+                notices.push(if skewed {
+                    Notice::ClockSkew { skew_ms: -offset }
+                } else {
+                    Notice::ClockAgrees
+                });
+            }
+        }
+        for n in notices {
+            self.notice(n);
+        }
+    }
+
+    /// Enters degraded mode when the node has been silent too long (checked every second).
+    async fn watch_staleness(self) {
+        let weak = Arc::downgrade(&self.inner);
+        drop(self);
+        loop {
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let agent = GateAgent { inner };
+            let clock = agent.inner.cache.lock().expect("cache lock").clock();
+            let node_ms = estimate(clock, now_ms());
+            if is_degraded(clock, node_ms, agent.inner.cfg.stale_after_s) {
+                let mut link = agent.inner.link.lock().expect("link lock");
+                if !link.degraded {
+                    link.degraded = true;
+                    drop(link);
+                    agent.notice(Notice::Degraded {
+                        silent_s: node_ms.saturating_sub(clock.last_heard_node_ms) / 1000,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Connect, subscribe, apply and acknowledge the feed, upload the buffer; on any failure
+    /// reconnect with back-off. Ends when every other handle on the agent is gone.
+    async fn run_link(self) {
+        let weak = Arc::downgrade(&self.inner);
+        drop(self);
+        let mut backoff = RECONNECT_MIN_MS;
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let agent = GateAgent { inner };
+            let addr = agent.inner.cfg.node;
+            let result = match NodeClient::connect(
+                addr,
+                &agent.inner.key,
+                agent.inner.root,
+                Some(agent.inner.cfg.community),
+            )
+            .await
+            {
+                Ok(client) => {
+                    backoff = RECONNECT_MIN_MS;
+                    agent.serve_link(client, &addr.to_string()).await
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(why) = result {
+                let was_online = {
+                    let mut link = agent.inner.link.lock().expect("link lock");
+                    link.client.take().is_some()
+                };
+                agent.inner.online.send_replace(false);
+                if was_online {
+                    agent.notice(Notice::Offline { why });
+                } else {
+                    tracing::debug!(%why, "node not reached");
+                }
+            }
+            drop(agent);
+            let wait = backoff / 2 + rand::random_range(0..=backoff / 2);
+            backoff = (backoff * 2).min(RECONNECT_MAX_MS);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+
+    async fn serve_link(&self, client: NodeClient, node: &str) -> Result<(), String> {
+        let gate_id = self.inner.cfg.gate_id.clone();
+        let mut feed = client
+            .subscribe(&gate_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Reading a frame is not cancel-safe: a task of its own reads them.
+        let (tx, mut frames) = mpsc::channel(16);
+        let reader = tokio::spawn(async move {
+            loop {
+                let f = feed.next().await;
+                let end = !matches!(f, Ok(Some(_)));
+                if tx.send(f).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        let _abort = AbortOnDrop(reader);
+        let mut announced = false;
+        loop {
+            let frame = tokio::select! {
+                f = frames.recv() => match f {
+                    Some(f) => f.map_err(|e| e.to_string())?,
+                    None => None,
+                },
+                () = self.inner.upload.notified() => {
+                    self.upload(&client).await?;
+                    continue;
+                }
+            };
+            let Some(frame) = frame else {
+                return Err("the node ended the feed".into());
+            };
+            let node_time = match &frame {
+                GateFeed::Snapshot(s) => s.node_time_ms,
+                GateFeed::Update(u) => u.node_time_ms,
+                GateFeed::Heartbeat { node_time_ms, .. } => *node_time_ms,
+                GateFeed::Refused(why) => return Err(format!("the node refused the feed: {why}")),
+            };
+            let before = self.inner.applied.borrow().lockdown.clone();
+            let applied = {
+                let mut cache = self.inner.cache.lock().expect("cache lock");
+                let r = match frame {
+                    GateFeed::Snapshot(s) => cache.apply_snapshot(s),
+                    GateFeed::Update(u) => cache.apply_update(&u),
+                    _ => Ok(()),
+                };
+                match r {
+                    Ok(()) => Ok(Applied {
+                        version: cache.trust().version,
+                        lockdown: cache.trust().lockdown.clone(),
+                    }),
+                    Err(e) => Err(e),
+                }
+            };
+            let applied = match applied {
+                Ok(a) => a,
+                Err(CacheError::Cert(why)) => {
+                    self.notice(Notice::Problem {
+                        what: format!("node {node} sent trust data that does not check out: {why}"),
+                    });
+                    return Err(why);
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            self.heard(node_time);
+            let first = !announced;
+            if !announced {
+                announced = true;
+                self.inner.link.lock().expect("link lock").client = Some(client.clone());
+                self.inner.online.send_replace(true);
+                self.notice(Notice::Online {
+                    node: node.to_string(),
+                });
+                self.inner.upload.notify_one();
+            }
+            if applied.lockdown != before {
+                self.notice(Notice::Lockdown {
+                    locked: applied.lockdown.locked,
+                    epoch: applied.lockdown.epoch,
+                    reason: applied.lockdown.reason.clone(),
+                });
+            }
+            let version_changed = applied.version != self.inner.applied.borrow().version;
+            self.inner.applied.send_replace(applied.clone());
+            if version_changed || first {
+                self.ack(&client, &applied).await?;
+            }
+        }
+    }
+
+    async fn ack(&self, client: &NodeClient, applied: &Applied) -> Result<(), String> {
+        let (incarnation, pending, offset) = {
+            let cache = self.inner.cache.lock().expect("cache lock");
+            (cache.trust().incarnation, cache.pending(), cache.clock().offset_ms)
+        };
+        let req = Request::GateAck {
+            gate_id: self.inner.cfg.gate_id.clone(),
+            ack: GateAck {
+                incarnation,
+                version: applied.version,
+                lockdown_epoch: applied.lockdown.epoch,
+                locked: applied.lockdown.locked,
+                pending_events: pending,
+                skew_ms: -offset,
+            },
+        };
+        // Acknowledge without holding up the feed.
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = client.request(&req).await {
+                tracing::debug!(error = %e, "ack not delivered");
+            }
+        });
+        Ok(())
+    }
+
+    /// Uploads the buffer in batches; the node's cursor makes resending harmless.
+    async fn upload(&self, client: &NodeClient) -> Result<(), String> {
+        loop {
+            let batch = self
+                .inner
+                .cache
+                .lock()
+                .expect("cache lock")
+                .oldest(UPLOAD_BATCH_MAX)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = batch.last().map(|e| e.gate_seq) else {
+                return Ok(());
+            };
+            let req = Request::UploadEvents {
+                gate_id: self.inner.cfg.gate_id.clone(),
+                events: batch,
+            };
+            match client.request(&req).await {
+                Ok(Response::Uploaded {
+                    upto_gate_seq,
+                    stored,
+                }) => {
+                    let mut cache = self.inner.cache.lock().expect("cache lock");
+                    cache
+                        .uploaded(upto_gate_seq.max(last))
+                        .map_err(|e| e.to_string())?;
+                    if !cache.alarm() {
+                        self.inner.link.lock().expect("link lock").alarmed = false;
+                    }
+                    drop(cache);
+                    self.notice(Notice::Uploaded {
+                        stored,
+                        upto_gate_seq,
+                    });
+                }
+                Ok(Response::Error { message, .. }) => {
+                    return Err(format!("the node refused the upload: {message}"));
+                }
+                Ok(other) => return Err(format!("unexpected answer to an upload: {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Asks the link task to upload now (after offline decisions, when the node is back).
+    pub fn kick_upload(&self) {
+        self.inner.upload.notify_one();
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The node's time from the gate's clock: offset applied, never before the latest node time
+/// seen.
+fn estimate(clock: GateClock, local_ms: u64) -> u64 {
+    let est = (local_ms as i64).saturating_add(clock.offset_ms).max(0) as u64;
+    est.max(clock.node_time_floor_ms)
+}
+
+fn is_degraded(clock: GateClock, node_ms: u64, stale_after_s: u64) -> bool {
+    node_ms.saturating_sub(clock.last_heard_node_ms) > stale_after_s * 1000
+}
+
+impl From<ClientError> for GateError {
+    fn from(e: ClientError) -> GateError {
+        GateError::Refused(e.to_string())
+    }
+}

@@ -130,7 +130,9 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let (agent, mut notices) = GateAgent::start(cfg, key, root, &dir.cache())?;
     let mut gate = Gate { agent, json };
-    gate.agent.wait_online(std::time::Duration::from_millis(START_WAIT_MS)).await;
+    gate.agent
+        .wait_online(std::time::Duration::from_millis(START_WAIT_MS))
+        .await;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut vehicle: Option<(String, Vec<(usize, i16, String)>)> = None;
     let mut n = 0usize;
@@ -219,8 +221,10 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
         }
     }
     // Standard input ended: give the link a moment to upload what waits, then report it.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
-    while gate.agent.pending() > 0 && gate.agent.online() && tokio::time::Instant::now() < deadline {
+    let deadline =
+        tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
+    while gate.agent.pending() > 0 && gate.agent.online() && tokio::time::Instant::now() < deadline
+    {
         gate.agent.kick_upload();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

@@ -87,12 +87,19 @@ pub fn gate_link_line(g: &menjin_proto::wire::GateLink, now_ms: u64) -> String {
     let contact = if g.last_contact_ms == 0 {
         "never".to_string()
     } else {
-        format!("{:.1} s ago", now_ms.saturating_sub(g.last_contact_ms) as f64 / 1000.0)
+        format!(
+            "{:.1} s ago",
+            now_ms.saturating_sub(g.last_contact_ms) as f64 / 1000.0
+        )
     };
     format!(
         "{:<12} {:<12} lockdown epoch {} {} (feed version {}), last contact {contact}, offline events uploaded {}, waiting {}, clock skew {} ms",
         g.gate,
-        if g.connected { "subscribed" } else { "not connected" },
+        if g.connected {
+            "subscribed"
+        } else {
+            "not connected"
+        },
         g.lockdown_epoch,
         if g.locked { "LOCKED" } else { "open" },
         g.applied_version,
@@ -120,7 +127,9 @@ pub fn check_text(a: &CheckAnswer) -> String {
         out.push_str("!! FEVER: refer to the health post\n");
     }
     if a.passback {
-        out.push_str("!! PASSBACK: this code went in before and never came out: check the person\n");
+        out.push_str(
+            "!! PASSBACK: this code went in before and never came out: check the person\n",
+        );
     }
     if let Some(photo) = a.holder.as_ref().and_then(|h| h.photo.as_ref()) {
         out.push_str(&format!(

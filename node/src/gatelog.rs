@@ -482,6 +482,72 @@ mod tests {
         assert_eq!(paged.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![3]);
     }
 
+    fn offline(gate_seq: u64) -> OfflineEvent {
+        let mut e = event("forged-name", 5);
+        e.offline = Some(menjin_proto::wire::OfflineMark {
+            gate_seq,
+            decided_ms: 5,
+            degraded: false,
+        });
+        OfflineEvent { gate_seq, event: e }
+    }
+
+    #[tokio::test]
+    async fn offline_uploads_are_stored_once_per_gate_seq_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let log = GateLog::open(&db).unwrap();
+            log.append(event("a", 100)).await.unwrap();
+            let up = log
+                .append_offline("g1", vec![offline(1), offline(2)], 200)
+                .await;
+            assert_eq!(up.unwrap(), (2, 2));
+            // Resent (the answer was lost), with one more: only the new one is stored.
+            let up = log.append_offline("g1", vec![offline(1), offline(2), offline(3)], 300);
+            assert_eq!(up.await.unwrap(), (3, 1));
+            // Another gate has its own cursor.
+            assert_eq!(
+                log.append_offline("g2", vec![offline(1)], 300)
+                    .await
+                    .unwrap(),
+                (1, 1)
+            );
+            // Out of order or unmarked: refused whole.
+            assert!(matches!(
+                log.append_offline("g1", vec![offline(5), offline(4)], 300)
+                    .await,
+                Err(UploadError::Order(4, 5))
+            ));
+            let mut unmarked = offline(9);
+            unmarked.event.offline = None;
+            assert!(matches!(
+                log.append_offline("g1", vec![unmarked], 300).await,
+                Err(UploadError::NotOffline(9))
+            ));
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let log = GateLog::open(&db).unwrap();
+        assert_eq!(log.len(), 5);
+        assert_eq!(log.upload_cursor("g1").unwrap(), 3);
+        assert_eq!(
+            log.append_offline("g1", vec![offline(3)], 400)
+                .await
+                .unwrap(),
+            (3, 0)
+        );
+        let all = log
+            .query(&LogQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        // The gate's name comes from the connection, not the event; times stay in order.
+        assert_eq!(all.iter().filter(|e| e.gate == "g1").count(), 3);
+        assert!(all.iter().all(|e| e.gate != "forged-name"));
+        assert!(all.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
+    }
+
     #[tokio::test]
     async fn concurrent_appends_get_distinct_sequence_numbers() {
         let dir = tempfile::tempdir().unwrap();

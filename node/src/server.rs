@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::service::{Node, now_ms};
-use menjin_proto::feed::{GateFeed, HEARTBEAT_MS, frame};
 use crate::tls::{self, PeerRole, PeerTable};
+use menjin_proto::feed::{GateFeed, HEARTBEAT_MS, frame};
 
 /// Gates, consoles and nodes connected at once; a community has at most a few dozen gates, a
 /// district hub at most a few hundred nodes.

@@ -21,6 +21,7 @@ use menjin_proto::{KeyId, NodeCert, UnixTime};
 use crate::files::{
     FileError, NodeConfig, NodeDir, read_node_cert, read_public_key, read_secret, read_signing_key,
 };
+use crate::gatelog::UploadError;
 use crate::gatelog::{GateLog, LogError};
 use crate::gates::Gates;
 use crate::local_policy::LocalPolicy;
@@ -28,11 +29,10 @@ use crate::replication::{Replication, code_entry, roster_entry};
 use crate::roster::{Change, Roster, RosterError};
 use crate::tls::{PeerRole, PeerTable};
 use crate::{pass, photo};
-use menjin_proto::record::{LocalLockdown, effective_lockdown};
-use menjin_sync::{Lockdown, Role, RosterBatch};
 use menjin_proto::feed::{GateAck, GateLockdown, OfflineEvent, TrustSnapshot, UPLOAD_BATCH_MAX};
+use menjin_proto::record::{LocalLockdown, effective_lockdown};
 use menjin_proto::wire::Direction;
-use crate::gatelog::UploadError;
+use menjin_sync::{Lockdown, Role, RosterBatch};
 
 mod import;
 pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
@@ -248,8 +248,11 @@ impl Node {
     /// Commits a roster change (flushed), then mirrors it into the replicated roster. The
     /// sled roster is the source of truth; if the mirror fails, the next start repairs it.
     fn commit(&self, change: Change) -> Result<(), RosterError> {
-        let touched: Vec<crate::feed::CodeTouch> =
-            change.creds.iter().map(crate::feed::CodeTouch::of).collect();
+        let touched: Vec<crate::feed::CodeTouch> = change
+            .creds
+            .iter()
+            .map(crate::feed::CodeTouch::of)
+            .collect();
         let mut batch = RosterBatch::default();
         for p in &change.persons {
             batch.put_person(roster_entry(p));
@@ -1168,8 +1171,15 @@ impl Node {
 
     /// Anti-passback: a resident let in twice without going out in between is flagged. The
     /// memory is this process's (a restart forgets who is in).
-    fn passback(&self, holder: Option<HolderId>, kind: Option<HolderKind>, verdict: &rule::Verdict, direction: Direction) -> bool {
-        let (Some(holder), Some(HolderKind::Resident | HolderKind::Dependent)) = (holder, kind) else {
+    fn passback(
+        &self,
+        holder: Option<HolderId>,
+        kind: Option<HolderKind>,
+        verdict: &rule::Verdict,
+        direction: Direction,
+    ) -> bool {
+        let (Some(holder), Some(HolderKind::Resident | HolderKind::Dependent)) = (holder, kind)
+        else {
             return false;
         };
         if !self.config.anti_passback || !verdict.allowed {

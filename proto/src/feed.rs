@@ -75,7 +75,10 @@ pub struct TrustUpdate {
 pub enum GateFeed {
     Snapshot(TrustSnapshot),
     Update(TrustUpdate),
-    Heartbeat { version: u64, node_time_ms: u64 },
+    Heartbeat {
+        version: u64,
+        node_time_ms: u64,
+    },
     /// The subscription is refused (a gate subscribing as another gate, ...).
     Refused(String),
 }

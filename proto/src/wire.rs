@@ -383,7 +383,10 @@ pub enum ErrorKind {
 pub enum Response {
     Check(CheckAnswer),
     Declared(Receipt),
-    Pass { holder: HolderId, html: String },
+    Pass {
+        holder: HolderId,
+        html: String,
+    },
     Visitor(VisitorReceipt),
     Log(Vec<GateEvent>),
     Summary(RosterSummary),
@@ -392,8 +395,14 @@ pub enum Response {
     HubStatus(HubStatus),
     DistrictLog(Vec<DistrictEvent>),
     /// Every offline event of this gate up to `upto_gate_seq` is stored (flushed).
-    Uploaded { upto_gate_seq: u64, stored: u32 },
-    Error { kind: ErrorKind, message: String },
+    Uploaded {
+        upto_gate_seq: u64,
+        stored: u32,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 /// A gate event at the hub, with the community it came from.

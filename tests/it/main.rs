@@ -13,6 +13,7 @@
 mod bad_input;
 mod crash;
 mod gate;
+mod gate_offline;
 mod hub;
 mod node_cli;
 mod quic;

@@ -540,3 +540,121 @@ pub fn seqs(log: &[Value]) -> Vec<u64> {
         .map(|e| e["seq"].as_u64().expect("seq"))
         .collect()
 }
+
+/// A running `menjin --json gate run`: lines go to its standard input, its JSON lines come
+/// back through a reader thread. Killed when dropped.
+pub struct GateProc {
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<Value>,
+    /// Every line read so far, for failure messages.
+    pub seen: Vec<Value>,
+    log: PathBuf,
+}
+
+impl GateProc {
+    pub fn start(gate_dir: &Path, log: &Path) -> GateProc {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("gate log file");
+        let mut child = Command::new(bin())
+            .args(["--json", "gate", "run", "--dir", p(gate_dir)])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn menjin gate run");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
+                    panic!("gate printed a line that is not JSON ({e}): {line}")
+                });
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        });
+        GateProc {
+            child: Some(child),
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+            log: log.to_path_buf(),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("gate stdin open");
+        writeln!(stdin, "{line}").expect("write to gate");
+        stdin.flush().expect("flush gate stdin");
+    }
+
+    /// The next line that satisfies `pred`, within [`DEADLINE`].
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(e) => panic!(
+                    "gate: no {what} ({e}); lines so far: {:#?}\ngate log:\n{}",
+                    self.seen,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                ),
+            }
+        }
+    }
+
+    pub fn notice(&mut self, name: &str) -> Value {
+        self.wait_for(&format!("notice {name}"), |v| v["notice"] == name)
+    }
+
+    /// Scans one person and returns the decision line (or the error line).
+    pub fn scan(&mut self, temp: &str, code: &str) -> Value {
+        self.send(&format!("{temp} {code}"));
+        self.wait_for("decision", |v| {
+            v.get("answer").is_some() || v.get("error").is_some()
+        })
+    }
+
+    /// Closes standard input and waits for the gate to exit.
+    pub fn finish(&mut self) -> ExitStatus {
+        self.stdin.take();
+        let mut child = self.child.take().expect("gate running");
+        let status = wait_bounded(&mut child, "gate");
+        while let Ok(v) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(v);
+        }
+        status
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the gate");
+            wait_bounded(&mut child, "killed gate");
+        }
+    }
+}
+
+impl Drop for GateProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -115,7 +115,12 @@ impl GateCache {
     ) -> Result<(GateCache, OpenReport), CacheError> {
         let db = sled::Config::new().path(dir).open()?;
         let mut key = [0u8; 32];
-        key.copy_from_slice(&Sha256::new().chain_update(b"menjin gate cache v1").chain_update(secret).finalize());
+        key.copy_from_slice(
+            &Sha256::new()
+                .chain_update(b"menjin gate cache v1")
+                .chain_update(secret)
+                .finalize(),
+        );
         let mut cache = GateCache {
             trust_tree: db.open_tree("trust")?,
             events: db.open_tree("events")?,
@@ -142,16 +147,16 @@ impl GateCache {
         match cache.read_meta::<GateClock>(CLOCK) {
             Ok(Some(c)) => cache.clock = c,
             Ok(None) => {}
-            Err(why) => report
-                .problems
-                .push(format!("clock record in the gate cache is not intact ({why}): reset")),
+            Err(why) => report.problems.push(format!(
+                "clock record in the gate cache is not intact ({why}): reset"
+            )),
         }
         match cache.read_meta::<u64>(NEXT_SEQ) {
             Ok(Some(n)) => cache.next_seq = n,
             Ok(None) => {}
-            Err(why) => report
-                .problems
-                .push(format!("event counter in the gate cache is not intact ({why})")),
+            Err(why) => report.problems.push(format!(
+                "event counter in the gate cache is not intact ({why})"
+            )),
         }
         // Events: each must carry a good MAC and a sequence number below the counter.
         let mut bad = Vec::new();
@@ -210,7 +215,10 @@ impl GateCache {
         }
         let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         if self.mac(key, body) != mac {
-            return Err(format!("record {} fails its MAC", String::from_utf8_lossy(key)));
+            return Err(format!(
+                "record {} fails its MAC",
+                String::from_utf8_lossy(key)
+            ));
         }
         wire::decode(body, RECORD_LEN_MAX).map_err(|e| e.to_string())
     }
@@ -349,7 +357,11 @@ impl GateCache {
                 version: trust.version,
                 node_time_ms: u.node_time_ms,
                 community: trust.community,
-                node_cert: trust.cert.as_ref().map(NodeCert::encode).unwrap_or_default(),
+                node_cert: trust
+                    .cert
+                    .as_ref()
+                    .map(NodeCert::encode)
+                    .unwrap_or_default(),
                 lockdown: trust.lockdown.clone(),
                 residents_may_leave: trust.residents_may_leave,
                 revoked: trust.revoked.iter().copied().collect(),
@@ -387,12 +399,15 @@ impl GateCache {
     /// # Errors
     /// [`CacheError::Full`] when the buffer holds `capacity` events: the decision must not
     /// be acted on unlogged.
-    pub fn record(&mut self, event: GateEvent) -> Result<u64, CacheError> {
+    pub fn record(&mut self, mut event: GateEvent) -> Result<u64, CacheError> {
         let pending = self.events.len() as u64;
         if pending >= self.capacity {
             return Err(CacheError::Full(pending));
         }
         let seq = self.next_seq;
+        if let Some(mark) = event.offline.as_mut() {
+            mark.gate_seq = seq;
+        }
         let key = seq.to_be_bytes();
         let rec = OfflineEvent {
             gate_seq: seq,

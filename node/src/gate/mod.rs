@@ -21,8 +21,7 @@ use menjin_proto::credential::{HolderId, HolderKind, SignedCode};
 use menjin_proto::feed::{GateAck, GateClock, GateFeed, GateLockdown, UPLOAD_BATCH_MAX};
 use menjin_proto::rule::{self, Facts};
 use menjin_proto::wire::{
-    CheckAnswer, CheckRequest, Direction, GateEvent, HolderDisplay, OfflineMark, Request,
-    Response,
+    CheckAnswer, CheckRequest, Direction, GateEvent, HolderDisplay, OfflineMark, Request, Response,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -42,24 +41,44 @@ pub const RECONNECT_MAX_MS: u64 = 2_000;
 #[serde(rename_all = "snake_case", tag = "notice")]
 pub enum Notice {
     /// Connected to the node and subscribed.
-    Online { node: String },
+    Online {
+        node: String,
+    },
     /// The node cannot be reached: the gate decides alone.
-    Offline { why: String },
+    Offline {
+        why: String,
+    },
     /// No word from the node for longer than the bound: visitors refused.
-    Degraded { silent_s: u64 },
+    Degraded {
+        silent_s: u64,
+    },
     /// Back in touch after degraded mode.
     Recovered,
     /// The gate's clock is this far from the node's.
-    ClockSkew { skew_ms: i64 },
+    ClockSkew {
+        skew_ms: i64,
+    },
     ClockAgrees,
     /// The offline buffer is at or above 90% of its capacity.
-    BufferAlarm { pending: u64, capacity: u64 },
+    BufferAlarm {
+        pending: u64,
+        capacity: u64,
+    },
     /// Buffered events reached the node.
-    Uploaded { stored: u32, upto_gate_seq: u64 },
+    Uploaded {
+        stored: u32,
+        upto_gate_seq: u64,
+    },
     /// A problem found in the cache (tampering, a node of another district, ...).
-    Problem { what: String },
+    Problem {
+        what: String,
+    },
     /// The lockdown the gate enforces changed.
-    Lockdown { locked: bool, epoch: u64, reason: String },
+    Lockdown {
+        locked: bool,
+        epoch: u64,
+        reason: String,
+    },
 }
 
 /// What the feed task last applied, for tests and benchmarks.
@@ -329,7 +348,8 @@ impl GateAgent {
             && matches!(kind, Some(HolderKind::Resident | HolderKind::Dependent))
             && holder.is_some_and(|h| {
                 let mut last = self.inner.last_direction.lock().expect("passback lock");
-                last.insert(h, cfg.direction) == Some(Direction::In) && cfg.direction == Direction::In
+                last.insert(h, cfg.direction) == Some(Direction::In)
+                    && cfg.direction == Direction::In
             });
         let event = GateEvent {
             seq: 0,
@@ -589,7 +609,11 @@ impl GateAgent {
     async fn ack(&self, client: &NodeClient, applied: &Applied) -> Result<(), String> {
         let (incarnation, pending, offset) = {
             let cache = self.inner.cache.lock().expect("cache lock");
-            (cache.trust().incarnation, cache.pending(), cache.clock().offset_ms)
+            (
+                cache.trust().incarnation,
+                cache.pending(),
+                cache.clock().offset_ms,
+            )
         };
         let req = Request::GateAck {
             gate_id: self.inner.cfg.gate_id.clone(),

@@ -38,6 +38,15 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 100_000)]
         checks: usize,
     },
+    /// Lockdowns and revocations from the hub's console to every gate, and after a partition.
+    Lockdown {
+        #[arg(long, default_value_t = 20)]
+        nodes: usize,
+        #[arg(long, default_value_t = 4)]
+        gates_per_node: usize,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// Initial sync of one community to an empty hub, one revocation, a node restart.
     Sync {
         #[arg(long, default_value_t = crate::bench_sync::RESIDENTS_DEFAULT)]
@@ -48,6 +57,11 @@ pub enum BenchCmd {
 pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
     match cmd {
         BenchCmd::Gate { gates, checks } => gate(gates, checks, json).await,
+        BenchCmd::Lockdown {
+            nodes,
+            gates_per_node,
+            rounds,
+        } => crate::bench_lockdown::run(nodes, gates_per_node, rounds, json).await,
         BenchCmd::Sync { residents } => crate::bench_sync::run(residents, json).await,
     }
 }

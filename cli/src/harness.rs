@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use menjin_node::client::NodeClient;
 use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_node::gate::{GateAgent, Notice};
 use menjin_node::hub::Hub;
 use menjin_node::provision::{NodeSpec, create_district, create_gate, create_hub, create_node};
 use menjin_node::server::Server;
@@ -117,6 +118,19 @@ impl LocalDistrict {
         name: &str,
         hub: &LocalHub,
     ) -> Result<LocalNode> {
+        self.start_linked_node_via(community, name, hub, hub.addr)
+            .await
+    }
+
+    /// As [`LocalDistrict::start_linked_node`], with the node dialling `uplink` (a relay in
+    /// front of the hub, say) instead of the hub's own address.
+    pub async fn start_linked_node_via(
+        &self,
+        community: CommunityId,
+        name: &str,
+        hub: &LocalHub,
+        uplink: SocketAddr,
+    ) -> Result<LocalNode> {
         let mut node = self.start_node(community, name)?;
         let cert = std::fs::read(node.dir.cert())?;
         let console = hub.console().await?;
@@ -126,7 +140,7 @@ impl LocalDistrict {
         }
         console.close().await;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(run_uplink(node.node.clone(), hub.addr, stopped));
+        let task = tokio::spawn(run_uplink(node.node.clone(), uplink, stopped));
         node.uplink = Some((stop, task));
         Ok(node)
     }
@@ -185,6 +199,39 @@ impl LocalNode {
             id: gate_id.to_string(),
             client,
         })
+    }
+
+    /// Creates a gate directory, enrols its key, and starts a gate agent on it (the real
+    /// gate device: feed subscription, cache, offline decisions).
+    pub async fn gate_agent(
+        &self,
+        console: &NodeClient,
+        gate_id: &str,
+    ) -> Result<(GateAgent, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
+        let dir = GateDir(
+            self.dir
+                .0
+                .with_file_name(format!("agent-{}-{gate_id}", self.node.config.community)),
+        );
+        let public_key = create_gate(&dir, gate_id, &self.dir, self.addr)?;
+        match console
+            .request(&Request::EnrolGate {
+                gate_id: gate_id.to_string(),
+                public_key,
+            })
+            .await?
+        {
+            Response::Done(_) => {}
+            other => bail!("enrolling gate {gate_id}: {other:?}"),
+        }
+        let key = read_signing_key(&dir.key())?;
+        let root = read_public_key(&self.dir.root_pub())?;
+        Ok(GateAgent::start(
+            dir.read_config()?,
+            key,
+            root,
+            &dir.cache(),
+        )?)
     }
 
     pub async fn stop(mut self) {

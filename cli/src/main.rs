@@ -5,6 +5,7 @@
 //! error; 3 refused by the node (invalid input or a rule); 4 a gate check that denied entry.
 
 mod bench;
+mod bench_lockdown;
 mod bench_sync;
 mod demo;
 mod form;
@@ -402,7 +403,9 @@ fn main() -> ExitCode {
         } => "info",
         // The demo tells its own story; its daemons' warnings (a fever, a lockdown) are part
         // of it already.
-        Command::Demo => "error",
+        // So do benchmarks: their in-process daemons' lockdown and revocation warnings are
+        // the load, not news.
+        Command::Demo | Command::Bench { .. } => "error",
         _ => "warn",
     };
     tracing_subscriber::fmt()

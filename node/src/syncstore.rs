@@ -144,11 +144,18 @@ impl SyncStore {
         Ok(loaded)
     }
 
-    /// Writes what the replica asked to persist, as one batch, and flushes.
+    /// Writes what the replica asked to persist, as one batch, and flushes it if it holds
+    /// document data. A batch of per-peer sync states only is not flushed: a lost one costs
+    /// a resend, never data (the states name heads whose changes were flushed with their own
+    /// batch), and a hub exchanging with hundreds of nodes would otherwise wait on a disk
+    /// flush for every message of every node, one at a time.
     pub fn write(&self, ops: Vec<Persist>) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
+        let data = ops
+            .iter()
+            .any(|op| !matches!(op, Persist::PeerState { .. }));
         let mut batch = sled::Batch::default();
         // Chunk indexes continue after the last stored one, also within this batch.
         let mut next_chunk: BTreeMap<DocId, u64> = BTreeMap::new();
@@ -190,7 +197,9 @@ impl SyncStore {
             }
         }
         self.tree.apply_batch(batch)?;
-        self.db.flush()?;
+        if data {
+            self.db.flush()?;
+        }
         Ok(())
     }
 

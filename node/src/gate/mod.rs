@@ -86,6 +86,8 @@ pub enum Notice {
 pub struct Applied {
     pub version: u64,
     pub lockdown: GateLockdown,
+    /// When it was applied (flushed to the cache); `None` for what the cache held at start.
+    pub at: Option<std::time::Instant>,
 }
 
 /// A decision, with how it was reached.
@@ -164,6 +166,7 @@ impl GateAgent {
         let applied = Applied {
             version: cache.trust().version,
             lockdown: cache.trust().lockdown.clone(),
+            at: None,
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -269,7 +272,13 @@ impl GateAgent {
                 Err(_) => self.lost(&client, "no answer within 1.5 s"),
             }
         }
-        self.decide_alone(code, temperature_dc, plate)
+        // Deciding alone flushes the event to the cache: off the event loop.
+        let (agent, code, plate) = (self.clone(), code.to_string(), plate.map(str::to_string));
+        tokio::task::spawn_blocking(move || {
+            agent.decide_alone(&code, temperature_dc, plate.as_deref())
+        })
+        .await
+        .map_err(|e| GateError::Refused(format!("gate decision task failed: {e}")))?
     }
 
     fn lost(&self, client: &NodeClient, why: &str) {
@@ -555,21 +564,23 @@ impl GateAgent {
                 GateFeed::Refused(why) => return Err(format!("the node refused the feed: {why}")),
             };
             let before = self.inner.applied.borrow().lockdown.clone();
-            let applied = {
-                let mut cache = self.inner.cache.lock().expect("cache lock");
-                let r = match frame {
+            // Applying flushes sled: off the event loop.
+            let inner = self.inner.clone();
+            let applied = tokio::task::spawn_blocking(move || {
+                let mut cache = inner.cache.lock().expect("cache lock");
+                match frame {
                     GateFeed::Snapshot(s) => cache.apply_snapshot(s),
                     GateFeed::Update(u) => cache.apply_update(&u),
                     _ => Ok(()),
-                };
-                match r {
-                    Ok(()) => Ok(Applied {
-                        version: cache.trust().version,
-                        lockdown: cache.trust().lockdown.clone(),
-                    }),
-                    Err(e) => Err(e),
                 }
-            };
+                .map(|()| Applied {
+                    version: cache.trust().version,
+                    lockdown: cache.trust().lockdown.clone(),
+                    at: Some(std::time::Instant::now()),
+                })
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             let applied = match applied {
                 Ok(a) => a,
                 Err(CacheError::Cert(why)) => {

@@ -37,6 +37,9 @@ pub enum BenchCmd {
         gates: usize,
         #[arg(long, default_value_t = 100_000)]
         checks: usize,
+        /// Time the gate deciding alone (its node gone): signature, cache, flushed buffer.
+        #[arg(long)]
+        offline: bool,
     },
     /// Lockdowns and revocations from the hub's console to every gate, and after a partition.
     Lockdown {
@@ -56,7 +59,12 @@ pub enum BenchCmd {
 
 pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
     match cmd {
-        BenchCmd::Gate { gates, checks } => gate(gates, checks, json).await,
+        BenchCmd::Gate {
+            checks,
+            offline: true,
+            ..
+        } => gate_offline(checks.min(OFFLINE_CHECKS_MAX), json).await,
+        BenchCmd::Gate { gates, checks, .. } => gate(gates, checks, json).await,
         BenchCmd::Lockdown {
             nodes,
             gates_per_node,
@@ -176,6 +184,90 @@ async fn events_logged(console: &menjin_node::client::NodeClient) -> Result<u64>
         Response::Status(s) => Ok(s.events_logged),
         other => bail!("status: {other:?}"),
     }
+}
+
+/// Offline decisions each flush one event into the gate's buffer; more than this would fill
+/// the default buffer (100,000) and stop the gate, as it should.
+const OFFLINE_CHECKS_MAX: usize = 50_000;
+
+/// One gate agent, its node stopped, deciding alone over and over: what a gate does while the
+/// network is down. Every decision verifies the code's signature against the cached node
+/// certificate, reads the cached lists and flushes its event to the buffer before returning.
+async fn gate_offline(checks: usize, json: bool) -> Result<ExitCode> {
+    let setup = Instant::now();
+    let district = LocalDistrict::new()?;
+    let node = district.start_node(COMMUNITY, "基准社区 Bench")?;
+    let console = node.console().await?;
+    let codes = declare_roster(&console).await?;
+    let (agent, _notices) = node.gate_agent(&console, "offline-bench").await?;
+    if !agent.wait_online(std::time::Duration::from_secs(10)).await {
+        bail!("the gate did not get its trust data from the node");
+    }
+    console.close().await;
+    node.stop().await;
+    if !json {
+        println!(
+            "offline gate: {} residents' codes, trust data cached, node stopped; setup {:.1} s",
+            codes.len(),
+            setup.elapsed().as_secs_f64()
+        );
+    }
+    let mut pick = Pick(0x9E37_79B9_7F4A_7C15);
+    let agent2 = agent.clone();
+    let (latencies, allowed, elapsed) = tokio::task::spawn_blocking(move || {
+        let mut latencies = Vec::with_capacity(checks);
+        let mut allowed = 0u64;
+        for _ in 0..WARMUP_CHECKS_PER_GATE {
+            let _ = agent2.decide_alone(&codes[pick.below(codes.len())], TEMPERATURE_DC, None);
+        }
+        let started = Instant::now();
+        for _ in 0..checks {
+            let code = &codes[pick.below(codes.len())];
+            let t = Instant::now();
+            let d = agent2.decide_alone(code, TEMPERATURE_DC, None)?;
+            latencies.push(t.elapsed().as_nanos() as u64);
+            allowed += u64::from(d.answer.allowed);
+        }
+        Ok::<_, anyhow::Error>((latencies, allowed, started.elapsed()))
+    })
+    .await??;
+    let mut sorted = latencies;
+    sorted.sort_unstable();
+    let per_s = checks as f64 / elapsed.as_secs_f64();
+    let (p50, p99, max) = (
+        percentile_us(&sorted, 50.0),
+        percentile_us(&sorted, 99.0),
+        sorted.last().map_or(0.0, |n| *n as f64 / 1e3),
+    );
+    let buffered = agent.pending();
+    if json {
+        println!(
+            "{}",
+            json!({
+                "checks": checks,
+                "allowed": allowed,
+                "checks_per_s": per_s.round(),
+                "p50_us": p50,
+                "p99_us": p99,
+                "max_us": max,
+                "buffered": buffered,
+            })
+        );
+    } else {
+        println!(
+            "{checks} offline decisions: {per_s:.0} per s, p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs [target p99 ≤ 1000 µs: {}]",
+            if p99 <= 1000.0 { "met" } else { "NOT met" }
+        );
+        println!(
+            "{allowed} allowed; {buffered} events buffered for upload (each flushed before its answer)"
+        );
+    }
+    let all_ok = allowed == checks as u64 && buffered >= checks as u64;
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {

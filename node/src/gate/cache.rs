@@ -92,6 +92,8 @@ pub struct GateCache {
     clock: GateClock,
     next_seq: u64,
     capacity: u64,
+    /// Events in the buffer (sled's `len` walks the whole tree: counted once at open).
+    pending: u64,
 }
 
 /// What opening the cache found wrong (shown to the guard and logged).
@@ -134,6 +136,7 @@ impl GateCache {
             clock: GateClock::default(),
             next_seq: 1,
             capacity: capacity.max(1),
+            pending: 0,
         };
         let mut report = OpenReport::default();
         if let Err(why) = cache.load_trust() {
@@ -180,6 +183,7 @@ impl GateCache {
             }
         }
         cache.next_seq = cache.next_seq.max(highest + 1);
+        cache.pending = cache.events.len() as u64;
         cache.db.flush()?;
         for p in &report.problems {
             tracing::error!(problem = %p, "gate cache");
@@ -400,9 +404,8 @@ impl GateCache {
     /// [`CacheError::Full`] when the buffer holds `capacity` events: the decision must not
     /// be acted on unlogged.
     pub fn record(&mut self, mut event: GateEvent) -> Result<u64, CacheError> {
-        let pending = self.events.len() as u64;
-        if pending >= self.capacity {
-            return Err(CacheError::Full(pending));
+        if self.pending >= self.capacity {
+            return Err(CacheError::Full(self.pending));
         }
         let seq = self.next_seq;
         if let Some(mark) = event.offline.as_mut() {
@@ -418,12 +421,13 @@ impl GateCache {
             .insert(NEXT_SEQ, self.seal(NEXT_SEQ, &(seq + 1)))?;
         self.db.flush()?;
         self.next_seq = seq + 1;
+        self.pending += 1;
         Ok(seq)
     }
 
     /// Events waiting for upload.
     pub fn pending(&self) -> u64 {
-        self.events.len() as u64
+        self.pending
     }
 
     /// The buffer is at or above 90% of its capacity.
@@ -457,11 +461,14 @@ impl GateCache {
     /// [`CacheError::Storage`].
     pub fn uploaded(&mut self, upto: u64) -> Result<(), CacheError> {
         let mut batch = sled::Batch::default();
+        let mut removed = 0;
         for item in self.events.range(..=upto.to_be_bytes()) {
             batch.remove(item?.0);
+            removed += 1;
         }
         self.events.apply_batch(batch)?;
         self.db.flush()?;
+        self.pending = self.pending.saturating_sub(removed);
         Ok(())
     }
 }

@@ -162,6 +162,7 @@ lab_restore() {
 # Latency (e.g. 100ms) and loss (e.g. 5%) on NODE's WAN link, each direction.
 lab_netem() {
 	local node=$1 delay=$2 loss=$3
+	lab_probe_netem || lab_die "tc netem is unavailable in this kernel (no sch_netem module): cannot add latency or loss"
 	ip netns exec "$(ns wan)" tc qdisc replace dev "$node" root netem delay "$delay" loss "$loss"
 	ip netns exec "$(ns "$node")" tc qdisc replace dev wan0 root netem delay "$delay" loss "$loss"
 	lab_log "netem on $node's WAN link: delay $delay, loss $loss (each direction)"

@@ -8,7 +8,10 @@
 #       node k 10.77.k.1 (eth lan0)   gates 10.77.k.11, 10.77.k.12 (ns <P>-gka, <P>-gkb, eth lan0)
 #
 # A link is cut where a cable would be pulled: the bridge port of that host goes down, so the
-# host sees its carrier drop. Latency and loss are tc netem on both ends of a WAN link.
+# host sees its carrier drop. Latency and loss are tc netem on both ends of a WAN link; where
+# the kernel has no sch_netem (many containers), nodes reach the hub through wanem.py, a UDP
+# relay in the hub's namespace that adds the same delay and loss in user space (the traffic
+# still crosses the veth pairs and bridges). `status` says which.
 #
 # Usage (as root):  lab.sh up | down | status | cut NODE | restore NODE
 #                   | netem NODE DELAY LOSS | netem-clear NODE | kill PROC | restart PROC
@@ -28,6 +31,7 @@ MENJIN=${MENJIN:-$LAB_REPO/target/debug/menjin}
 LAB_NODES=(n1 n2 n3)
 LAB_COMMUNITY_BASE=440304100 # node k is community 440304100+k
 LAB_HUB_PORT=7400
+LAB_WANEM_PORT=7401 # wanem.py, when the kernel has no netem
 LAB_NODE_PORT=7300
 # Every wait in the lab ends by then (seconds).
 LAB_WAIT_S=${LAB_WAIT_S:-30}
@@ -159,19 +163,44 @@ lab_restore() {
 	lab_log "restored the WAN link of $node"
 }
 
+# How latency and loss are made in this lab: kernel (tc netem), relay (wanem.py) or none.
+lab_wanem_mode() { cat "$LAB_DIR/wanem_mode" 2>/dev/null || echo none; }
+
 # Latency (e.g. 100ms) and loss (e.g. 5%) on NODE's WAN link, each direction.
 lab_netem() {
 	local node=$1 delay=$2 loss=$3
-	lab_probe_netem || lab_die "tc netem is unavailable in this kernel (no sch_netem module): cannot add latency or loss"
-	ip netns exec "$(ns wan)" tc qdisc replace dev "$node" root netem delay "$delay" loss "$loss"
-	ip netns exec "$(ns "$node")" tc qdisc replace dev wan0 root netem delay "$delay" loss "$loss"
-	lab_log "netem on $node's WAN link: delay $delay, loss $loss (each direction)"
+	case $(lab_wanem_mode) in
+	kernel)
+		ip netns exec "$(ns wan)" tc qdisc replace dev "$node" root netem delay "$delay" loss "$loss"
+		ip netns exec "$(ns "$node")" tc qdisc replace dev wan0 root netem delay "$delay" loss "$loss"
+		lab_log "netem on $node's WAN link: delay $delay, loss $loss (each direction)"
+		;;
+	relay)
+		echo "${delay%ms} ${loss%\%}" >"$LAB_DIR/wanem/$(node_wan_ip "$(node_index "$node")")"
+		lab_log "wanem relay for $node: delay $delay, loss $loss (each direction; no sch_netem here)"
+		;;
+	*) lab_die "no way to add latency or loss here: the kernel has no sch_netem and python3 is missing" ;;
+	esac
 }
 
 lab_netem_clear() {
 	local node=$1
 	ip netns exec "$(ns wan)" tc qdisc del dev "$node" root 2>/dev/null || true
 	ip netns exec "$(ns "$node")" tc qdisc del dev wan0 root 2>/dev/null || true
+	rm -f "$LAB_DIR/wanem/$(node_wan_ip "$(node_index "$node")")"
+}
+
+# Starts wanem.py in the hub's namespace, in front of the hub.
+lab_start_wanem() {
+	mkdir -p "$LAB_DIR/wanem"
+	ip netns exec "$(ns hub)" python3 -u "$LAB_REPO/deploy/lab/wanem.py" "10.77.0.1:$LAB_WANEM_PORT" \
+		"10.77.0.1:$LAB_HUB_PORT" "$LAB_DIR/wanem" >>"$LAB_DIR/logs/wanem.log" 2>&1 &
+	echo $! >"$LAB_DIR/pids/wanem"
+	disown $!
+	lab_wait "wanem to listen" grep -q "^wanem:" "$LAB_DIR/logs/wanem.log" || {
+		tail -n 20 "$LAB_DIR/logs/wanem.log" >&2
+		return 1
+	}
 }
 
 # --- up and down -------------------------------------------------------------------------
@@ -240,15 +269,26 @@ lab_up() {
 	done
 	lab_log "namespaces and links up (prefix $LAB_PREFIX)"
 
-	local data=$LAB_DIR/data
+	local data=$LAB_DIR/data hub_port=$LAB_HUB_PORT
 	"$MENJIN" --json district init --dir "$data/district" >/dev/null
 	"$MENJIN" --json hub create --district "$data/district" --dir "$data/hub" \
 		--name "lab district" --listen "10.77.0.1:$LAB_HUB_PORT" >/dev/null
 	lab_start hub
+	if lab_probe_netem; then
+		echo kernel >"$LAB_DIR/wanem_mode"
+	elif command -v python3 >/dev/null; then
+		echo relay >"$LAB_DIR/wanem_mode"
+		lab_start_wanem
+		hub_port=$LAB_WANEM_PORT
+		lab_log "no sch_netem in this kernel: nodes reach the hub through wanem.py (user-space delay and loss)"
+	else
+		echo none >"$LAB_DIR/wanem_mode"
+		lab_log "no sch_netem in this kernel and no python3: no latency or loss in this lab"
+	fi
 	for k in 1 2 3; do
 		"$MENJIN" --json node create --district "$data/district" --dir "$data/n$k" \
 			--community "$(community_of "$k")" --name "community $k" \
-			--listen "$(node_lan_ip "$k"):$LAB_NODE_PORT" --hub "10.77.0.1:$LAB_HUB_PORT" >/dev/null
+			--listen "$(node_lan_ip "$k"):$LAB_NODE_PORT" --hub "10.77.0.1:$hub_port" >/dev/null
 		lab_menjin hub hub enrol --dir "$data/hub" --cert "$data/n$k/node.cert" >/dev/null
 		lab_start "n$k"
 		for g in $(gates_of "$k"); do
@@ -262,6 +302,7 @@ lab_up() {
 
 lab_status() {
 	ip netns list | grep -E "^${LAB_PREFIX}-" || echo "no namespaces with prefix $LAB_PREFIX"
+	echo "latency and loss: $(lab_wanem_mode)"
 	local p
 	for p in hub "${LAB_NODES[@]}"; do
 		if lab_pid_alive "$p"; then echo "$p: running (pid $(cat "$LAB_DIR/pids/$p"))"; else echo "$p: stopped"; fi

@@ -10,7 +10,8 @@
 #     (LAB_LOCKDOWN_BOUND_MS), and the hub must hold every gate event exactly once.
 #  4. mDNS: gates find their node across the veth LANs (step kept in one place; static
 #     addresses until `menjin gate discover` lands).
-#  5. 100 ms of latency and 5% loss on every WAN link (tc netem): more events and
+#  5. 100 ms of latency and 5% loss on every WAN link (tc netem, or wanem.py where the
+#     kernel has no sch_netem): more events and
 #     declarations, and the hub still converges (within LAB_CONVERGE_BOUND_S).
 #
 # Prints one line per figure, then one JSON object (last line of stdout). Exit 0: passed or

@@ -26,6 +26,8 @@ set -euo pipefail
 
 LAB_PREFIX=${LAB_PREFIX:-mjlab}
 LAB_DIR=${LAB_DIR:-/tmp/menjin-lab-$LAB_PREFIX}
+# Who runs the lab of this prefix (a scenario's pid), whatever its LAB_DIR.
+LAB_OWNER_FILE=/tmp/menjin-lab-$LAB_PREFIX.owner
 LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 MENJIN=${MENJIN:-$LAB_REPO/target/debug/menjin}
 LAB_NODES=(n1 n2 n3)
@@ -222,22 +224,26 @@ lab_down() {
 		for pid in $(ip netns pids "$n" 2>/dev/null || true); do kill -9 "$pid" 2>/dev/null || true; done
 		ip netns del "$n" 2>/dev/null || true
 	done
-	rm -f "$LAB_DIR/owner"
+	if [[ -f $LAB_OWNER_FILE && $(cat "$LAB_OWNER_FILE") == "${LAB_OWNER_PID:-}" ]]; then
+		rm -f "$LAB_OWNER_FILE"
+	fi
 }
 
 # Refuses to touch a lab of the same prefix that another live process owns.
 lab_claim() {
 	mkdir -p "$LAB_DIR"
-	if [[ -f $LAB_DIR/owner ]]; then
+	if [[ -f $LAB_OWNER_FILE ]]; then
 		local owner
-		owner=$(cat "$LAB_DIR/owner")
+		owner=$(cat "$LAB_OWNER_FILE")
 		if [[ $owner != "$$" ]] && kill -0 "$owner" 2>/dev/null && [[ ${LAB_TAKEOVER:-0} != 1 ]]; then
 			lab_die "a lab with prefix $LAB_PREFIX is in use by pid $owner; set LAB_PREFIX, or LAB_TAKEOVER=1"
 		fi
 	fi
 	lab_down
 	# The scenario records itself as the owner; a lab brought `up` by hand has none.
-	if [[ -n ${LAB_OWNER_PID:-} ]]; then echo "$LAB_OWNER_PID" >"$LAB_DIR/owner"; fi
+	if [[ -n ${LAB_OWNER_PID:-} ]]; then echo "$LAB_OWNER_PID" >"$LAB_OWNER_FILE"; fi
+	# From here on a failure cleans up (never before: it would be another run's lab).
+	LAB_CLAIMED=1
 }
 
 # Builds the namespaces and links, creates the district, hub, nodes and gates with the CLI
@@ -316,7 +322,7 @@ lab_main() {
 	case $cmd in
 	up)
 		# A failed `up` leaves nothing behind; a good one leaves the lab running for `down`.
-		trap 'rc=$?; if ((rc != 0)); then lab_log "up failed; cleaning up"; lab_down; fi' EXIT
+		trap 'rc=$?; if ((rc != 0)) && [[ ${LAB_CLAIMED:-0} == 1 ]]; then lab_log "up failed; cleaning up"; lab_down; fi' EXIT
 		lab_up
 		;;
 	down) lab_down ;;

@@ -62,7 +62,7 @@ cleanup() {
 			tail -n 40 "$f" >&2
 		done
 	fi
-	lab_down
+	if [[ ${LAB_CLAIMED:-0} == 1 ]]; then lab_down; fi
 	if [[ ${LAB_KEEP:-0} == 1 ]]; then
 		echo "data and logs kept in $LAB_DIR" >&2
 	else
@@ -196,7 +196,8 @@ step_mdns_discovery() {
 # ---- The scenario -----------------------------------------------------------------------
 
 T_START=$(now_ms)
-LAB_OWNER_PID=$$ lab_up
+LAB_OWNER_PID=$$
+lab_up
 WANEM=$(lab_wanem_mode)
 
 echo "step 1: residents declare, every gate lets them in"

@@ -135,6 +135,19 @@ async fn serve(
     let LinkFrame::LogCursor { next_seq } = read_frame(&mut recv).await? else {
         return Err(FrameError::Stream("hub did not send its log cursor".into()));
     };
+    let logged = node.events_logged();
+    if next_seq > logged + 1 {
+        // Only a node whose log went back in time gets here (restored from an older backup):
+        // its next events carry numbers the hub already holds and will not reach it.
+        tracing::error!(
+            hub_next_seq = next_seq,
+            events_logged = logged,
+            "the hub holds gate events this node does not have: was it restored from an older \
+             backup? events numbered up to {} here will not reach the hub (deploy/README.md, \
+             backup and restore)",
+            next_seq - 1
+        );
+    }
     let (tx, mut frames) = mpsc::channel(16);
     let reader = tokio::spawn(async move {
         loop {

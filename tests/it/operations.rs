@@ -250,3 +250,35 @@ fn node_restored_from_a_backup_on_another_machine_resumes_the_hub_stream() {
     s.wait_hub_events(3);
     let _ = &s.hub;
 }
+
+#[test]
+fn node_restored_from_an_older_backup_says_so() {
+    let mut s = Site::start();
+    let code = s.declare(1);
+    s.check_allowed(&code);
+    s.wait_hub_events(1);
+    let addr = s.node.addr.to_string();
+    assert!(s.node.terminate().success());
+    let backup = s.tmp.path().join("backup");
+    copy_tree(&s.node_dir, &backup);
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    s.check_allowed(&code);
+    s.check_allowed(&code);
+    s.wait_hub_events(3);
+
+    // The disk dies; last night's backup (1 event) comes back while the hub holds 3.
+    s.node.kill9();
+    std::fs::remove_dir_all(&s.node_dir).expect("lose the node");
+    copy_tree(&backup, &s.node_dir);
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    let deadline = Instant::now() + DEADLINE;
+    while !s.node.log_text().contains("restored from an older backup") {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not report its stale log:\n{}",
+            s.node.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = &s.hub;
+}

@@ -244,7 +244,10 @@ while ((SECONDS - cut_start < CUT_S)); do
 done
 n1_cut=$(node_status 1)
 [[ $(jq -r .locked <<<"$n1_cut") == false ]] || fail "n1 locked while cut off from the hub?"
-[[ $(jq -r .hub_connected <<<"$n1_cut") == false ]] || fail "n1 still claims a hub link after ${CUT_S} s cut: $n1_cut"
+# A cut shorter than the QUIC idle timeout (tls::IDLE_TIMEOUT_MS, 6 s) keeps the connection.
+if ((CUT_S >= 8)); then
+	[[ $(jq -r .hub_connected <<<"$n1_cut") == false ]] || fail "n1 still claims a hub link after a ${CUT_S} s cut: $n1_cut"
+fi
 echo "  during the cut: ${checks_during_cut} residents let in at n1's gates, revoked code refused"
 
 echo "step 3: restore n1's WAN link"

@@ -275,6 +275,14 @@ enum NodeCmd {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Give the node (or, with a hub directory, the hub) a new key and a fresh certificate
+    /// from the district root. Then restart it, and enrol the new node.cert at the hub.
+    Rekey {
+        #[arg(long)]
+        district: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Lock the community down from the node itself (staff acting on a phone call while the
     /// hub is unreachable); reported to the hub when the link is up.
     Lockdown {
@@ -692,6 +700,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             cmd: NodeCmd::Status { dir },
         } => ask(&dir, Request::Status).await?,
+        Command::Node {
+            cmd: NodeCmd::Rekey { district, dir },
+        } => {
+            let cert = provision::rekey(&DistrictDir(district), &NodeDir(dir.clone()))?;
+            if json {
+                output::created_node(json, &dir, &cert);
+            } else {
+                println!(
+                    "new key {} for community {}; restart the daemon, then enrol {} at the hub",
+                    cert.key_id(),
+                    cert.community,
+                    NodeDir(dir).cert().display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Gate {
             cmd:
                 GateCmd::Enrol {

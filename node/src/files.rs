@@ -27,6 +27,14 @@ pub enum FileError {
     },
     #[error("{path}: {why}")]
     Invalid { path: PathBuf, why: String },
+    /// A configuration file refused at start: where, and why.
+    #[error("{path}:{line}:{column}: {why}")]
+    Config {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        why: String,
+    },
     #[error(
         "{path}: secret key file is readable by group or others (mode {mode:o}); run chmod 600"
     )]
@@ -133,10 +141,73 @@ pub fn read_node_cert(path: &Path) -> Result<NodeCert, FileError> {
     NodeCert::decode(&bytes).map_err(|e| invalid(path, e.to_string()))
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, FileError> {
+/// A configuration file: the parsed value and the text, kept to point at the line of a
+/// value that parses but is refused.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), FileError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    // toml's message names the line and column and the offending key.
-    toml::from_str(&text).map_err(|e| invalid(path, e.to_string().trim_end().to_string()))
+    match toml::from_str(&text) {
+        Ok(value) => Ok((value, text)),
+        Err(e) => {
+            let offset = e.span().map_or(0, |span| span.start);
+            let mut why = e.message().trim_end().to_string();
+            // toml names an unknown key but not the key of a bad value: name it.
+            if !why.starts_with("unknown field") {
+                if let Some(key) = key_at(&text, offset) {
+                    why = format!("{key}: {why}");
+                }
+            }
+            if why.contains("socket address") {
+                why.push_str(" (expected IP:port, such as 192.168.10.2:7300 or [::1]:7300)");
+            }
+            Err(config_error(path, &text, offset, &why))
+        }
+    }
+}
+
+/// The top-level key assigned on the line holding byte `offset`, if any.
+fn key_at(text: &str, offset: usize) -> Option<&str> {
+    let start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    plain.then_some(key)
+}
+
+/// `path:line:column: why`, the line and column (1-based, in characters) of byte `offset`.
+fn config_error(path: &Path, text: &str, offset: usize, why: &str) -> FileError {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    FileError::Config {
+        path: path.to_path_buf(),
+        line,
+        column,
+        why: why.to_string(),
+    }
+}
+
+/// A refused value of top-level `key`: the error points at the value (or, if the key is
+/// absent and a default was refused, at the start of the file).
+fn refuse_key(path: &Path, text: &str, key: &str, why: &str) -> FileError {
+    let mut offset = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let rest = trimmed.strip_prefix(key).map(str::trim_start);
+        if let Some(rest) = rest.filter(|rest| rest.starts_with('=')) {
+            let eq = line.len() - rest.len();
+            let value = &line[eq + 1..];
+            at = offset + eq + 1 + (value.len() - value.trim_start().len());
+            break;
+        }
+        offset += line.len();
+    }
+    config_error(path, text, at, &format!("{key}: {why}"))
 }
 
 fn write_toml<T: Serialize>(path: &Path, value: &T, header: &str) -> Result<(), FileError> {
@@ -263,9 +334,10 @@ impl NodeDir {
     }
 
     pub fn read_hub_config(&self) -> Result<HubConfig, FileError> {
-        let cfg: HubConfig = read_toml(&self.hub_config())?;
+        let path = self.hub_config();
+        let (cfg, text): (HubConfig, _) = read_toml(&path)?;
         if cfg.name.is_empty() || cfg.name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX {
-            return Err(invalid(&self.hub_config(), "name must be 1 to 64 bytes"));
+            return Err(refuse_key(&path, &text, "name", "must be 1 to 64 bytes"));
         }
         Ok(cfg)
     }
@@ -279,20 +351,22 @@ impl NodeDir {
     }
 
     pub fn read_config(&self) -> Result<NodeConfig, FileError> {
-        let cfg: NodeConfig = read_toml(&self.config())?;
+        let path = self.config();
+        let (cfg, text): (NodeConfig, _) = read_toml(&path)?;
+        let refuse = |key, why| Err(refuse_key(&path, &text, key, why));
         if cfg.community_name.is_empty()
             || cfg.community_name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX
         {
-            return Err(invalid(
-                &self.config(),
-                "community_name must be 1 to 64 bytes",
-            ));
+            return refuse("community_name", "must be 1 to 64 bytes");
         }
         if cfg.code_validity_days == 0 || cfg.code_validity_days > 366 {
-            return Err(invalid(
-                &self.config(),
-                "code_validity_days must be 1 to 366",
-            ));
+            return refuse("code_validity_days", "must be 1 to 366");
+        }
+        if cfg.community == menjin_proto::cert::HUB_COMMUNITY {
+            return refuse(
+                "community",
+                "0 is the district hub's; a community is 1 or more",
+            );
         }
         Ok(cfg)
     }
@@ -331,11 +405,12 @@ impl GateDir {
         self.0.join("cache")
     }
     pub fn read_config(&self) -> Result<GateConfig, FileError> {
-        let cfg: GateConfig = read_toml(&self.config())?;
+        let path = self.config();
+        let (cfg, text): (GateConfig, _) = read_toml(&path)?;
         parse_public_key_hex(&cfg.root_public_key)
-            .map_err(|why| invalid(&self.config(), format!("root_public_key: {why}")))?;
+            .map_err(|why| refuse_key(&path, &text, "root_public_key", &why))?;
         if cfg.gate_id.is_empty() || cfg.gate_id.len() > menjin_proto::wire::GATE_ID_LEN_MAX {
-            return Err(invalid(&self.config(), "gate_id must be 1 to 32 bytes"));
+            return Err(refuse_key(&path, &text, "gate_id", "must be 1 to 32 bytes"));
         }
         Ok(cfg)
     }
@@ -404,6 +479,9 @@ mod tests {
         let err = nd.read_config().unwrap_err().to_string();
         assert!(err.contains("node.toml"), "{err}");
         assert!(err.contains("colour"), "{err}");
-        assert!(err.contains("line 5"), "{err}");
+        assert!(
+            err.contains("node.toml:5:1: unknown field `colour`"),
+            "{err}"
+        );
     }
 }

@@ -134,6 +134,69 @@ fn create_daemon_dir(
     Ok(cert)
 }
 
+/// Gives a node (or the hub) a new key, certified by the district root for the same
+/// community and name, and renews the certificate's validity. The old key is overwritten:
+/// rotation is for a key that may have leaked, or a certificate close to its end.
+///
+/// What still works afterwards: codes the old key signed (the node recognises its own codes
+/// by their bytes), gates (they trust the root, not a node key), the hub's log cursor and the
+/// roster (both keyed by community). What the operator must do: restart the node, and enrol
+/// the new `node.cert` at the hub (which drops the old key). What this cannot do: the old
+/// certificate stays valid for gates until it expires (no revocation list for node
+/// certificates yet).
+///
+/// Crash-safe in the sense that matters: the new key and certificate are written beside the
+/// old ones and renamed over them; a crash between the two renames leaves a pair the node
+/// refuses at start ("does not match"), and running this again repairs it.
+///
+/// # Errors
+/// [`FileError`], or a directory that is neither a node's nor a hub's.
+pub fn rekey(district: &DistrictDir, dir: &NodeDir) -> Result<NodeCert, NodeError> {
+    let (community, name) = if dir.config().exists() {
+        let cfg = dir.read_config()?;
+        (cfg.community, cfg.community_name)
+    } else if dir.hub_config().exists() {
+        (HUB_COMMUNITY, dir.read_hub_config()?.name)
+    } else {
+        return Err(NodeError::Invalid(format!(
+            "{} has neither node.toml nor hub.toml",
+            dir.0.display()
+        )));
+    };
+    let root = read_signing_key(&district.root_key())?;
+    let root_pub = read_public_key(&dir.root_pub())?;
+    if root.verifying_key() != root_pub {
+        return Err(NodeError::Invalid(format!(
+            "{} is not the district root of {}",
+            district.root_key().display(),
+            dir.root_pub().display()
+        )));
+    }
+    let seed = random32();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    let now = now_ms() / 1000;
+    let cert = NodeCert::issue(
+        &root,
+        community,
+        &name,
+        key,
+        now - 86_400,
+        now + NODE_CERT_DAYS * 86_400,
+    );
+    let new_key = dir.key().with_extension("key.new");
+    let _ = std::fs::remove_file(&new_key);
+    write_secret(&new_key, &seed)?;
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| FileError::Io {
+            path: to.to_path_buf(),
+            source,
+        })
+    };
+    rename(&new_key, &dir.key())?;
+    write_public(&dir.cert(), &cert.encode())?;
+    Ok(cert)
+}
+
 /// Creates a gate directory with a new key; returns the public key to enrol at the node.
 ///
 /// # Errors

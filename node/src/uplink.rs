@@ -21,15 +21,22 @@ use menjin_sync::Role;
 
 /// First retry after a failure; doubles up to [`BACKOFF_MAX_MS`].
 pub const BACKOFF_MIN_MS: u64 = 100;
-/// A hub back from an outage is found within this (jitter takes up to half off). A lockdown
-/// issued during a cut must reach the gates within 2 s of the link's return, so the retry
-/// interval stays well under that; a few hundred nodes retrying once a second cost the hub
-/// next to nothing (a refused or unanswered QUIC Initial each).
+/// Attempts start at most this often (with jitter), counted from the start of the previous
+/// one: a hub, or a cut path to it, that comes back is found within about a second, so a
+/// lockdown issued meanwhile reaches the node's gates within 2 s of the link returning
+/// (deploy/lab/scenario.sh measures it). A hundred nodes retrying each second cost a hub
+/// nothing.
 pub const BACKOFF_MAX_MS: u64 = 1_000;
 /// Batches sent ahead of the hub's acknowledgements.
 pub const LOG_WINDOW_BATCHES: u64 = 4;
-/// A handshake that has not completed by then is abandoned.
+/// A handshake that has not completed by then is abandoned, on a path never measured.
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Once a link has measured the path: abandon a handshake after this many round trips (at
+/// least [`CONNECT_TIMEOUT_MIN_MS`]). Within one attempt QUIC retransmits its first packet
+/// with a doubling delay (1 s, 2 s, 4 s...), so short attempts probe a path that comes back
+/// sooner than one long attempt would.
+const CONNECT_TIMEOUT_RTTS: u32 = 8;
+const CONNECT_TIMEOUT_MIN_MS: u64 = 1_500;
 /// Even without a wake-up, look for unsent events this often (safety net, not the push path).
 const RESCAN_MS: u64 = 1_000;
 
@@ -52,13 +59,21 @@ impl LinkStatus {
 /// Keeps the link to the hub up until `shutdown` turns true.
 pub async fn run_uplink(node: Arc<Node>, hub: SocketAddr, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = BACKOFF_MIN_MS;
+    let mut connect_timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
     while !*shutdown.borrow() {
-        match connect(&node, hub).await {
+        // The back-off counts from the start of an attempt (or the end of a session).
+        let mut started = tokio::time::Instant::now();
+        match connect(&node, hub, connect_timeout).await {
             Ok((endpoint, conn)) => {
                 backoff = BACKOFF_MIN_MS;
                 node.hub_link.connected.store(true, Ordering::Relaxed);
                 tracing::info!(%hub, "linked to the district hub");
                 let result = serve(&node, &conn, &mut shutdown).await;
+                started = tokio::time::Instant::now();
+                connect_timeout = (conn.rtt() * CONNECT_TIMEOUT_RTTS).clamp(
+                    Duration::from_millis(CONNECT_TIMEOUT_MIN_MS),
+                    Duration::from_millis(CONNECT_TIMEOUT_MS),
+                );
                 node.hub_link.connected.store(false, Ordering::Relaxed);
                 conn.close(0u32.into(), b"bye");
                 endpoint.close(0u32.into(), b"bye");
@@ -73,7 +88,7 @@ pub async fn run_uplink(node: Arc<Node>, hub: SocketAddr, mut shutdown: watch::R
         let wait = backoff / 2 + rand::random_range(0..=backoff / 2);
         backoff = (backoff * 2).min(BACKOFF_MAX_MS);
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            () = tokio::time::sleep_until(started + Duration::from_millis(wait)) => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -82,6 +97,7 @@ pub async fn run_uplink(node: Arc<Node>, hub: SocketAddr, mut shutdown: watch::R
 async fn connect(
     node: &Node,
     hub: SocketAddr,
+    timeout: Duration,
 ) -> Result<(quinn::Endpoint, quinn::Connection), String> {
     let cfg = tls::client_config(node.signing_key(), *node.root(), Some(HUB_COMMUNITY))
         .map_err(|e| e.to_string())?;
@@ -93,7 +109,7 @@ async fn connect(
     let connecting = endpoint
         .connect(hub, tls::SERVER_NAME)
         .map_err(|e| e.to_string())?;
-    let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| "handshake timed out".to_string())?
         .map_err(|e| e.to_string())?;
@@ -119,6 +135,19 @@ async fn serve(
     let LinkFrame::LogCursor { next_seq } = read_frame(&mut recv).await? else {
         return Err(FrameError::Stream("hub did not send its log cursor".into()));
     };
+    let logged = node.events_logged();
+    if next_seq > logged + 1 {
+        // Only a node whose log went back in time gets here (restored from an older backup):
+        // its next events carry numbers the hub already holds and will not reach it.
+        tracing::error!(
+            hub_next_seq = next_seq,
+            events_logged = logged,
+            "the hub holds gate events this node does not have: was it restored from an older \
+             backup? events numbered up to {} here will not reach the hub (deploy/README.md, \
+             backup and restore)",
+            next_seq - 1
+        );
+    }
     let (tx, mut frames) = mpsc::channel(16);
     let reader = tokio::spawn(async move {
         loop {

@@ -6,15 +6,19 @@
 //!   revocation, visitors, fever, start-up refusals).
 //! - `bad_input`: invalid input is refused with a clear message and changes nothing.
 //! - `quic`: the node's QUIC endpoint below the CLI (unenrolled keys, garbage, limits, roles).
+//! - `config`: configuration files refused at start with file and line; deploy/examples.
 //! - `crash`: SIGKILL loses nothing that was acknowledged.
 //! - `gate`: the gate daemon reading a scanner on standard input.
+//! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
 
 mod bad_input;
+mod config;
 mod crash;
 mod gate;
 mod gate_offline;
 mod hub;
 mod node_cli;
+mod operations;
 mod quic;
 mod support;

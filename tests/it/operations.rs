@@ -1,0 +1,284 @@
+//! The runbook's procedures (deploy/README.md) with real processes: rotating a node's key,
+//! and backing a node up and restoring it on another machine (another directory here).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::support::{DEADLINE, NodeProc, Person, menjin, p};
+
+const C: u32 = 440_304_021;
+
+/// A hub and one node with a gate, all running, in one temporary directory.
+struct Site {
+    node: NodeProc,
+    hub: NodeProc,
+    district: PathBuf,
+    hub_dir: PathBuf,
+    node_dir: PathBuf,
+    gate: PathBuf,
+    tmp: tempfile::TempDir,
+}
+
+impl Site {
+    fn start() -> Site {
+        let tmp = tempfile::Builder::new()
+            .prefix("menjin-ops-")
+            .tempdir()
+            .expect("temporary directory");
+        let district = tmp.path().join("district");
+        let hub_dir = tmp.path().join("hub");
+        let node_dir = tmp.path().join("node");
+        let gate = tmp.path().join("gate");
+        menjin(&["district", "init", "--dir", p(&district)]).ok();
+        menjin(&[
+            "hub",
+            "create",
+            "--district",
+            p(&district),
+            "--dir",
+            p(&hub_dir),
+            "--name",
+            "hub",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .ok();
+        let hub = NodeProc::start_hub(&hub_dir, "127.0.0.1:0", &tmp.path().join("hub.log"));
+        menjin(&[
+            "node",
+            "create",
+            "--district",
+            p(&district),
+            "--dir",
+            p(&node_dir),
+            "--community",
+            &C.to_string(),
+            "--name",
+            "ops",
+            "--listen",
+            "127.0.0.1:0",
+            "--hub",
+            &hub.addr.to_string(),
+        ])
+        .ok();
+        menjin(&[
+            "hub",
+            "enrol",
+            "--dir",
+            p(&hub_dir),
+            "--cert",
+            p(&node_dir.join("node.cert")),
+        ])
+        .ok();
+        let node = NodeProc::start(&node_dir, "127.0.0.1:0", &tmp.path().join("node.log"));
+        menjin(&[
+            "gate",
+            "enrol",
+            "--node-dir",
+            p(&node_dir),
+            "--gate-id",
+            "g1",
+            "--dir",
+            p(&gate),
+        ])
+        .ok();
+        Site {
+            node,
+            hub,
+            district,
+            hub_dir,
+            node_dir,
+            gate,
+            tmp,
+        }
+    }
+
+    fn declare(&self, serial: u32) -> String {
+        let person = Person::new("居民", serial % 2 == 0, "19800101", serial, "1", "101");
+        let mut args = vec![
+            "declare".to_string(),
+            "--node-dir".into(),
+            p(&self.node_dir).into(),
+        ];
+        args.extend(person.args());
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        menjin(&argv).ok()["code"]
+            .as_str()
+            .expect("a code")
+            .to_string()
+    }
+
+    fn check_allowed(&self, code: &str) {
+        let a = menjin(&[
+            "gate",
+            "check",
+            "--dir",
+            p(&self.gate),
+            "--code",
+            code,
+            "--temp",
+            "36.5",
+        ])
+        .ok();
+        assert_eq!(a["allowed"], true, "{a}");
+    }
+
+    fn node_status(&self) -> Value {
+        menjin(&["node", "status", "--dir", p(&self.node_dir)]).ok()
+    }
+
+    /// Polls until the hub holds exactly `n` events of the community, numbered 1..=n.
+    fn wait_hub_events(&self, n: u64) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let log = menjin(&["hub", "log", "--dir", p(&self.hub_dir), "--limit", "1000"]).ok();
+            let seqs: Vec<u64> = log
+                .as_array()
+                .expect("district log")
+                .iter()
+                .map(|e| e["event"]["seq"].as_u64().expect("seq"))
+                .collect();
+            if seqs == (1..=n).collect::<Vec<_>>() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub has seqs {seqs:?}, want 1..={n}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// `cp -a`: files with their modes (keys must stay 0600).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    std::fs::set_permissions(to, std::fs::metadata(from).expect("meta").permissions())
+        .expect("chmod");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn rotated_node_key_keeps_codes_gates_and_the_hub_stream() {
+    let mut s = Site::start();
+    let old_code = s.declare(1);
+    s.check_allowed(&old_code);
+    s.wait_hub_events(1);
+    let old_cert = std::fs::read(s.node_dir.join("node.cert")).expect("node.cert");
+
+    // The runbook: stop, rekey, enrol the new certificate at the hub, start.
+    let addr = s.node.addr.to_string();
+    assert!(s.node.terminate().success());
+    let r = menjin(&[
+        "node",
+        "rekey",
+        "--district",
+        p(&s.district),
+        "--dir",
+        p(&s.node_dir),
+    ])
+    .ok();
+    assert_eq!(r["community"], C, "{r}");
+    assert_ne!(
+        std::fs::read(s.node_dir.join("node.cert")).expect("cert"),
+        old_cert
+    );
+    menjin(&[
+        "hub",
+        "enrol",
+        "--dir",
+        p(&s.hub_dir),
+        "--cert",
+        p(&s.node_dir.join("node.cert")),
+    ])
+    .ok();
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+
+    // The gate did not change; the code the old key signed still opens it; new codes too.
+    s.check_allowed(&old_code);
+    let new_code = s.declare(2);
+    s.check_allowed(&new_code);
+    s.wait_hub_events(3);
+    let st = s.node_status();
+    assert_eq!(
+        (st["hub_connected"].as_bool(), st["hub_acked_seq"].as_u64()),
+        (Some(true), Some(3)),
+        "{st}"
+    );
+    let _ = &s.hub;
+}
+
+#[test]
+fn node_restored_from_a_backup_on_another_machine_resumes_the_hub_stream() {
+    let mut s = Site::start();
+    let code = s.declare(1);
+    s.check_allowed(&code);
+    s.check_allowed(&code);
+    s.wait_hub_events(2);
+
+    // Backup: the node stopped, its whole directory copied (keys keep mode 0600).
+    let addr = s.node.addr.to_string();
+    assert!(s.node.terminate().success());
+    let backup = s.tmp.path().join("backup");
+    copy_tree(&s.node_dir, &backup);
+
+    // The machine is lost; the backup is restored elsewhere and started on the same address
+    // (gates keep the node's address in gate.toml).
+    std::fs::remove_dir_all(&s.node_dir).expect("lose the node");
+    let restored = s.tmp.path().join("restored");
+    copy_tree(&backup, &restored);
+    s.node = NodeProc::start(&restored, &addr, &s.tmp.path().join("node.log"));
+    s.node_dir = restored;
+
+    let st = s.node_status();
+    assert_eq!(
+        (st["events_logged"].as_u64(), st["residents"].as_u64()),
+        (Some(2), Some(1)),
+        "{st}"
+    );
+    s.check_allowed(&code);
+    s.wait_hub_events(3);
+    let _ = &s.hub;
+}
+
+#[test]
+fn node_restored_from_an_older_backup_says_so() {
+    let mut s = Site::start();
+    let code = s.declare(1);
+    s.check_allowed(&code);
+    s.wait_hub_events(1);
+    let addr = s.node.addr.to_string();
+    assert!(s.node.terminate().success());
+    let backup = s.tmp.path().join("backup");
+    copy_tree(&s.node_dir, &backup);
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    s.check_allowed(&code);
+    s.check_allowed(&code);
+    s.wait_hub_events(3);
+
+    // The disk dies; last night's backup (1 event) comes back while the hub holds 3.
+    s.node.kill9();
+    std::fs::remove_dir_all(&s.node_dir).expect("lose the node");
+    copy_tree(&backup, &s.node_dir);
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    let deadline = Instant::now() + DEADLINE;
+    while !s.node.log_text().contains("restored from an older backup") {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not report its stale log:\n{}",
+            s.node.log_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = &s.hub;
+}

@@ -412,6 +412,21 @@ impl GateDir {
         if cfg.gate_id.is_empty() || cfg.gate_id.len() > menjin_proto::wire::GATE_ID_LEN_MAX {
             return Err(refuse_key(&path, &text, "gate_id", "must be 1 to 32 bytes"));
         }
+        let ranges = [
+            ("stale_after_s", cfg.stale_after_s, 3, 86_400),
+            ("clock_skew_max_s", cfg.clock_skew_max_s, 1, 86_400),
+            ("buffer_capacity", cfg.buffer_capacity, 100, 10_000_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(refuse_key(
+                    &path,
+                    &text,
+                    key,
+                    &format!("must be {min} to {max}"),
+                ));
+            }
+        }
         Ok(cfg)
     }
     pub fn write_config(&self, cfg: &GateConfig) -> Result<(), FileError> {

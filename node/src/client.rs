@@ -117,6 +117,16 @@ impl NodeClient {
             .map_err(|_| ClientError::Timeout(REQUEST_TIMEOUT_MS))?
     }
 
+    /// The key the node authenticated with (verified against the district root at connect).
+    pub fn node_key(&self) -> Option<VerifyingKey> {
+        tls::peer_key(&self.conn)
+    }
+
+    /// The connection's round-trip estimate (from the handshake's packets at first).
+    pub fn rtt(&self) -> Duration {
+        self.conn.rtt()
+    }
+
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_millis(1_000), self.endpoint.wait_idle()).await;

@@ -7,6 +7,7 @@
 //! holder's own printed pass shows it).
 
 pub mod client;
+pub mod discovery;
 pub mod files;
 pub mod gatelog;
 pub mod gates;
@@ -16,6 +17,7 @@ pub mod local_policy;
 pub mod pass;
 pub mod photo;
 pub mod provision;
+pub mod qrimage;
 pub mod render;
 pub mod replication;
 pub mod roster;

@@ -474,11 +474,12 @@ pub struct Discovery {
 /// A refusal by the gate's own server verifier (`tls::DistrictNodes`): its messages all name
 /// the certificate, and quinn passes rustls' message through.
 fn classify(e: &ClientError) -> ProbeOutcome {
-    let why = e.to_string();
-    if why.contains("certificate") {
-        ProbeOutcome::Refused(why)
-    } else {
-        ProbeOutcome::Unreachable(why)
+    match e {
+        // Not "cannot reach the node": it answered, and was found wanting.
+        ClientError::Connect { why, .. } if why.contains("certificate") => {
+            ProbeOutcome::Refused(why.clone())
+        }
+        other => ProbeOutcome::Unreachable(other.to_string()),
     }
 }
 

@@ -180,6 +180,8 @@ pub async fn run_node(
     let bound = server
         .local_addr()
         .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    // Advertised before node.addr is written: node.addr means "serving", mDNS included.
+    let advertiser = advertise(&node, bound);
     write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
     let status = node.status();
     tracing::info!(
@@ -191,7 +193,6 @@ pub async fn run_node(
         gates = status.gates.len(),
         "node serving"
     );
-    let advertiser = advertise(&node, bound);
     let (stop_uplink, uplink_stopped) = tokio::sync::watch::channel(false);
     let uplink = node
         .config

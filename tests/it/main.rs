@@ -9,9 +9,11 @@
 //! - `crash`: SIGKILL loses nothing that was acknowledged.
 //! - `gate`: the gate daemon reading a scanner on standard input.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
+//! - `discovery`: gates find their node by mDNS inside network namespaces the test creates.
 
 mod bad_input;
 mod crash;
+mod discovery;
 mod gate;
 mod hub;
 mod node_cli;

@@ -9,13 +9,16 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use menjin_node::files::{GateDir, read_secret};
+use menjin_node::discovery::{self, ProbeOutcome};
+use menjin_node::files::{GateDir, read_secret, read_signing_key};
 use menjin_node::gate::{Decision, GateAgent, GateError, Notice};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
 use crate::form::parse_temperature;
 
+/// Code texts start with this; anything else on a line is the path of an image.
+const CODE_PREFIX: &str = "MJ:";
 /// A scanner line longer than this is not a code (the longest code text is 207 characters).
 const LINE_LEN_MAX: usize = 1024;
 /// Occupants of one vehicle; more is a typing error.
@@ -114,13 +117,20 @@ impl Gate {
     }
 }
 
-/// Splits `36.6 MJ:...` into the temperature and the code.
-fn person(line: &str) -> Result<(i16, &str), String> {
+/// Splits `36.6 MJ:...` into the temperature and the code; a second field that is not a code
+/// text is the path of a PNG image of the code (`36.6 /var/spool/scans/0001.png`).
+fn person(line: &str) -> Result<(i16, String), String> {
     let (t, code) = line
         .split_once(' ')
-        .ok_or("expected: <temperature> <code>, e.g. 36.6 MJ:...")?;
+        .ok_or("expected: <temperature> <code>, e.g. 36.6 MJ:... or 36.6 scan.png")?;
     let t = parse_temperature(t).map_err(|e| e.to_string())?;
-    Ok((t, code.trim()))
+    let code = code.trim();
+    if code.starts_with(CODE_PREFIX) {
+        return Ok((t, code.to_string()));
+    }
+    let text = menjin_node::qrimage::decode_file(std::path::Path::new(code))
+        .map_err(|e| format!("not a code ({CODE_PREFIX}...) nor a readable code image: {e}"))?;
+    Ok((t, text))
 }
 
 pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
@@ -211,11 +221,11 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
                     "too many occupants for one vehicle: END it and start again",
                 );
             } else {
-                occupants.push((n, t, code.to_string()));
+                occupants.push((n, t, code));
             }
             continue;
         }
-        match gate.check(code, t, None).await {
+        match gate.check(&code, t, None).await {
             Ok(a) => gate.show(n, &a, None),
             Err(why) => gate.problem(n, &why),
         }
@@ -244,9 +254,152 @@ mod tests {
 
     #[test]
     fn person_lines_parse_and_garbage_is_explained() {
-        assert_eq!(person("36.6 MJ:ABC DEF").unwrap(), (366, "MJ:ABC DEF"));
+        assert_eq!(
+            person("36.6 MJ:ABC DEF").unwrap(),
+            (366, "MJ:ABC DEF".to_string())
+        );
         assert!(person("MJ:ABC").is_err());
         assert!(person("hot MJ:ABC").is_err());
         assert!(person("25 MJ:ABC").is_err());
+        let why = person("36.6 /nonexistent/scan.png").unwrap_err();
+        assert!(why.contains("/nonexistent/scan.png"), "{why}");
+    }
+
+    #[test]
+    fn image_path_is_read_as_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scan.png");
+        let code = "MJ:6BFA%O8P29*5ZB3I9PXY4";
+        std::fs::write(&path, menjin_node::render::qr_png(code, 3).unwrap()).unwrap();
+        let line = format!("36.6 {}", path.display());
+        assert_eq!(person(&line).unwrap(), (366, code.to_string()));
+        std::fs::write(&path, b"not a png").unwrap();
+        let why = person(&line).unwrap_err();
+        assert!(why.contains("not a readable PNG"), "{why}");
+    }
+}
+
+/// `menjin gate discover`: what `gate run` would find, shown.
+pub async fn discover(
+    dir: GateDir,
+    interfaces: Option<Vec<String>>,
+    browse_ms: Option<u64>,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut cfg = dir.read_config()?;
+    if let Some(interfaces) = interfaces {
+        cfg.discovery.enabled = true;
+        cfg.discovery.interfaces = interfaces;
+    }
+    if let Some(ms) = browse_ms {
+        let range = discovery::BROWSE_MS_MIN..=discovery::BROWSE_MS_MAX;
+        if !range.contains(&ms) {
+            return Err(crate::usage(format!(
+                "--browse-ms must be {} to {}",
+                range.start(),
+                range.end()
+            )));
+        }
+        cfg.discovery.browse_ms = ms;
+    }
+    let key = read_signing_key(&dir.key())?;
+    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
+        .map_err(anyhow::Error::msg)?;
+    let d = discovery::discover(&cfg, &key, root).await;
+    let probes: Vec<serde_json::Value> = d
+        .probes
+        .iter()
+        .map(|p| {
+            let (verified, rtt_us, handshake_us, error) = match &p.outcome {
+                ProbeOutcome::Verified {
+                    rtt_us,
+                    handshake_us,
+                } => (true, Some(*rtt_us), Some(*handshake_us), None),
+                ProbeOutcome::Refused(why) => (false, None, None, Some(format!("refused: {why}"))),
+                ProbeOutcome::Unreachable(why) => {
+                    (false, None, None, Some(format!("unreachable: {why}")))
+                }
+            };
+            json!({
+                "via": p.via.as_str(),
+                "instance": p.instance,
+                "fingerprint": p.fingerprint,
+                "addr": p.addr.to_string(),
+                "verified": verified,
+                "rtt_us": rtt_us,
+                "handshake_us": handshake_us,
+                "error": error,
+            })
+        })
+        .collect();
+    let chosen = d.found.as_ref().map(|f| {
+        json!({
+            "addr": f.addr.to_string(),
+            "via": f.via.as_str(),
+            "rtt_us": f.rtt_us,
+            "fingerprint": f.fingerprint,
+        })
+    });
+    if json {
+        let (advertised, mdns_error) = match &d.browsed {
+            Some(Ok(n)) => (Some(*n), None),
+            Some(Err(e)) => (None, Some(e.clone())),
+            None => (None, None),
+        };
+        println!(
+            "{}",
+            json!({
+                "community": cfg.community,
+                "discovery": {
+                    "enabled": cfg.discovery.enabled,
+                    "interfaces": cfg.discovery.interfaces,
+                    "browse_ms": cfg.discovery.browse_ms,
+                },
+                "advertised": advertised,
+                "mdns_error": mdns_error,
+                "candidates": probes,
+                "chosen": chosen,
+            })
+        );
+    } else {
+        match &d.browsed {
+            None => println!("mDNS discovery is off in gate.toml ([discovery] enabled = false)"),
+            Some(Err(e)) => println!("mDNS failed: {e}"),
+            Some(Ok(n)) => println!(
+                "mDNS on {:?}: {n} node(s) of community {} advertised",
+                cfg.discovery.interfaces, cfg.community
+            ),
+        }
+        for p in &d.probes {
+            let what = p
+                .instance
+                .as_deref()
+                .unwrap_or("static address from gate.toml");
+            let result = match &p.outcome {
+                ProbeOutcome::Verified { rtt_us, .. } => {
+                    format!("verified, rtt {:.2} ms", *rtt_us as f64 / 1000.0)
+                }
+                ProbeOutcome::Refused(why) => format!("REFUSED: {why}"),
+                ProbeOutcome::Unreachable(why) => format!("unreachable: {why}"),
+            };
+            println!("  {what} at {}: {result}", p.addr);
+        }
+        match &d.found {
+            Some(f) => println!(
+                "chosen: {} ({}, rtt {:.2} ms, key {})",
+                f.addr,
+                f.via.as_str(),
+                f.rtt_us as f64 / 1000.0,
+                f.fingerprint
+            ),
+            None => println!("no node of community {} could be used", cfg.community),
+        }
+    }
+    match d.found {
+        Some(found) => {
+            found.client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::FAILURE),
     }
 }

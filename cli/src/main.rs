@@ -21,7 +21,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use menjin_node::client::NodeClient;
-use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_node::files::{
+    DistrictDir, GateDir, MdnsConfig, NodeDir, read_public_key, read_signing_key,
+};
 use menjin_node::provision::{self, NodeSpec};
 use menjin_node::service::now_ms;
 use menjin_proto::credential::{CredId, HolderId};
@@ -266,6 +268,10 @@ enum NodeCmd {
         /// The district hub's address; without it the node runs alone.
         #[arg(long)]
         hub: Option<SocketAddr>,
+        /// Advertise the node by mDNS on these interfaces (comma-separated names, or `all`:
+        /// every interface but loopback and container bridges; `lo` only when listed).
+        #[arg(long, value_name = "INTERFACES")]
+        mdns: Option<String>,
     },
     /// Run the node until interrupted (Ctrl-C or SIGTERM).
     Run {
@@ -320,6 +326,22 @@ enum GateCmd {
         /// The gate's own directory (gate.key, gate.toml).
         #[arg(long)]
         dir: PathBuf,
+        /// Find the node by mDNS on these interfaces (as `node create --mdns`); the node's
+        /// current address stays the fallback.
+        #[arg(long, value_name = "INTERFACES")]
+        discover: Option<String>,
+    },
+    /// Find the community's node by mDNS as `gate run` would: every node seen, whether its
+    /// certificate chain verified, its round trip, and the node chosen (exit 1 if none).
+    Discover {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Browse on these interfaces instead of gate.toml's `[discovery]` (turns it on).
+        #[arg(long, value_name = "INTERFACES")]
+        interfaces: Option<String>,
+        /// Listen for advertisements this long instead of gate.toml's `browse_ms`.
+        #[arg(long)]
+        browse_ms: Option<u64>,
     },
     /// Run the gate: read `<temperature> <code>` lines from a scanner on standard input (and
     /// `CAR <plate>` ... `END` for a vehicle), print one decision per person.
@@ -478,6 +500,18 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     Usage(e.to_string()).into()
 }
 
+/// `eth0,wlan0`, `all` or `lo`: interface names for mDNS, checked as the config files are.
+fn parse_interfaces(s: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    menjin_node::files::check_interfaces("interfaces", true, &names).map_err(usage)?;
+    Ok(names)
+}
+
 fn parse_holder(s: &str) -> Result<HolderId> {
     s.parse()
         .map_err(|e: String| usage(format!("--holder: {e}")))
@@ -594,6 +628,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gate {
             cmd: GateCmd::Run { dir },
         } => return gate::run(GateDir(dir), json).await,
+        Command::Gate {
+            cmd:
+                GateCmd::Discover {
+                    dir,
+                    interfaces,
+                    browse_ms,
+                },
+        } => {
+            let interfaces = interfaces.as_deref().map(parse_interfaces).transpose()?;
+            return gate::discover(GateDir(dir), interfaces, browse_ms, json).await;
+        }
         Command::Node {
             cmd: NodeCmd::Lockdown { dir, reason, by },
         } => {
@@ -674,8 +719,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     campaign_start,
                     code_days,
                     hub,
+                    mdns,
                 },
         } => {
+            let mdns = mdns.as_deref().map(parse_interfaces).transpose()?;
             let spec = NodeSpec {
                 community,
                 community_name: name,
@@ -686,8 +733,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 code_validity_days: code_days,
                 hub,
             };
-            let cert =
-                provision::create_node(&DistrictDir(district), &NodeDir(dir.clone()), &spec)?;
+            let nd = NodeDir(dir.clone());
+            let cert = provision::create_node(&DistrictDir(district), &nd, &spec)?;
+            if let Some(interfaces) = mdns {
+                let mut cfg = nd.read_config()?;
+                cfg.mdns = MdnsConfig {
+                    enabled: true,
+                    interfaces,
+                };
+                nd.write_config(&cfg)?;
+            }
             output::created_node(json, &dir, &cert);
             return Ok(ExitCode::SUCCESS);
         }
@@ -722,14 +777,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     node_dir,
                     gate_id,
                     dir,
+                    discover,
                 },
         } => {
+            let discover = discover.as_deref().map(parse_interfaces).transpose()?;
             let nd = NodeDir(node_dir.clone());
             let addr = nd
                 .read_addr()
                 .or_else(|_| nd.read_config().map(|c| c.listen))?;
             let existed = dir.exists();
-            let public_key = provision::create_gate(&GateDir(dir.clone()), &gate_id, &nd, addr)?;
+            let gd = GateDir(dir.clone());
+            let public_key = provision::create_gate(&gd, &gate_id, &nd, addr)?;
+            if let Some(interfaces) = discover {
+                let mut cfg = gd.read_config()?;
+                cfg.discovery.enabled = true;
+                cfg.discovery.interfaces = interfaces;
+                gd.write_config(&cfg)?;
+            }
             let resp = ask(
                 &node_dir,
                 Request::EnrolGate {

@@ -135,7 +135,12 @@ impl NodeClient {
         Ok(FeedStream { recv })
     }
 
-    /// The round trip of the connection as QUIC estimates it.
+    /// The key the node authenticated with (verified against the district root at connect).
+    pub fn node_key(&self) -> Option<VerifyingKey> {
+        tls::peer_key(&self.conn)
+    }
+
+    /// The connection's round-trip estimate (from the handshake's packets at first).
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()
     }

@@ -239,6 +239,85 @@ pub struct NodeConfig {
     /// sees the flag; the person is not refused for it.
     #[serde(default)]
     pub anti_passback: bool,
+    /// Advertising on the LAN (`[mdns]`); off unless configured.
+    #[serde(default)]
+    pub mdns: MdnsConfig,
+}
+
+/// `[mdns]` in `node.toml`: advertise `_menjin._udp.local.` so gates find the node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MdnsConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Interface names, or `all` (every interface except loopback and container bridges).
+    /// Loopback only when `lo` is listed.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+}
+
+/// `[discovery]` in `gate.toml`: find the community's node by mDNS; `node` stays the
+/// fallback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// As [`MdnsConfig::interfaces`].
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// How long a gate listens for advertisements.
+    #[serde(default = "default_browse_ms")]
+    pub browse_ms: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            enabled: false,
+            interfaces: Vec::new(),
+            browse_ms: default_browse_ms(),
+        }
+    }
+}
+
+fn default_browse_ms() -> u64 {
+    crate::discovery::BROWSE_MS_DEFAULT
+}
+
+/// Interface names as `ip link` knows them (IFNAMSIZ is 16 with the terminating NUL).
+const INTERFACE_NAME_LEN_MAX: usize = 15;
+/// More interfaces than a gate or node has; a longer list is a configuration mistake.
+const INTERFACES_MAX: usize = 16;
+
+/// Checks an interface list (`what` names it in messages: `mdns.interfaces`, `--mdns`):
+/// names of 1 to 15 printable bytes without `/`, or `all`; required when `enabled`.
+///
+/// # Errors
+/// A message naming the list and the offending name.
+pub fn check_interfaces(what: &str, enabled: bool, names: &[String]) -> Result<(), String> {
+    if enabled && names.is_empty() {
+        return Err(format!(
+            "{what} is empty: list interface names (e.g. eth0), or all"
+        ));
+    }
+    if names.len() > INTERFACES_MAX {
+        return Err(format!(
+            "{what} lists {} names, at most {INTERFACES_MAX}",
+            names.len()
+        ));
+    }
+    for name in names {
+        let ok = !name.is_empty()
+            && name.len() <= INTERFACE_NAME_LEN_MAX
+            && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+        if !ok {
+            return Err(format!(
+                "{what}: {name:?} is not an interface name (1 to 15 characters, no spaces or /)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `hub.toml`: a district hub. Its other files have the node's names (`node.key`,
@@ -285,6 +364,9 @@ pub struct GateConfig {
     /// (online, the node's own `anti_passback` setting decides).
     #[serde(default)]
     pub anti_passback: bool,
+    /// Finding the node by mDNS (`[discovery]`); off unless configured.
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
 }
 
 fn default_stale_after_s() -> u64 {
@@ -368,6 +450,8 @@ impl NodeDir {
                 "0 is the district hub's; a community is 1 or more",
             );
         }
+        check_interfaces("mdns.interfaces", cfg.mdns.enabled, &cfg.mdns.interfaces)
+            .map_err(|why| invalid(&self.config(), why))?;
         Ok(cfg)
     }
 
@@ -426,6 +510,21 @@ impl GateDir {
                     &format!("must be {min} to {max}"),
                 ));
             }
+        }
+        let d = &cfg.discovery;
+        check_interfaces("discovery.interfaces", d.enabled, &d.interfaces)
+            .map_err(|why| invalid(&self.config(), why))?;
+        if !(crate::discovery::BROWSE_MS_MIN..=crate::discovery::BROWSE_MS_MAX)
+            .contains(&d.browse_ms)
+        {
+            return Err(invalid(
+                &self.config(),
+                format!(
+                    "discovery.browse_ms must be {} to {}",
+                    crate::discovery::BROWSE_MS_MIN,
+                    crate::discovery::BROWSE_MS_MAX
+                ),
+            ));
         }
         Ok(cfg)
     }

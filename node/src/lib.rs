@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod feed;
+pub mod discovery;
 pub mod files;
 pub mod gate;
 pub mod gatelog;
@@ -18,6 +19,7 @@ pub mod local_policy;
 pub mod pass;
 pub mod photo;
 pub mod provision;
+pub mod qrimage;
 pub mod render;
 pub mod replication;
 pub mod roster;

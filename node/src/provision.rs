@@ -9,8 +9,9 @@ use menjin_proto::cert::HUB_COMMUNITY;
 use menjin_proto::{CommunityId, NodeCert};
 
 use crate::files::{
-    DistrictDir, FileError, GateConfig, GateDir, HubConfig, NodeConfig, NodeDir, random32,
-    read_public_key, read_secret, read_signing_key, write_public, write_public_key, write_secret,
+    DiscoveryConfig, DistrictDir, FileError, GateConfig, GateDir, HubConfig, MdnsConfig,
+    NodeConfig, NodeDir, random32, read_public_key, read_secret, read_signing_key, write_public,
+    write_public_key, write_secret,
 };
 use crate::server::Server;
 use crate::service::{Node, NodeError, now_ms};
@@ -78,6 +79,7 @@ pub fn create_node(
         hub: spec.hub,
         residents_may_leave_in_lockdown: false,
         anti_passback: false,
+        mdns: MdnsConfig::default(),
     })?;
     Ok(cert)
 }
@@ -223,6 +225,7 @@ pub fn create_gate(
         clock_skew_max_s: 30,
         buffer_capacity: 100_000,
         anti_passback: false,
+        discovery: DiscoveryConfig::default(),
     })?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()
@@ -245,6 +248,8 @@ pub async fn run_node(
     let bound = server
         .local_addr()
         .map_err(|e| NodeError::Invalid(e.to_string()))?;
+    // Advertised before node.addr is written: node.addr means "serving", mDNS included.
+    let advertiser = advertise(&node, bound);
     write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
     let status = node.status();
     tracing::info!(
@@ -262,6 +267,9 @@ pub async fn run_node(
         .hub
         .map(|hub| tokio::spawn(crate::uplink::run_uplink(node.clone(), hub, uplink_stopped)));
     server.run(shutdown).await;
+    if let Some(advertiser) = advertiser {
+        advertiser.stop().await;
+    }
     let _ = stop_uplink.send(true);
     if let Some(uplink) = uplink {
         let _ = uplink.await;
@@ -269,4 +277,31 @@ pub async fn run_node(
     let _ = std::fs::remove_file(dir.addr());
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Starts the node's mDNS advertisement if `[mdns]` is on. A failure is logged and the node
+/// serves without it: gates configured with its address still reach it.
+fn advertise(node: &Node, bound: SocketAddr) -> Option<crate::discovery::Advertiser> {
+    let cfg = &node.config.mdns;
+    if !cfg.enabled {
+        tracing::info!("mDNS advertisement off ([mdns] enabled = false in node.toml)");
+        return None;
+    }
+    let key = node.cert().node_key;
+    match crate::discovery::Advertiser::start(cfg, node.config.community, &key, bound) {
+        Ok(a) => {
+            tracing::info!(
+                instance = %a.instance,
+                service = crate::discovery::SERVICE_TYPE,
+                configured = ?cfg.interfaces,
+                interfaces = ?crate::discovery::selected_interfaces(&cfg.interfaces),
+                "advertising by mDNS"
+            );
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "mDNS advertisement failed; serving without it");
+            None
+        }
+    }
 }

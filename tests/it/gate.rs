@@ -66,3 +66,38 @@ fn gate_daemon_decides_each_scanned_line_and_checks_vehicles_person_by_person() 
     assert_eq!(log.len(), 5);
     assert_eq!(log.iter().filter(|e| e["plate"] == "粤B99999").count(), 2);
 }
+
+#[test]
+fn gate_daemon_reads_codes_from_qr_images_and_refuses_unreadable_ones() {
+    let c = Community::start();
+    let gate = c.enrol_gate("lane-img");
+    let png = c.file("code.png");
+    let person = Person::new("李娜", false, "19900101", 2, "5", "502");
+    c.declare(&person, &["--qr-png", p(&png)]).ok();
+    let garbage = c.file("garbage.png");
+    std::fs::write(&garbage, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let input = format!(
+        "36.6 {}\n36.6 {}\n36.6 {}\n36.7 {}\n",
+        png.display(),
+        garbage.display(),
+        c.file("missing.png").display(),
+        png.display()
+    );
+    let out = menjin_with_stdin(&["--json", "gate", "run", "--dir", p(&gate)], Some(&input));
+    assert_eq!(out.code(), 0, "{out:?}");
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    assert_eq!(lines[0]["answer"]["allowed"], true, "{}", lines[0]);
+    let why = lines[1]["error"].as_str().unwrap();
+    assert!(why.contains("not a readable PNG"), "{why}");
+    let why = lines[2]["error"].as_str().unwrap();
+    assert!(why.contains("missing.png"), "{why}");
+    // The gate kept working after the bad images.
+    assert_eq!(lines[3]["answer"]["allowed"], true, "{}", lines[3]);
+    // Only the two decided persons are logged.
+    assert_eq!(c.log().len(), 2);
+}

@@ -11,10 +11,12 @@
 //! - `gate`: the gate daemon reading a scanner on standard input.
 //! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
+//! - `discovery`: gates find their node by mDNS inside network namespaces the test creates.
 
 mod bad_input;
 mod config;
 mod crash;
+mod discovery;
 mod gate;
 mod gate_offline;
 mod hub;

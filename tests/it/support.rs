@@ -104,7 +104,12 @@ pub fn menjin_raw(args: &[&str]) -> Out {
 
 /// Runs `menjin` with these arguments and, if given, this text on standard input.
 pub fn menjin_with_stdin(args: &[&str], input: Option<&str>) -> Out {
-    let mut child = Command::new(bin())
+    run_with_stdin(bin(), args, input)
+}
+
+/// Runs `program` (`menjin`, or `ip netns exec ...`) bounded by [`DEADLINE`].
+pub fn run_with_stdin(program: &str, args: &[&str], input: Option<&str>) -> Out {
+    let mut child = Command::new(program)
         .args(args)
         .env("RUST_LOG", "warn")
         .stdin(if input.is_some() {
@@ -134,7 +139,7 @@ pub fn menjin_with_stdin(args: &[&str], input: Option<&str>) -> Out {
         let _ = se.read_to_string(&mut s);
         s
     });
-    let status = wait_bounded(&mut child, &format!("menjin {args:?}"));
+    let status = wait_bounded(&mut child, &format!("{program} {args:?}"));
     Out {
         args: args.iter().map(|s| s.to_string()).collect(),
         status,
@@ -158,21 +163,35 @@ pub struct NodeProc {
     log: PathBuf,
     /// `node` or `hub`: which daemon this is.
     role: &'static str,
+    /// The network namespace it runs in (`ip netns exec`), if not the test's own.
+    netns: Option<String>,
 }
 
 impl NodeProc {
     /// Starts `menjin node run --dir DIR --listen LISTEN` and waits until it serves (it writes
     /// `node.addr` once bound). Its log goes to `LOG`, shown if it fails to start.
     pub fn start(dir: &Path, listen: &str, log: &Path) -> NodeProc {
-        NodeProc::spawn("node", dir, listen, log)
+        NodeProc::spawn("node", dir, listen, log, None)
+    }
+
+    /// As [`NodeProc::start`], inside the network namespace `netns` (`ip netns exec` execs
+    /// `menjin`, so the child is the node itself).
+    pub fn start_in(netns: &str, dir: &Path, listen: &str, log: &Path) -> NodeProc {
+        NodeProc::spawn("node", dir, listen, log, Some(netns.to_string()))
     }
 
     /// Starts `menjin hub run` the same way (a hub writes `node.addr` too).
     pub fn start_hub(dir: &Path, listen: &str, log: &Path) -> NodeProc {
-        NodeProc::spawn("hub", dir, listen, log)
+        NodeProc::spawn("hub", dir, listen, log, None)
     }
 
-    fn spawn(role: &'static str, dir: &Path, listen: &str, log: &Path) -> NodeProc {
+    fn spawn(
+        role: &'static str,
+        dir: &Path,
+        listen: &str,
+        log: &Path,
+        netns: Option<String>,
+    ) -> NodeProc {
         // A node killed with SIGKILL leaves its node.addr behind: only a fresh one means
         // this process is serving.
         let addr_file = NodeDir(dir.to_path_buf()).addr();
@@ -186,7 +205,15 @@ impl NodeProc {
             .append(true)
             .open(log)
             .expect("node log file");
-        let child = Command::new(bin())
+        let mut command = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin()]);
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = command
             .args([role, "run", "--dir", p(dir), "--listen", listen])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -200,6 +227,7 @@ impl NodeProc {
             addr: "0.0.0.0:0".parse().expect("literal"),
             log: log.to_path_buf(),
             role,
+            netns,
         };
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -253,7 +281,7 @@ impl NodeProc {
     pub fn restart_after_kill9(&mut self) {
         self.kill9();
         let listen = self.addr.to_string();
-        let fresh = NodeProc::spawn(self.role, &self.dir, &listen, &self.log);
+        let fresh = NodeProc::spawn(self.role, &self.dir, &listen, &self.log, self.netns.clone());
         *self = fresh;
     }
 }

@@ -490,18 +490,20 @@ impl GateAgent {
         loop {
             let Some(inner) = weak.upgrade() else { return };
             let agent = GateAgent { inner };
-            let addr = agent.inner.cfg.node;
-            let result = match NodeClient::connect(
-                addr,
+            // mDNS (if configured) at every (re)connection: a node that failed is replaced by
+            // another of the community, checked against the district root; else the static
+            // address.
+            let result = match crate::discovery::find_node(
+                &agent.inner.cfg,
                 &agent.inner.key,
                 agent.inner.root,
-                Some(agent.inner.cfg.community),
             )
             .await
             {
-                Ok(client) => {
+                Ok(found) => {
                     backoff = RECONNECT_MIN_MS;
-                    agent.serve_link(client, &addr.to_string()).await
+                    let node = format!("{} (via {})", found.addr, found.via.as_str());
+                    agent.serve_link(found.client, &node).await
                 }
                 Err(e) => Err(e.to_string()),
             };

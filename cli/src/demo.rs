@@ -649,6 +649,11 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         let t = small_community(other, json).await?;
         tally.add(&t);
     }
+    // The third community's node goes down; its gate decides alone, then uploads.
+    let [second, third] = others;
+    let (third, offline) = offline_gate(&district, third, &hub, json).await?;
+    tally.add(&offline.tally);
+    let others = [second, third];
 
     // Every node's gate log must reach the hub, each event exactly once.
     let nodes: Vec<&LocalNode> = std::iter::once(&node).chain(others.iter()).collect();
@@ -702,6 +707,8 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         "hub_events": hub_events,
         "hub_residents": hub_residents,
         "lockdown_propagation_ms": propagation_ms,
+        "offline_decisions": offline.decisions,
+        "uploaded_after_reconnect": offline.uploaded,
         "converged": converged,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
@@ -735,6 +742,13 @@ pub async fn run(json: bool) -> Result<ExitCode> {
     }
     node.stop().await;
     hub.stop().await;
+    if offline.decisions != offline.uploaded {
+        bail!(
+            "{} offline decisions, {} uploaded after the node came back",
+            offline.decisions,
+            offline.uploaded
+        );
+    }
     if events != t.checks || !converged {
         bail!(
             "{events} events logged for {} checks; hub holds {hub_events}",
@@ -824,4 +838,120 @@ async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
     }
     d.console.close().await;
     Ok(d.tally)
+}
+
+struct Offline {
+    tally: Tally,
+    decisions: u64,
+    uploaded: u64,
+}
+
+/// A gate agent (the real gate device) at `node`'s community: online first, then the node
+/// stops and the gate decides alone from its cache, then the node restarts and the gate
+/// uploads what it decided. Counts the offline decisions and the offline events the node
+/// holds afterwards (they must be equal: exactly once).
+async fn offline_gate(
+    district: &crate::harness::LocalDistrict,
+    node: LocalNode,
+    hub: &crate::harness::LocalHub,
+    json: bool,
+) -> Result<(LocalNode, Offline)> {
+    let say = |line: &str| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    let community = node.node.config.community;
+    let console = node.console().await?;
+    let (mut codes, mut declared) = (Vec::new(), 0u64);
+    for i in 0..3u32 {
+        let form = person(
+            &format!("住户{}", i + 1),
+            i % 2 == 1,
+            "19820707",
+            70 + i,
+            "9",
+            "901",
+        );
+        match console.request(&Request::Declare { form }).await? {
+            Response::Declared(r) => {
+                declared += 1;
+                codes.extend(r.code);
+            }
+            other => bail!("declaring at community {community}: {other:?}"),
+        }
+    }
+    // One more, whose code is revoked by a new declaration (symptoms): refused offline too.
+    let mut sick = person("住户4", false, "19820707", 73, "9", "902");
+    if let Response::Declared(r) = console
+        .request(&Request::Declare { form: sick.clone() })
+        .await?
+    {
+        declared += 1;
+        codes.extend(r.code);
+    }
+    sick.symptoms = true;
+    if let Response::Declared(_) = console.request(&Request::Declare { form: sick }).await? {
+        declared += 1;
+    }
+    let (agent, _notices) = node.gate_agent(&console, "east-1").await?;
+    console.close().await;
+    if !agent.wait_online(std::time::Duration::from_secs(10)).await {
+        bail!("the gate of community {community} did not reach its node");
+    }
+    say(&format!(
+        "community {community}: gate east-1 subscribed; the node goes down"
+    ));
+    let events_before = node.node.events_logged();
+    let (mut tally, mut decisions) = (Tally::default(), 0u64);
+    tally.declared = declared;
+    tally.codes_issued = codes.len() as u64;
+    tally.not_cleared = 1;
+    let stopped = node.stop_for_restart().await?;
+    for code in &codes {
+        let d = agent.check(code, NORMAL_DC, None).await?;
+        if !d.offline {
+            bail!("the gate still reached its stopped node");
+        }
+        decisions += 1;
+        tally.checks += 1;
+        if d.answer.allowed {
+            tally.allowed += 1;
+        } else {
+            tally.denied += 1;
+            *tally
+                .by_reason
+                .entry(d.answer.reason.to_string())
+                .or_default() += 1;
+        }
+        say(&format!(
+            "  offline: {} {} (decided by the gate alone, buffered as #{})",
+            if d.answer.allowed { "ALLOW" } else { "DENY " },
+            d.answer.reason,
+            d.gate_seq.unwrap_or_default()
+        ));
+    }
+    let node = district.restart_linked_node(stopped, hub)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(CONVERGE_SECS);
+    while agent.pending() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let log = node.node.gate_log().query(&menjin_proto::wire::LogQuery {
+        after_seq: Some(events_before),
+        limit: 1000,
+        ..Default::default()
+    })?;
+    let uploaded = log.iter().filter(|e| e.offline.is_some()).count() as u64;
+    say(&format!(
+        "  node back: {uploaded} offline events uploaded, {} still buffered",
+        agent.pending()
+    ));
+    Ok((
+        node,
+        Offline {
+            tally,
+            decisions,
+            uploaded,
+        },
+    ))
 }

@@ -37,6 +37,12 @@ pub struct LocalNode {
     )>,
 }
 
+/// A node that was stopped to be restarted: where it lived.
+pub struct StoppedNode {
+    pub dir: NodeDir,
+    pub addr: SocketAddr,
+}
+
 /// A district hub in this process.
 pub struct LocalHub {
     pub dir: NodeDir,
@@ -145,6 +151,28 @@ impl LocalDistrict {
         Ok(node)
     }
 
+    /// Starts a node stopped with [`LocalNode::stop_for_restart`] again on the same
+    /// directory and address (its gates keep that address), linked to `hub`.
+    pub fn restart_linked_node(&self, stopped: StoppedNode, hub: &LocalHub) -> Result<LocalNode> {
+        let StoppedNode { dir, addr } = stopped;
+        let node = Node::open(&dir)?;
+        let server = Server::bind(node.clone(), addr)?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let (stop_uplink, uplink_stopped) = tokio::sync::watch::channel(false);
+        let uplink = tokio::spawn(run_uplink(node.clone(), hub.addr, uplink_stopped));
+        Ok(LocalNode {
+            dir,
+            node,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            uplink: Some((stop_uplink, uplink)),
+        })
+    }
+
     /// Creates and starts a node on a loopback port.
     pub fn start_node(&self, community: CommunityId, name: &str) -> Result<LocalNode> {
         let dir = self.create_node(community, name)?;
@@ -232,6 +260,22 @@ impl LocalNode {
             root,
             &dir.cache(),
         )?)
+    }
+
+    /// Stops the node, as a power cut would for its gates, and waits until nothing holds
+    /// its database any more (a gate's feed task ends when its connection closes).
+    pub async fn stop_for_restart(self) -> Result<StoppedNode> {
+        let (dir, addr) = (self.dir.clone(), self.addr);
+        let weak = Arc::downgrade(&self.node);
+        self.stop().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while weak.strong_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                bail!("node {} still held 10 s after it stopped", dir.0.display());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok(StoppedNode { dir, addr })
     }
 
     pub async fn stop(mut self) {

@@ -90,14 +90,18 @@ fn dirs() -> Dirs {
     }
 }
 
-/// Replaces the line starting with `key` (or appends `line` if `key` is empty); returns the
-/// 1-based line number of the edited line.
+/// Replaces the line starting with `key` (or adds `line` among the top-level keys, before
+/// the first `[table]`, if `key` is empty); returns the 1-based line number of the edited line.
 fn edit(file: &Path, key: &str, line: &str) -> usize {
     let text = std::fs::read_to_string(file).expect("config");
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let at = if key.is_empty() {
-        lines.push(line.to_string());
-        lines.len() - 1
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with('['))
+            .unwrap_or(lines.len());
+        lines.insert(at, line.to_string());
+        at
     } else {
         let at = lines
             .iter()
@@ -215,11 +219,26 @@ fn example(name: &str) -> PathBuf {
 fn assert_every_field_shown(name: &str, cfg: &impl serde::Serialize) {
     let text = std::fs::read_to_string(example(name)).expect("example");
     let value = serde_json::to_value(cfg).expect("config as JSON");
-    for key in value.as_object().expect("a table").keys() {
-        assert!(
-            text.lines().any(|l| l.starts_with(&format!("{key} ="))),
-            "deploy/examples/{name} does not show `{key}`"
-        );
+    for (key, v) in value.as_object().expect("a table") {
+        match v.as_object() {
+            // A table: its header and each of its keys.
+            Some(table) => {
+                assert!(
+                    text.lines().any(|l| l == format!("[{key}]")),
+                    "deploy/examples/{name} does not show `[{key}]`"
+                );
+                for sub in table.keys() {
+                    assert!(
+                        text.lines().any(|l| l.starts_with(&format!("{sub} ="))),
+                        "deploy/examples/{name} does not show `{sub}` of [{key}]"
+                    );
+                }
+            }
+            None => assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                "deploy/examples/{name} does not show `{key}`"
+            ),
+        }
     }
 }
 

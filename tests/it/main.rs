@@ -16,6 +16,7 @@
 mod bad_input;
 mod config;
 mod crash;
+mod demo;
 mod discovery;
 mod gate;
 mod gate_offline;

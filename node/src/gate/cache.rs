@@ -472,3 +472,181 @@ impl GateCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use menjin_proto::keys::signing_key_from_seed;
+
+    const COMMUNITY: CommunityId = 7;
+
+    fn snapshot(root: &ed25519_dalek::SigningKey, community: CommunityId) -> TrustSnapshot {
+        let node = signing_key_from_seed([2; 32]);
+        let cert = NodeCert::issue(
+            root,
+            community,
+            "香蜜湖",
+            node.verifying_key(),
+            0,
+            u64::MAX / 2,
+        );
+        TrustSnapshot {
+            incarnation: 9,
+            version: 1,
+            node_time_ms: 1_000,
+            community,
+            node_cert: cert.encode(),
+            lockdown: GateLockdown::default(),
+            residents_may_leave: false,
+            revoked: vec![CredId([1; 8])],
+            visitors: vec![CredId([2; 8])],
+        }
+    }
+
+    fn update(version: u64, revoked: u8) -> TrustUpdate {
+        TrustUpdate {
+            incarnation: 9,
+            version,
+            node_time_ms: 2_000,
+            revoked: vec![CredId([revoked; 8])],
+            ..Default::default()
+        }
+    }
+
+    fn open(
+        dir: &Path,
+        root: &ed25519_dalek::SigningKey,
+        capacity: u64,
+    ) -> (GateCache, OpenReport) {
+        GateCache::open(dir, &[5; 32], root.verifying_key(), COMMUNITY, capacity).unwrap()
+    }
+
+    #[test]
+    fn trust_survives_reopening_and_gaps_and_foreign_nodes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = signing_key_from_seed([1; 32]);
+        {
+            let (mut c, report) = open(dir.path(), &root, 1_000);
+            assert!(report.problems.is_empty());
+            c.apply_snapshot(snapshot(&root, COMMUNITY)).unwrap();
+            c.apply_update(&update(2, 3)).unwrap();
+            assert!(matches!(
+                c.apply_update(&update(4, 4)),
+                Err(CacheError::Gap {
+                    have: 2,
+                    got: 4,
+                    ..
+                })
+            ));
+            // A node certified by another district, or for another community: refused, and
+            // what the cache held stays.
+            let other = signing_key_from_seed([3; 32]);
+            assert!(matches!(
+                c.apply_snapshot(snapshot(&other, COMMUNITY)),
+                Err(CacheError::Cert(_))
+            ));
+            assert!(matches!(
+                c.apply_snapshot(snapshot(&root, 8)),
+                Err(CacheError::Cert(_))
+            ));
+        }
+        let (c, report) = open(dir.path(), &root, 1_000);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!(c.trust().version, 2);
+        assert!(c.trust().revoked.contains(&CredId([3; 8])));
+        assert!(c.trust().visitors.contains(&CredId([2; 8])));
+    }
+
+    #[test]
+    fn records_removed_or_changed_on_disk_are_detected() {
+        let root = signing_key_from_seed([1; 32]);
+        let tamperings: [(&str, fn(&sled::Tree)); 3] = [
+            ("an update removed (un-revoking a code)", |t| {
+                t.remove(GateCache::update_key(2)).unwrap();
+            }),
+            ("a record's byte changed", |t| {
+                let mut v = t.get(SNAPSHOT).unwrap().unwrap().to_vec();
+                v[10] ^= 1;
+                t.insert(SNAPSHOT, v).unwrap();
+            }),
+            ("the head rolled back to the snapshot", |t| {
+                let snap_head = t.get(b"old-head").unwrap().unwrap();
+                t.insert(HEAD, snap_head).unwrap();
+                t.remove(b"old-head").unwrap();
+            }),
+        ];
+        for (what, tamper) in tamperings {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let (mut c, _) = open(dir.path(), &root, 1_000);
+                c.apply_snapshot(snapshot(&root, COMMUNITY)).unwrap();
+                let old_head = c.trust_tree.get(HEAD).unwrap().unwrap();
+                c.apply_update(&update(2, 3)).unwrap();
+                c.trust_tree.insert(b"old-head", old_head).unwrap();
+                if what != "the head rolled back to the snapshot" {
+                    c.trust_tree.remove(b"old-head").unwrap();
+                }
+                tamper(&c.trust_tree);
+                c.db.flush().unwrap();
+            }
+            let (c, report) = open(dir.path(), &root, 1_000);
+            assert_eq!(report.problems.len(), 1, "{what}: {:?}", report.problems);
+            assert!(report.problems[0].contains("not intact"), "{what}");
+            assert!(c.trust().cert.is_none(), "{what}: trust discarded");
+        }
+    }
+
+    #[test]
+    fn the_buffer_alarms_at_90_percent_refuses_when_full_and_counts_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = signing_key_from_seed([1; 32]);
+        let (mut c, _) = open(dir.path(), &root, 100);
+        let event = GateEvent {
+            seq: 0,
+            time_ms: 1,
+            gate: "g".into(),
+            direction: menjin_proto::wire::Direction::In,
+            allowed: true,
+            reason: menjin_proto::rule::Reason::Ok,
+            fever: false,
+            temperature_dc: 365,
+            cred: None,
+            holder: None,
+            kind: None,
+            plate: None,
+            offline: Some(menjin_proto::wire::OfflineMark {
+                gate_seq: 0,
+                decided_ms: 1,
+                degraded: false,
+            }),
+            passback: false,
+        };
+        for i in 1..=89 {
+            assert_eq!(c.record(event.clone()).unwrap(), i);
+        }
+        assert!(!c.alarm());
+        c.record(event.clone()).unwrap();
+        assert!(c.alarm());
+        for _ in 90..100 {
+            c.record(event.clone()).unwrap();
+        }
+        assert!(matches!(
+            c.record(event.clone()),
+            Err(CacheError::Full(100))
+        ));
+        let oldest = c.oldest(5).unwrap();
+        assert_eq!(
+            oldest.iter().map(|e| e.gate_seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
+        assert_eq!(oldest[0].event.offline.unwrap().gate_seq, 1);
+        c.uploaded(50).unwrap();
+        assert_eq!(c.pending(), 50);
+        drop(c);
+        // Numbering goes on after a restart; the count is read back.
+        let (mut c, report) = open(dir.path(), &root, 100);
+        assert!(report.problems.is_empty());
+        assert_eq!(c.pending(), 50);
+        assert_eq!(c.record(event).unwrap(), 101);
+    }
+}

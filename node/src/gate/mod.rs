@@ -132,7 +132,12 @@ struct Inner {
     /// Wakes the link task to upload.
     upload: tokio::sync::Notify,
     online: watch::Sender<bool>,
+    /// This device's clock (milliseconds since the Unix epoch).
+    clock: Clock,
 }
+
+/// A device clock: the system's, or in tests one that is wrong on purpose.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// A running gate. Cheap to clone.
 #[derive(Clone)]
@@ -151,6 +156,20 @@ impl GateAgent {
         key: SigningKey,
         root: VerifyingKey,
         cache_dir: &std::path::Path,
+    ) -> Result<(GateAgent, mpsc::UnboundedReceiver<Notice>), CacheError> {
+        GateAgent::start_with_clock(cfg, key, root, cache_dir, Arc::new(now_ms))
+    }
+
+    /// As [`GateAgent::start`], with the device clock given (tests wind it back).
+    ///
+    /// # Errors
+    /// As [`GateAgent::start`].
+    pub fn start_with_clock(
+        cfg: GateConfig,
+        key: SigningKey,
+        root: VerifyingKey,
+        cache_dir: &std::path::Path,
+        clock: Clock,
     ) -> Result<(GateAgent, mpsc::UnboundedReceiver<Notice>), CacheError> {
         let (cache, report) = GateCache::open(
             cache_dir,
@@ -184,6 +203,7 @@ impl GateAgent {
             last_direction: Mutex::default(),
             upload: tokio::sync::Notify::new(),
             online: watch::channel(false).0,
+            clock,
         });
         let agent = GateAgent { inner };
         tokio::spawn(agent.clone().run_link());
@@ -229,7 +249,7 @@ impl GateAgent {
     /// The node's time as this gate best knows it (milliseconds).
     pub fn node_now_ms(&self) -> u64 {
         let c = self.inner.cache.lock().expect("cache lock").clock();
-        estimate(c, now_ms())
+        estimate(c, (self.inner.clock)())
     }
 
     /// Checks one person: by the node while it answers, alone otherwise.
@@ -318,7 +338,7 @@ impl GateAgent {
         let cfg = &self.inner.cfg;
         let mut cache = self.inner.cache.lock().expect("cache lock");
         let clock = cache.clock();
-        let node_ms = estimate(clock, now_ms());
+        let node_ms = estimate(clock, (self.inner.clock)());
         let degraded = is_degraded(clock, node_ms, cfg.stale_after_s);
         let now = node_ms / 1000;
         let trust = cache.trust();
@@ -421,7 +441,7 @@ impl GateAgent {
 
     /// A word from the node: its clock, and the end of degraded mode.
     fn heard(&self, node_time_ms: u64) {
-        let local = now_ms();
+        let local = (self.inner.clock)();
         let offset = node_time_ms as i64 - local as i64;
         let skew_max = (self.inner.cfg.clock_skew_max_s * 1000) as i64;
         {
@@ -467,7 +487,7 @@ impl GateAgent {
             let Some(inner) = weak.upgrade() else { return };
             let agent = GateAgent { inner };
             let clock = agent.inner.cache.lock().expect("cache lock").clock();
-            let node_ms = estimate(clock, now_ms());
+            let node_ms = estimate(clock, (agent.inner.clock)());
             if is_degraded(clock, node_ms, agent.inner.cfg.stale_after_s) {
                 let mut link = agent.inner.link.lock().expect("link lock");
                 if !link.degraded {
@@ -721,5 +741,182 @@ fn is_degraded(clock: GateClock, node_ms: u64, stale_after_s: u64) -> bool {
 impl From<ClientError> for GateError {
     fn from(e: ClientError) -> GateError {
         GateError::Refused(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
+    use crate::provision::{NodeSpec, create_district, create_gate, create_node};
+    use crate::server::Server;
+    use crate::service::Node;
+    use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
+    use menjin_proto::idnum::{DocumentType, complete_resident_id};
+
+    #[test]
+    fn the_node_time_estimate_never_goes_back() {
+        let c = GateClock {
+            offset_ms: 5_000,
+            node_time_floor_ms: 1_000_000,
+            last_heard_node_ms: 1_000_000,
+        };
+        assert_eq!(estimate(c, 2_000_000), 2_005_000);
+        // The device clock wound back below what the node said last: the floor holds.
+        assert_eq!(estimate(c, 10), 1_000_000);
+        assert!(!is_degraded(c, 1_050_000, 60));
+        assert!(is_degraded(c, 1_061_000, 60));
+    }
+
+    fn form() -> Declaration {
+        Declaration {
+            name: "王芳".into(),
+            gender: Gender::Female,
+            document_type: DocumentType::ResidentId,
+            document_number: complete_resident_id("44030419830521002").expect("17 digits"),
+            birth_date: None,
+            nationality: "CN".into(),
+            phone: "13800138000".into(),
+            person_type: PersonType::Owner,
+            quarantine: Quarantine::None,
+            building: "3".into(),
+            door: "301".into(),
+            tenure: Tenure::Owned,
+            travel_high_risk: false,
+            contact_with_case: false,
+            symptoms: false,
+            underlying_conditions: String::new(),
+        }
+    }
+
+    /// A gate whose clock is a day behind: it is told so, and alone it judges a code issued
+    /// just now by the node's time (a naive verifier would say "not valid yet").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gate_with_a_wound_back_clock_decides_by_the_node_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let district = DistrictDir(tmp.path().join("district"));
+        create_district(&district).unwrap();
+        let node_dir = NodeDir(tmp.path().join("node"));
+        create_node(
+            &district,
+            &node_dir,
+            &NodeSpec {
+                community: 7,
+                community_name: "香蜜湖".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                campaign_start: now_ms() / 1000,
+                code_validity_days: 30,
+                hub: None,
+            },
+        )
+        .unwrap();
+        let node = Node::open(&node_dir).unwrap();
+        let server = Server::bind(node.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        let gate_dir = GateDir(tmp.path().join("gate"));
+        let public_key = create_gate(&gate_dir, "lane-1", &node_dir, addr).unwrap();
+        let now = now_ms() / 1000;
+        let enrolled = node.console(
+            Request::EnrolGate {
+                gate_id: "lane-1".into(),
+                public_key,
+            },
+            now,
+        );
+        assert!(matches!(enrolled, Response::Done(_)), "{enrolled:?}");
+        let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now)
+        else {
+            panic!("declaration refused")
+        };
+        let code = receipt.code.expect("cleared");
+
+        let day_behind: Clock = Arc::new(|| now_ms() - 86_400_000);
+        let (agent, mut notices) = GateAgent::start_with_clock(
+            gate_dir.read_config().unwrap(),
+            read_signing_key(&gate_dir.key()).unwrap(),
+            read_public_key(&node_dir.root_pub()).unwrap(),
+            &gate_dir.cache(),
+            day_behind,
+        )
+        .unwrap();
+        assert!(agent.wait_online(Duration::from_secs(10)).await);
+        let skew = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match notices.recv().await {
+                    Some(Notice::ClockSkew { skew_ms }) => return skew_ms,
+                    Some(_) => continue,
+                    None => panic!("notices ended"),
+                }
+            }
+        })
+        .await
+        .expect("a clock skew notice");
+        assert!((-86_410_000..=-86_390_000).contains(&skew), "{skew}");
+
+        let _ = stop.send(());
+        serving.await.unwrap();
+        let d = agent.check(&code, 365, None).await.unwrap();
+        assert!(d.offline, "{d:?}");
+        assert!(d.answer.allowed, "judged by the node's time: {d:?}");
+        assert!(d.answer.node_time_ms >= now * 1000, "{d:?}");
+    }
+
+    /// Anti-passback at the node: a resident let in twice without going out is flagged (and
+    /// still let in); going out clears it.
+    #[tokio::test]
+    async fn the_node_flags_a_resident_let_in_twice_without_going_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let district = DistrictDir(tmp.path().join("district"));
+        create_district(&district).unwrap();
+        let node_dir = NodeDir(tmp.path().join("node"));
+        create_node(
+            &district,
+            &node_dir,
+            &NodeSpec {
+                community: 7,
+                community_name: "香蜜湖".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                campaign_start: now_ms() / 1000,
+                code_validity_days: 30,
+                hub: None,
+            },
+        )
+        .unwrap();
+        let mut cfg = node_dir.read_config().unwrap();
+        cfg.anti_passback = true;
+        node_dir.write_config(&cfg).unwrap();
+        let node = Node::open(&node_dir).unwrap();
+        let now = now_ms() / 1000;
+        let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now)
+        else {
+            panic!("declaration refused")
+        };
+        let code = receipt.code.expect("cleared");
+        let check = |direction| CheckRequest {
+            code: code.clone(),
+            gate_id: "lane-1".into(),
+            direction,
+            temperature_dc: 365,
+            plate: None,
+        };
+        let mut flags = Vec::new();
+        for direction in [Direction::In, Direction::In, Direction::Out, Direction::In] {
+            let a = node.check("lane-1", check(direction)).await.unwrap();
+            assert!(a.allowed, "{a:?}");
+            flags.push(a.passback);
+        }
+        assert_eq!(flags, [false, true, false, false]);
+        let log = node
+            .gate_log()
+            .query(&menjin_proto::wire::LogQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(log.iter().map(|e| e.passback).collect::<Vec<_>>(), flags);
     }
 }

@@ -103,6 +103,25 @@ fn gate_decides_alone_while_its_node_is_down_and_uploads_exactly_once() {
     assert_eq!(guest["answer"]["allowed"], true, "consent cached: {guest}");
     let garbage = g.scan("36.5", "MJ:NOT-A-CODE");
     assert_eq!(garbage["answer"]["reason"], "malformed", "{garbage}");
+    // The vehicle lane alone: every occupant checked and logged; one outsider bars the car.
+    g.send("CAR 粤B12345");
+    g.send(&format!("36.6 {resident}"));
+    g.send(&format!("36.5 {visitor}"));
+    g.send("END");
+    let car = g.wait_for("vehicle line", |v| v.get("vehicle").is_some());
+    assert_eq!(car["allowed"], false, "{car}");
+    assert_eq!(car["occupants"], 2, "{car}");
+    let barred = g
+        .seen
+        .iter()
+        .rev()
+        .find(|v| v["plate"] == "粤B12345" && v["answer"]["holder"]["kind"] == "visitor");
+    assert_eq!(
+        barred.map(|v| v["answer"]["reason"].clone()),
+        Some(serde_json::json!("vehicle_barred")),
+        "{:?}",
+        g.seen
+    );
 
     // Silent past the bound: degraded, visitors refused, residents still decided.
     g.notice("degraded");
@@ -112,7 +131,8 @@ fn gate_decides_alone_while_its_node_is_down_and_uploads_exactly_once() {
     assert_eq!(guest["degraded"], true, "{guest}");
     let resident_degraded = g.scan("36.6", &resident);
     assert_eq!(resident_degraded["answer"]["allowed"], true);
-    let made = 6;
+    // Six people on foot and two in the car, all decided alone.
+    let made = 8;
 
     c.node.restart_after_kill9();
     let up = g.notice("uploaded");
@@ -126,7 +146,11 @@ fn gate_decides_alone_while_its_node_is_down_and_uploads_exactly_once() {
     gate_seqs.dedup();
     assert_eq!(gate_seqs, (1..=made as u64).collect::<Vec<_>>());
     assert!(events.iter().all(|e| e["gate"] == "lane-1"));
-    assert_eq!(events[4]["offline"]["degraded"], true, "{:?}", events[4]);
+    assert_eq!(events[6]["offline"]["degraded"], true, "{:?}", events[6]);
+    assert_eq!(
+        events.iter().filter(|e| e["plate"] == "粤B12345").count(),
+        2
+    );
     assert_eq!(g.finish().code(), Some(0));
 
     // A restart of the gate uploads nothing again.
@@ -139,10 +163,10 @@ fn gate_decides_alone_while_its_node_is_down_and_uploads_exactly_once() {
         again.seen
     );
     assert_eq!(offline_events(&c).len(), made);
-    let link = wait_gate_link(&c, "lane-1", "shows the upload cursor", |l| {
-        l["uploaded_upto"] == made
+    // The node shows the gate's upload cursor, and the gate's word that nothing waits.
+    wait_gate_link(&c, "lane-1", "shows the upload and an empty buffer", |l| {
+        l["uploaded_upto"] == made && l["pending_events"] == 0
     });
-    assert_eq!(link["pending_events"], 0, "{link}");
 }
 
 #[test]

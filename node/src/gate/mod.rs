@@ -671,6 +671,7 @@ impl GateAgent {
 
     /// Uploads the buffer in batches; the node's cursor makes resending harmless.
     async fn upload(&self, client: &NodeClient) -> Result<(), String> {
+        let mut sent = false;
         loop {
             let batch = self
                 .inner
@@ -680,8 +681,14 @@ impl GateAgent {
                 .oldest(UPLOAD_BATCH_MAX)
                 .map_err(|e| e.to_string())?;
             let Some(last) = batch.last().map(|e| e.gate_seq) else {
+                if sent {
+                    // The node shows what still waits at each gate: tell it the buffer is empty.
+                    let applied = self.inner.applied.borrow().clone();
+                    self.ack(client, &applied).await?;
+                }
                 return Ok(());
             };
+            sent = true;
             let req = Request::UploadEvents {
                 gate_id: self.inner.cfg.gate_id.clone(),
                 events: batch,

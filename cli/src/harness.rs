@@ -154,44 +154,37 @@ impl LocalDistrict {
     /// Starts a node stopped with [`LocalNode::stop_for_restart`] again on the same
     /// directory and address (its gates keep that address), linked to `hub`.
     pub fn restart_linked_node(&self, stopped: StoppedNode, hub: &LocalHub) -> Result<LocalNode> {
-        let StoppedNode { dir, addr } = stopped;
-        let node = Node::open(&dir)?;
-        let server = Server::bind(node.clone(), addr)?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
+        let mut node = serve_node(stopped.dir, stopped.addr)?;
         let (stop_uplink, uplink_stopped) = tokio::sync::watch::channel(false);
-        let uplink = tokio::spawn(run_uplink(node.clone(), hub.addr, uplink_stopped));
-        Ok(LocalNode {
-            dir,
-            node,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            uplink: Some((stop_uplink, uplink)),
-        })
+        let uplink = tokio::spawn(run_uplink(node.node.clone(), hub.addr, uplink_stopped));
+        node.uplink = Some((stop_uplink, uplink));
+        Ok(node)
     }
 
     /// Creates and starts a node on a loopback port.
     pub fn start_node(&self, community: CommunityId, name: &str) -> Result<LocalNode> {
         let dir = self.create_node(community, name)?;
-        let node = Node::open(&dir)?;
-        let server = Server::bind(node.clone(), "127.0.0.1:0".parse().expect("literal"))?;
-        let addr = server.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        Ok(LocalNode {
-            dir,
-            node,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-            uplink: None,
-        })
+        serve_node(dir, "127.0.0.1:0".parse().expect("literal"))
     }
+}
+
+/// Opens the node in `dir` and serves it on `addr` (no uplink).
+fn serve_node(dir: NodeDir, addr: SocketAddr) -> Result<LocalNode> {
+    let node = Node::open(&dir)?;
+    let server = Server::bind(node.clone(), addr)?;
+    let addr = server.local_addr()?;
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok(LocalNode {
+        dir,
+        node,
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+        uplink: None,
+    })
 }
 
 impl LocalNode {
@@ -201,12 +194,19 @@ impl LocalNode {
         Ok(NodeClient::connect(self.addr, &key, root, Some(self.node.config.community)).await?)
     }
 
-    /// Creates a gate directory, enrols its key through the console, and connects it.
-    pub async fn gate(&self, console: &NodeClient, gate_id: &str) -> Result<LocalGate> {
+    /// Creates a gate directory named `<prefix>-<community>-<gate_id>` and enrols its key
+    /// through the console.
+    async fn enrol_gate_dir(
+        &self,
+        console: &NodeClient,
+        prefix: &str,
+        gate_id: &str,
+    ) -> Result<GateDir> {
+        let community = self.node.config.community;
         let dir = GateDir(
             self.dir
                 .0
-                .with_file_name(format!("gate-{}-{gate_id}", self.node.config.community)),
+                .with_file_name(format!("{prefix}-{community}-{gate_id}")),
         );
         let public_key = create_gate(&dir, gate_id, &self.dir, self.addr)?;
         match console
@@ -216,9 +216,14 @@ impl LocalNode {
             })
             .await?
         {
-            Response::Done(_) => {}
+            Response::Done(_) => Ok(dir),
             other => bail!("enrolling gate {gate_id}: {other:?}"),
         }
+    }
+
+    /// Creates a gate directory, enrols its key through the console, and connects it.
+    pub async fn gate(&self, console: &NodeClient, gate_id: &str) -> Result<LocalGate> {
+        let dir = self.enrol_gate_dir(console, "gate", gate_id).await?;
         let key = read_signing_key(&dir.key())?;
         let root = read_public_key(&self.dir.root_pub())?;
         let client =
@@ -236,22 +241,7 @@ impl LocalNode {
         console: &NodeClient,
         gate_id: &str,
     ) -> Result<(GateAgent, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
-        let dir = GateDir(
-            self.dir
-                .0
-                .with_file_name(format!("agent-{}-{gate_id}", self.node.config.community)),
-        );
-        let public_key = create_gate(&dir, gate_id, &self.dir, self.addr)?;
-        match console
-            .request(&Request::EnrolGate {
-                gate_id: gate_id.to_string(),
-                public_key,
-            })
-            .await?
-        {
-            Response::Done(_) => {}
-            other => bail!("enrolling gate {gate_id}: {other:?}"),
-        }
+        let dir = self.enrol_gate_dir(console, "agent", gate_id).await?;
         let key = read_signing_key(&dir.key())?;
         let root = read_public_key(&self.dir.root_pub())?;
         Ok(GateAgent::start(

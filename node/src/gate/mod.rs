@@ -775,6 +775,27 @@ mod tests {
         assert!(is_degraded(c, 1_061_000, 60));
     }
 
+    /// A district and a node of community 7 in `base` (not running).
+    fn new_node(base: &std::path::Path) -> NodeDir {
+        let district = DistrictDir(base.join("district"));
+        create_district(&district).unwrap();
+        let node_dir = NodeDir(base.join("node"));
+        create_node(
+            &district,
+            &node_dir,
+            &NodeSpec {
+                community: 7,
+                community_name: "香蜜湖".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                campaign_start: now_ms() / 1000,
+                code_validity_days: 30,
+                hub: None,
+            },
+        )
+        .unwrap();
+        node_dir
+    }
+
     fn form() -> Declaration {
         Declaration {
             name: "王芳".into(),
@@ -801,22 +822,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_gate_with_a_wound_back_clock_decides_by_the_node_time() {
         let tmp = tempfile::tempdir().unwrap();
-        let district = DistrictDir(tmp.path().join("district"));
-        create_district(&district).unwrap();
-        let node_dir = NodeDir(tmp.path().join("node"));
-        create_node(
-            &district,
-            &node_dir,
-            &NodeSpec {
-                community: 7,
-                community_name: "香蜜湖".into(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                campaign_start: now_ms() / 1000,
-                code_validity_days: 30,
-                hub: None,
-            },
-        )
-        .unwrap();
+        let node_dir = new_node(tmp.path());
         let node = Node::open(&node_dir).unwrap();
         let server = Server::bind(node.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = server.local_addr().unwrap();
@@ -877,22 +883,7 @@ mod tests {
     #[tokio::test]
     async fn the_node_flags_a_resident_let_in_twice_without_going_out() {
         let tmp = tempfile::tempdir().unwrap();
-        let district = DistrictDir(tmp.path().join("district"));
-        create_district(&district).unwrap();
-        let node_dir = NodeDir(tmp.path().join("node"));
-        create_node(
-            &district,
-            &node_dir,
-            &NodeSpec {
-                community: 7,
-                community_name: "香蜜湖".into(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                campaign_start: now_ms() / 1000,
-                code_validity_days: 30,
-                hub: None,
-            },
-        )
-        .unwrap();
+        let node_dir = new_node(tmp.path());
         let mut cfg = node_dir.read_config().unwrap();
         cfg.anti_passback = true;
         node_dir.write_config(&cfg).unwrap();

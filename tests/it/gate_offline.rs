@@ -127,6 +127,11 @@ fn gate_decides_alone_while_its_node_is_down_and_uploads_exactly_once() {
     assert_eq!(gate_seqs, (1..=made as u64).collect::<Vec<_>>());
     assert!(events.iter().all(|e| e["gate"] == "lane-1"));
     assert_eq!(events[4]["offline"]["degraded"], true, "{:?}", events[4]);
+    // The gate says its buffer drained (no trust change needed to carry the news).
+    let link = wait_gate_link(&c, "lane-1", "shows the buffer drained", |l| {
+        l["uploaded_upto"] == made && l["pending_events"] == 0
+    });
+    assert_eq!(link["connected"], true, "{link}");
     assert_eq!(g.finish().code(), Some(0));
 
     // A restart of the gate uploads nothing again.

@@ -552,7 +552,11 @@ impl GateAgent {
                     None => None,
                 },
                 () = self.inner.upload.notified() => {
-                    self.upload(&client).await?;
+                    if self.upload(&client).await? > 0 {
+                        // The node shows the buffer as the last ack reported it: say it drained.
+                        let applied = self.inner.applied.borrow().clone();
+                        self.ack(&client, &applied).await?;
+                    }
                     continue;
                 }
             };
@@ -649,8 +653,10 @@ impl GateAgent {
         Ok(())
     }
 
-    /// Uploads the buffer in batches; the node's cursor makes resending harmless.
-    async fn upload(&self, client: &NodeClient) -> Result<(), String> {
+    /// Uploads the buffer in batches; the node's cursor makes resending harmless. Returns how
+    /// many events the node stored.
+    async fn upload(&self, client: &NodeClient) -> Result<u64, String> {
+        let mut total = 0u64;
         loop {
             let batch = self
                 .inner
@@ -660,7 +666,7 @@ impl GateAgent {
                 .oldest(UPLOAD_BATCH_MAX)
                 .map_err(|e| e.to_string())?;
             let Some(last) = batch.last().map(|e| e.gate_seq) else {
-                return Ok(());
+                return Ok(total);
             };
             let req = Request::UploadEvents {
                 gate_id: self.inner.cfg.gate_id.clone(),
@@ -679,6 +685,7 @@ impl GateAgent {
                         self.inner.link.lock().expect("link lock").alarmed = false;
                     }
                     drop(cache);
+                    total += u64::from(stored);
                     self.notice(Notice::Uploaded {
                         stored,
                         upto_gate_seq,

@@ -90,14 +90,20 @@ fn dirs() -> Dirs {
     }
 }
 
-/// Replaces the line starting with `key` (or appends `line` if `key` is empty); returns the
-/// 1-based line number of the edited line.
+/// Replaces the line starting with `key` (or adds `line` as a top-level key if `key` is
+/// empty); returns the 1-based line number of the edited line.
 fn edit(file: &Path, key: &str, line: &str) -> usize {
     let text = std::fs::read_to_string(file).expect("config");
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
     let at = if key.is_empty() {
-        lines.push(line.to_string());
-        lines.len() - 1
+        // A top-level key: before the first table (`[mdns]`, `[discovery]`), or it would
+        // belong to that table.
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with('['))
+            .unwrap_or(lines.len());
+        lines.insert(at, line.to_string());
+        at
     } else {
         let at = lines
             .iter()
@@ -211,15 +217,35 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Every field of the parsed configuration appears as a `key =` line of the example.
+/// Every field of the parsed configuration appears as a `key =` line of the example; a
+/// table as its `[key]` header with each of its fields below it.
 fn assert_every_field_shown(name: &str, cfg: &impl serde::Serialize) {
     let text = std::fs::read_to_string(example(name)).expect("example");
     let value = serde_json::to_value(cfg).expect("config as JSON");
-    for key in value.as_object().expect("a table").keys() {
-        assert!(
-            text.lines().any(|l| l.starts_with(&format!("{key} ="))),
-            "deploy/examples/{name} does not show `{key}`"
-        );
+    let shown =
+        |lines: &[&str], key: &str| lines.iter().any(|l| l.starts_with(&format!("{key} =")));
+    let lines: Vec<&str> = text.lines().collect();
+    for (key, v) in value.as_object().expect("a table") {
+        let Some(table) = v.as_object() else {
+            assert!(
+                shown(&lines, key),
+                "deploy/examples/{name} does not show `{key}`"
+            );
+            continue;
+        };
+        let header = format!("[{key}]");
+        let at = lines.iter().position(|l| *l == header);
+        let at = at.unwrap_or_else(|| panic!("deploy/examples/{name} does not show `{header}`"));
+        let end = lines[at + 1..]
+            .iter()
+            .position(|l| l.starts_with('['))
+            .map_or(lines.len(), |n| at + 1 + n);
+        for sub in table.keys() {
+            assert!(
+                shown(&lines[at + 1..end], sub),
+                "deploy/examples/{name} does not show `{sub}` under `{header}`"
+            );
+        }
     }
 }
 

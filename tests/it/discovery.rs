@@ -310,8 +310,15 @@ fn gate_finds_its_node_by_mdns_and_refuses_a_node_of_another_district() {
         &format!("36.6 {code}\n"),
     );
     assert!(out.status.success(), "{out:?}");
-    let line: Value = serde_json::from_str(out.stdout.trim()).expect("one JSON line");
-    assert_eq!(line["answer"]["allowed"], true, "{out:?}");
+    // The decision; the daemon's notices (online, ...) are lines of their own.
+    let decisions: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|v| v.get("notice").is_none())
+        .collect();
+    assert_eq!(decisions.len(), 1, "{out:?}");
+    assert_eq!(decisions[0]["answer"]["allowed"], true, "{out:?}");
 }
 
 #[test]

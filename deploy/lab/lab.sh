@@ -13,10 +13,16 @@
 # relay in the hub's namespace that adds the same delay and loss in user space (the traffic
 # still crosses the veth pairs and bridges). `status` says which.
 #
+# Nodes advertise themselves by mDNS on their LAN interface (`[mdns]`, lan0) and gates find
+# their node there (`[discovery]`, lan0), the static `node` address in gate.toml being the
+# fallback. Each gate runs `menjin gate run --json`: its scanner is the FIFO
+# $LAB_DIR/gates/<gate>.in (`echo '36.5 MJ:...' > ...`), its decisions and notices go to
+# $LAB_DIR/gates/<gate>.out, one JSON object per line.
+#
 # Usage (as root):  lab.sh up | down | status | cut NODE | restore NODE
 #                   | netem NODE DELAY LOSS | netem-clear NODE | kill PROC | restart PROC
 #                   | exec HOST CMD...
-#   NODE is n1, n2 or n3; PROC is hub, n1..n3; HOST is hub, n1..n3, g1a..g3b.
+#   NODE is n1, n2 or n3; PROC is hub, n1..n3, g1a..g3b; HOST is hub, n1..n3, g1a..g3b.
 # Environment: LAB_PREFIX (namespace prefix, default mjlab), LAB_DIR (state, logs and data;
 # default /tmp/menjin-lab-<prefix>), MENJIN (the binary; default target/debug/menjin).
 #
@@ -120,6 +126,34 @@ lab_start() {
 	}
 }
 
+# Starts GATE's daemon, `menjin gate run --json`, in its namespace. Its standard input is the
+# FIFO gates/GATE.in, opened read-write so that writers may come and go without ending it;
+# its output is appended to gates/GATE.out, its log (stderr) to logs/GATE.log. Does not wait:
+# see lab_wait_gate_online.
+lab_start_gate() {
+	local gate=$1 fifo=$LAB_DIR/gates/$1.in
+	[[ -p $fifo ]] || mkfifo -m 600 "$fifo"
+	RUST_LOG=${LAB_RUST_LOG:-info} NO_COLOR=1 ip netns exec "$(ns "$gate")" "$MENJIN" --json gate run \
+		--dir "$LAB_DIR/data/$gate" <>"$fifo" >>"$LAB_DIR/gates/$gate.out" 2>>"$LAB_DIR/logs/$gate.log" &
+	echo $! >"$LAB_DIR/pids/$gate"
+	disown $!
+}
+
+# Lines GATE's daemon has printed so far (a mark for lab_gate_find).
+lab_gate_mark() { wc -l <"$LAB_DIR/gates/$1.out"; }
+# lab_gate_find GATE MARK REGEX: the first line GATE's daemon printed after MARK lines that
+# matches REGEX (awk), on stdout; fails if there is none yet.
+lab_gate_find() {
+	awk -v m="$2" -v re="$3" 'NR > m && $0 ~ re { print; found = 1; exit } END { exit !found }' \
+		"$LAB_DIR/gates/$1.out"
+}
+lab_gate_seen() { lab_gate_find "$@" >/dev/null; }
+
+# Waits until GATE's daemon announced, after MARK lines, that it is connected to its node.
+lab_wait_gate_online() {
+	lab_wait "$1 to reach its node" lab_gate_seen "$1" "${2:-0}" '"notice":"online"'
+}
+
 lab_pid_alive() { [[ -f $LAB_DIR/pids/$1 ]] && kill -0 "$(cat "$LAB_DIR/pids/$1")" 2>/dev/null; }
 
 # SIGKILL, as a power cut would.
@@ -138,7 +172,14 @@ lab_kill() {
 lab_restart() {
 	local proc=$1
 	if lab_pid_alive "$proc"; then lab_kill "$proc"; fi
-	lab_start "$proc"
+	if [[ $proc == g* ]]; then
+		local mark
+		mark=$(lab_gate_mark "$proc")
+		lab_start_gate "$proc"
+		lab_wait_gate_online "$proc" "$mark"
+	else
+		lab_start "$proc"
+	fi
 	lab_log "restarted $proc"
 }
 
@@ -199,7 +240,7 @@ lab_start_wanem() {
 		"10.77.0.1:$LAB_HUB_PORT" "$LAB_DIR/wanem" >>"$LAB_DIR/logs/wanem.log" 2>&1 &
 	echo $! >"$LAB_DIR/pids/wanem"
 	disown $!
-	lab_wait "wanem to listen" grep -q "^wanem:" "$LAB_DIR/logs/wanem.log" || {
+	lab_wait "wanem to listen" grep -qs "^wanem:" "$LAB_DIR/logs/wanem.log" || {
 		tail -n 20 "$LAB_DIR/logs/wanem.log" >&2
 		return 1
 	}
@@ -247,12 +288,13 @@ lab_claim() {
 }
 
 # Builds the namespaces and links, creates the district, hub, nodes and gates with the CLI
-# and starts the hub and the nodes. Data, logs and pids in $LAB_DIR.
+# and starts the hub and the nodes (not the gates: lab_start_gates). Data, logs and pids in
+# $LAB_DIR.
 lab_up() {
 	[[ -x $MENJIN ]] || lab_die "no menjin binary at $MENJIN (cargo build -p menjin-cli)"
 	lab_claim
-	rm -rf "$LAB_DIR/data" "$LAB_DIR/logs" "$LAB_DIR/pids"
-	mkdir -p "$LAB_DIR/data" "$LAB_DIR/logs" "$LAB_DIR/pids"
+	rm -rf "$LAB_DIR/data" "$LAB_DIR/logs" "$LAB_DIR/pids" "$LAB_DIR/gates"
+	mkdir -p "$LAB_DIR/data" "$LAB_DIR/logs" "$LAB_DIR/pids" "$LAB_DIR/gates"
 	chmod 700 "$LAB_DIR/data"
 
 	local h k g
@@ -294,23 +336,33 @@ lab_up() {
 	for k in 1 2 3; do
 		"$MENJIN" --json node create --district "$data/district" --dir "$data/n$k" \
 			--community "$(community_of "$k")" --name "community $k" \
-			--listen "$(node_lan_ip "$k"):$LAB_NODE_PORT" --hub "10.77.0.1:$hub_port" >/dev/null
+			--listen "$(node_lan_ip "$k"):$LAB_NODE_PORT" --hub "10.77.0.1:$hub_port" \
+			--mdns lan0 >/dev/null
 		lab_menjin hub hub enrol --dir "$data/hub" --cert "$data/n$k/node.cert" >/dev/null
 		lab_start "n$k"
 		for g in $(gates_of "$k"); do
-			# Enrolled from the community workstation (the node's namespace); gate.toml gets the
-			# node's LAN address, which the gate namespace reaches over the LAN bridge.
-			lab_menjin "n$k" gate enrol --node-dir "$data/n$k" --gate-id "$g" --dir "$data/$g" >/dev/null
+			# Enrolled from the community workstation (the node's namespace); gate.toml gets
+			# discovery on the gate's LAN interface, and the node's LAN address as the fallback.
+			lab_menjin "n$k" gate enrol --node-dir "$data/n$k" --gate-id "$g" --dir "$data/$g" \
+				--discover lan0 >/dev/null
 		done
 	done
-	lab_log "district up: hub, 3 nodes, 6 gates (data in $data)"
+	lab_log "district up: hub, 3 nodes, 6 gates enrolled (data in $data)"
+}
+
+# Starts every gate daemon, then waits for each to reach its node.
+lab_start_gates() {
+	local g
+	for g in $(gates_of 1) $(gates_of 2) $(gates_of 3); do lab_start_gate "$g"; done
+	for g in $(gates_of 1) $(gates_of 2) $(gates_of 3); do lab_wait_gate_online "$g" || return 1; done
+	lab_log "6 gate daemons online"
 }
 
 lab_status() {
 	ip netns list | grep -E "^${LAB_PREFIX}-" || echo "no namespaces with prefix $LAB_PREFIX"
 	echo "latency and loss: $(lab_wanem_mode)"
 	local p
-	for p in hub "${LAB_NODES[@]}"; do
+	for p in hub "${LAB_NODES[@]}" $(gates_of 1) $(gates_of 2) $(gates_of 3); do
 		if lab_pid_alive "$p"; then echo "$p: running (pid $(cat "$LAB_DIR/pids/$p"))"; else echo "$p: stopped"; fi
 	done
 }
@@ -324,6 +376,7 @@ lab_main() {
 		# A failed `up` leaves nothing behind; a good one leaves the lab running for `down`.
 		trap 'rc=$?; if ((rc != 0)) && [[ ${LAB_CLAIMED:-0} == 1 ]]; then lab_log "up failed; cleaning up"; lab_down; fi' EXIT
 		lab_up
+		lab_start_gates
 		;;
 	down) lab_down ;;
 	status) lab_status ;;
@@ -335,7 +388,7 @@ lab_main() {
 	restart) lab_restart "$1" ;;
 	exec) lab_exec "$@" ;;
 	*)
-		sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+		sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac

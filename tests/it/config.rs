@@ -215,7 +215,8 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Every field of the parsed configuration appears as a `key =` line of the example.
+/// Every field of the parsed configuration appears as a `key =` line of the example; a
+/// table as its `[key]` header with each of its fields below it.
 fn assert_every_field_shown(name: &str, cfg: &impl serde::Serialize) {
     let text = std::fs::read_to_string(example(name)).expect("example");
     let value = serde_json::to_value(cfg).expect("config as JSON");

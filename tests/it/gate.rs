@@ -85,6 +85,7 @@ fn gate_daemon_reads_codes_from_qr_images_and_refuses_unreadable_ones() {
     );
     let out = menjin_with_stdin(&["--json", "gate", "run", "--dir", p(&gate)], Some(&input));
     assert_eq!(out.code(), 0, "{out:?}");
+    // Decisions and problems only: the daemon's notices (online, ...) come in between.
     let lines: Vec<Value> = out
         .stdout
         .lines()

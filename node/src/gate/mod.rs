@@ -572,7 +572,11 @@ impl GateAgent {
                     None => None,
                 },
                 () = self.inner.upload.notified() => {
-                    self.upload(&client).await?;
+                    if self.upload(&client).await? > 0 {
+                        // The node shows the buffer as the last ack reported it: say it drained.
+                        let applied = self.inner.applied.borrow().clone();
+                        self.ack(&client, &applied).await?;
+                    }
                     continue;
                 }
             };
@@ -706,6 +710,7 @@ impl GateAgent {
                         self.inner.link.lock().expect("link lock").alarmed = false;
                     }
                     drop(cache);
+                    total += u64::from(stored);
                     self.notice(Notice::Uploaded {
                         stored,
                         upto_gate_seq,

@@ -155,6 +155,12 @@ impl NodeClient {
         self.conn.close_reason().is_some()
     }
 
+    /// Closes the connection at once (a peer that stopped answering); every stream on it
+    /// fails.
+    pub fn abort(&self, why: &str) {
+        self.conn.close(1u32.into(), why.as_bytes());
+    }
+
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_millis(1_000), self.endpoint.wait_idle()).await;

@@ -310,6 +310,9 @@ impl GateAgent {
         {
             link.client = None;
             drop(link);
+            // Close it, so the link task stops waiting on it and looks for the node again at
+            // once (instead of after the idle timeout).
+            client.abort("the node stopped answering checks");
             self.inner.online.send_replace(false);
             self.notice(Notice::Offline {
                 why: why.to_string(),
@@ -488,7 +491,10 @@ impl GateAgent {
             let agent = GateAgent { inner };
             let clock = agent.inner.cache.lock().expect("cache lock").clock();
             let node_ms = estimate(clock, (agent.inner.clock)());
-            if is_degraded(clock, node_ms, agent.inner.cfg.stale_after_s) {
+            // Never heard from a node at all: nothing to be stale about (and no trust data).
+            if clock.last_heard_node_ms > 0
+                && is_degraded(clock, node_ms, agent.inner.cfg.stale_after_s)
+            {
                 let mut link = agent.inner.link.lock().expect("link lock");
                 if !link.degraded {
                     link.degraded = true;
@@ -572,11 +578,7 @@ impl GateAgent {
                     None => None,
                 },
                 () = self.inner.upload.notified() => {
-                    if self.upload(&client).await? > 0 {
-                        // The node shows the buffer as the last ack reported it: say it drained.
-                        let applied = self.inner.applied.borrow().clone();
-                        self.ack(&client, &applied).await?;
-                    }
+                    self.upload(&client).await?;
                     continue;
                 }
             };
@@ -710,7 +712,6 @@ impl GateAgent {
                         self.inner.link.lock().expect("link lock").alarmed = false;
                     }
                     drop(cache);
-                    total += u64::from(stored);
                     self.notice(Notice::Uploaded {
                         stored,
                         upto_gate_seq,

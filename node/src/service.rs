@@ -184,6 +184,7 @@ impl Node {
             )));
         }
         let db = sled::Config::new().path(dir.db()).open()?;
+        let db_ms = started.elapsed().as_millis() as u64;
         let community = config.community;
         let roster = Roster::open(&db)?;
         let roster_ms = started.elapsed().as_millis() as u64;
@@ -238,6 +239,7 @@ impl Node {
         });
         node.apply_policy(replica.policy());
         tracing::info!(
+            db_ms,
             roster_ms,
             open_ms = started.elapsed().as_millis() as u64,
             "roster view and district policy loaded; replica loading"

@@ -146,6 +146,46 @@ pub struct Node {
     last_direction: Mutex<std::collections::HashMap<HolderId, Direction>>,
 }
 
+/// Loads a node's replica behind its barrier (see [`Node::open_loading`]). Holds the node
+/// only weakly: a node dropped while its replica loads is not kept alive by the loader (its
+/// changes stay marked `mirror-pending` in sled for the next start).
+pub struct ReplicaLoader {
+    replica: crate::replication::PolicyLoaded,
+    node: std::sync::Weak<Node>,
+    mirror: Arc<Mirror>,
+    /// The roster's `mirror-pending` marker as found at start.
+    mirror_pending: bool,
+}
+
+impl ReplicaLoader {
+    /// Loads the replica, brings the roster changes committed meanwhile into it, opens the
+    /// barrier, and applies the district policy again.
+    pub fn run(self) {
+        let t = std::time::Instant::now();
+        let loaded = self.replica.finish().map_err(|e| e.to_string());
+        let ok = loaded.is_ok();
+        let node = self.node.upgrade();
+        // Commits hold `write` from sled to mirror: none is half-way while the queue drains.
+        let guard = node
+            .as_ref()
+            .map(|n| n.write.lock().expect("declaration lock"));
+        self.mirror.finish(loaded, |r, backlog| {
+            if let Some(node) = &node {
+                node.settle_mirror(r, backlog, self.mirror_pending);
+            }
+        });
+        drop(guard);
+        match (node, ok) {
+            (Some(node), true) => {
+                tracing::info!(load_ms = t.elapsed().as_millis() as u64, "replica loaded");
+                node.refresh_policy();
+            }
+            (None, true) => {}
+            (_, false) => tracing::error!("replica not loaded"),
+        }
+    }
+}
+
 impl Node {
     /// Opens a node directory: keys, certificate, sled, the in-memory view, and the replica
     /// (waits until it is loaded: see [`Node::open_loading`] for a node that serves sooner).
@@ -168,6 +208,20 @@ impl Node {
     /// # Errors
     /// [`NodeError`] naming the file or store that is wrong.
     pub fn open_loading(dir: &NodeDir) -> Result<Arc<Node>, NodeError> {
+        let (node, loader) = Node::open_deferred(dir)?;
+        std::thread::Builder::new()
+            .name("replica-loader".into())
+            .spawn(move || loader.run())
+            .map_err(|e| NodeError::Invalid(format!("starting the replica loader: {e}")))?;
+        Ok(node)
+    }
+
+    /// [`Node::open_loading`], with the replica loaded when the caller runs the loader
+    /// (tests hold it back to see a node whose replica is still loading).
+    ///
+    /// # Errors
+    /// [`NodeError`] naming the file or store that is wrong.
+    pub fn open_deferred(dir: &NodeDir) -> Result<(Arc<Node>, ReplicaLoader), NodeError> {
         let started = std::time::Instant::now();
         let config = dir.read_config()?;
         let key = read_signing_key(&dir.key())?;
@@ -244,38 +298,13 @@ impl Node {
             open_ms = started.elapsed().as_millis() as u64,
             "roster view and district policy loaded; replica loading"
         );
-        // Holds the node only weakly: a node dropped while its replica loads is not kept
-        // alive by the loader (its changes stay marked `mirror-pending` in sled).
-        let weak = Arc::downgrade(&node);
-        let mirror = node.mirror.clone();
-        drop(db);
-        std::thread::Builder::new()
-            .name("replica-loader".into())
-            .spawn(move || {
-                let t = std::time::Instant::now();
-                let loaded = replica.finish().map_err(|e| e.to_string());
-                let node = weak.upgrade();
-                let guard = node
-                    .as_ref()
-                    .map(|n| n.write.lock().expect("declaration lock"));
-                let ok = loaded.is_ok();
-                mirror.finish(loaded, |r, backlog| {
-                    if let Some(node) = &node {
-                        node.settle_mirror(r, backlog, mirror_pending);
-                    }
-                });
-                drop(guard);
-                match (&node, ok) {
-                    (Some(node), true) => {
-                        tracing::info!(load_ms = t.elapsed().as_millis() as u64, "replica loaded");
-                        node.refresh_policy();
-                    }
-                    (_, true) => {}
-                    (_, false) => tracing::error!("replica not loaded; the node stops"),
-                }
-            })
-            .map_err(|e| NodeError::Invalid(format!("starting the replica loader: {e}")))?;
-        Ok(node)
+        let loader = ReplicaLoader {
+            replica,
+            node: Arc::downgrade(&node),
+            mirror: node.mirror.clone(),
+            mirror_pending,
+        };
+        Ok((node, loader))
     }
 
     pub fn signing_key(&self) -> &SigningKey {
@@ -1644,3 +1673,6 @@ mod tests {
         assert!(node.roster.holder_active(&b.holder));
     }
 }
+
+#[cfg(test)]
+mod start_tests;

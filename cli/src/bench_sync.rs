@@ -531,7 +531,7 @@ pub async fn run(residents: usize, json: bool) -> Result<ExitCode> {
         other => bail!("enrolling the node at the hub: {other:?}"),
     }
     hub_console.close().await;
-    let node_repl = running.node.replication().clone();
+    let node_repl = running.node.wait_replica()?;
     let hub_repl = hub.hub.replication().clone();
     let shards = heads(&node_repl).len();
     say(format!(

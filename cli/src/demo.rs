@@ -671,7 +671,8 @@ pub async fn run(json: bool) -> Result<ExitCode> {
             hub.hub.replication().heads().into_iter().collect();
         let docs_equal = nodes.iter().all(|n| {
             n.node
-                .replication()
+                .wait_replica()
+                .expect("replica")
                 .heads()
                 .iter()
                 .all(|(doc, heads)| hub_heads.get(doc) == Some(heads))

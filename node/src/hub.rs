@@ -266,7 +266,7 @@ impl Hub {
         &self.log
     }
 
-    fn console(&self, req: Request) -> Response {
+    pub(crate) fn console(&self, req: Request) -> Response {
         let result = match req {
             Request::EnrolNode { cert } => self.enrol(&cert),
             Request::QueryDistrictLog { community, query } => self

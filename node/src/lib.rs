@@ -16,6 +16,7 @@ pub mod gates;
 pub mod hub;
 pub mod link;
 pub mod local_policy;
+pub mod mirror;
 pub mod pass;
 pub mod photo;
 pub mod provision;

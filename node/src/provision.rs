@@ -241,7 +241,8 @@ pub async fn run_node(
     listen: Option<SocketAddr>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let node = Node::open(dir)?;
+    // Serves gates while the replica loads (the uplink waits for it).
+    let node = Node::open_loading(dir)?;
     let addr = listen.unwrap_or(node.config.listen);
     let server = Server::bind(node.clone(), addr)
         .map_err(|e| NodeError::Invalid(format!("cannot listen on {addr}: {e}")))?;
@@ -251,14 +252,16 @@ pub async fn run_node(
     // Advertised before node.addr is written: node.addr means "serving", mDNS included.
     let advertiser = advertise(&node, bound);
     write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
-    let status = node.status();
+    // Counters from memory: `status()` counts residents in sled (150 ms at 100,000).
+    let (codes_active, codes_revoked) = node.roster_code_counts();
     tracing::info!(
         community = node.config.community,
         name = %node.config.community_name,
         %bound,
-        residents = status.residents,
-        events = status.events_logged,
-        gates = status.gates.len(),
+        codes_active,
+        codes_revoked,
+        events = node.events_logged(),
+        gates = node.peers().gates().len(),
         "node serving"
     );
     let (stop_uplink, uplink_stopped) = tokio::sync::watch::channel(false);
@@ -266,7 +269,26 @@ pub async fn run_node(
         .config
         .hub
         .map(|hub| tokio::spawn(crate::uplink::run_uplink(node.clone(), hub, uplink_stopped)));
-    server.run(shutdown).await;
+    // A replica that cannot be loaded stops the node, as it stopped a start before the
+    // replica loaded in the background: a node must not run unlinked without saying so.
+    let replica_failed = std::sync::Mutex::new(None);
+    server
+        .run(async {
+            let failed = async {
+                match node.replica_loaded().await {
+                    Ok(_) => std::future::pending().await,
+                    Err(e) => e,
+                }
+            };
+            tokio::select! {
+                () = shutdown => {}
+                e = failed => {
+                    tracing::error!(error = %e, "the node stops");
+                    *replica_failed.lock().expect("lock") = Some(e);
+                }
+            }
+        })
+        .await;
     if let Some(advertiser) = advertiser {
         advertiser.stop().await;
     }
@@ -275,6 +297,9 @@ pub async fn run_node(
         let _ = uplink.await;
     }
     let _ = std::fs::remove_file(dir.addr());
+    if let Some(e) = replica_failed.into_inner().expect("lock") {
+        return Err(e);
+    }
     tracing::info!("node stopped");
     Ok(())
 }

@@ -25,6 +25,7 @@ use crate::gatelog::UploadError;
 use crate::gatelog::{GateLog, LogError};
 use crate::gates::Gates;
 use crate::local_policy::LocalPolicy;
+use crate::mirror::{Backlog, Mirror};
 use crate::replication::{Replication, code_entry, roster_entry};
 use crate::roster::{Change, Roster, RosterError};
 use crate::tls::{PeerRole, PeerTable};
@@ -122,13 +123,14 @@ pub struct Node {
     gates: Gates,
     peers: PeerTable,
     /// Declarations read, decide and write: one at a time, so two declarations of the same
-    /// person cannot both issue a code.
+    /// person cannot both issue a code. Every roster commit holds it (see `commit`).
     write: Mutex<()>,
     root: VerifyingKey,
     /// Wakes the hub uplink when a gate event is stored.
     pub(crate) log_appended: tokio::sync::Notify,
     pub(crate) hub_link: crate::uplink::LinkStatus,
-    replication: Arc<Replication>,
+    /// The replica: loading in the background at start, then loaded (see `mirror`).
+    mirror: Arc<Mirror>,
     /// This community's lockdown, from the district policy (epoch 0: never locked).
     lockdown: std::sync::RwLock<Lockdown>,
     /// A lockdown decided here (see `record::effective_lockdown`), and where it is stored.
@@ -144,12 +146,83 @@ pub struct Node {
     last_direction: Mutex<std::collections::HashMap<HolderId, Direction>>,
 }
 
+/// Loads a node's replica behind its barrier (see [`Node::open_loading`]). Holds the node
+/// only weakly: a node dropped while its replica loads is not kept alive by the loader (its
+/// changes stay marked `mirror-pending` in sled for the next start).
+pub struct ReplicaLoader {
+    replica: crate::replication::PolicyLoaded,
+    node: std::sync::Weak<Node>,
+    mirror: Arc<Mirror>,
+    /// The roster's `mirror-pending` marker as found at start.
+    mirror_pending: bool,
+}
+
+impl ReplicaLoader {
+    /// Loads the replica, brings the roster changes committed meanwhile into it, opens the
+    /// barrier, and applies the district policy again.
+    pub fn run(self) {
+        let t = std::time::Instant::now();
+        let loaded = self.replica.finish().map_err(|e| e.to_string());
+        let ok = loaded.is_ok();
+        let node = self.node.upgrade();
+        // Commits hold `write` from sled to mirror: none is half-way while the queue drains.
+        let guard = node
+            .as_ref()
+            .map(|n| n.write.lock().expect("declaration lock"));
+        self.mirror.finish(loaded, |r, backlog| {
+            if let Some(node) = &node {
+                node.settle_mirror(r, backlog, self.mirror_pending);
+            }
+        });
+        drop(guard);
+        match (node, ok) {
+            (Some(node), true) => {
+                tracing::info!(load_ms = t.elapsed().as_millis() as u64, "replica loaded");
+                node.refresh_policy();
+            }
+            (None, true) => {}
+            (_, false) => tracing::error!("replica not loaded"),
+        }
+    }
+}
+
 impl Node {
-    /// Opens a node directory: keys, certificate, sled, and the in-memory view.
+    /// Opens a node directory: keys, certificate, sled, the in-memory view, and the replica
+    /// (waits until it is loaded: see [`Node::open_loading`] for a node that serves sooner).
     ///
     /// # Errors
     /// [`NodeError`] naming the file or store that is wrong.
     pub fn open(dir: &NodeDir) -> Result<Arc<Node>, NodeError> {
+        let node = Node::open_loading(dir)?;
+        node.wait_replica()?;
+        Ok(node)
+    }
+
+    /// Opens a node directory and returns as soon as gate checks can be answered: keys,
+    /// certificate, the roster view from sled, and the district policy (so the lockdown in
+    /// force is known before the first check). The replicated rosters, a few seconds of
+    /// CPU at 100,000 residents, load on a thread of their own; what needs them waits for
+    /// them ([`Node::replica_loaded`], the hub uplink) or queues (roster commits, see
+    /// `mirror`). A failure to load them shows there too.
+    ///
+    /// # Errors
+    /// [`NodeError`] naming the file or store that is wrong.
+    pub fn open_loading(dir: &NodeDir) -> Result<Arc<Node>, NodeError> {
+        let (node, loader) = Node::open_deferred(dir)?;
+        std::thread::Builder::new()
+            .name("replica-loader".into())
+            .spawn(move || loader.run())
+            .map_err(|e| NodeError::Invalid(format!("starting the replica loader: {e}")))?;
+        Ok(node)
+    }
+
+    /// [`Node::open_loading`], with the replica loaded when the caller runs the loader
+    /// (tests hold it back to see a node whose replica is still loading).
+    ///
+    /// # Errors
+    /// [`NodeError`] naming the file or store that is wrong.
+    pub fn open_deferred(dir: &NodeDir) -> Result<(Arc<Node>, ReplicaLoader), NodeError> {
+        let started = std::time::Instant::now();
         let config = dir.read_config()?;
         let key = read_signing_key(&dir.key())?;
         let cert = read_node_cert(&dir.cert())?;
@@ -165,15 +238,15 @@ impl Node {
             )));
         }
         let db = sled::Config::new().path(dir.db()).open()?;
-        // The gate view (sled) and the replica (Automerge) are the two slow parts of a start
-        // (about 1 s and 2 s of CPU at 100,000 residents) and independent: load them at once.
+        let db_ms = started.elapsed().as_millis() as u64;
         let community = config.community;
-        let (roster, replication) = std::thread::scope(|s| {
-            let replica = s.spawn(|| Replication::open(&db, Role::Node(community)));
-            let roster = Roster::open(&db);
-            (roster, replica.join().expect("replica loader"))
-        });
-        let roster = roster?;
+        let roster = Roster::open(&db)?;
+        let roster_ms = started.elapsed().as_millis() as u64;
+        let replica = Replication::open_policy(&db, Role::Node(community))
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        // Read before anything below commits (health flags may): a marker set now is a
+        // change of an earlier run that may be missing from the replica.
+        let mirror_pending = roster.mirror_pending()?;
         let log = GateLog::open(&db)?;
         let gates = Gates::open(&db)?;
         let peers = PeerTable::default();
@@ -183,7 +256,6 @@ impl Node {
         }
         let config_community = config.community;
         let local_policy = LocalPolicy::open(&db)?;
-        let replication = replication.map_err(|e| NodeError::Invalid(e.to_string()))?;
         let feed = crate::feed::Feed::new(
             roster.clone(),
             GateLockdown::default(),
@@ -213,17 +285,26 @@ impl Node {
                 by: String::new(),
                 at: 0,
             }),
-            replication,
+            mirror: Arc::new(Mirror::loading()),
             health: std::sync::RwLock::default(),
             local_lockdown: std::sync::RwLock::new(local_policy.lockdown()?),
             local_policy,
             local_changed: tokio::sync::Notify::new(),
         });
-        node.refresh_policy();
-        if node.roster.mirror_pending()? {
-            node.reconcile()?;
-        }
-        Ok(node)
+        node.apply_policy(replica.policy());
+        tracing::info!(
+            db_ms,
+            roster_ms,
+            open_ms = started.elapsed().as_millis() as u64,
+            "roster view and district policy loaded; replica loading"
+        );
+        let loader = ReplicaLoader {
+            replica,
+            node: Arc::downgrade(&node),
+            mirror: node.mirror.clone(),
+            mirror_pending,
+        };
+        Ok((node, loader))
     }
 
     pub fn signing_key(&self) -> &SigningKey {
@@ -247,6 +328,9 @@ impl Node {
 
     /// Commits a roster change (flushed), then mirrors it into the replicated roster. The
     /// sled roster is the source of truth; if the mirror fails, the next start repairs it.
+    /// While the replica is still loading the change waits in `mirror`'s queue. Callers hold
+    /// `write`, which the replica loader takes too: no change slips between the queue and
+    /// the loaded replica.
     fn commit(&self, change: Change) -> Result<(), RosterError> {
         let touched: Vec<crate::feed::CodeTouch> = change
             .creds
@@ -262,10 +346,10 @@ impl Node {
         }
         self.roster.commit(change)?;
         self.feed.on_commit(&touched, now_ms());
-        match self
-            .replication
-            .apply_roster(self.config.community, &batch, now_ms() / 1000)
-        {
+        let Some((replication, batch)) = self.mirror.ready_or_queue(batch) else {
+            return Ok(());
+        };
+        match replication.apply_roster(self.config.community, &batch, now_ms() / 1000) {
             Ok(()) => self.roster.mirror_done()?,
             Err(e) => {
                 tracing::error!(error = %e, "replicated roster not updated; repaired at next start")
@@ -274,9 +358,40 @@ impl Node {
         Ok(())
     }
 
+    /// Brings what was committed while the replica loaded into it (the loader calls this
+    /// holding `write`). `pending_at_start`: the previous run may have crashed between sled
+    /// and the replica, so compare them in full (that also covers the queued changes, which
+    /// are in sled already).
+    fn settle_mirror(&self, r: &Replication, backlog: Backlog, pending_at_start: bool) {
+        let community = self.config.community;
+        let result = match backlog {
+            _ if pending_at_start => self.reconcile(r),
+            Backlog::Reconcile => self.reconcile(r),
+            Backlog::None => return,
+            Backlog::Changes(batches) => {
+                let n = batches.len();
+                let applied = batches
+                    .iter()
+                    .try_for_each(|b| r.apply_roster(community, b, now_ms() / 1000))
+                    .map_err(|e| NodeError::Invalid(e.to_string()))
+                    .and_then(|()| Ok(self.roster.mirror_done()?));
+                if applied.is_ok() {
+                    tracing::info!(
+                        changes = n,
+                        "roster changes made while the replica loaded are mirrored"
+                    );
+                }
+                applied
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "replicated roster not updated; repaired at next start");
+        }
+    }
+
     /// Brings the replicated roster up to the sled roster after a crash between the two.
-    fn reconcile(&self) -> Result<(), NodeError> {
-        let view = self.replication.read(|r| r.roster(self.config.community));
+    fn reconcile(&self, replication: &Replication) -> Result<(), NodeError> {
+        let view = replication.read(|r| r.roster(self.config.community));
         let mut batch = RosterBatch::default();
         for p in self.roster.persons() {
             let entry = roster_entry(&p?);
@@ -291,7 +406,7 @@ impl Node {
             }
         }
         let n = batch.persons.len() + batch.codes.len();
-        self.replication
+        replication
             .apply_roster(self.config.community, &batch, now_ms() / 1000)
             .map_err(|e| NodeError::Invalid(format!("reconciling the replicated roster: {e}")))?;
         self.roster.mirror_done()?;
@@ -302,8 +417,30 @@ impl Node {
         Ok(())
     }
 
-    pub fn replication(&self) -> &Arc<Replication> {
-        &self.replication
+    /// The replica, once loaded (`None` while it loads, or if it failed to).
+    pub fn replica(&self) -> Option<Arc<Replication>> {
+        self.mirror.get()
+    }
+
+    /// Waits (blocking) until the replica is loaded.
+    ///
+    /// # Errors
+    /// [`NodeError::Invalid`] saying why it could not be loaded.
+    pub fn wait_replica(&self) -> Result<Arc<Replication>, NodeError> {
+        self.mirror
+            .wait()
+            .map_err(|e| NodeError::Invalid(format!("loading the replica: {e}")))
+    }
+
+    /// Waits until the replica is loaded.
+    ///
+    /// # Errors
+    /// [`NodeError::Invalid`] saying why it could not be loaded.
+    pub async fn replica_loaded(&self) -> Result<Arc<Replication>, NodeError> {
+        self.mirror
+            .loaded()
+            .await
+            .map_err(|e| NodeError::Invalid(format!("loading the replica: {e}")))
     }
 
     /// Runs a console request (blocking: call from a blocking thread).
@@ -803,6 +940,12 @@ impl Node {
         Ok(Response::Done(format!("gate {gate_id} enrolled")))
     }
 
+    /// Codes in force and revoked, from memory (cheap, unlike [`Node::status`], which
+    /// counts the residents in sled).
+    pub fn roster_code_counts(&self) -> (u64, u64) {
+        self.roster.code_counts()
+    }
+
     pub fn status(&self) -> NodeStatus {
         let (active, revoked) = self.roster.code_counts();
         let lockdown = self.lockdown();
@@ -915,14 +1058,20 @@ impl Node {
         )))
     }
 
-    /// Takes this community's lockdown from the replicated district policy. Called at start
-    /// and whenever the hub's policy changes arrive; the gate rule reads the result.
+    /// Takes this community's lockdown from the replicated district policy. Called once the
+    /// replica is loaded and whenever the hub's policy changes arrive; the gate rule reads
+    /// the result.
     pub fn refresh_policy(&self) {
+        if let Some(r) = self.mirror.get() {
+            self.apply_policy(r.read(|r| r.policy()));
+        }
+    }
+
+    /// Applies the district policy: the lockdown (a later epoch only) and health flags.
+    fn apply_policy(&self, policy: menjin_sync::PolicyView) {
         let community = self.config.community;
-        let (lockdown, health) = self.replication.read(|r| {
-            let p = r.policy();
-            (p.lockdowns.get(&community).cloned(), p.health)
-        });
+        let lockdown = policy.lockdowns.get(&community).cloned();
+        let health = policy.health;
         if let Some(new) = lockdown {
             let mut current = self.lockdown.write().expect("lockdown lock");
             if new.epoch > current.epoch {
@@ -1524,3 +1673,6 @@ mod tests {
         assert!(node.roster.holder_active(&b.holder));
     }
 }
+
+#[cfg(test)]
+mod start_tests;

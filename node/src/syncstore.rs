@@ -89,12 +89,10 @@ impl SyncStore {
         Ok(next)
     }
 
-    /// Loads every stored document and peer state into `replica`. Documents the replica
-    /// does not hold, or that fail to decode, are reported and skipped (they are rebuilt from
-    /// the peer), never half-loaded.
-    pub fn load_into(&self, replica: &mut Replica) -> Result<usize, StoreError> {
+    /// The stored records of the documents whose keys start with `prefix` (`d` for all).
+    fn stored(&self, prefix: &[u8]) -> Result<BTreeMap<DocId, Stored>, StoreError> {
         let mut docs: BTreeMap<DocId, Stored> = BTreeMap::new();
-        for item in self.tree.scan_prefix(b"d") {
+        for item in self.tree.scan_prefix(prefix) {
             let (k, v) = item?;
             let sep = k
                 .iter()
@@ -112,22 +110,24 @@ impl SyncStore {
                 _ => return Err(corrupt(&k, "unknown document record")),
             }
         }
-        // Documents this replica does not hold are refused by `insert_doc`: do not decode them.
-        let (docs, foreign): (BTreeMap<_, _>, BTreeMap<_, _>) = docs
-            .into_iter()
-            .partition(|(id, _)| menjin_sync::holds(replica.me(), *id));
-        for id in foreign.keys() {
-            tracing::error!(doc = %id, me = %replica.me(), "stored document not held by this replica; not loaded");
-        }
-        let mut loaded = 0;
-        for (id, decoded) in decode_all(docs) {
-            match decoded.and_then(|d| replica.insert_doc(id, d)) {
-                Ok(()) => loaded += 1,
-                Err(e) => {
-                    tracing::error!(doc = %id, error = %e, "stored document not loaded; it will be synced again")
-                }
-            }
-        }
+        Ok(docs)
+    }
+
+    /// Loads the stored district policy alone into `replica`: it is small, and a node needs
+    /// its lockdown before it answers a gate (the rosters can follow, see `mirror`).
+    /// Returns whether one was stored; one that fails to decode is reported and skipped.
+    pub fn load_policy_into(&self, replica: &mut Replica) -> Result<bool, StoreError> {
+        let docs = self.stored(&doc_prefix(DocId::Policy))?;
+        Ok(insert_decoded(replica, docs) > 0)
+    }
+
+    /// Loads every stored document not yet in `replica`, and every peer state. Documents
+    /// the replica does not hold, or that fail to decode, are reported and skipped (they are
+    /// rebuilt from the peer), never half-loaded. Returns the documents loaded here.
+    pub fn load_into(&self, replica: &mut Replica) -> Result<usize, StoreError> {
+        let mut docs = self.stored(b"d")?;
+        docs.retain(|id, _| replica.doc(*id).is_none());
+        let loaded = insert_decoded(replica, docs);
         for item in self.tree.scan_prefix(b"p") {
             let (k, v) = item?;
             let text = std::str::from_utf8(&k[1..]).map_err(|e| corrupt(&k, e))?;
@@ -220,6 +220,27 @@ impl SyncStore {
             None => Ok(None),
         }
     }
+}
+
+/// Decodes `docs` and inserts those `replica` holds; returns how many it took.
+fn insert_decoded(replica: &mut Replica, docs: BTreeMap<DocId, Stored>) -> usize {
+    // Documents this replica does not hold are refused by `insert_doc`: do not decode them.
+    let (docs, foreign): (BTreeMap<_, _>, BTreeMap<_, _>) = docs
+        .into_iter()
+        .partition(|(id, _)| menjin_sync::holds(replica.me(), *id));
+    for id in foreign.keys() {
+        tracing::error!(doc = %id, me = %replica.me(), "stored document not held by this replica; not loaded");
+    }
+    let mut loaded = 0;
+    for (id, decoded) in decode_all(docs) {
+        match decoded.and_then(|d| replica.insert_doc(id, d)) {
+            Ok(()) => loaded += 1,
+            Err(e) => {
+                tracing::error!(doc = %id, error = %e, "stored document not loaded; it will be synced again")
+            }
+        }
+    }
+    loaded
 }
 
 /// Decodes stored documents on several threads: decoding is most of a cold start (about

@@ -58,6 +58,18 @@ impl LinkStatus {
 
 /// Keeps the link to the hub up until `shutdown` turns true.
 pub async fn run_uplink(node: Arc<Node>, hub: SocketAddr, mut shutdown: watch::Receiver<bool>) {
+    // The link carries the replica: it starts once the replica is loaded (a node serves its
+    // gates before that, see `Node::open_loading`). Gate events wait in the log meanwhile.
+    let repl = tokio::select! {
+        loaded = node.replica_loaded() => match loaded {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "no hub link without the replica");
+                return;
+            }
+        },
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
     let mut backoff = BACKOFF_MIN_MS;
     let mut connect_timeout = Duration::from_millis(CONNECT_TIMEOUT_MS);
     while !*shutdown.borrow() {
@@ -68,7 +80,7 @@ pub async fn run_uplink(node: Arc<Node>, hub: SocketAddr, mut shutdown: watch::R
                 backoff = BACKOFF_MIN_MS;
                 node.hub_link.connected.store(true, Ordering::Relaxed);
                 tracing::info!(%hub, "linked to the district hub");
-                let result = serve(&node, &conn, &mut shutdown).await;
+                let result = serve(&node, &repl, &conn, &mut shutdown).await;
                 started = tokio::time::Instant::now();
                 connect_timeout = (conn.rtt() * CONNECT_TIMEOUT_RTTS).clamp(
                     Duration::from_millis(CONNECT_TIMEOUT_MIN_MS),
@@ -118,6 +130,7 @@ async fn connect(
 
 async fn serve(
     node: &Arc<Node>,
+    repl: &Arc<crate::replication::Replication>,
     conn: &quinn::Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), FrameError> {
@@ -158,7 +171,6 @@ async fn serve(
             }
         }
     });
-    let repl = node.replication().clone();
     let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
     let session = repl
         .connect(Role::Hub, crate::service::now_ms())

@@ -280,7 +280,7 @@ mod tests {
             assert!(imported[2].cred.is_none());
             let a = gate_check(&node, code_text(&node, imported[0].holder)).await;
             assert!(a.allowed, "{a:?}");
-            let view = node.replication().read(|r| r.roster(COMMUNITY));
+            let view = node.wait_replica().unwrap().read(|r| r.roster(COMMUNITY));
             assert_eq!(view.persons.len(), 3);
             assert_eq!(view.codes.len(), 2);
             assert!(!node.roster.mirror_pending().unwrap());
@@ -292,7 +292,8 @@ mod tests {
         let a = gate_check(&node, code_text(&node, imported[1].holder)).await;
         assert!(a.allowed, "{a:?}");
         assert_eq!(
-            node.replication()
+            node.wait_replica()
+                .unwrap()
                 .read(|r| r.roster(COMMUNITY))
                 .persons
                 .len(),
@@ -336,7 +337,8 @@ mod tests {
         assert_eq!(node.status().residents, 0);
         assert_eq!(node.roster.code_counts(), (0, 0));
         assert!(
-            node.replication()
+            node.wait_replica()
+                .unwrap()
                 .read(|r| r.roster(COMMUNITY))
                 .persons
                 .is_empty()

@@ -72,6 +72,12 @@ lab_menjin() {
 	RUST_LOG=${RUST_LOG:-warn} lab_exec "$host" "$MENJIN" --json "$@"
 }
 
+# The link IFACE of HOST is up (carrier) and has its IPv4 address.
+link_ready() {
+	ip -n "$(ns "$1")" -o link show dev "$2" | grep -q 'state UP' &&
+		ip -n "$(ns "$1")" -o -4 addr show dev "$2" | grep -q inet
+}
+
 # Polls `CMD...` every 50 ms until it succeeds or LAB_WAIT_S seconds pass.
 lab_wait() {
 	local what=$1
@@ -315,6 +321,17 @@ lab_up() {
 		# Nodes listen on their LAN address (gates and console); the hub answers there too.
 		ip -n "$(ns hub)" route add "10.77.$k.0/24" via "$(node_wan_ip "$k")"
 	done
+	# mDNS (mdns-sd) that starts while its link is still settling may never answer queries on
+	# it (seen here: a node started ~1 s after its veth came up stayed silent until
+	# restarted). Wait until every host link is up with its address, then let the bridges
+	# settle, before any daemon starts.
+	for h in hub n1 n2 n3 $(lab_hosts); do
+		for k in wan0 lan0; do
+			ip -n "$(ns "$h")" link show dev "$k" >/dev/null 2>&1 || continue
+			lab_wait "$h $k up with its address" link_ready "$h" "$k"
+		done
+	done
+	sleep "${LAB_SETTLE_S:-2}"
 	lab_log "namespaces and links up (prefix $LAB_PREFIX)"
 
 	local data=$LAB_DIR/data hub_port=$LAB_HUB_PORT

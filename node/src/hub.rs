@@ -25,7 +25,7 @@ use crate::replication::{Replication, next_timer, receive_frame, send_frames};
 use crate::server::{Server, Service, serve_requests};
 use crate::service::{NodeError, now_ms};
 use crate::tls::{self, PeerRole, PeerTable};
-use menjin_sync::{NodeEnrolment, PolicyBatch, Role};
+use menjin_sync::{DocId, NodeEnrolment, PolicyBatch, Role};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -193,7 +193,11 @@ pub struct Hub {
     peers: PeerTable,
     links: Mutex<HashMap<CommunityId, LinkState>>,
     replication: Arc<Replication>,
+    /// Per roster shard: the heads it was counted at, its persons and codes in force.
+    roster_counts: Mutex<HashMap<DocId, RosterCount>>,
 }
+
+type RosterCount = (Vec<menjin_sync::automerge::ChangeHash>, u64, u64);
 
 impl Hub {
     /// Opens a hub directory.
@@ -246,6 +250,7 @@ impl Hub {
             peers,
             links: Mutex::new(links),
             replication,
+            roster_counts: Mutex::default(),
         }))
     }
 
@@ -335,30 +340,57 @@ impl Hub {
 
     pub fn status(&self) -> HubStatus {
         let links = self.links.lock().expect("links lock").clone();
+        // The policy once, and each community's counts from its shards: a shard is read
+        // again only when its heads moved since the last status (a 100,000-resident roster
+        // takes about a second to read; an idle district's status costs next to nothing).
+        let (lockdowns, counts) = self.replication.read(|r| {
+            let lockdowns = r.policy().lockdowns;
+            let mut cache = self.roster_counts.lock().expect("roster counts lock");
+            let counts: HashMap<CommunityId, (u64, u64)> = links
+                .keys()
+                .map(|&community| {
+                    let mut total = (0, 0);
+                    for shard in 0..r.config().roster_shards {
+                        let doc = DocId::Roster { community, shard };
+                        let heads = r.heads(doc);
+                        let (persons, active) = match cache.get(&doc) {
+                            Some((h, p, a)) if *h == heads => (*p, *a),
+                            _ => {
+                                let v = r.roster_shard(doc).unwrap_or_default();
+                                let active = v
+                                    .codes
+                                    .values()
+                                    .filter(|c| c.status == menjin_sync::CodeStatus::Active)
+                                    .count() as u64;
+                                let persons = v.persons.len() as u64;
+                                cache.insert(doc, (heads, persons, active));
+                                (persons, active)
+                            }
+                        };
+                        total.0 += persons;
+                        total.1 += active;
+                    }
+                    (community, total)
+                })
+                .collect();
+            (lockdowns, counts)
+        });
         let mut communities: Vec<CommunityLink> = links
             .into_iter()
             .map(|(community, l)| {
-                let (roster, lockdown) = self.replication.read(|r| {
-                    (
-                        r.roster(community),
-                        r.policy().lockdowns.get(&community).cloned(),
-                    )
-                });
+                let lockdown = lockdowns.get(&community);
+                let (residents, codes_active) = counts.get(&community).copied().unwrap_or_default();
                 CommunityLink {
                     community,
                     name: l.name,
                     connected: l.connected,
                     last_contact_ms: l.last_contact_ms,
                     events: self.log.next_seq(community).map_or(0, |n| n - 1),
-                    residents: roster.persons.len() as u64,
-                    locked: lockdown.as_ref().is_some_and(|l| l.locked),
+                    residents,
+                    locked: lockdown.is_some_and(|l| l.locked),
                     lockdown_epoch: lockdown.map_or(0, |l| l.epoch),
                     gates: l.gates,
-                    codes_active: roster
-                        .codes
-                        .values()
-                        .filter(|c| c.status == menjin_sync::CodeStatus::Active)
-                        .count() as u64,
+                    codes_active,
                 }
             })
             .collect();

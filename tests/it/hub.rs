@@ -254,6 +254,22 @@ fn gate_events_reach_the_hub_exactly_once_through_a_hub_outage() {
     d.assert_exactly_once();
     let st = menjin(&["node", "status", "--dir", p(dir0)]).ok();
     assert_eq!(st["hub_acked_seq"], 7, "{st}");
+
+    // The hub's counts follow a change made after it last counted (it keeps them per shard).
+    d.declare(dir0, 51);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = d.hub_status();
+        let first = &status["communities"][0];
+        if (first["residents"].as_u64(), first["codes_active"].as_u64()) == (Some(3), Some(3)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hub never counted the new resident: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -7,8 +7,8 @@
 //! holder's own printed pass shows it).
 
 pub mod client;
-pub mod feed;
 pub mod discovery;
+pub mod feed;
 pub mod files;
 pub mod gate;
 pub mod gatelog;

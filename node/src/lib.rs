@@ -27,5 +27,7 @@ pub mod roster;
 pub mod server;
 pub mod service;
 pub mod syncstore;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod uplink;

@@ -1382,53 +1382,17 @@ pub fn check_gate_id(id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::DistrictDir;
-    use crate::provision::{NodeSpec, create_district, create_node};
-    use menjin_proto::declaration::{Gender, PersonType, Quarantine, Tenure};
-    use menjin_proto::idnum::{DocumentType, complete_resident_id};
-
-    const COMMUNITY: u32 = 7;
+    use crate::testing::{new_node, now, resident};
+    use menjin_proto::declaration::Quarantine;
 
     fn node() -> (tempfile::TempDir, Arc<Node>) {
         let tmp = tempfile::tempdir().unwrap();
-        let district = DistrictDir(tmp.path().join("d"));
-        create_district(&district).unwrap();
-        let dir = NodeDir(tmp.path().join("n"));
-        let spec = NodeSpec {
-            community: COMMUNITY,
-            community_name: "seven".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            campaign_start: 0,
-            code_validity_days: 30,
-            hub: None,
-        };
-        create_node(&district, &dir, &spec).unwrap();
+        let dir = new_node(tmp.path());
         (tmp, Node::open(&dir).unwrap())
     }
 
     fn form(name: &str, birth: &str, serial: u32, door: &str) -> Declaration {
-        Declaration {
-            name: name.into(),
-            gender: if serial % 2 == 1 {
-                Gender::Male
-            } else {
-                Gender::Female
-            },
-            document_type: DocumentType::ResidentId,
-            document_number: complete_resident_id(&format!("440304{birth}{serial:03}")).unwrap(),
-            birth_date: None,
-            nationality: "CN".into(),
-            phone: "13800138000".into(),
-            person_type: PersonType::Owner,
-            quarantine: Quarantine::None,
-            building: "1".into(),
-            door: door.into(),
-            tenure: Tenure::Owned,
-            travel_high_risk: false,
-            contact_with_case: false,
-            symptoms: false,
-            underlying_conditions: String::new(),
-        }
+        resident(name, birth, serial, door)
     }
 
     fn declared(resp: Response) -> Receipt {
@@ -1436,10 +1400,6 @@ mod tests {
             Response::Declared(r) => r,
             other => panic!("expected a receipt, got {other:?}"),
         }
-    }
-
-    fn now() -> UnixTime {
-        now_ms() / 1000
     }
 
     #[test]
@@ -1633,18 +1593,7 @@ mod tests {
     #[test]
     fn view_is_rebuilt_from_disk_on_reopen() {
         let tmp = tempfile::tempdir().unwrap();
-        let district = DistrictDir(tmp.path().join("d"));
-        create_district(&district).unwrap();
-        let dir = NodeDir(tmp.path().join("n"));
-        let spec = NodeSpec {
-            community: COMMUNITY,
-            community_name: "seven".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            campaign_start: 0,
-            code_validity_days: 30,
-            hub: None,
-        };
-        create_node(&district, &dir, &spec).unwrap();
+        let dir = new_node(tmp.path());
         let (a, b) = {
             let node = Node::open(&dir).unwrap();
             let a = declared(node.console(

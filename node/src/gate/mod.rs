@@ -760,12 +760,12 @@ impl From<ClientError> for GateError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
-    use crate::provision::{NodeSpec, create_district, create_gate, create_node};
+    use crate::files::{GateDir, read_public_key, read_signing_key};
+    use crate::provision::create_gate;
     use crate::server::Server;
     use crate::service::Node;
-    use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
-    use menjin_proto::idnum::{DocumentType, complete_resident_id};
+    use crate::testing::{new_node, resident};
+    use menjin_proto::declaration::Declaration;
 
     #[test]
     fn the_node_time_estimate_never_goes_back() {
@@ -781,46 +781,8 @@ mod tests {
         assert!(is_degraded(c, 1_061_000, 60));
     }
 
-    /// A district and a node of community 7 in `base` (not running).
-    fn new_node(base: &std::path::Path) -> NodeDir {
-        let district = DistrictDir(base.join("district"));
-        create_district(&district).unwrap();
-        let node_dir = NodeDir(base.join("node"));
-        create_node(
-            &district,
-            &node_dir,
-            &NodeSpec {
-                community: 7,
-                community_name: "香蜜湖".into(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                campaign_start: now_ms() / 1000,
-                code_validity_days: 30,
-                hub: None,
-            },
-        )
-        .unwrap();
-        node_dir
-    }
-
     fn form() -> Declaration {
-        Declaration {
-            name: "王芳".into(),
-            gender: Gender::Female,
-            document_type: DocumentType::ResidentId,
-            document_number: complete_resident_id("44030419830521002").expect("17 digits"),
-            birth_date: None,
-            nationality: "CN".into(),
-            phone: "13800138000".into(),
-            person_type: PersonType::Owner,
-            quarantine: Quarantine::None,
-            building: "3".into(),
-            door: "301".into(),
-            tenure: Tenure::Owned,
-            travel_high_risk: false,
-            contact_with_case: false,
-            symptoms: false,
-            underlying_conditions: String::new(),
-        }
+        resident("王芳", "19830521", 2, "301")
     }
 
     /// A gate whose clock is a day behind: it is told so, and alone it judges a code issued

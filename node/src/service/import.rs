@@ -189,58 +189,17 @@ struct Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::DistrictDir;
-    use crate::provision::{NodeSpec, create_district, create_node};
-    use menjin_proto::declaration::{Gender, PersonType, Quarantine, Tenure};
-    use menjin_proto::idnum::{DocumentType, complete_resident_id};
-    use menjin_proto::wire::Direction;
-
-    const COMMUNITY: u32 = 7;
+    use crate::testing::{COMMUNITY, gate_check, new_node, now, resident};
+    use menjin_proto::declaration::Quarantine;
 
     fn node_dir() -> (tempfile::TempDir, NodeDir) {
         let tmp = tempfile::tempdir().unwrap();
-        let district = DistrictDir(tmp.path().join("d"));
-        create_district(&district).unwrap();
-        let dir = NodeDir(tmp.path().join("n"));
-        let spec = NodeSpec {
-            community: COMMUNITY,
-            community_name: "seven".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            campaign_start: 0,
-            code_validity_days: 30,
-            hub: None,
-        };
-        create_node(&district, &dir, &spec).unwrap();
+        let dir = new_node(tmp.path());
         (tmp, dir)
     }
 
     fn form(serial: u32, door: &str) -> Declaration {
-        Declaration {
-            name: format!("R{serial}"),
-            gender: if serial % 2 == 1 {
-                Gender::Male
-            } else {
-                Gender::Female
-            },
-            document_type: DocumentType::ResidentId,
-            document_number: complete_resident_id(&format!("44030419800101{serial:03}")).unwrap(),
-            birth_date: None,
-            nationality: "CN".into(),
-            phone: "13800138000".into(),
-            person_type: PersonType::Owner,
-            quarantine: Quarantine::None,
-            building: "1".into(),
-            door: door.into(),
-            tenure: Tenure::Owned,
-            travel_high_risk: false,
-            contact_with_case: false,
-            symptoms: false,
-            underlying_conditions: String::new(),
-        }
-    }
-
-    fn now() -> UnixTime {
-        now_ms() / 1000
+        resident(&format!("R{serial}"), "19800101", serial, door)
     }
 
     fn code_text(node: &Node, holder: HolderId) -> String {
@@ -248,21 +207,6 @@ mod tests {
             Response::Declared(r) => r.code.expect("a code"),
             other => panic!("{other:?}"),
         }
-    }
-
-    async fn gate_check(node: &Node, code: String) -> CheckAnswer {
-        node.check(
-            "g1",
-            CheckRequest {
-                code,
-                gate_id: "g1".into(),
-                direction: Direction::In,
-                temperature_dc: 365,
-                plate: None,
-            },
-        )
-        .await
-        .unwrap()
     }
 
     #[tokio::test]
@@ -278,7 +222,7 @@ mod tests {
             assert!(imported[..2].iter().all(|p| p.outcome == Outcome::Cleared));
             assert_eq!(imported[2].outcome, Outcome::HomeQuarantine);
             assert!(imported[2].cred.is_none());
-            let a = gate_check(&node, code_text(&node, imported[0].holder)).await;
+            let a = gate_check(&node, "g1", code_text(&node, imported[0].holder)).await;
             assert!(a.allowed, "{a:?}");
             let view = node.wait_replica().unwrap().read(|r| r.roster(COMMUNITY));
             assert_eq!(view.persons.len(), 3);
@@ -289,7 +233,7 @@ mod tests {
         // Everything is on disk: the gate view and the replica come back after a restart.
         let node = Node::open(&dir).unwrap();
         assert_eq!(node.status().residents, 3);
-        let a = gate_check(&node, code_text(&node, imported[1].holder)).await;
+        let a = gate_check(&node, "g1", code_text(&node, imported[1].holder)).await;
         assert!(a.allowed, "{a:?}");
         assert_eq!(
             node.wait_replica()

@@ -4,46 +4,20 @@
 
 use std::time::Duration;
 
-use menjin_proto::declaration::{Gender, PersonType, Quarantine, Tenure};
-use menjin_proto::idnum::{DocumentType, complete_resident_id};
-use menjin_proto::wire::{CheckAnswer, Direction};
-
 use super::*;
-use crate::files::DistrictDir;
 use crate::hub::Hub;
-use crate::provision::{NodeSpec, create_district, create_hub, create_node};
-
-const COMMUNITY: u32 = 7;
+use crate::provision::create_hub;
+use crate::testing::{COMMUNITY, district, gate_check, node_in, now, resident};
 /// A functional bound for each step, never a timing.
 const STEP_TIMEOUT_MS: u64 = 20_000;
 
 fn form(serial: u32) -> Declaration {
-    Declaration {
-        name: format!("R{serial}"),
-        gender: if serial % 2 == 1 {
-            Gender::Male
-        } else {
-            Gender::Female
-        },
-        document_type: DocumentType::ResidentId,
-        document_number: complete_resident_id(&format!("44030419800101{serial:03}")).unwrap(),
-        birth_date: None,
-        nationality: "CN".into(),
-        phone: "13800138000".into(),
-        person_type: PersonType::Owner,
-        quarantine: Quarantine::None,
-        building: "1".into(),
-        door: format!("{serial}"),
-        tenure: Tenure::Owned,
-        travel_high_risk: false,
-        contact_with_case: false,
-        symptoms: false,
-        underlying_conditions: String::new(),
-    }
-}
-
-fn now() -> UnixTime {
-    now_ms() / 1000
+    resident(
+        &format!("R{serial}"),
+        "19800101",
+        serial,
+        &serial.to_string(),
+    )
 }
 
 fn declare(node: &Node, serial: u32) -> Receipt {
@@ -51,21 +25,6 @@ fn declare(node: &Node, serial: u32) -> Receipt {
         Response::Declared(r) => r,
         other => panic!("{other:?}"),
     }
-}
-
-async fn gate_check(node: &Node, code: String) -> CheckAnswer {
-    node.check(
-        "g1",
-        CheckRequest {
-            code,
-            gate_id: "g1".into(),
-            direction: Direction::In,
-            temperature_dc: 365,
-            plate: None,
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// Polls `done` until it holds; panics after [`STEP_TIMEOUT_MS`].
@@ -83,8 +42,7 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_serves_gates_while_its_replica_loads_and_mirrors_to_the_hub_after() {
     let tmp = tempfile::tempdir().unwrap();
-    let district = DistrictDir(tmp.path().join("d"));
-    create_district(&district).unwrap();
+    let district = district(tmp.path());
     let hub_dir = NodeDir(tmp.path().join("hub"));
     create_hub(&district, &hub_dir, "hub", "127.0.0.1:0".parse().unwrap()).unwrap();
     let hub = Hub::open(&hub_dir).unwrap();
@@ -94,16 +52,7 @@ async fn node_serves_gates_while_its_replica_loads_and_mirrors_to_the_hub_after(
     let hub_task = tokio::spawn(server.run(async move {
         let _ = hub_stopped.await;
     }));
-    let dir = NodeDir(tmp.path().join("n"));
-    let spec = NodeSpec {
-        community: COMMUNITY,
-        community_name: "seven".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        campaign_start: 0,
-        code_validity_days: 30,
-        hub: None,
-    };
-    create_node(&district, &dir, &spec).unwrap();
+    let dir = node_in(&district, tmp.path());
     let cert = std::fs::read(dir.cert()).unwrap();
     assert!(matches!(
         hub.console(Request::EnrolNode { cert }),
@@ -136,11 +85,11 @@ async fn node_serves_gates_while_its_replica_loads_and_mirrors_to_the_hub_after(
         node.lockdown().locked,
         "the lockdown is in force before the first check, from the stored policy"
     );
-    let a = gate_check(&node, first.code.clone().unwrap()).await;
+    let a = gate_check(&node, "g1", first.code.clone().unwrap()).await;
     assert!(a.allowed, "a resident comes in during a lockdown: {a:?}");
     // A declaration while the replica loads is acknowledged (it is in sled) and queued.
     let second = declare(&node, 2);
-    let a = gate_check(&node, second.code.clone().unwrap()).await;
+    let a = gate_check(&node, "g1", second.code.clone().unwrap()).await;
     assert!(a.allowed, "{a:?}");
     assert!(node.roster.mirror_pending().unwrap());
     // The uplink waits for the replica; the hub does not know the second resident yet.
@@ -181,18 +130,8 @@ async fn node_serves_gates_while_its_replica_loads_and_mirrors_to_the_hub_after(
 #[test]
 fn changes_past_the_queue_are_reconciled_from_sled() {
     let tmp = tempfile::tempdir().unwrap();
-    let district = DistrictDir(tmp.path().join("d"));
-    create_district(&district).unwrap();
-    let dir = NodeDir(tmp.path().join("n"));
-    let spec = NodeSpec {
-        community: COMMUNITY,
-        community_name: "seven".into(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        campaign_start: 0,
-        code_validity_days: 30,
-        hub: None,
-    };
-    create_node(&district, &dir, &spec).unwrap();
+    let district = district(tmp.path());
+    let dir = node_in(&district, tmp.path());
     let (node, loader) = Node::open_deferred(&dir).unwrap();
     // Overflow the queue with cheap changes: attaching nothing new still commits.
     let first = declare(&node, 1);

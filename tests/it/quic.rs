@@ -393,3 +393,94 @@ fn client_trusting_another_district_refuses_the_node() {
         status(&right).await;
     });
 }
+
+/// One offline event as a gate would upload it.
+fn offline_event(gate_seq: u64) -> menjin_proto::feed::OfflineEvent {
+    menjin_proto::feed::OfflineEvent {
+        gate_seq,
+        event: wire::GateEvent {
+            seq: 0,
+            time_ms: 1,
+            gate: "north-1".into(),
+            direction: Direction::In,
+            allowed: true,
+            reason: menjin_proto::rule::Reason::Ok,
+            fever: false,
+            temperature_dc: 366,
+            cred: None,
+            holder: None,
+            kind: None,
+            plate: None,
+            offline: Some(wire::OfflineMark {
+                gate_seq,
+                decided_ms: 1,
+                degraded: false,
+            }),
+            passback: false,
+        },
+    }
+}
+
+#[test]
+fn feeds_acks_and_uploads_are_refused_under_another_name_or_out_of_order_and_store_nothing() {
+    let f = fixture();
+    let _south = f.c.enrol_gate("south-1");
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+
+        let mut feed = gate.subscribe("south-1").await.expect("feed stream");
+        match within("feed frame", feed.next()).await {
+            Ok(Some(menjin_proto::feed::GateFeed::Refused(why))) => {
+                assert!(why.contains("north-1"), "{why}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let ack = Request::GateAck {
+            gate_id: "south-1".into(),
+            ack: menjin_proto::feed::GateAck::default(),
+        };
+        assert_error(&ask(&gate, &ack).await, ErrorKind::Forbidden);
+        let upload = |gate_id: &str, events| Request::UploadEvents {
+            gate_id: gate_id.into(),
+            events,
+        };
+        assert_error(
+            &ask(&gate, &upload("south-1", vec![offline_event(1)])).await,
+            ErrorKind::Forbidden,
+        );
+        let why = assert_error(
+            &ask(
+                &gate,
+                &upload("north-1", vec![offline_event(2), offline_event(1)]),
+            )
+            .await,
+            ErrorKind::BadRequest,
+        );
+        assert!(why.contains("order"), "{why}");
+        let mut unmarked = offline_event(1);
+        unmarked.event.offline = None;
+        assert_error(
+            &ask(&gate, &upload("north-1", vec![unmarked])).await,
+            ErrorKind::BadRequest,
+        );
+        assert_eq!(status(&console).await.events_logged, before.events_logged);
+
+        // A good upload is stored once; the same upload again stores nothing.
+        for stored in [1, 0] {
+            match ask(&gate, &upload("north-1", vec![offline_event(1)])).await {
+                Response::Uploaded {
+                    upto_gate_seq: 1,
+                    stored: s,
+                } => assert_eq!(s, stored),
+                other => panic!("expected an upload receipt, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            status(&console).await.events_logged,
+            before.events_logged + 1
+        );
+    });
+}

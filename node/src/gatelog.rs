@@ -1,26 +1,37 @@
-//! The gate log: every check a node answers, in sled tree `gate_log`, keyed by sequence
-//! number (big-endian, so sled's order is the log's order).
+//! The gate log: every check a node answers, in sled tree `gate_log_batches`. Each record
+//! holds the events of one commit, consecutive in sequence number, keyed by the first one
+//! (big-endian, so sled's order is the log's order).
 //!
 //! Architecture invariant: an event is flushed to disk before the check that made it is
-//! answered. Many gates wait at once at peak hours, so a single writer thread group-commits:
-//! it takes every event waiting (up to [`BATCH_MAX`]), writes them in one batch, flushes
-//! once, then releases all their answers.
+//! answered. Many gates wait at once at peak hours, so the log group-commits: the first
+//! check to find the log idle spawns a commit task on the runtime; it takes every event
+//! waiting (up to [`BATCH_MAX`]), writes them as one record, flushes once, answers them all,
+//! and goes on while more are waiting. One record per commit rather than one per event,
+//! and no thread of our own between the checks and sled, is what `menjin bench gate`
+//! measured to matter (ARCHITECTURE.md, "Gate log").
 //!
 //! Times are made non-decreasing in sequence order, so a time range is found by binary search
-//! over sequence numbers instead of a second index.
+//! over records instead of a second index.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use menjin_proto::feed::OfflineEvent;
 use menjin_proto::wire::{self, GateEvent, LOG_PAGE_MAX, LogQuery};
 use sled::Transactional;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 
-/// Events written by one flush. Bounds the latency one flush adds to the last event in it.
+/// Events written by one commit. Bounds the latency one flush adds to the last event in it.
 pub const BATCH_MAX: usize = 1024;
-/// Events waiting for the writer; past this, checks wait to enqueue (backpressure).
+/// Events waiting for the commit task; past this, checks wait to enqueue (backpressure).
 pub const QUEUE_MAX: usize = 8192;
+/// A stored record is at most this long (a commit of [`BATCH_MAX`] events of at most a few
+/// hundred bytes each); longer is corruption.
+const RECORD_LEN_MAX: usize = 16 << 20;
+/// The tree of one record per event that earlier versions wrote; migrated at open.
+const LEGACY_TREE: &str = "gate_log";
+const TREE: &str = "gate_log_batches";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -36,7 +47,7 @@ pub enum LogError {
 type Ack = oneshot::Sender<Result<(u64, u64), String>>;
 type UploadAck = oneshot::Sender<Result<(u64, u32), String>>;
 
-/// What the writer thread is asked to do.
+/// What the commit task is asked to do.
 enum Job {
     /// One check, group-committed with the others waiting.
     Event(GateEvent, Ack),
@@ -60,70 +71,88 @@ pub enum UploadError {
     Log(#[from] LogError),
 }
 
-/// The owner of tree `gate_log`.
+/// The owner of tree `gate_log_batches`.
 #[derive(Clone)]
 pub struct GateLog {
+    shared: Arc<Shared>,
+}
+
+/// What the log's handles and its commit task share. The commit task holds it only while it
+/// runs, and lets go before it answers the last events it wrote: once every `GateLog` is gone
+/// and its last check answered, nothing of the log holds the database (a node can be
+/// reopened in the same process).
+struct Shared {
+    db: sled::Db,
     tree: sled::Tree,
     /// Gate id → the highest `gate_seq` of its offline events stored (big-endian u64).
     cursors: sled::Tree,
-    // Declared before `writer`: when the last clone drops, the last sender goes first, the
-    // writer thread sees its queue closed and ends, then `WriterThread::drop` joins it. So
-    // once every `GateLog` is gone, no thread holds the database (a node can be reopened
-    // in the same process).
-    tx: mpsc::Sender<Job>,
-    count: Arc<AtomicU64>,
-    _writer: Arc<WriterThread>,
+    /// Events stored so far (the highest sequence number).
+    count: AtomicU64,
+    /// Places in the queue; see [`QUEUE_MAX`].
+    room: Semaphore,
+    state: Mutex<State>,
 }
 
-struct WriterThread(Option<std::thread::JoinHandle<()>>);
-
-impl Drop for WriterThread {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            let _ = handle.join();
-        }
-    }
+struct State {
+    queue: VecDeque<Job>,
+    /// A commit task is running; a check that queues a job while none is starts one.
+    committing: bool,
+    next_seq: u64,
+    last_time: u64,
 }
 
 impl GateLog {
-    /// Opens the log and starts its writer thread, which ends when every `GateLog` clone is
-    /// dropped.
+    /// Opens the log (migrating a log of the one-record-per-event layout, if there is one).
+    /// Its commit task is started by the first append.
     ///
     /// # Errors
     /// [`LogError`] if sled cannot be read or the last record is corrupt.
     pub fn open(db: &sled::Db) -> Result<GateLog, LogError> {
-        let tree = db.open_tree("gate_log")?;
+        let tree = db.open_tree(TREE)?;
         let cursors = db.open_tree("gate_upload_cursor")?;
+        migrate_legacy(db, &tree)?;
         let (next_seq, last_time) = match tree.last()? {
             Some((k, v)) => {
-                let seq = seq_of(&k);
-                let ev = decode_event(seq, &v)?;
-                (seq + 1, ev.time_ms)
+                let events = decode_record(seq_of(&k)?, &v)?;
+                let last = events.last().expect("decode_record refuses empty records");
+                (last.seq + 1, last.time_ms)
             }
             None => (1, 0),
         };
-        let count = Arc::new(AtomicU64::new(next_seq - 1));
-        let (tx, rx) = mpsc::channel(QUEUE_MAX);
-        let writer = Writer {
-            db: db.clone(),
-            tree: tree.clone(),
-            cursors: cursors.clone(),
-            next_seq,
-            last_time,
-            count: count.clone(),
-        };
-        let handle = std::thread::Builder::new()
-            .name("gate-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| LogError::Storage(sled::Error::Io(e)))?;
-        let writer = Arc::new(WriterThread(Some(handle)));
         Ok(GateLog {
-            tree,
-            cursors,
-            tx,
-            count,
-            _writer: writer,
+            shared: Arc::new(Shared {
+                db: db.clone(),
+                tree,
+                cursors,
+                count: AtomicU64::new(next_seq - 1),
+                room: Semaphore::new(QUEUE_MAX),
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    committing: false,
+                    next_seq,
+                    last_time,
+                }),
+            }),
         })
+    }
+
+    /// Queues a job once there is room, and starts the commit task if none is running.
+    async fn submit(&self, job: Job) -> Result<(), LogError> {
+        self.shared
+            .room
+            .acquire()
+            .await
+            .map_err(|_| LogError::Stopped)?
+            .forget();
+        let start = {
+            let mut st = self.shared.state.lock().expect("gate log state lock");
+            st.queue.push_back(job);
+            !std::mem::replace(&mut st.committing, true)
+        };
+        if start {
+            tokio::spawn(commit_task(self.shared.clone()));
+        }
+        Ok(())
     }
 
     /// Appends an event (its `seq` is assigned here) and returns `(seq, time_ms)` once the
@@ -134,10 +163,7 @@ impl GateLog {
     /// logged.
     pub async fn append(&self, event: GateEvent) -> Result<(u64, u64), LogError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Event(event, ack))
-            .await
-            .map_err(|_| LogError::Stopped)?;
+        self.submit(Job::Event(event, ack)).await?;
         match done.await {
             Ok(Ok(seq_time)) => Ok(seq_time),
             Ok(Err(why)) => Err(LogError::Storage(sled::Error::Unsupported(why))),
@@ -170,15 +196,13 @@ impl GateLog {
             last = e.gate_seq;
         }
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Upload {
-                gate: gate.to_string(),
-                events,
-                now_ms,
-                ack,
-            })
-            .await
-            .map_err(|_| LogError::Stopped)?;
+        self.submit(Job::Upload {
+            gate: gate.to_string(),
+            events,
+            now_ms,
+            ack,
+        })
+        .await?;
         match done.await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(why)) => Err(LogError::Storage(sled::Error::Unsupported(why)).into()),
@@ -191,33 +215,53 @@ impl GateLog {
     /// # Errors
     /// [`LogError`] on a storage error.
     pub fn upload_cursor(&self, gate: &str) -> Result<u64, LogError> {
-        Ok(cursor_of(self.cursors.get(gate.as_bytes())?.as_deref()))
+        Ok(cursor_of(
+            self.shared.cursors.get(gate.as_bytes())?.as_deref(),
+        ))
     }
 
     /// Events stored so far (the highest sequence number).
     pub fn len(&self) -> u64 {
-        self.count.load(Ordering::Acquire)
+        self.shared.count.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn get(&self, seq: u64) -> Result<Option<GateEvent>, LogError> {
-        match self.tree.get(seq.to_be_bytes())? {
-            Some(v) => decode_event(seq, &v).map(Some),
+    /// The key of the record that holds `seq`, if any record starts at or before it.
+    fn record_key_at_or_before(&self, seq: u64) -> Result<Option<u64>, LogError> {
+        match self.shared.tree.range(..=seq.to_be_bytes()).next_back() {
+            Some(item) => Ok(Some(seq_of(&item?.0)?)),
             None => Ok(None),
         }
     }
 
-    /// The first sequence number whose time is at least `from_ms`.
+    /// The first sequence number whose time is at least `from_ms`: a binary search over
+    /// sequence numbers that settles a whole record per probe.
     fn first_at_or_after(&self, from_ms: u64) -> Result<u64, LogError> {
         let (mut lo, mut hi) = (1u64, self.len() + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            match self.get(mid)? {
-                Some(ev) if ev.time_ms < from_ms => lo = mid + 1,
-                _ => hi = mid,
+            let Some(first) = self.record_key_at_or_before(mid)? else {
+                // Nothing stored at or before `mid`.
+                lo = mid + 1;
+                continue;
+            };
+            let Some(bytes) = self.shared.tree.get(first.to_be_bytes())? else {
+                return Err(LogError::Corrupt {
+                    seq: first,
+                    why: "record vanished while reading".into(),
+                });
+            };
+            let events = decode_record(first, &bytes)?;
+            let last = events.last().expect("decode_record refuses empty records");
+            if last.time_ms < from_ms {
+                lo = last.seq + 1;
+            } else if events[0].time_ms >= from_ms {
+                hi = first;
+            } else {
+                return Ok(first + events.partition_point(|e| e.time_ms < from_ms) as u64);
             }
         }
         Ok(lo)
@@ -234,21 +278,26 @@ impl GateLog {
         if let Some(from) = q.from_ms {
             start = start.max(self.first_at_or_after(from)?);
         }
+        let from_key = self.record_key_at_or_before(start)?.unwrap_or(start);
         let mut out = Vec::new();
-        for item in self.tree.range(start.to_be_bytes()..) {
+        for item in self.shared.tree.range(from_key.to_be_bytes()..) {
             let (k, v) = item?;
-            let ev = decode_event(seq_of(&k), &v)?;
-            if q.until_ms.is_some_and(|until| ev.time_ms > until) {
-                break;
-            }
-            if q.gate.as_ref().is_some_and(|g| *g != ev.gate)
-                || q.holder.is_some_and(|h| Some(h) != ev.holder)
-            {
-                continue;
-            }
-            out.push(ev);
-            if out.len() >= limit {
-                break;
+            for ev in decode_record(seq_of(&k)?, &v)? {
+                if ev.seq < start {
+                    continue;
+                }
+                if q.until_ms.is_some_and(|until| ev.time_ms > until) {
+                    return Ok(out);
+                }
+                if q.gate.as_ref().is_some_and(|g| *g != ev.gate)
+                    || q.holder.is_some_and(|h| Some(h) != ev.holder)
+                {
+                    continue;
+                }
+                out.push(ev);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
             }
         }
         Ok(out)
@@ -261,71 +310,259 @@ fn cursor_of(v: Option<&[u8]>) -> u64 {
         .unwrap_or(0)
 }
 
-fn seq_of(key: &[u8]) -> u64 {
-    u64::from_be_bytes(key.try_into().expect("gate log keys are 8 bytes"))
+fn seq_of(key: &[u8]) -> Result<u64, LogError> {
+    key.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| LogError::Corrupt {
+            seq: 0,
+            why: format!("a key of {} bytes (keys are 8)", key.len()),
+        })
 }
 
-fn decode_event(seq: u64, bytes: &[u8]) -> Result<GateEvent, LogError> {
-    let ev: GateEvent =
-        wire::decode(bytes, wire::GATE_REQUEST_LEN_MAX).map_err(|e| LogError::Corrupt {
-            seq,
-            why: e.to_string(),
-        })?;
-    if ev.seq != seq {
-        return Err(LogError::Corrupt {
-            seq,
-            why: format!("holds sequence {}", ev.seq),
-        });
+/// A record: the events of one commit, numbered from its key on.
+fn decode_record(first: u64, bytes: &[u8]) -> Result<Vec<GateEvent>, LogError> {
+    let corrupt = |why: String| LogError::Corrupt { seq: first, why };
+    let events: Vec<GateEvent> =
+        wire::decode(bytes, RECORD_LEN_MAX).map_err(|e| corrupt(e.to_string()))?;
+    if events.is_empty() {
+        return Err(corrupt("holds no event".into()));
     }
-    Ok(ev)
+    for (i, ev) in events.iter().enumerate() {
+        if ev.seq != first + i as u64 {
+            return Err(corrupt(format!(
+                "event {i} holds sequence {}, not {}",
+                ev.seq,
+                first + i as u64
+            )));
+        }
+    }
+    Ok(events)
 }
 
-struct Writer {
-    db: sled::Db,
-    tree: sled::Tree,
-    cursors: sled::Tree,
-    next_seq: u64,
-    last_time: u64,
-    count: Arc<AtomicU64>,
+/// Moves a log of the one-record-per-event layout (tree `gate_log`, seq → event) into
+/// records of at most [`BATCH_MAX`] events, each chunk in one transaction (a crash midway
+/// leaves the rest to the next open), then drops the old tree.
+fn migrate_legacy(db: &sled::Db, tree: &sled::Tree) -> Result<(), LogError> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == LEGACY_TREE.as_bytes())
+    {
+        return Ok(());
+    }
+    let legacy = db.open_tree(LEGACY_TREE)?;
+    let mut moved = 0u64;
+    loop {
+        let mut chunk: Vec<GateEvent> = Vec::new();
+        for item in legacy.iter().take(BATCH_MAX) {
+            let (k, v) = item?;
+            let seq = seq_of(&k)?;
+            let ev: GateEvent =
+                wire::decode(&v, wire::GATE_REQUEST_LEN_MAX).map_err(|e| LogError::Corrupt {
+                    seq,
+                    why: e.to_string(),
+                })?;
+            let expected = chunk.last().map_or(seq, |l| l.seq + 1);
+            if ev.seq != seq || seq != expected {
+                return Err(LogError::Corrupt {
+                    seq,
+                    why: format!("old-layout event holds sequence {}", ev.seq),
+                });
+            }
+            chunk.push(ev);
+        }
+        let Some(first) = chunk.first().map(|e| e.seq) else {
+            break;
+        };
+        let record = wire::encode(&chunk);
+        let result: sled::transaction::TransactionResult<(), ()> =
+            (tree, &legacy).transaction(|(new, old)| {
+                new.insert(&first.to_be_bytes(), record.as_slice())?;
+                for ev in &chunk {
+                    old.remove(&ev.seq.to_be_bytes())?;
+                }
+                Ok(())
+            });
+        result.map_err(|e| LogError::Storage(sled::Error::Unsupported(format!("{e:?}"))))?;
+        db.flush()?;
+        moved += chunk.len() as u64;
+    }
+    db.drop_tree(LEGACY_TREE)?;
+    db.flush()?;
+    if moved > 0 {
+        tracing::info!(events = moved, "gate log moved to one record per commit");
+    }
+    Ok(())
 }
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(BATCH_MAX);
-        while let Some(first) = rx.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Event(ev, ack) => batch.push((ev, ack)),
-                    Job::Upload {
-                        gate,
-                        events,
-                        now_ms,
-                        ack,
-                    } => {
-                        // Keep sequence order: what was queued before goes first.
-                        if !batch.is_empty() {
-                            self.commit(&mut batch);
-                        }
-                        let _ = ack.send(self.upload(&gate, events, now_ms));
+/// One write: the events waiting at the head of the queue, or one upload.
+enum Unit {
+    Events(Vec<GateEvent>, Vec<Ack>),
+    Upload {
+        gate: String,
+        events: Vec<OfflineEvent>,
+        now_ms: u64,
+        ack: UploadAck,
+    },
+}
+
+impl Unit {
+    fn take(queue: &mut VecDeque<Job>) -> Option<Unit> {
+        match queue.front()? {
+            Job::Upload { .. } => match queue.pop_front() {
+                Some(Job::Upload {
+                    gate,
+                    events,
+                    now_ms,
+                    ack,
+                }) => Some(Unit::Upload {
+                    gate,
+                    events,
+                    now_ms,
+                    ack,
+                }),
+                _ => None,
+            },
+            Job::Event(..) => {
+                let (mut events, mut acks) = (Vec::new(), Vec::new());
+                while events.len() < BATCH_MAX && matches!(queue.front(), Some(Job::Event(..))) {
+                    if let Some(Job::Event(ev, ack)) = queue.pop_front() {
+                        events.push(ev);
+                        acks.push(ack);
                     }
                 }
-                if batch.len() < BATCH_MAX {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !batch.is_empty() {
-                self.commit(&mut batch);
+                Some(Unit::Events(events, acks))
             }
         }
     }
 
-    fn upload(
-        &mut self,
+    /// How many queue places it held.
+    fn jobs(&self) -> usize {
+        match self {
+            Unit::Events(_, acks) => acks.len(),
+            Unit::Upload { .. } => 1,
+        }
+    }
+}
+
+/// The answers a unit's callers get once it is written (or has failed).
+enum Answers {
+    Events(Vec<Ack>, Result<Vec<(u64, u64)>, String>),
+    Upload(UploadAck, Result<(u64, u32), String>),
+}
+
+impl Answers {
+    fn send(self) {
+        match self {
+            Answers::Events(acks, Ok(assigned)) => {
+                for (ack, st) in acks.into_iter().zip(assigned) {
+                    let _ = ack.send(Ok(st));
+                }
+            }
+            Answers::Events(acks, Err(why)) => {
+                for ack in acks {
+                    let _ = ack.send(Err(why.clone()));
+                }
+            }
+            Answers::Upload(ack, r) => {
+                let _ = ack.send(r);
+            }
+        }
+    }
+}
+
+/// Writes units until the queue is empty. Sequence numbers advance only when a write and
+/// its flush succeeded, so a failed write's record is replaced by the next one (same key).
+async fn commit_task(shared: Arc<Shared>) {
+    let mut held = Some(shared);
+    while let Some(shared) = held.take() {
+        let (unit, next_seq, last_time) = {
+            let mut st = shared.state.lock().expect("gate log state lock");
+            match Unit::take(&mut st.queue) {
+                Some(unit) => (unit, st.next_seq, st.last_time),
+                None => {
+                    st.committing = false;
+                    return;
+                }
+            }
+        };
+        let jobs = unit.jobs();
+        let (answers, advanced) = match unit {
+            Unit::Events(events, acks) => {
+                match shared.write_events(events, next_seq, last_time).await {
+                    Ok((assigned, advanced)) => (Answers::Events(acks, Ok(assigned)), advanced),
+                    Err(why) => (Answers::Events(acks, Err(why)), None),
+                }
+            }
+            Unit::Upload {
+                gate,
+                events,
+                now_ms,
+                ack,
+            } => match shared
+                .write_upload(&gate, events, now_ms, next_seq, last_time)
+                .await
+            {
+                Ok((r, advanced)) => (Answers::Upload(ack, Ok(r)), advanced),
+                Err(why) => (Answers::Upload(ack, Err(why)), None),
+            },
+        };
+        let idle = {
+            let mut st = shared.state.lock().expect("gate log state lock");
+            if let Some((seq, time)) = advanced {
+                st.next_seq = seq;
+                st.last_time = time;
+                shared.count.store(seq - 1, Ordering::Release);
+            }
+            st.committing = !st.queue.is_empty();
+            !st.committing
+        };
+        shared.room.add_permits(jobs);
+        if !idle {
+            held = Some(shared);
+        }
+        // Let go of the database (when idle) before anyone learns their event is stored.
+        answers.send();
+    }
+}
+
+impl Shared {
+    /// Numbers the events, writes them as one record and flushes. Returns each one's
+    /// `(seq, time_ms)` and the next `(seq, last time)`.
+    async fn write_events(
+        &self,
+        mut events: Vec<GateEvent>,
+        first: u64,
+        mut last_time: u64,
+    ) -> Result<(Vec<(u64, u64)>, Option<(u64, u64)>), String> {
+        let mut assigned = Vec::with_capacity(events.len());
+        for (ev, seq) in events.iter_mut().zip(first..) {
+            ev.seq = seq;
+            ev.time_ms = ev.time_ms.max(last_time);
+            last_time = ev.time_ms;
+            assigned.push((seq, ev.time_ms));
+        }
+        let next = first + events.len() as u64;
+        let written = match self.tree.insert(first.to_be_bytes(), wire::encode(&events)) {
+            Ok(_) => self.tree.flush_async().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| {
+            tracing::error!(error = %e, events = events.len(), "gate log write failed; checks refused as unlogged");
+            e.to_string()
+        })?;
+        Ok((assigned, Some((next, last_time))))
+    }
+
+    /// Stores an upload's new events and the gate's cursor in one transaction, then flushes.
+    async fn write_upload(
+        &self,
         gate: &str,
         events: Vec<OfflineEvent>,
         now_ms: u64,
-    ) -> Result<(u64, u32), String> {
+        first: u64,
+        last_time: u64,
+    ) -> Result<((u64, u32), Option<(u64, u64)>), String> {
         let cursor = cursor_of(
             self.cursors
                 .get(gate.as_bytes())
@@ -334,7 +571,7 @@ impl Writer {
         );
         let mut fresh: Vec<GateEvent> = Vec::new();
         let mut upto = cursor;
-        let (mut seq, mut last_time) = (self.next_seq, self.last_time);
+        let (mut seq, mut last_time) = (first, last_time);
         for e in events.into_iter().filter(|e| e.gate_seq > cursor) {
             let mut ev = e.event;
             ev.seq = seq;
@@ -346,59 +583,26 @@ impl Writer {
             fresh.push(ev);
         }
         if fresh.is_empty() {
-            return Ok((cursor, 0));
+            return Ok(((cursor, 0), None));
         }
-        let encoded: Vec<(u64, Vec<u8>)> = fresh.iter().map(|e| (e.seq, wire::encode(e))).collect();
+        let record = wire::encode(&fresh);
         let result: sled::transaction::TransactionResult<(), ()> = (&self.tree, &self.cursors)
             .transaction(|(log, cursors)| {
-                for (seq, bytes) in &encoded {
-                    log.insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                }
+                log.insert(&first.to_be_bytes(), record.as_slice())?;
                 cursors.insert(gate.as_bytes(), &upto.to_be_bytes())?;
                 Ok(())
             });
-        result
-            .map_err(|e| format!("{e:?}"))
-            .and_then(|()| self.db.flush().map(|_| ()).map_err(|e| e.to_string()))
-            .inspect_err(|e| tracing::error!(error = %e, gate, "offline events not stored"))?;
-        self.next_seq = seq;
-        self.last_time = last_time;
-        self.count.store(seq - 1, Ordering::Release);
-        Ok((upto, fresh.len() as u32))
-    }
-
-    fn commit(&mut self, batch: &mut Vec<(GateEvent, Ack)>) {
-        let mut sled_batch = sled::Batch::default();
-        let mut assigned = Vec::with_capacity(batch.len());
-        let (mut seq, mut last_time) = (self.next_seq, self.last_time);
-        for (ev, _) in batch.iter_mut() {
-            ev.seq = seq;
-            ev.time_ms = ev.time_ms.max(last_time);
-            last_time = ev.time_ms;
-            sled_batch.insert(&seq.to_be_bytes(), wire::encode(ev));
-            assigned.push((seq, ev.time_ms));
-            seq += 1;
-        }
-        let result = self
-            .tree
-            .apply_batch(sled_batch)
-            .and_then(|()| self.db.flush().map(|_| ()));
-        match result {
-            Ok(()) => {
-                self.next_seq = seq;
-                self.last_time = last_time;
-                self.count.store(seq - 1, Ordering::Release);
-                for ((_, ack), st) in batch.drain(..).zip(assigned) {
-                    let _ = ack.send(Ok(st));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = batch.len(), "gate log write failed; checks refused as unlogged");
-                for (_, ack) in batch.drain(..) {
-                    let _ = ack.send(Err(e.to_string()));
-                }
-            }
-        }
+        let written = match result {
+            Ok(()) => self
+                .db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        written.inspect_err(|e| tracing::error!(error = %e, gate, "offline events not stored"))?;
+        Ok(((upto, fresh.len() as u32), Some((seq, last_time))))
     }
 }
 
@@ -431,14 +635,14 @@ mod tests {
     async fn events_get_sequence_numbers_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::open(dir.path()).unwrap();
             let log = GateLog::open(&db).unwrap();
             assert_eq!(log.append(event("a", 100)).await.unwrap(), (1, 100));
             // A clock that steps back does not break time order.
             assert_eq!(log.append(event("b", 90)).await.unwrap(), (2, 100));
             assert_eq!(log.append(event("a", 300)).await.unwrap(), (3, 300));
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         assert_eq!(log.len(), 3);
         assert_eq!(log.append(event("c", 400)).await.unwrap(), (4, 400));
@@ -496,7 +700,7 @@ mod tests {
     async fn offline_uploads_are_stored_once_per_gate_seq_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
+            let db = crate::store::open(dir.path()).unwrap();
             let log = GateLog::open(&db).unwrap();
             log.append(event("a", 100)).await.unwrap();
             let up = log
@@ -526,7 +730,7 @@ mod tests {
                 Err(UploadError::NotOffline(9))
             ));
         }
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         assert_eq!(log.len(), 5);
         assert_eq!(log.upload_cursor("g1").unwrap(), 3);
@@ -551,7 +755,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_appends_get_distinct_sequence_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         let tasks: Vec<_> = (0..200)
             .map(|i| {
@@ -565,5 +769,163 @@ mod tests {
         }
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+        // Group commit: the events waiting together went into a few records, not 200.
+        let records = db.open_tree(TREE).unwrap().len();
+        assert!(records < 20, "{records} records for 200 events");
+    }
+
+    /// Appends events with these times at once, so that they share records.
+    async fn append_together(log: &GateLog, times: &[u64]) {
+        let tasks: Vec<_> = times
+            .iter()
+            .map(|&t| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(event(&format!("g{}", t % 3), t)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn queries_find_events_inside_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
+        let log = GateLog::open(&db).unwrap();
+        append_together(&log, &(0..50).map(|i| 1_000 + i * 10).collect::<Vec<_>>()).await;
+        log.append(event("g0", 2_000)).await.unwrap();
+        append_together(&log, &(0..50).map(|i| 3_000 + i * 10).collect::<Vec<_>>()).await;
+        assert_eq!(log.len(), 101);
+        let q = |q: LogQuery| {
+            log.query(&LogQuery { limit: 500, ..q })
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        };
+        // A time range that starts and ends inside records.
+        assert_eq!(
+            q(LogQuery {
+                from_ms: Some(1_205),
+                until_ms: Some(3_020),
+                ..Default::default()
+            }),
+            (22..=54).collect::<Vec<_>>()
+        );
+        // Paging from the middle of a record, and a page limit that ends inside one.
+        let page = log
+            .query(&LogQuery {
+                after_seq: Some(10),
+                limit: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![11, 12, 13]
+        );
+        // A gate filter across records (17 of each 50 are g1); times before everything and after everything.
+        assert_eq!(
+            q(LogQuery {
+                gate: Some("g1".into()),
+                ..Default::default()
+            })
+            .len(),
+            34
+        );
+        assert_eq!(
+            q(LogQuery {
+                from_ms: Some(0),
+                ..Default::default()
+            })
+            .len(),
+            101
+        );
+        assert!(
+            q(LogQuery {
+                from_ms: Some(9_999),
+                ..Default::default()
+            })
+            .is_empty()
+        );
+        assert_eq!(
+            q(LogQuery {
+                from_ms: Some(2_000),
+                until_ms: Some(2_000),
+                ..Default::default()
+            }),
+            vec![51]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_log_of_the_old_layout_is_moved_into_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = crate::store::open(dir.path()).unwrap();
+            let old = db.open_tree(LEGACY_TREE).unwrap();
+            for seq in 1..=2_500u64 {
+                let mut e = event(if seq % 2 == 0 { "a" } else { "b" }, 100 + seq);
+                e.seq = seq;
+                old.insert(seq.to_be_bytes(), wire::encode(&e)).unwrap();
+            }
+            db.flush().unwrap();
+        }
+        let db = crate::store::open(dir.path()).unwrap();
+        let log = GateLog::open(&db).unwrap();
+        assert!(
+            !db.tree_names()
+                .iter()
+                .any(|n| n.as_ref() == LEGACY_TREE.as_bytes())
+        );
+        assert_eq!(log.len(), 2_500);
+        assert_eq!(
+            db.open_tree(TREE).unwrap().len(),
+            3,
+            "chunks of at most {BATCH_MAX}"
+        );
+        let from = log
+            .query(&LogQuery {
+                from_ms: Some(100 + 1_500),
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            from.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1_500, 1_501]
+        );
+        assert_eq!(log.append(event("c", 5_000)).await.unwrap(), (2_501, 5_000));
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_reported_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::open(dir.path()).unwrap();
+        {
+            let log = GateLog::open(&db).unwrap();
+            log.append(event("a", 100)).await.unwrap();
+        }
+        // A record whose event does not carry the record's sequence number.
+        let mut e = event("a", 200);
+        e.seq = 7;
+        db.open_tree(TREE)
+            .unwrap()
+            .insert(2u64.to_be_bytes(), wire::encode(&vec![e]))
+            .unwrap();
+        match GateLog::open(&db) {
+            Err(LogError::Corrupt { seq: 2, why }) => assert!(why.contains("sequence 7"), "{why}"),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("opened a log whose last record is corrupt"),
+        }
+        db.open_tree(TREE)
+            .unwrap()
+            .insert(2u64.to_be_bytes(), b"garbage".as_slice())
+            .unwrap();
+        assert!(matches!(
+            GateLog::open(&db),
+            Err(LogError::Corrupt { seq: 2, .. })
+        ));
     }
 }

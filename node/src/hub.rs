@@ -218,7 +218,7 @@ impl Hub {
                 dir.cert().display()
             )));
         }
-        let db = sled::Config::new().path(dir.db()).open()?;
+        let db = crate::store::open(&dir.db())?;
         let log = HubLog::open(&db).map_err(|e| NodeError::Invalid(e.to_string()))?;
         let nodes = db.open_tree("nodes")?;
         let peers = PeerTable::default();

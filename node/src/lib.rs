@@ -26,6 +26,7 @@ pub mod replication;
 pub mod roster;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod syncstore;
 #[cfg(test)]
 mod testing;

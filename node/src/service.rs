@@ -237,7 +237,7 @@ impl Node {
                 dir.cert().display()
             )));
         }
-        let db = sled::Config::new().path(dir.db()).open()?;
+        let db = crate::store::open(&dir.db())?;
         let db_ms = started.elapsed().as_millis() as u64;
         let community = config.community;
         let roster = Roster::open(&db)?;

@@ -115,7 +115,7 @@ impl GateCache {
         community: CommunityId,
         capacity: u64,
     ) -> Result<(GateCache, OpenReport), CacheError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = crate::store::open(dir)?;
         let mut key = [0u8; 32];
         key.copy_from_slice(
             &Sha256::new()

@@ -421,6 +421,13 @@ enum VisitorCmd {
     },
 }
 
+/// mimalloc rather than glibc's malloc: a gate check allocates a few dozen small buffers
+/// (QUIC frames, the request, the event, the answer) on one thread and frees many on another;
+/// glibc's allocator took ~8 % of the CPU of `menjin bench gate`, mimalloc about half that
+/// (15.6k → 19k checks/s).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Daemons log what they do; one-shot commands only what went wrong.

@@ -29,6 +29,12 @@ pub const QUEUE_MAX: usize = 8192;
 /// A stored record is at most this long (a commit of [`BATCH_MAX`] events of at most a few
 /// hundred bytes each); longer is corruption.
 const RECORD_LEN_MAX: usize = 16 << 20;
+/// Times the commit task lets the runtime run other tasks before it takes what is queued:
+/// checks whose requests have already arrived (a packet read by the connection's task, then
+/// the request's own task) get to join this commit rather than wait for the next flush.
+/// `menjin bench gate`, 16 gates: 0 → ~7 events per commit, 17.8–19.2k checks/s; 2 → ~12
+/// per commit, 20.1–21.3k checks/s and a lower p99. A lone check pays two empty yields.
+const JOIN_YIELDS: usize = 2;
 /// The tree of one record per event that earlier versions wrote; migrated at open.
 const LEGACY_TREE: &str = "gate_log";
 const TREE: &str = "gate_log_batches";
@@ -476,6 +482,9 @@ impl Answers {
 async fn commit_task(shared: Arc<Shared>) {
     let mut held = Some(shared);
     while let Some(shared) = held.take() {
+        for _ in 0..JOIN_YIELDS {
+            tokio::task::yield_now().await;
+        }
         let (unit, next_seq, last_time) = {
             let mut st = shared.state.lock().expect("gate log state lock");
             match Unit::take(&mut st.queue) {

@@ -144,6 +144,8 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
         .wait_online(std::time::Duration::from_millis(START_WAIT_MS))
         .await;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    // A vehicle being checked: its plate and, per occupant, (line number, temperature, code).
+    #[allow(clippy::type_complexity)]
     let mut vehicle: Option<(String, Vec<(usize, i16, String)>)> = None;
     let mut n = 0usize;
     loop {
@@ -246,37 +248,6 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
         gate.problem(n, &format!("{pending} offline events still wait for upload in this gate's cache; they go when the gate runs again and reaches its node"));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn person_lines_parse_and_garbage_is_explained() {
-        assert_eq!(
-            person("36.6 MJ:ABC DEF").unwrap(),
-            (366, "MJ:ABC DEF".to_string())
-        );
-        assert!(person("MJ:ABC").is_err());
-        assert!(person("hot MJ:ABC").is_err());
-        assert!(person("25 MJ:ABC").is_err());
-        let why = person("36.6 /nonexistent/scan.png").unwrap_err();
-        assert!(why.contains("/nonexistent/scan.png"), "{why}");
-    }
-
-    #[test]
-    fn image_path_is_read_as_its_code() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("scan.png");
-        let code = "MJ:6BFA%O8P29*5ZB3I9PXY4";
-        std::fs::write(&path, menjin_node::render::qr_png(code, 3).unwrap()).unwrap();
-        let line = format!("36.6 {}", path.display());
-        assert_eq!(person(&line).unwrap(), (366, code.to_string()));
-        std::fs::write(&path, b"not a png").unwrap();
-        let why = person(&line).unwrap_err();
-        assert!(why.contains("not a readable PNG"), "{why}");
-    }
 }
 
 /// `menjin gate discover`: what `gate run` would find, shown.
@@ -401,5 +372,36 @@ pub async fn discover(
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::FAILURE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn person_lines_parse_and_garbage_is_explained() {
+        assert_eq!(
+            person("36.6 MJ:ABC DEF").unwrap(),
+            (366, "MJ:ABC DEF".to_string())
+        );
+        assert!(person("MJ:ABC").is_err());
+        assert!(person("hot MJ:ABC").is_err());
+        assert!(person("25 MJ:ABC").is_err());
+        let why = person("36.6 /nonexistent/scan.png").unwrap_err();
+        assert!(why.contains("/nonexistent/scan.png"), "{why}");
+    }
+
+    #[test]
+    fn image_path_is_read_as_its_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scan.png");
+        let code = "MJ:6BFA%O8P29*5ZB3I9PXY4";
+        std::fs::write(&path, menjin_node::render::qr_png(code, 3).unwrap()).unwrap();
+        let line = format!("36.6 {}", path.display());
+        assert_eq!(person(&line).unwrap(), (366, code.to_string()));
+        std::fs::write(&path, b"not a png").unwrap();
+        let why = person(&line).unwrap_err();
+        assert!(why.contains("not a readable PNG"), "{why}");
     }
 }

@@ -15,7 +15,7 @@ mod health;
 mod output;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -48,6 +48,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// District root keys.
@@ -525,8 +527,8 @@ fn parse_holder(s: &str) -> Result<HolderId> {
 }
 
 /// Connects to the running node of a node directory with its console key.
-async fn console(node_dir: &PathBuf) -> Result<NodeClient> {
-    let dir = NodeDir(node_dir.clone());
+async fn console(node_dir: &Path) -> Result<NodeClient> {
+    let dir = NodeDir(node_dir.to_path_buf());
     let cfg = dir.read_config()?;
     let addr = dir.read_addr().unwrap_or(cfg.listen);
     connect_console(&dir, addr, cfg.community, "node").await
@@ -550,8 +552,8 @@ async fn connect_console(
         })
 }
 
-async fn ask_hub(hub_dir: &PathBuf, req: Request) -> Result<Response> {
-    let dir = NodeDir(hub_dir.clone());
+async fn ask_hub(hub_dir: &Path, req: Request) -> Result<Response> {
+    let dir = NodeDir(hub_dir.to_path_buf());
     let cfg = dir.read_hub_config()?;
     let addr = dir.read_addr().unwrap_or(cfg.listen);
     let client = connect_console(&dir, addr, menjin_proto::cert::HUB_COMMUNITY, "hub").await?;
@@ -560,7 +562,7 @@ async fn ask_hub(hub_dir: &PathBuf, req: Request) -> Result<Response> {
     Ok(resp)
 }
 
-async fn ask(node_dir: &PathBuf, req: Request) -> Result<Response> {
+async fn ask(node_dir: &Path, req: Request) -> Result<Response> {
     let client = console(node_dir).await?;
     let resp = client.request(&req).await?;
     client.close().await;
@@ -999,8 +1001,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(output::response(json, &resp))
 }
 
-async fn import_health(hub_dir: &PathBuf, file: &std::path::Path, json: bool) -> Result<ExitCode> {
-    let dir = NodeDir(hub_dir.clone());
+async fn import_health(hub_dir: &Path, file: &Path, json: bool) -> Result<ExitCode> {
+    let dir = NodeDir(hub_dir.to_path_buf());
     let key = menjin_proto::idnum::IdHashKey(menjin_node::files::read_secret(&dir.idhash_key())?);
     let text = health::read(file)?;
     let (good, bad) = health::parse(

@@ -510,15 +510,15 @@ async fn probe(
         );
     };
     let fp = fingerprint(&node_key);
-    if let Some(advertised) = advertised {
-        if advertised != fp {
-            return (
-                ProbeOutcome::Refused(format!(
-                    "advertised key fingerprint {advertised} but the node's certified key is {fp}"
-                )),
-                None,
-            );
-        }
+    if let Some(advertised) = advertised
+        && advertised != fp
+    {
+        return (
+            ProbeOutcome::Refused(format!(
+                "advertised key fingerprint {advertised} but the node's certified key is {fp}"
+            )),
+            None,
+        );
     }
     let rtt_us = micros(client.rtt());
     (
@@ -612,10 +612,9 @@ pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: VerifyingKey) ->
                     log_probe(&p);
                     if let (ProbeOutcome::Verified { rtt_us, .. }, Some((client, fp))) =
                         (&p.outcome, client)
+                        && best.as_ref().is_none_or(|b| *rtt_us < b.3)
                     {
-                        if best.as_ref().is_none_or(|b| *rtt_us < b.3) {
-                            best = Some((probes.len(), client, fp, *rtt_us));
-                        }
+                        best = Some((probes.len(), client, fp, *rtt_us));
                     }
                     probes.push(p);
                 }
@@ -761,6 +760,7 @@ mod tests {
     #[test]
     fn malformed_advertisements_are_refused_with_the_reason() {
         let ip = "10.0.0.1";
+        #[allow(clippy::type_complexity)] // (TXT properties, port, the error expected)
         let cases: Vec<(Vec<(&str, &str)>, u16, AdvertError)> = vec![
             (with("v", None), 7300, AdvertError::Missing("v")),
             (with("v", Some("2")), 7300, AdvertError::Version("2".into())),

@@ -151,10 +151,10 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String),
             let offset = e.span().map_or(0, |span| span.start);
             let mut why = e.message().trim_end().to_string();
             // toml names an unknown key but not the key of a bad value: name it.
-            if !why.starts_with("unknown field") {
-                if let Some(key) = key_at(&text, offset) {
-                    why = format!("{key}: {why}");
-                }
+            if !why.starts_with("unknown field")
+                && let Some(key) = key_at(&text, offset)
+            {
+                why = format!("{key}: {why}");
             }
             if why.contains("socket address") {
                 why.push_str(" (expected IP:port, such as 192.168.10.2:7300 or [::1]:7300)");

@@ -214,12 +214,11 @@ impl Roster {
         // A person's new details (a photo, a new name) change what the guard sees on codes
         // that are already out.
         for p in &change.persons {
-            if let Some(id) = view.active.get(&p.holder).copied() {
-                if !creds.contains(&id) {
-                    if let Ok(Some(c)) = self.cred(&id) {
-                        self.apply_cred(&mut view, &c, |_| Some(Cow::Borrowed(p)));
-                    }
-                }
+            if let Some(id) = view.active.get(&p.holder).copied()
+                && !creds.contains(&id)
+                && let Ok(Some(c)) = self.cred(&id)
+            {
+                self.apply_cred(&mut view, &c, |_| Some(Cow::Borrowed(p)));
             }
         }
         Ok(())

@@ -581,20 +581,20 @@ impl Node {
         if let Some(photo) = &photo {
             photo::check_photo(photo).map_err(|e| bad(e.to_string()))?;
         }
-        if let Some(staff) = &staff {
-            if staff.trim().is_empty() || staff.len() > NAME_LEN_MAX {
-                return Err(bad(
-                    "staff: the name of the staff member who typed the form is required",
-                ));
-            }
+        if let Some(staff) = &staff
+            && (staff.trim().is_empty() || staff.len() > NAME_LEN_MAX)
+        {
+            return Err(bad(
+                "staff: the name of the staff member who typed the form is required",
+            ));
         }
         let _guard = self.write.lock().expect("declaration lock");
         let id_hash = self.idhash.hash(form.document_type, &form.document_number);
         // The district's health list outranks what the person declares.
-        if let Some((outcome, why)) = self.flagged(&id_hash) {
-            if checked.review.outcome == Outcome::Cleared {
-                checked.review = menjin_proto::declaration::Review { outcome, why };
-            }
+        if let Some((outcome, why)) = self.flagged(&id_hash)
+            && checked.review.outcome == Outcome::Cleared
+        {
+            checked.review = menjin_proto::declaration::Review { outcome, why };
         }
         let existing = self.roster.person_by_hash(&id_hash)?;
         let mut kind = checked.kind;
@@ -1166,10 +1166,10 @@ impl Node {
                 f32::from(req.temperature_dc) / 10.0
             )));
         }
-        if let Some(plate) = &req.plate {
-            if plate.trim().is_empty() || plate.len() > PLATE_LEN_MAX {
-                return Err(bad("plate: 1 to 16 bytes"));
-            }
+        if let Some(plate) = &req.plate
+            && (plate.trim().is_empty() || plate.len() > PLATE_LEN_MAX)
+        {
+            return Err(bad("plate: 1 to 16 bytes"));
         }
         let now_ms = now_ms();
         let now = now_ms / 1000;

@@ -255,13 +255,13 @@ impl ServerCertVerifier for DistrictNodes {
         if node_cert.node_key != key {
             return Err(general("node certificate is for another key"));
         }
-        if let Some(community) = self.community {
-            if node_cert.community != community {
-                return Err(general(format!(
-                    "server is the node of community {}, expected {community}",
-                    node_cert.community
-                )));
-            }
+        if let Some(community) = self.community
+            && node_cert.community != community
+        {
+            return Err(general(format!(
+                "server is the node of community {}, expected {community}",
+                node_cert.community
+            )));
         }
         Ok(ServerCertVerified::assertion())
     }

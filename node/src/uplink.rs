@@ -186,15 +186,14 @@ async fn serve(
     let mut report_gates = true;
     let result = async {
         loop {
-            if std::mem::take(&mut report_local) {
-                if let Some(l) = node.local_lockdown() {
+            if std::mem::take(&mut report_local)
+                && let Some(l) = node.local_lockdown() {
                     write_frame(&mut send, &LinkFrame::LocalLockdown(l)).await?;
                 }
-            }
             if std::mem::take(&mut report_gates) {
                 write_frame(&mut send, &LinkFrame::GateLinks(node.gate_links())).await?;
             }
-            send_frames(&repl, Role::Hub, &mut send).await?;
+            send_frames(repl, Role::Hub, &mut send).await?;
             while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
                 let q = LogQuery { after_seq: Some(sent), limit: LOG_BATCH_MAX as u32, ..LogQuery::default() };
                 let log = node.gate_log().clone();
@@ -236,7 +235,7 @@ async fn serve(
                     None => return Err(FrameError::Closed),
                 },
                 _ = changes.changed() => {}
-                () = next_timer(&repl) => repl.timeout(crate::service::now_ms()).map_err(stored)?,
+                () = next_timer(repl) => repl.timeout(crate::service::now_ms()).map_err(stored)?,
                 () = node.log_appended.notified() => {}
                 () = node.local_changed.notified() => report_local = true,
                 () = node.feed.links_changed.notified() => report_gates = true,

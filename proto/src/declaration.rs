@@ -183,10 +183,10 @@ impl Declaration {
                 if facts.male != male {
                     return Err(invalid("gender", "does not match the ID number"));
                 }
-                if let Some(given) = given.as_deref().filter(|g| !g.trim().is_empty()) {
-                    if parse_date(given.trim()) != Some(facts.birth) {
-                        return Err(invalid("birth_date", "does not match the ID number"));
-                    }
+                if let Some(given) = given.as_deref().filter(|g| !g.trim().is_empty())
+                    && parse_date(given.trim()) != Some(facts.birth)
+                {
+                    return Err(invalid("birth_date", "does not match the ID number"));
                 }
                 facts.birth
             }

@@ -109,7 +109,14 @@ impl District {
     }
 
     fn declare(&self, node_dir: &Path, serial: u32) -> String {
-        let person = Person::new("居民", serial % 2 == 0, "19800101", serial, "1", "101");
+        let person = Person::new(
+            "居民",
+            serial.is_multiple_of(2),
+            "19800101",
+            serial,
+            "1",
+            "101",
+        );
         let mut args = vec![
             "declare".to_string(),
             "--node-dir".into(),

@@ -96,7 +96,14 @@ impl Site {
     }
 
     fn declare(&self, serial: u32) -> String {
-        let person = Person::new("居民", serial % 2 == 0, "19800101", serial, "1", "101");
+        let person = Person::new(
+            "居民",
+            serial.is_multiple_of(2),
+            "19800101",
+            serial,
+            "1",
+            "101",
+        );
         let mut args = vec![
             "declare".to_string(),
             "--node-dir".into(),

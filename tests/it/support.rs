@@ -669,13 +669,6 @@ impl GateProc {
         }
         status
     }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL the gate");
-            wait_bounded(&mut child, "killed gate");
-        }
-    }
 }
 
 impl Drop for GateProc {

@@ -560,6 +560,7 @@ mod tests {
     #[test]
     fn records_removed_or_changed_on_disk_are_detected() {
         let root = signing_key_from_seed([1; 32]);
+        #[allow(clippy::type_complexity)] // (what is tampered with, how)
         let tamperings: [(&str, fn(&sled::Tree)); 3] = [
             ("an update removed (un-revoking a code)", |t| {
                 t.remove(GateCache::update_key(2)).unwrap();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use menjin_node::files::{GateDir, NodeDir};
 
-use crate::support::{EXIT_FAILURE, menjin, menjin_raw, p};
+use crate::support::{EXIT_FAILURE, create_hub, create_node, init_district, menjin_raw, p};
 
 /// Every file under `dir` with its bytes: "nothing changed on disk" is equality of two.
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -40,39 +40,12 @@ fn dirs() -> Dirs {
         .prefix("menjin-config-")
         .tempdir()
         .expect("temporary directory");
-    let district = tmp.path().join("district");
+    let district = init_district(tmp.path());
     let hub = tmp.path().join("hub");
     let node = tmp.path().join("node");
     let gate = tmp.path().join("gate");
-    menjin(&["district", "init", "--dir", p(&district)]).ok();
-    menjin(&[
-        "hub",
-        "create",
-        "--district",
-        p(&district),
-        "--dir",
-        p(&hub),
-        "--name",
-        "hub",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .ok();
-    menjin(&[
-        "node",
-        "create",
-        "--district",
-        p(&district),
-        "--dir",
-        p(&node),
-        "--community",
-        "440304001",
-        "--name",
-        "n",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .ok();
+    create_hub(&district, &hub);
+    create_node(&district, &node, 440_304_001, "n", None);
     // A gate directory as `gate enrol` writes it (the node need not run for `gate run` to
     // read its configuration).
     menjin_node::provision::create_gate(

@@ -7,7 +7,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::support::{DEADLINE, NodeProc, Person, menjin, p};
+use crate::support::{
+    DEADLINE, NodeProc, Person, create_hub, create_node, enrol_at_hub, enrol_gate, init_district,
+    menjin, p,
+};
 
 struct District {
     // Processes first: they die before their directories are removed.
@@ -25,54 +28,17 @@ impl District {
             .prefix("menjin-hub-")
             .tempdir()
             .expect("temporary directory");
-        let district = tmp.path().join("district");
+        let district = init_district(tmp.path());
         let hub_dir = tmp.path().join("hub");
-        menjin(&["district", "init", "--dir", p(&district)]).ok();
-        menjin(&[
-            "hub",
-            "create",
-            "--district",
-            p(&district),
-            "--dir",
-            p(&hub_dir),
-            "--name",
-            "hub",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .ok();
+        create_hub(&district, &hub_dir);
         let hub = NodeProc::start_hub(&hub_dir, "127.0.0.1:0", &tmp.path().join("hub.log"));
         let hub_addr = hub.addr.to_string();
         let mut nodes = Vec::new();
         for c in COMMUNITIES {
             let dir = tmp.path().join(format!("node-{c}"));
             let cs = c.to_string();
-            menjin(&[
-                "node",
-                "create",
-                "--district",
-                p(&district),
-                "--dir",
-                p(&dir),
-                "--community",
-                &cs,
-                "--name",
-                &cs,
-                "--listen",
-                "127.0.0.1:0",
-                "--hub",
-                &hub_addr,
-            ])
-            .ok();
-            let enrolled = menjin(&[
-                "hub",
-                "enrol",
-                "--dir",
-                p(&hub_dir),
-                "--cert",
-                p(&dir.join("node.cert")),
-            ])
-            .ok();
+            create_node(&district, &dir, c, &cs, Some(&hub_addr));
+            let enrolled = enrol_at_hub(&hub_dir, &dir);
             assert!(
                 enrolled["done"].as_str().is_some_and(|m| m.contains(&cs)),
                 "{enrolled}"
@@ -82,18 +48,7 @@ impl District {
                 "127.0.0.1:0",
                 &tmp.path().join(format!("node-{c}.log")),
             );
-            let gate = tmp.path().join(format!("gate-{c}"));
-            menjin(&[
-                "gate",
-                "enrol",
-                "--node-dir",
-                p(&dir),
-                "--gate-id",
-                "g1",
-                "--dir",
-                p(&gate),
-            ])
-            .ok();
+            enrol_gate(&dir, "g1", &tmp.path().join(format!("gate-{c}")));
             nodes.push((c, node, dir));
         }
         District {

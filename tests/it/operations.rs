@@ -6,7 +6,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::support::{DEADLINE, NodeProc, Person, menjin, p};
+use crate::support::{
+    DEADLINE, NodeProc, Person, create_hub, create_node, enrol_at_hub, enrol_gate, init_district,
+    menjin, p,
+};
 
 const C: u32 = 440_304_021;
 
@@ -27,63 +30,16 @@ impl Site {
             .prefix("menjin-ops-")
             .tempdir()
             .expect("temporary directory");
-        let district = tmp.path().join("district");
+        let district = init_district(tmp.path());
         let hub_dir = tmp.path().join("hub");
         let node_dir = tmp.path().join("node");
         let gate = tmp.path().join("gate");
-        menjin(&["district", "init", "--dir", p(&district)]).ok();
-        menjin(&[
-            "hub",
-            "create",
-            "--district",
-            p(&district),
-            "--dir",
-            p(&hub_dir),
-            "--name",
-            "hub",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .ok();
+        create_hub(&district, &hub_dir);
         let hub = NodeProc::start_hub(&hub_dir, "127.0.0.1:0", &tmp.path().join("hub.log"));
-        menjin(&[
-            "node",
-            "create",
-            "--district",
-            p(&district),
-            "--dir",
-            p(&node_dir),
-            "--community",
-            &C.to_string(),
-            "--name",
-            "ops",
-            "--listen",
-            "127.0.0.1:0",
-            "--hub",
-            &hub.addr.to_string(),
-        ])
-        .ok();
-        menjin(&[
-            "hub",
-            "enrol",
-            "--dir",
-            p(&hub_dir),
-            "--cert",
-            p(&node_dir.join("node.cert")),
-        ])
-        .ok();
+        create_node(&district, &node_dir, C, "ops", Some(&hub.addr.to_string()));
+        enrol_at_hub(&hub_dir, &node_dir);
         let node = NodeProc::start(&node_dir, "127.0.0.1:0", &tmp.path().join("node.log"));
-        menjin(&[
-            "gate",
-            "enrol",
-            "--node-dir",
-            p(&node_dir),
-            "--gate-id",
-            "g1",
-            "--dir",
-            p(&gate),
-        ])
-        .ok();
+        enrol_gate(&node_dir, "g1", &gate);
         Site {
             node,
             hub,

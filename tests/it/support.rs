@@ -305,6 +305,92 @@ impl Drop for NodeProc {
     }
 }
 
+/// `menjin district init` in `base/district`; returns that directory.
+pub fn init_district(base: &Path) -> PathBuf {
+    let district = base.join("district");
+    menjin(&["district", "init", "--dir", p(&district)]).ok();
+    district
+}
+
+/// `menjin hub create` in `dir` (listening on any loopback port; not started).
+pub fn create_hub(district: &Path, dir: &Path) {
+    menjin(&[
+        "hub",
+        "create",
+        "--district",
+        p(district),
+        "--dir",
+        p(dir),
+        "--name",
+        "hub",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .ok();
+}
+
+/// `menjin node create` in `dir` for `community` (listening on any loopback port, dialling
+/// `hub` if given; not started); returns its JSON answer.
+pub fn create_node(
+    district: &Path,
+    dir: &Path,
+    community: u32,
+    name: &str,
+    hub: Option<&str>,
+) -> Value {
+    let community = community.to_string();
+    let mut args = vec![
+        "node",
+        "create",
+        "--district",
+        p(district),
+        "--dir",
+        p(dir),
+        "--community",
+        &community,
+        "--name",
+        name,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    if let Some(hub) = hub {
+        args.extend(["--hub", hub]);
+    }
+    menjin(&args).ok()
+}
+
+/// `menjin hub enrol` of the node in `node_dir`; returns the hub's JSON answer.
+pub fn enrol_at_hub(hub_dir: &Path, node_dir: &Path) -> Value {
+    menjin(&[
+        "hub",
+        "enrol",
+        "--dir",
+        p(hub_dir),
+        "--cert",
+        p(&node_dir.join("node.cert")),
+    ])
+    .ok()
+}
+
+/// `menjin gate enrol` of `gate_id` at the (running) node in `node_dir`, into `dir`.
+pub fn enrol_gate(node_dir: &Path, gate_id: &str, dir: &Path) {
+    let out = menjin(&[
+        "gate",
+        "enrol",
+        "--node-dir",
+        p(node_dir),
+        "--gate-id",
+        gate_id,
+        "--dir",
+        p(dir),
+    ])
+    .ok();
+    assert!(
+        out["done"].as_str().is_some_and(|m| m.contains(gate_id)),
+        "{out}"
+    );
+}
+
 /// A district with one community node running, all in one temporary directory.
 pub struct Community {
     // Dropped first: the node process dies before its directory is removed.
@@ -320,24 +406,9 @@ impl Community {
             .prefix("menjin-it-")
             .tempdir()
             .expect("temporary directory");
-        let district = tmp.path().join("district");
+        let district = init_district(tmp.path());
         let node_dir = tmp.path().join("node");
-        menjin(&["district", "init", "--dir", p(&district)]).ok();
-        let created = menjin(&[
-            "node",
-            "create",
-            "--district",
-            p(&district),
-            "--dir",
-            p(&node_dir),
-            "--community",
-            &COMMUNITY.to_string(),
-            "--name",
-            "香蜜湖社区",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .ok();
+        let created = create_node(&district, &node_dir, COMMUNITY, "香蜜湖社区", None);
         assert_eq!(created["community"], COMMUNITY);
         let node = NodeProc::start(&node_dir, "127.0.0.1:0", &tmp.path().join("node.log"));
         Community {
@@ -355,21 +426,7 @@ impl Community {
     /// Enrols a gate through the CLI; returns its directory.
     pub fn enrol_gate(&self, gate_id: &str) -> PathBuf {
         let dir = self.tmp.path().join(format!("gate-{gate_id}"));
-        let out = menjin(&[
-            "gate",
-            "enrol",
-            "--node-dir",
-            self.nd(),
-            "--gate-id",
-            gate_id,
-            "--dir",
-            p(&dir),
-        ])
-        .ok();
-        assert!(
-            out["done"].as_str().is_some_and(|m| m.contains(gate_id)),
-            "{out}"
-        );
+        enrol_gate(&self.node_dir, gate_id, &dir);
         dir
     }
 

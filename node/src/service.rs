@@ -505,6 +505,29 @@ impl Node {
         Date::from_unix(now)
     }
 
+    /// A code for a person cleared by the review of a declaration: valid from now for the
+    /// configured number of days, at the declared home.
+    fn issue_declared(
+        &self,
+        kind: HolderKind,
+        holder: HolderId,
+        form: &Declaration,
+        now: UnixTime,
+    ) -> CredRecord {
+        let until = now + u64::from(self.config.code_validity_days) * DAY_SECS;
+        self.issue(
+            kind,
+            holder,
+            &form.building,
+            &form.door,
+            now,
+            until,
+            None,
+            now,
+        )
+        .0
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn issue(
         &self,
@@ -662,17 +685,7 @@ impl Node {
         let cred = if keep {
             old.as_ref().map(|o| o.id)
         } else if cleared {
-            let until = now + u64::from(self.config.code_validity_days) * DAY_SECS;
-            let (record, _) = self.issue(
-                kind,
-                holder,
-                &form.building,
-                &form.door,
-                now,
-                until,
-                None,
-                now,
-            );
+            let record = self.issue_declared(kind, holder, &form, now);
             let id = record.id;
             change.creds.push(record);
             Some(id)

@@ -149,20 +149,7 @@ impl Node {
             })?;
         let holder = HolderId(crate::files::random8());
         let cleared = checked.review.outcome == Outcome::Cleared;
-        let cred = cleared.then(|| {
-            let until = now + u64::from(self.config.code_validity_days) * DAY_SECS;
-            let (record, _) = self.issue(
-                checked.kind,
-                holder,
-                &form.building,
-                &form.door,
-                now,
-                until,
-                None,
-                now,
-            );
-            record
-        });
+        let cred = cleared.then(|| self.issue_declared(checked.kind, holder, &form, now));
         let person = PersonRecord {
             holder,
             id_hash: self.idhash.hash(form.document_type, &form.document_number),

@@ -321,10 +321,12 @@ lab_up() {
 		# Nodes listen on their LAN address (gates and console); the hub answers there too.
 		ip -n "$(ns hub)" route add "10.77.$k.0/24" via "$(node_wan_ip "$k")"
 	done
-	# mDNS (mdns-sd) that starts while its link is still settling may never answer queries on
-	# it (seen here: a node started ~1 s after its veth came up stayed silent until
-	# restarted). Wait until every host link is up with its address, then let the bridges
-	# settle, before any daemon starts.
+	# Wait until every host link is up with its address, then let the bridges settle, before
+	# any daemon starts. (A node started while its link was still settling, ~1 s after its
+	# veth came up, used to stay silent to mDNS queries until restarted; the node now
+	# re-advertises when a link comes up (ARCHITECTURE.md, Discovery), so this wait is no
+	# longer needed for that. It stays: it keeps the scenario's timings about the district,
+	# not about links coming up.)
 	for h in hub n1 n2 n3 $(lab_hosts); do
 		for k in wan0 lan0; do
 			ip -n "$(ns "$h")" link show dev "$k" >/dev/null 2>&1 || continue

@@ -13,13 +13,21 @@
 //! listed. mdns-sd joins its multicast group on every interface while its daemon starts,
 //! before a selection can be applied (no mDNS packet is sent there, but the kernel sends a
 //! group membership report), so tests run mDNS only inside network namespaces they create.
+//!
+//! A node may start before its LAN is up (a link without carrier, an address not there yet).
+//! mdns-sd looks at the interfaces again every [`IP_CHECK_S`] and serves the ones that came
+//! up, but announces there only the services that follow the interfaces' addresses; a node
+//! bound to one address would stay silent on such an interface. So the [`Advertiser`]
+//! registers its service again whenever the daemon starts serving a new address on a
+//! selected interface (see [`readvertise`]).
 
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use mdns_sd::{
-    IfKind, IfPredicate, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo,
+    DaemonEvent, IfKind, IfPredicate, Receiver, ResolvedService, ScopedIp, ServiceDaemon,
+    ServiceEvent, ServiceInfo,
 };
 use menjin_proto::CommunityId;
 use menjin_proto::keys::KeyId;
@@ -66,6 +74,19 @@ pub const ADDRESSES_PER_CANDIDATE_MAX: usize = 4;
 pub const PROBE_TIMEOUT_MS: u64 = 3_000;
 /// Waiting for the mDNS daemon thread to unregister (goodbye packets) and to stop.
 pub const DAEMON_STOP_MS: u64 = 1_000;
+/// How often a node's mDNS daemon looks for links that came up and addresses that appeared or
+/// went (mdns-sd's IP check, 5 s by default). A node answers on a link that came up after it
+/// started within this long plus its probe (about 750 ms). A check lists the host's
+/// addresses (one netlink dump): cheap.
+pub const IP_CHECK_S: u32 = 2;
+/// The addresses one check finds arrive as separate events: a re-advertisement waits this
+/// long for the rest.
+const READVERTISE_GATHER_MS: u64 = 100;
+/// At most one re-advertisement per this long, whatever a flapping link does (each costs a
+/// probe or an announcement per interface).
+pub const READVERTISE_INTERVAL_MS_MIN: u64 = 1_000;
+/// Addresses named in one re-advertisement's log line (a host with more is unusual).
+const READVERTISE_ADDRESSES_LOGGED_MAX: usize = 16;
 /// Interfaces listed from /sys/class/net for the log line.
 const SYSFS_INTERFACES_MAX: usize = 256;
 
@@ -198,6 +219,9 @@ async fn stop_daemon(daemon: ServiceDaemon) {
 /// forget the node at once), or abruptly when dropped.
 pub struct Advertiser {
     daemon: Option<ServiceDaemon>,
+    /// The [`readvertise`] task; stopped before the service is withdrawn, so that it cannot
+    /// register the service again after the goodbye.
+    watch: Option<tokio::task::JoinHandle<()>>,
     fullname: String,
     /// The instance name, e.g. `menjin-440304001-1a2b3c4d5e6f7081`.
     pub instance: String,
@@ -208,8 +232,12 @@ impl Advertiser {
     /// interfaces of `cfg`. A node bound to an unspecified address advertises the addresses
     /// of the selected interfaces (IPv4 only for `0.0.0.0`); otherwise exactly its address.
     ///
+    /// The service is registered again whenever the daemon starts serving a new address on a
+    /// selected interface ([`readvertise`], a task on the current tokio runtime).
+    ///
     /// # Errors
-    /// [`DiscoveryError::Mdns`] if the daemon cannot start or refuses the service.
+    /// [`DiscoveryError::Mdns`] if the daemon cannot start or refuses the service, or if there
+    /// is no tokio runtime to watch the interfaces from.
     pub fn start(
         cfg: &MdnsConfig,
         community: CommunityId,
@@ -239,13 +267,26 @@ impl Advertiser {
             .map_err(mdns_err)?
         };
         let fullname = info.get_fullname().to_string();
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| mdns_err(format!("no runtime to watch the interfaces from: {e}")))?;
         let daemon = start_daemon(&cfg.interfaces)?;
-        if let Err(e) = daemon.register(info) {
-            let _ = daemon.shutdown();
-            return Err(mdns_err(e));
-        }
+        // Commands run in order: the addresses the selection found at start are not events
+        // here (the registration below announces on them); later ones are.
+        let started = daemon
+            .set_ip_check_interval(IP_CHECK_S)
+            .and_then(|()| daemon.monitor())
+            .and_then(|events| daemon.register(info.clone()).map(|()| events));
+        let events = match started {
+            Ok(events) => events,
+            Err(e) => {
+                let _ = daemon.shutdown();
+                return Err(mdns_err(e));
+            }
+        };
+        let watch = runtime.spawn(readvertise(daemon.clone(), info, events, instance.clone()));
         Ok(Advertiser {
             daemon: Some(daemon),
+            watch: Some(watch),
             fullname,
             instance,
         })
@@ -254,6 +295,11 @@ impl Advertiser {
     /// Withdraws the advertisement and stops the daemon, waiting at most twice
     /// [`DAEMON_STOP_MS`].
     pub async fn stop(mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+            // Ends at its next await point; it never blocks.
+            let _ = watch.await;
+        }
         let Some(daemon) = self.daemon.take() else {
             return;
         };
@@ -272,9 +318,96 @@ impl Advertiser {
 
 impl Drop for Advertiser {
     fn drop(&mut self) {
+        if let Some(watch) = self.watch.take() {
+            watch.abort();
+        }
         if let Some(daemon) = self.daemon.take() {
             let _ = daemon.shutdown();
         }
+    }
+}
+
+/// Registers `info` again each time the daemon starts serving a new address on a selected
+/// interface (`DaemonEvent::IpAdd`: a link came up, an address appeared, or mdns-sd dropped
+/// and re-added an interface after a send error), at most once per
+/// [`READVERTISE_INTERVAL_MS_MIN`]. Ends when the daemon stops (its events close) or the
+/// advertiser is stopped (aborted).
+///
+/// Why: mdns-sd 0.21 answers a query on an interface only for services it has probed and
+/// announced there, and on an interface it finds after the registration it does that only for
+/// services that follow the interfaces' addresses (`enable_addr_auto`, a node bound to
+/// `0.0.0.0`). A node bound to its LAN address that started while that link had no carrier
+/// yet, or was still settling, stayed silent on it until restarted. Registering again probes
+/// and announces the service on every interface the daemon serves now (where it is announced
+/// already, it is announced once more).
+async fn readvertise(
+    daemon: ServiceDaemon,
+    info: ServiceInfo,
+    events: Receiver<DaemonEvent>,
+    instance: String,
+) {
+    let gather = Duration::from_millis(READVERTISE_GATHER_MS);
+    let interval = Duration::from_millis(READVERTISE_INTERVAL_MS_MIN);
+    // Addresses not re-advertised yet, and when to do it. Events are read all the time, also
+    // while a re-advertisement waits: mdns-sd drops events when the channel is full.
+    let mut added: Vec<IpAddr> = Vec::new();
+    let mut due = tokio::time::Instant::now();
+    let mut next_allowed = due;
+    loop {
+        let event = if added.is_empty() {
+            match events.recv_async().await {
+                Ok(event) => Some(event),
+                Err(_) => return,
+            }
+        } else {
+            match tokio::time::timeout_at(due, events.recv_async()).await {
+                Ok(Ok(event)) => Some(event),
+                Ok(Err(_)) => return,
+                Err(_) => None,
+            }
+        };
+        if let Some(event) = event {
+            let waiting = !added.is_empty();
+            note_event(event, &mut added);
+            if !waiting && !added.is_empty() {
+                due = next_allowed.max(tokio::time::Instant::now() + gather);
+            }
+            continue;
+        }
+        added.sort();
+        tracing::info!(
+            %instance,
+            addresses = ?added,
+            "re-advertising by mDNS: a selected interface came up or got an address after the advertisement started"
+        );
+        added.clear();
+        if let Err(e) = daemon.register(info.clone()) {
+            tracing::warn!(error = %e, "mDNS re-advertisement failed");
+        }
+        next_allowed = tokio::time::Instant::now() + interval;
+    }
+}
+
+/// Logs what deserves it; collects the addresses the daemon began serving.
+fn note_event(event: DaemonEvent, added: &mut Vec<IpAddr>) {
+    match event {
+        DaemonEvent::IpAdd(ip)
+            if added.len() < READVERTISE_ADDRESSES_LOGGED_MAX && !added.contains(&ip) =>
+        {
+            added.push(ip);
+        }
+        DaemonEvent::IpDel(ip) => tracing::info!(
+            address = %ip,
+            "mDNS: no longer advertising on an address (its link went down or it was removed)"
+        ),
+        DaemonEvent::NameChange(c) => tracing::warn!(
+            original = %c.original,
+            renamed = %c.new_name,
+            interface = %c.intf_name,
+            "mDNS name conflict: another host uses this node's name"
+        ),
+        DaemonEvent::Error(e) => tracing::warn!(error = %e, "mDNS daemon error"),
+        _ => {}
     }
 }
 

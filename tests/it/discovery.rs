@@ -71,20 +71,9 @@ impl Lab {
     /// Joins two namespaces with a veth pair, addresses `a_ip` and `b_ip` (/24); returns the
     /// interface names (in `a`, in `b`).
     fn veth(&self, a: &str, a_ip: &str, b: &str, b_ip: &str) -> Result<(String, String), String> {
-        let (ia, ib) = (format!("{}va", self.tag), format!("{}vb", self.tag));
-        ip(&[
-            "link", "add", &ia, "netns", a, "type", "veth", "peer", "name", &ib, "netns", b,
-        ])?;
+        let (ia, ib) = self.veth_down(a, b)?;
         for (ns, ifname, addr) in [(a, &ia, a_ip), (b, &ib, b_ip)] {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                ifname,
-            ])?;
+            add_addr(ns, ifname, addr)?;
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
         }
         // The kernel reports a new link operationally up up to a second later (linkwatch),
@@ -94,6 +83,29 @@ impl Lab {
         }
         Ok((ia, ib))
     }
+
+    /// Joins two namespaces with a veth pair, both ends down and without addresses; returns
+    /// the interface names (in `a`, in `b`).
+    fn veth_down(&self, a: &str, b: &str) -> Result<(String, String), String> {
+        let (ia, ib) = (format!("{}va", self.tag), format!("{}vb", self.tag));
+        ip(&[
+            "link", "add", &ia, "netns", a, "type", "veth", "peer", "name", &ib, "netns", b,
+        ])?;
+        Ok((ia, ib))
+    }
+}
+
+/// Adds `addr`/24 to `ifname` in `ns`.
+fn add_addr(ns: &str, ifname: &str, addr: &str) -> Result<(), String> {
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("{addr}/24"),
+        "dev",
+        ifname,
+    ])
 }
 
 /// Polls until `ifname` in `ns` is operationally up, for at most [`DEADLINE`].
@@ -407,4 +419,146 @@ fn node_and_gate_find_each_other_on_loopback_when_it_is_listed() {
     .ok();
     assert_eq!(v["chosen"]["via"], "mdns", "{v:#}");
     assert_eq!(v["chosen"]["addr"], node.addr.to_string(), "{v:#}");
+}
+
+/// Runs `gate discover` in `gate_ns` until it chooses the node at `want` by mDNS, for at most
+/// [`DEADLINE`]; returns its report, or panics with the last one. Each attempt browses for
+/// `browse_ms`, then falls back to the static address (the node itself: quick).
+fn discover_until_found_by_mdns(gate_ns: &str, gate: &Path, want: &str, browse_ms: &str) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let v = menjin_in(
+            gate_ns,
+            &[
+                "gate",
+                "discover",
+                "--dir",
+                p(gate),
+                "--browse-ms",
+                browse_ms,
+            ],
+        )
+        .ok();
+        if v["chosen"]["via"] == "mdns" && v["chosen"]["addr"] == want {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "no gate discover chose {want} by mDNS in {attempts} attempts within {DEADLINE:?}; the last said: {v:#}"
+            );
+        }
+    }
+}
+
+#[test]
+fn node_started_before_its_link_came_up_is_found_once_the_link_is_up() {
+    let mut lab = lab_or_skip!("d");
+    let node_ns = netns_or_skip!(lab, "n");
+    let gate_ns = netns_or_skip!(lab, "g");
+    let (node_if, gate_if) = lab.veth_down(&node_ns, &gate_ns).expect("veth pair");
+    // The node's end has its address and is up, the gate's end is still down: no carrier,
+    // as on a LAN port whose link is still settling when the node starts (in the lab, about a
+    // second after the veth came up). mdns-sd takes only running interfaces at its start.
+    add_addr(&node_ns, &node_if, NODE_IP).expect("node address");
+    add_addr(&gate_ns, &gate_if, GATE_IP).expect("gate address");
+    ip(&["-n", &node_ns, "link", "set", &node_if, "up"]).expect("node link up");
+    let link = run_with_stdin(
+        "ip",
+        &["-n", &node_ns, "-o", "link", "show", "dev", &node_if],
+        None,
+    );
+    assert!(link.stdout.contains("NO-CARRIER"), "{}", link.stdout);
+
+    let tmp = tempfile::Builder::new()
+        .prefix("menjin-it-mdns-")
+        .tempdir()
+        .expect("temporary directory");
+    let base = tmp.path();
+    let (_, node_dir) = create_node(base, "early", Some(&node_if));
+    // Bound to its LAN address, as in the lab and the examples: an advertisement with a fixed
+    // address, not one that follows the interfaces.
+    let node = NodeProc::start_in(
+        &node_ns,
+        &node_dir,
+        &format!("{NODE_IP}:0"),
+        &base.join("node.log"),
+    );
+    assert!(
+        node.log_text().contains("advertising by mDNS"),
+        "{}",
+        node.log_text()
+    );
+    // Enrolled from the node's namespace (its own address answers without a carrier); the
+    // static fallback is the node itself, so only `via` tells how the gate found it.
+    let gate = base.join("gate");
+    enrol_gate(&node_ns, &node_dir, &gate, &gate_if, &node.addr.to_string());
+
+    // The link comes up with the node already running.
+    ip(&["-n", &gate_ns, "link", "set", &gate_if, "up"]).expect("gate link up");
+    wait_oper_up(&node_ns, &node_if).expect("node link");
+    wait_oper_up(&gate_ns, &gate_if).expect("gate link");
+
+    let v = discover_until_found_by_mdns(&gate_ns, &gate, &node.addr.to_string(), "2000");
+    assert_eq!(v["advertised"], 1, "{v:#}");
+    let log = node.log_text();
+    assert!(
+        log.contains("re-advertising by mDNS"),
+        "the node did not say why it advertised again:\n{log}"
+    );
+}
+
+#[test]
+fn node_bound_to_any_address_is_found_at_an_address_its_link_got_after_it_started() {
+    let mut lab = lab_or_skip!("e");
+    let node_ns = netns_or_skip!(lab, "n");
+    let gate_ns = netns_or_skip!(lab, "g");
+    let (node_if, gate_if) = lab
+        .veth(&node_ns, NODE_IP, &gate_ns, GATE_IP)
+        .expect("veth pair");
+    let tmp = tempfile::Builder::new()
+        .prefix("menjin-it-mdns-")
+        .tempdir()
+        .expect("temporary directory");
+    let base = tmp.path();
+    let (_, node_dir) = create_node(base, "any", Some(&node_if));
+    // The gate is enrolled at the node's address (enrolment dials node.addr), then the node
+    // restarts bound to 0.0.0.0 on a link that has lost its address.
+    let mut node = NodeProc::start_in(
+        &node_ns,
+        &node_dir,
+        &format!("{NODE_IP}:0"),
+        &base.join("node.log"),
+    );
+    let gate = base.join("gate");
+    enrol_gate(
+        &node_ns,
+        &node_dir,
+        &gate,
+        &gate_if,
+        &format!("{NODE_IP}:9"),
+    );
+    assert!(node.terminate().success(), "{}", node.log_text());
+    ip(&[
+        "-n",
+        &node_ns,
+        "addr",
+        "del",
+        &format!("{NODE_IP}/24"),
+        "dev",
+        &node_if,
+    ])
+    .expect("address removed");
+    let node = NodeProc::start_in(&node_ns, &node_dir, "0.0.0.0:0", &base.join("node.log"));
+    let want = format!("{NODE_IP}:{}", node.addr.port());
+    // The static fallback is the node's future address: quick either way.
+    let gd = GateDir(gate.clone());
+    let mut cfg = gd.read_config().expect("gate.toml");
+    cfg.node = want.parse().expect("address");
+    gd.write_config(&cfg).expect("gate.toml");
+
+    add_addr(&node_ns, &node_if, NODE_IP).expect("address back");
+    let v = discover_until_found_by_mdns(&gate_ns, &gate, &want, "2000");
+    assert_eq!(v["advertised"], 1, "{v:#}");
 }

@@ -8,8 +8,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::support::{
-    DEADLINE, NodeProc, Person, create_hub, create_node, enrol_at_hub, enrol_gate, init_district,
-    menjin, p,
+    DEADLINE, NodeProc, Person, create_hub, create_node, declare_resident, enrol_at_hub,
+    enrol_gate, init_district, menjin, p,
 };
 
 struct District {
@@ -64,23 +64,7 @@ impl District {
     }
 
     fn declare(&self, node_dir: &Path, serial: u32) -> String {
-        let person = Person::new(
-            "居民",
-            serial.is_multiple_of(2),
-            "19800101",
-            serial,
-            "1",
-            "101",
-        );
-        let mut args = vec![
-            "declare".to_string(),
-            "--node-dir".into(),
-            p(node_dir).into(),
-        ];
-        args.extend(person.args());
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let r = menjin(&argv).ok();
-        r["code"].as_str().expect("a code").to_string()
+        declare_resident(node_dir, serial)
     }
 
     /// Checks `code` at community `c`'s gate; the check must be allowed.

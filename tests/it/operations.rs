@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::support::{
-    DEADLINE, NodeProc, Person, create_hub, create_node, enrol_at_hub, enrol_gate, init_district,
-    menjin, p,
+    DEADLINE, NodeProc, create_hub, create_node, declare_resident, enrol_at_hub, enrol_gate,
+    init_district, menjin, p,
 };
 
 const C: u32 = 440_304_021;
@@ -52,25 +52,7 @@ impl Site {
     }
 
     fn declare(&self, serial: u32) -> String {
-        let person = Person::new(
-            "居民",
-            serial.is_multiple_of(2),
-            "19800101",
-            serial,
-            "1",
-            "101",
-        );
-        let mut args = vec![
-            "declare".to_string(),
-            "--node-dir".into(),
-            p(&self.node_dir).into(),
-        ];
-        args.extend(person.args());
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        menjin(&argv).ok()["code"]
-            .as_str()
-            .expect("a code")
-            .to_string()
+        declare_resident(&self.node_dir, serial)
     }
 
     fn check_allowed(&self, code: &str) {

@@ -391,6 +391,30 @@ pub fn enrol_gate(node_dir: &Path, gate_id: &str, dir: &Path) {
     );
 }
 
+/// `menjin declare` at the node in `node_dir` of resident number `serial` (cleared, in
+/// building 1, door 101); returns the code text.
+pub fn declare_resident(node_dir: &Path, serial: u32) -> String {
+    let person = Person::new(
+        "居民",
+        serial.is_multiple_of(2),
+        "19800101",
+        serial,
+        "1",
+        "101",
+    );
+    let mut args = vec![
+        "declare".to_string(),
+        "--node-dir".into(),
+        p(node_dir).into(),
+    ];
+    args.extend(person.args());
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    menjin(&argv).ok()["code"]
+        .as_str()
+        .expect("a code")
+        .to_string()
+}
+
 /// A district with one community node running, all in one temporary directory.
 pub struct Community {
     // Dropped first: the node process dies before its directory is removed.

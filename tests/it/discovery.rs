@@ -234,6 +234,25 @@ fn candidates(v: &Value) -> Vec<Value> {
     v["candidates"].as_array().expect("candidates").clone()
 }
 
+/// A temporary directory for one test's district.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("menjin-it-mdns-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// Starts the node in `node_dir` inside `ns`, bound to its LAN address (`NODE_IP`), logging to
+/// `base/node.log`.
+fn start_at_lan_address(ns: &str, node_dir: &Path, base: &Path) -> NodeProc {
+    NodeProc::start_in(
+        ns,
+        node_dir,
+        &format!("{NODE_IP}:0"),
+        &base.join("node.log"),
+    )
+}
+
 #[test]
 fn gate_finds_its_node_by_mdns_and_refuses_a_node_of_another_district() {
     let mut lab = lab_or_skip!("a");
@@ -242,10 +261,7 @@ fn gate_finds_its_node_by_mdns_and_refuses_a_node_of_another_district() {
     let (node_if, gate_if) = lab
         .veth(&node_ns, NODE_IP, &gate_ns, GATE_IP)
         .expect("veth pair");
-    let tmp = tempfile::Builder::new()
-        .prefix("menjin-it-mdns-")
-        .tempdir()
-        .expect("temporary directory");
+    let tmp = scratch();
     let base = tmp.path();
     let listen = format!("{NODE_IP}:0");
 
@@ -341,19 +357,11 @@ fn gate_falls_back_to_its_static_address_when_no_node_advertises() {
     let (_, gate_if) = lab
         .veth(&node_ns, NODE_IP, &gate_ns, GATE_IP)
         .expect("veth pair");
-    let tmp = tempfile::Builder::new()
-        .prefix("menjin-it-mdns-")
-        .tempdir()
-        .expect("temporary directory");
+    let tmp = scratch();
     let base = tmp.path();
     // No --mdns: the node does not advertise.
     let (_, node_dir) = create_node(base, "quiet", None);
-    let node = NodeProc::start_in(
-        &node_ns,
-        &node_dir,
-        &format!("{NODE_IP}:0"),
-        &base.join("node.log"),
-    );
+    let node = start_at_lan_address(&node_ns, &node_dir, base);
     assert!(
         node.log_text().contains("mDNS advertisement off"),
         "{}",
@@ -396,10 +404,7 @@ fn node_and_gate_find_each_other_on_loopback_when_it_is_listed() {
     // Loopback has no MULTICAST flag by default. Here (Linux 6.18) mDNS on a namespace's
     // loopback worked without it; set it so the test does not depend on that.
     ip(&["-n", &ns, "link", "set", "lo", "multicast", "on"]).expect("lo multicast");
-    let tmp = tempfile::Builder::new()
-        .prefix("menjin-it-mdns-")
-        .tempdir()
-        .expect("temporary directory");
+    let tmp = scratch();
     let base = tmp.path();
     let (_, node_dir) = create_node(base, "lo", Some("lo"));
     let node = NodeProc::start_in(&ns, &node_dir, "127.0.0.1:0", &base.join("node.log"));
@@ -471,20 +476,12 @@ fn node_started_before_its_link_came_up_is_found_once_the_link_is_up() {
     );
     assert!(link.stdout.contains("NO-CARRIER"), "{}", link.stdout);
 
-    let tmp = tempfile::Builder::new()
-        .prefix("menjin-it-mdns-")
-        .tempdir()
-        .expect("temporary directory");
+    let tmp = scratch();
     let base = tmp.path();
     let (_, node_dir) = create_node(base, "early", Some(&node_if));
     // Bound to its LAN address, as in the lab and the examples: an advertisement with a fixed
     // address, not one that follows the interfaces.
-    let node = NodeProc::start_in(
-        &node_ns,
-        &node_dir,
-        &format!("{NODE_IP}:0"),
-        &base.join("node.log"),
-    );
+    let node = start_at_lan_address(&node_ns, &node_dir, base);
     assert!(
         node.log_text().contains("advertising by mDNS"),
         "{}",
@@ -517,20 +514,12 @@ fn node_bound_to_any_address_is_found_at_an_address_its_link_got_after_it_starte
     let (node_if, gate_if) = lab
         .veth(&node_ns, NODE_IP, &gate_ns, GATE_IP)
         .expect("veth pair");
-    let tmp = tempfile::Builder::new()
-        .prefix("menjin-it-mdns-")
-        .tempdir()
-        .expect("temporary directory");
+    let tmp = scratch();
     let base = tmp.path();
     let (_, node_dir) = create_node(base, "any", Some(&node_if));
     // The gate is enrolled at the node's address (enrolment dials node.addr), then the node
     // restarts bound to 0.0.0.0 on a link that has lost its address.
-    let mut node = NodeProc::start_in(
-        &node_ns,
-        &node_dir,
-        &format!("{NODE_IP}:0"),
-        &base.join("node.log"),
-    );
+    let mut node = start_at_lan_address(&node_ns, &node_dir, base);
     let gate = base.join("gate");
     enrol_gate(
         &node_ns,

@@ -58,12 +58,14 @@ enum Job {
     /// One check, group-committed with the others waiting.
     Event(GateEvent, Ack),
     /// Events a gate decided alone: stored with that gate's cursor in one transaction.
-    Upload {
-        gate: String,
-        events: Vec<OfflineEvent>,
-        now_ms: u64,
-        ack: UploadAck,
-    },
+    Upload(Upload),
+}
+
+struct Upload {
+    gate: String,
+    events: Vec<OfflineEvent>,
+    now_ms: u64,
+    ack: UploadAck,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,12 +204,12 @@ impl GateLog {
             last = e.gate_seq;
         }
         let (ack, done) = oneshot::channel();
-        self.submit(Job::Upload {
+        self.submit(Job::Upload(Upload {
             gate: gate.to_string(),
             events,
             now_ms,
             ack,
-        })
+        }))
         .await?;
         match done.await {
             Ok(Ok(r)) => Ok(r),
@@ -404,29 +406,14 @@ fn migrate_legacy(db: &sled::Db, tree: &sled::Tree) -> Result<(), LogError> {
 /// One write: the events waiting at the head of the queue, or one upload.
 enum Unit {
     Events(Vec<GateEvent>, Vec<Ack>),
-    Upload {
-        gate: String,
-        events: Vec<OfflineEvent>,
-        now_ms: u64,
-        ack: UploadAck,
-    },
+    Upload(Upload),
 }
 
 impl Unit {
     fn take(queue: &mut VecDeque<Job>) -> Option<Unit> {
         match queue.front()? {
-            Job::Upload { .. } => match queue.pop_front() {
-                Some(Job::Upload {
-                    gate,
-                    events,
-                    now_ms,
-                    ack,
-                }) => Some(Unit::Upload {
-                    gate,
-                    events,
-                    now_ms,
-                    ack,
-                }),
+            Job::Upload(_) => match queue.pop_front() {
+                Some(Job::Upload(upload)) => Some(Unit::Upload(upload)),
                 _ => None,
             },
             Job::Event(..) => {
@@ -446,7 +433,7 @@ impl Unit {
     fn jobs(&self) -> usize {
         match self {
             Unit::Events(_, acks) => acks.len(),
-            Unit::Upload { .. } => 1,
+            Unit::Upload(_) => 1,
         }
     }
 }
@@ -499,16 +486,16 @@ async fn commit_task(shared: Arc<Shared>) {
         let (answers, advanced) = match unit {
             Unit::Events(events, acks) => {
                 match shared.write_events(events, next_seq, last_time).await {
-                    Ok((assigned, advanced)) => (Answers::Events(acks, Ok(assigned)), advanced),
+                    Ok((assigned, next)) => (Answers::Events(acks, Ok(assigned)), Some(next)),
                     Err(why) => (Answers::Events(acks, Err(why)), None),
                 }
             }
-            Unit::Upload {
+            Unit::Upload(Upload {
                 gate,
                 events,
                 now_ms,
                 ack,
-            } => match shared
+            }) => match shared
                 .write_upload(&gate, events, now_ms, next_seq, last_time)
                 .await
             {
@@ -543,7 +530,7 @@ impl Shared {
         mut events: Vec<GateEvent>,
         first: u64,
         mut last_time: u64,
-    ) -> Result<(Vec<(u64, u64)>, Option<(u64, u64)>), String> {
+    ) -> Result<(Vec<(u64, u64)>, (u64, u64)), String> {
         let mut assigned = Vec::with_capacity(events.len());
         for (ev, seq) in events.iter_mut().zip(first..) {
             ev.seq = seq;
@@ -560,7 +547,7 @@ impl Shared {
             tracing::error!(error = %e, events = events.len(), "gate log write failed; checks refused as unlogged");
             e.to_string()
         })?;
-        Ok((assigned, Some((next, last_time))))
+        Ok((assigned, (next, last_time)))
     }
 
     /// Stores an upload's new events and the gate's cursor in one transaction, then flushes.
@@ -618,27 +605,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use menjin_proto::rule::Reason;
-    use menjin_proto::wire::Direction;
-
-    fn event(gate: &str, time_ms: u64) -> GateEvent {
-        GateEvent {
-            seq: 0,
-            time_ms,
-            gate: gate.into(),
-            direction: Direction::In,
-            allowed: true,
-            reason: Reason::Ok,
-            fever: false,
-            temperature_dc: 365,
-            cred: None,
-            holder: None,
-            kind: None,
-            plate: None,
-            offline: None,
-            passback: false,
-        }
-    }
+    use crate::testing::gate_event as event;
 
     #[tokio::test]
     async fn events_get_sequence_numbers_and_survive_reopening() {

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
 use menjin_proto::idnum::{DocumentType, complete_resident_id};
-use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction};
+use menjin_proto::rule::Reason;
+use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, GateEvent};
 use menjin_proto::{CommunityId, UnixTime};
 
 use crate::files::{DistrictDir, NodeDir};
@@ -86,4 +87,24 @@ pub async fn gate_check(node: &Node, gate: &str, code: String) -> CheckAnswer {
     )
     .await
     .unwrap()
+}
+
+/// An allowed entry at `gate`, not yet numbered, made online.
+pub fn gate_event(gate: &str, time_ms: u64) -> GateEvent {
+    GateEvent {
+        seq: 0,
+        time_ms,
+        gate: gate.into(),
+        direction: Direction::In,
+        allowed: true,
+        reason: Reason::Ok,
+        fever: false,
+        temperature_dc: 365,
+        cred: None,
+        holder: None,
+        kind: None,
+        plate: None,
+        offline: None,
+        passback: false,
+    }
 }

@@ -13,7 +13,8 @@ use menjin_node::files::GateDir;
 use serde_json::Value;
 
 use crate::support::{
-    COMMUNITY, DEADLINE, EXIT_FAILURE, NodeProc, Out, Person, bin, menjin, p, run_with_stdin,
+    COMMUNITY, DEADLINE, EXIT_FAILURE, NodeProc, Out, Person, bin, gate_run_lines, menjin, p,
+    run_with_stdin,
 };
 
 /// The node side's address on the veth pair.
@@ -338,12 +339,7 @@ fn gate_finds_its_node_by_mdns_and_refuses_a_node_of_another_district() {
         &format!("36.6 {code}\n"),
     );
     assert!(out.status.success(), "{out:?}");
-    let decisions: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
-        .filter(|v| v.get("notice").is_none())
-        .collect();
+    let decisions = gate_run_lines(&out.stdout);
     assert_eq!(decisions.len(), 1, "{out:?}");
     let line = &decisions[0];
     assert_eq!(line["answer"]["allowed"], true, "{out:?}");

@@ -1,8 +1,6 @@
 //! `menjin gate run`: a scanner's lines on standard input, one decision per line out.
 
-use serde_json::Value;
-
-use crate::support::{Community, Person, menjin, menjin_with_stdin, p};
+use crate::support::{Community, Person, gate_run_lines, menjin, menjin_with_stdin, p};
 
 #[test]
 fn gate_daemon_decides_each_scanned_line_and_checks_vehicles_person_by_person() {
@@ -35,12 +33,7 @@ fn gate_daemon_decides_each_scanned_line_and_checks_vehicles_person_by_person() 
     );
     let out = menjin_with_stdin(&["--json", "gate", "run", "--dir", p(&gate)], Some(&input));
     assert_eq!(out.code(), 0, "{out:?}");
-    let lines: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
-        .filter(|v| v.get("notice").is_none())
-        .collect();
+    let lines = gate_run_lines(&out.stdout);
     assert_eq!(lines.len(), 8, "{}", out.stdout);
     assert_eq!(lines[0]["answer"]["allowed"], true);
     assert_eq!(lines[1]["line"], 2);
@@ -86,12 +79,7 @@ fn gate_daemon_reads_codes_from_qr_images_and_refuses_unreadable_ones() {
     let out = menjin_with_stdin(&["--json", "gate", "run", "--dir", p(&gate)], Some(&input));
     assert_eq!(out.code(), 0, "{out:?}");
     // Decisions and problems only: the daemon's notices (online, ...) come in between.
-    let lines: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
-        .filter(|v| v.get("notice").is_none())
-        .collect();
+    let lines = gate_run_lines(&out.stdout);
     assert_eq!(lines.len(), 4, "{}", out.stdout);
     assert_eq!(lines[0]["answer"]["allowed"], true, "{}", lines[0]);
     let why = lines[1]["error"].as_str().unwrap();

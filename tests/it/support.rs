@@ -643,6 +643,16 @@ pub async fn console_client(node_dir: &Path, addr: SocketAddr) -> NodeClient {
     .expect("console connects")
 }
 
+/// What a `gate run --json` printed, one JSON value per line, without the daemon's notices
+/// (online, degraded, ...): its decisions and the problems it reported, in order.
+pub fn gate_run_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter(|v| v.get("notice").is_none())
+        .collect()
+}
+
 /// The sequence numbers of a log, in order.
 pub fn seqs(log: &[Value]) -> Vec<u64> {
     log.iter()

@@ -13,7 +13,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
 use crate::demo::person;
-use crate::harness::{LocalDistrict, LocalGate};
+use menjin_harness::{LocalDistrict, LocalGate};
 
 const COMMUNITY: u32 = 440_304_009;
 /// Residents declared before the run: enough that codes are spread over the roster view.
@@ -100,7 +100,7 @@ fn identity(i: usize) -> (String, u32) {
     (birth, (i % 500) as u32)
 }
 
-async fn declare_roster(console: &menjin_node::client::NodeClient) -> Result<Vec<String>> {
+async fn declare_roster(console: &menjin_net::client::NodeClient) -> Result<Vec<String>> {
     let mut set = JoinSet::new();
     for worker in 0..DECLARE_CONCURRENCY {
         let console = console.clone();
@@ -179,7 +179,7 @@ fn process_cpu_ms() -> Option<u64> {
     Some((utime + stime) * 10)
 }
 
-async fn events_logged(console: &menjin_node::client::NodeClient) -> Result<u64> {
+async fn events_logged(console: &menjin_net::client::NodeClient) -> Result<u64> {
     match console.request(&Request::Status).await? {
         Response::Status(s) => Ok(s.events_logged),
         other => bail!("status: {other:?}"),

@@ -13,16 +13,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use menjin_node::files::read_secret;
-use menjin_node::gate::{Applied, GateAgent};
+use menjin_gate::{Applied, GateAgent};
 use menjin_proto::CommunityId;
 use menjin_proto::idnum::{DocumentType, IdHashKey};
 use menjin_proto::wire::{HealthEntry, Request, Response};
+use menjin_store::files::read_secret;
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::harness::{LocalDistrict, LocalNode};
+use menjin_harness::{LocalDistrict, LocalNode};
 
 const FIRST_COMMUNITY: CommunityId = 440_305_001;
 /// A change not applied by every gate by then counts as missing (`applied` < `gates`).

@@ -30,12 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use menjin_node::client::NodeClient;
-use menjin_node::files::{GateDir, NodeDir, read_public_key, read_signing_key};
-use menjin_node::provision::create_gate;
-use menjin_node::replication::Replication;
-use menjin_node::server::Server;
-use menjin_node::service::{IMPORT_PERSONS_MAX, Node, now_ms};
+use menjin_net::client::NodeClient;
+use menjin_replication::Replication;
+use menjin_store::files::{GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_store::provision::create_gate;
+
+use menjin_community::service::{IMPORT_PERSONS_MAX, Node};
+use menjin_net::clock::now_ms;
 use menjin_proto::credential::CredId;
 use menjin_proto::declaration::{Declaration, Outcome};
 use menjin_proto::rule::Reason;
@@ -44,7 +45,7 @@ use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use crate::demo::person;
-use crate::harness::LocalDistrict;
+use menjin_harness::LocalDistrict;
 
 const COMMUNITY: u32 = 440_304_010;
 pub const RESIDENTS_DEFAULT: usize = 30_000;
@@ -218,7 +219,7 @@ struct Running {
 
 impl Running {
     fn serve(node: Arc<Node>) -> Result<Running> {
-        let server = Server::bind(node.clone(), "127.0.0.1:0".parse().expect("literal"))?;
+        let server = menjin_community::bind(node.clone(), "127.0.0.1:0".parse().expect("literal"))?;
         let addr = server.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async move {
@@ -234,7 +235,7 @@ impl Running {
 
     fn link(&mut self, hub: SocketAddr) {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(menjin_node::uplink::run_uplink(
+        let task = tokio::spawn(menjin_community::uplink::run_uplink(
             self.node.clone(),
             hub,
             stopped,

@@ -5,17 +5,17 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use menjin_node::files::read_signing_key;
-use menjin_node::render;
 use menjin_proto::KeyId;
 use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind};
 use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
 use menjin_proto::idnum::{DocumentType, complete_resident_id};
 use menjin_proto::wire::{CheckAnswer, Direction, Receipt, Request, Response};
+use menjin_render::qr as render;
+use menjin_store::files::read_signing_key;
 use serde_json::json;
 
-use crate::harness::{LocalDistrict, LocalGate, LocalNode};
 use crate::now_secs;
+use menjin_harness::{LocalDistrict, LocalGate, LocalNode};
 
 const COMMUNITY: u32 = 440_304_001;
 const OTHER_COMMUNITY: u32 = 440_304_002;
@@ -88,7 +88,7 @@ impl Tally {
 }
 
 struct Demo {
-    console: menjin_node::client::NodeClient,
+    console: menjin_net::client::NodeClient,
     north: LocalGate,
     /// A second gate; communities with one gate use `north` for both.
     south: Option<LocalGate>,
@@ -852,9 +852,9 @@ struct Offline {
 /// uploads what it decided. Counts the offline decisions and the offline events the node
 /// holds afterwards (they must be equal: exactly once).
 async fn offline_gate(
-    district: &crate::harness::LocalDistrict,
+    district: &menjin_harness::LocalDistrict,
     node: LocalNode,
-    hub: &crate::harness::LocalHub,
+    hub: &menjin_harness::LocalHub,
     json: bool,
 ) -> Result<(LocalNode, Offline)> {
     let say = |line: &str| {

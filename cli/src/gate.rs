@@ -9,9 +9,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use menjin_node::discovery::{self, ProbeOutcome};
-use menjin_node::files::{GateDir, read_secret, read_signing_key};
-use menjin_node::gate::{Decision, GateAgent, GateError, Notice};
+use menjin_discovery::{self as discovery, ProbeOutcome};
+use menjin_gate::{Decision, GateAgent, GateError, Notice};
+use menjin_store::files::{GateDir, read_secret, read_signing_key};
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
@@ -128,7 +128,7 @@ fn person(line: &str) -> Result<(i16, String), String> {
     if code.starts_with(CODE_PREFIX) {
         return Ok((t, code.to_string()));
     }
-    let text = menjin_node::qrimage::decode_file(std::path::Path::new(code))
+    let text = menjin_render::qrimage::decode_file(std::path::Path::new(code))
         .map_err(|e| format!("not a code ({CODE_PREFIX}...) nor a readable code image: {e}"))?;
     Ok((t, text))
 }
@@ -397,7 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scan.png");
         let code = "MJ:6BFA%O8P29*5ZB3I9PXY4";
-        std::fs::write(&path, menjin_node::render::qr_png(code, 3).unwrap()).unwrap();
+        std::fs::write(&path, menjin_render::qr::qr_png(code, 3).unwrap()).unwrap();
         let line = format!("36.6 {}", path.display());
         assert_eq!(person(&line).unwrap(), (366, code.to_string()));
         std::fs::write(&path, b"not a png").unwrap();

@@ -10,7 +10,6 @@ mod bench_sync;
 mod demo;
 mod form;
 mod gate;
-mod harness;
 mod health;
 mod output;
 
@@ -20,14 +19,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use menjin_node::client::NodeClient;
-use menjin_node::files::{
-    DistrictDir, GateDir, MdnsConfig, NodeDir, read_public_key, read_signing_key,
-};
-use menjin_node::provision::{self, NodeSpec};
-use menjin_node::service::now_ms;
+use menjin_net::client::NodeClient;
+use menjin_net::clock::now_ms;
 use menjin_proto::credential::{CredId, HolderId};
 use menjin_proto::wire::{CheckRequest, Direction, LogQuery, Request, Response};
+use menjin_store::files::{
+    DistrictDir, GateDir, MdnsConfig, NodeDir, read_public_key, read_signing_key,
+};
+use menjin_store::provision::{self, NodeSpec};
 
 use crate::form::{FormArgs, parse_temperature, parse_time};
 
@@ -517,7 +516,7 @@ fn parse_interfaces(s: &str) -> Result<Vec<String>> {
         .filter(|n| !n.is_empty())
         .map(str::to_string)
         .collect();
-    menjin_node::files::check_interfaces("interfaces", true, &names).map_err(usage)?;
+    menjin_store::files::check_interfaces("interfaces", true, &names).map_err(usage)?;
     Ok(names)
 }
 
@@ -601,7 +600,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hub {
             cmd: HubCmd::Run { dir, listen },
         } => {
-            menjin_node::hub::run_hub(&NodeDir(dir), listen, shutdown_signal()).await?;
+            menjin_hub::run_hub(&NodeDir(dir), listen, shutdown_signal()).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Hub {
@@ -758,7 +757,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             cmd: NodeCmd::Run { dir, listen },
         } => {
-            provision::run_node(&NodeDir(dir), listen, shutdown_signal()).await?;
+            menjin_community::run_node(&NodeDir(dir), listen, shutdown_signal()).await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Node {
@@ -1003,7 +1002,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 async fn import_health(hub_dir: &Path, file: &Path, json: bool) -> Result<ExitCode> {
     let dir = NodeDir(hub_dir.to_path_buf());
-    let key = menjin_proto::idnum::IdHashKey(menjin_node::files::read_secret(&dir.idhash_key())?);
+    let key = menjin_proto::idnum::IdHashKey(menjin_store::files::read_secret(&dir.idhash_key())?);
     let text = health::read(file)?;
     let (good, bad) = health::parse(
         &text,
@@ -1087,15 +1086,15 @@ fn write_qr(resp: &Response, qr: &QrArgs, json: bool) -> Result<()> {
     };
     let Some(code) = code else { return Ok(()) };
     if let Some(path) = &qr.qr_png {
-        std::fs::write(path, menjin_node::render::qr_png(&code, 8)?)
+        std::fs::write(path, menjin_render::qr::qr_png(&code, 8)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &qr.qr_svg {
-        std::fs::write(path, menjin_node::render::qr_svg(&code)?)
+        std::fs::write(path, menjin_render::qr::qr_svg(&code)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if qr.qr && !json {
-        println!("{}", menjin_node::render::qr_terminal(&code)?);
+        println!("{}", menjin_render::qr::qr_terminal(&code)?);
     }
     Ok(())
 }

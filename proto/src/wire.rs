@@ -35,6 +35,27 @@ pub const HEALTH_STATUSES: [&str; 4] = [
 ];
 /// Gate ids are short names set by staff ("north-1").
 pub const GATE_ID_LEN_MAX: usize = 32;
+
+/// A gate id that is not 1 to [`GATE_ID_LEN_MAX`] letters, digits, `-` or `_`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("gate id {0:?}: 1 to 32 letters, digits, - or _")]
+pub struct BadGateId(pub String);
+
+/// Checks a gate id (it names files, log fields and TLS peers).
+///
+/// # Errors
+/// [`BadGateId`] naming the id.
+pub fn check_gate_id(id: &str) -> Result<(), BadGateId> {
+    if id.is_empty()
+        || id.len() > GATE_ID_LEN_MAX
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(BadGateId(id.to_string()));
+    }
+    Ok(())
+}
 pub const PLATE_LEN_MAX: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

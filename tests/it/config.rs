@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use menjin_node::files::{GateDir, NodeDir};
+use menjin_store::files::{GateDir, NodeDir};
 
 use crate::support::{EXIT_FAILURE, create_hub, create_node, init_district, menjin_raw, p};
 
@@ -48,7 +48,7 @@ fn dirs() -> Dirs {
     create_node(&district, &node, 440_304_001, "n", None);
     // A gate directory as `gate enrol` writes it (the node need not run for `gate run` to
     // read its configuration).
-    menjin_node::provision::create_gate(
+    menjin_store::provision::create_gate(
         &GateDir(gate.clone()),
         "g1",
         &NodeDir(node.clone()),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use menjin_node::client::NodeClient;
+use menjin_net::client::NodeClient;
 use menjin_proto::wire::{CheckRequest, Direction, Request, Response};
 use serde_json::Value;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use menjin_node::files::GateDir;
+use menjin_store::files::GateDir;
 use serde_json::Value;
 
 use crate::support::{

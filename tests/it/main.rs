@@ -12,7 +12,9 @@
 //! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
 //! - `discovery`: gates find their node by mDNS inside network namespaces the test creates.
+//! - `architecture`: the walls between the crates, from `cargo metadata`.
 
+mod architecture;
 mod bad_input;
 mod config;
 mod crash;

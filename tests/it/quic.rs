@@ -1,18 +1,18 @@
 //! The node's QUIC endpoint below the CLI: who may connect, what a peer may ask, and what the
 //! node does with bytes that are not a request. The node is a real process; the test speaks
-//! through `menjin_node::client::NodeClient`.
+//! through `menjin_net::client::NodeClient`.
 
 use std::path::PathBuf;
 
 use ed25519_dalek::SigningKey;
-use menjin_node::client::{ClientError, NodeClient};
-use menjin_node::files::{NodeDir, random32, read_public_key, read_signing_key, write_secret};
+use menjin_net::client::{ClientError, NodeClient};
 use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
 use menjin_proto::idnum::DocumentType;
 use menjin_proto::wire::{
     self, CheckRequest, Direction, ErrorKind, GATE_REQUEST_LEN_MAX, LogQuery, NodeStatus,
     PHOTO_LEN_MAX, Request, Response,
 };
+use menjin_store::files::{NodeDir, random32, read_public_key, read_signing_key, write_secret};
 
 use crate::support::*;
 

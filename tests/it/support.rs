@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use menjin_node::client::NodeClient;
-use menjin_node::files::{GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_net::client::NodeClient;
 use menjin_proto::idnum::complete_resident_id;
+use menjin_store::files::{GateDir, NodeDir, read_public_key, read_signing_key};
 use serde_json::Value;
 
 /// Every wait in these tests ends by then: a CLI command, a node start, a QUIC request.
@@ -595,7 +595,7 @@ impl Person {
 
 /// A small real PNG (a QR image, 116 px a side): an acceptable pass photo.
 pub fn png_photo() -> Vec<u8> {
-    menjin_node::render::qr_png("PHOTO", 4).expect("png")
+    menjin_render::qr::qr_png("PHOTO", 4).expect("png")
 }
 
 /// A multi-threaded runtime for the tests that use QUIC clients directly: its workers keep

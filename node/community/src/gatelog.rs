@@ -611,14 +611,14 @@ mod tests {
     async fn events_get_sequence_numbers_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = crate::store::open(dir.path()).unwrap();
+            let db = menjin_store::db::open(dir.path()).unwrap();
             let log = GateLog::open(&db).unwrap();
             assert_eq!(log.append(event("a", 100)).await.unwrap(), (1, 100));
             // A clock that steps back does not break time order.
             assert_eq!(log.append(event("b", 90)).await.unwrap(), (2, 100));
             assert_eq!(log.append(event("a", 300)).await.unwrap(), (3, 300));
         }
-        let db = crate::store::open(dir.path()).unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         assert_eq!(log.len(), 3);
         assert_eq!(log.append(event("c", 400)).await.unwrap(), (4, 400));
@@ -676,7 +676,7 @@ mod tests {
     async fn offline_uploads_are_stored_once_per_gate_seq_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = crate::store::open(dir.path()).unwrap();
+            let db = menjin_store::db::open(dir.path()).unwrap();
             let log = GateLog::open(&db).unwrap();
             log.append(event("a", 100)).await.unwrap();
             let up = log
@@ -706,7 +706,7 @@ mod tests {
                 Err(UploadError::NotOffline(9))
             ));
         }
-        let db = crate::store::open(dir.path()).unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         assert_eq!(log.len(), 5);
         assert_eq!(log.upload_cursor("g1").unwrap(), 3);
@@ -731,7 +731,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_appends_get_distinct_sequence_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::open(dir.path()).unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         let tasks: Vec<_> = (0..200)
             .map(|i| {
@@ -767,7 +767,7 @@ mod tests {
     #[tokio::test]
     async fn queries_find_events_inside_records() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::open(dir.path()).unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         append_together(&log, &(0..50).map(|i| 1_000 + i * 10).collect::<Vec<_>>()).await;
         log.append(event("g0", 2_000)).await.unwrap();
@@ -839,7 +839,7 @@ mod tests {
     async fn a_log_of_the_old_layout_is_moved_into_records() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = crate::store::open(dir.path()).unwrap();
+            let db = menjin_store::db::open(dir.path()).unwrap();
             let old = db.open_tree(LEGACY_TREE).unwrap();
             for seq in 1..=2_500u64 {
                 let mut e = event(if seq % 2 == 0 { "a" } else { "b" }, 100 + seq);
@@ -848,7 +848,7 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let db = crate::store::open(dir.path()).unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         assert!(
             !db.tree_names()
@@ -878,7 +878,7 @@ mod tests {
     #[tokio::test]
     async fn a_corrupt_record_is_reported_not_served() {
         let dir = tempfile::tempdir().unwrap();
-        let db = crate::store::open(dir.path()).unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
         {
             let log = GateLog::open(&db).unwrap();
             log.append(event("a", 100)).await.unwrap();

@@ -1,34 +1,25 @@
 //! The community node: declarations, codes, printed passes and visitor consents in sled
 //! (`roster`), gate checks answered over QUIC and written to the gate log (`gatelog`) before
-//! they are answered, and the QUIC client that gates and the workstation console use.
+//! they are answered (`serve`), each gate's trust feed (`feed`), and the link to the district
+//! hub that streams the log and replicates the roster (`uplink`). `run` is the daemon.
 //!
 //! What it must never do: answer a check or acknowledge a declaration before it is flushed;
 //! accept a peer whose key is not enrolled; let an ID number leave in plain text (only the
-//! holder's own printed pass shows it).
+//! holder's own printed pass shows it); depend on the hub's or the gate's code.
 
-pub mod client;
-pub mod discovery;
 pub mod feed;
-pub mod files;
-pub mod gate;
 pub mod gatelog;
 pub mod gates;
-pub mod hub;
-pub mod link;
 pub mod local_policy;
 pub mod mirror;
-pub mod pass;
-pub mod photo;
-pub mod provision;
-pub mod qrimage;
-pub mod render;
-pub mod replication;
 pub mod roster;
-pub mod server;
+pub mod run;
+pub mod serve;
 pub mod service;
-pub mod store;
-pub mod syncstore;
-#[cfg(test)]
-mod testing;
-pub mod tls;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod uplink;
+
+pub use run::run_node;
+pub use serve::bind;
+pub use service::{Node, NodeError};

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use menjin_sync::RosterBatch;
 use tokio::sync::watch;
 
-use crate::replication::Replication;
+use menjin_replication::Replication;
 
 /// Roster changes that may wait for the replica to load (each is one console operation,
 /// and loading takes seconds). Past this the queue is dropped and the replica is reconciled

@@ -1,9 +1,8 @@
 //! The community node's operations: declarations, codes, passes, visitors, gate checks, log
-//! queries, progress. Sockets live in `server`; storage in `roster`, `gatelog` and `gates`;
+//! queries, progress. Sockets live in `serve`; storage in `roster`, `gatelog` and `gates`;
 //! the rules themselves in `menjin_proto`.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::civil::Date;
@@ -13,26 +12,26 @@ use menjin_proto::idnum::{IdHash, IdHashKey};
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord, Visit};
 use menjin_proto::rule::{self, Facts, Reason};
 use menjin_proto::wire::{
-    BuildingProgress, Channel, CheckAnswer, CheckRequest, ErrorKind, GATE_ID_LEN_MAX, GateEvent,
-    NodeStatus, PLATE_LEN_MAX, Receipt, Request, Response, RosterSummary, VisitorReceipt,
+    BuildingProgress, Channel, CheckAnswer, CheckRequest, ErrorKind, GateEvent, NodeStatus,
+    PLATE_LEN_MAX, Receipt, Request, Response, RosterSummary, VisitorReceipt,
 };
 use menjin_proto::{KeyId, NodeCert, UnixTime};
 
-use crate::files::{
-    FileError, NodeConfig, NodeDir, read_node_cert, read_public_key, read_secret, read_signing_key,
-};
 use crate::gatelog::UploadError;
 use crate::gatelog::{GateLog, LogError};
 use crate::gates::Gates;
 use crate::local_policy::LocalPolicy;
 use crate::mirror::{Backlog, Mirror};
-use crate::replication::{Replication, code_entry, roster_entry};
 use crate::roster::{Change, Roster, RosterError};
-use crate::tls::{PeerRole, PeerTable};
-use crate::{pass, photo};
+use menjin_net::tls::{PeerRole, PeerTable};
 use menjin_proto::feed::{GateAck, GateLockdown, OfflineEvent, TrustSnapshot, UPLOAD_BATCH_MAX};
 use menjin_proto::record::{LocalLockdown, effective_lockdown};
 use menjin_proto::wire::Direction;
+use menjin_render::{pass, photo};
+use menjin_replication::{Replication, code_entry, roster_entry};
+use menjin_store::files::{
+    FileError, NodeConfig, NodeDir, read_node_cert, read_public_key, read_secret, read_signing_key,
+};
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
 mod import;
@@ -59,6 +58,11 @@ pub enum NodeError {
     Gates(#[from] crate::gates::GateError),
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A refused operation: what the console or gate is told.
@@ -105,11 +109,7 @@ impl From<LogError> for Refusal {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use menjin_net::clock::now_ms;
 
 /// A running community node's state.
 pub struct Node {
@@ -150,7 +150,7 @@ pub struct Node {
 /// only weakly: a node dropped while its replica loads is not kept alive by the loader (its
 /// changes stay marked `mirror-pending` in sled for the next start).
 pub struct ReplicaLoader {
-    replica: crate::replication::PolicyLoaded,
+    replica: menjin_replication::PolicyLoaded,
     node: std::sync::Weak<Node>,
     mirror: Arc<Mirror>,
     /// The roster's `mirror-pending` marker as found at start.
@@ -237,7 +237,7 @@ impl Node {
                 dir.cert().display()
             )));
         }
-        let db = crate::store::open(&dir.db())?;
+        let db = menjin_store::db::open(&dir.db())?;
         let db_ms = started.elapsed().as_millis() as u64;
         let community = config.community;
         let roster = Roster::open(&db)?;
@@ -259,7 +259,7 @@ impl Node {
         let feed = crate::feed::Feed::new(
             roster.clone(),
             GateLockdown::default(),
-            u64::from_be_bytes(crate::files::random8()),
+            u64::from_be_bytes(menjin_store::files::random8()),
         );
         let node = Arc::new(Node {
             feed,
@@ -418,6 +418,14 @@ impl Node {
     }
 
     /// The replica, once loaded (`None` while it loads, or if it failed to).
+    /// Whether roster changes wait to be mirrored into the replica (the sled marker).
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled cannot be read.
+    pub fn mirror_pending(&self) -> Result<bool, RosterError> {
+        self.roster.mirror_pending()
+    }
+
     pub fn replica(&self) -> Option<Arc<Replication>> {
         self.mirror.get()
     }
@@ -542,7 +550,7 @@ impl Node {
     ) -> (CredRecord, SignedCode) {
         let cred = Credential {
             kind,
-            id: CredId(crate::files::random8()),
+            id: CredId(menjin_store::files::random8()),
             community: self.config.community,
             holder,
             valid_from: from.min(u64::from(u32::MAX)) as u32,
@@ -649,7 +657,7 @@ impl Node {
         }
         let holder = existing
             .as_ref()
-            .map_or_else(|| HolderId(crate::files::random8()), |p| p.holder);
+            .map_or_else(|| HolderId(menjin_store::files::random8()), |p| p.holder);
         let old = match existing.as_ref().and_then(|p| p.cred) {
             Some(id) => self.roster.cred(&id)?,
             None => None,
@@ -854,7 +862,7 @@ impl Node {
         };
         let (record, code) = self.issue(
             HolderKind::Visitor,
-            HolderId(crate::files::random8()),
+            HolderId(menjin_store::files::random8()),
             &h.form.building,
             &h.form.door,
             from,
@@ -939,7 +947,7 @@ impl Node {
     }
 
     fn enrol_gate(&self, gate_id: String, key: [u8; 32]) -> Result<Response, Refusal> {
-        check_gate_id(&gate_id).map_err(bad)?;
+        menjin_proto::wire::check_gate_id(&gate_id).map_err(|e| bad(e.to_string()))?;
         let vk =
             VerifyingKey::from_bytes(&key).map_err(|_| bad("not a valid ed25519 public key"))?;
         if self.peers.role(&key).is_some() {
@@ -1380,18 +1388,6 @@ fn trim_form(f: &mut Declaration) {
 ///
 /// # Errors
 /// A message saying what is allowed.
-pub fn check_gate_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > GATE_ID_LEN_MAX
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(format!("gate id {id:?}: 1 to 32 letters, digits, - or _"));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1636,5 +1632,7 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod passback_tests;
 #[cfg(test)]
 mod start_tests;

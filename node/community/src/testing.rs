@@ -9,9 +9,10 @@ use menjin_proto::rule::Reason;
 use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, GateEvent};
 use menjin_proto::{CommunityId, UnixTime};
 
-use crate::files::{DistrictDir, NodeDir};
-use crate::provision::{NodeSpec, create_district, create_node};
-use crate::service::{Node, now_ms};
+use crate::service::Node;
+use menjin_net::clock::now_ms;
+use menjin_store::files::{DistrictDir, NodeDir};
+use menjin_store::provision::{NodeSpec, create_district, create_node};
 
 /// The community of [`node_in`] and [`new_node`].
 pub const COMMUNITY: CommunityId = 7;

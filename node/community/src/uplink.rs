@@ -13,10 +13,10 @@ use menjin_proto::link::{LOG_BATCH_MAX, LinkFrame};
 use menjin_proto::wire::LogQuery;
 use tokio::sync::{mpsc, watch};
 
-use crate::link::{FrameError, read_frame, write_frame};
-use crate::replication::{next_timer, receive_frame, send_frames};
 use crate::service::Node;
-use crate::tls;
+use menjin_net::frame::{FrameError, read_frame, write_frame};
+use menjin_net::tls;
+use menjin_replication::{next_timer, receive_frame, send_frames};
 use menjin_sync::Role;
 
 /// First retry after a failure; doubles up to [`BACKOFF_MAX_MS`].
@@ -130,7 +130,7 @@ async fn connect(
 
 async fn serve(
     node: &Arc<Node>,
-    repl: &Arc<crate::replication::Replication>,
+    repl: &Arc<menjin_replication::Replication>,
     conn: &quinn::Connection,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), FrameError> {
@@ -171,9 +171,9 @@ async fn serve(
             }
         }
     });
-    let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
+    let stored = |e: menjin_replication::syncstore::StoreError| FrameError::Stream(e.to_string());
     let session = repl
-        .connect(Role::Hub, crate::service::now_ms())
+        .connect(Role::Hub, menjin_net::clock::now_ms())
         .map_err(stored)?;
     let mut changes = repl.subscribe();
     let mut sent = next_seq.saturating_sub(1);
@@ -224,7 +224,7 @@ async fn serve(
                                 node.refresh_policy();
                             }
                             tracing::debug!(len = bytes.len(), ?changed, recv_us = t_recv.as_micros() as u64, total_us = t.elapsed().as_micros() as u64, "sync frame from the hub");
-                            Ok::<_, crate::syncstore::StoreError>(())
+                            Ok::<_, menjin_replication::syncstore::StoreError>(())
                         })
                         .await
                         .map_err(|e| FrameError::Stream(e.to_string()))?
@@ -235,7 +235,7 @@ async fn serve(
                     None => return Err(FrameError::Closed),
                 },
                 _ = changes.changed() => {}
-                () = next_timer(repl) => repl.timeout(crate::service::now_ms()).map_err(stored)?,
+                () = next_timer(repl) => repl.timeout(menjin_net::clock::now_ms()).map_err(stored)?,
                 () = node.log_appended.notified() => {}
                 () = node.local_changed.notified() => report_local = true,
                 () = node.feed.links_changed.notified() => report_gates = true,

@@ -32,8 +32,8 @@ use mdns_sd::{
 use menjin_proto::CommunityId;
 use menjin_proto::keys::KeyId;
 
-use crate::client::{ClientError, NodeClient};
-use crate::files::{GateConfig, MdnsConfig};
+use menjin_net::client::{ClientError, NodeClient};
+use menjin_store::files::{GateConfig, MdnsConfig};
 
 /// The DNS-SD service type nodes advertise.
 pub const SERVICE_TYPE: &str = "_menjin._udp.local.";
@@ -57,12 +57,7 @@ const VIRTUAL_INTERFACE_PREFIXES: &[&str] = &[
     "lxdbr", "kube", "tun", "tap", "wg", "zt",
 ];
 
-/// How long a gate listens for advertisements by default: mDNS responders answer within
-/// 20 to 120 ms, plus the queries to resolve each instance.
-pub const BROWSE_MS_DEFAULT: u64 = 1_500;
-/// Bounds of `browse_ms` in `gate.toml`.
-pub const BROWSE_MS_MIN: u64 = 100;
-pub const BROWSE_MS_MAX: u64 = 10_000;
+pub use menjin_store::files::{BROWSE_MS_DEFAULT, BROWSE_MS_MAX, BROWSE_MS_MIN};
 /// After the last new node, browsing stops once nothing new arrived for this long (nodes
 /// answer the same query, so they arrive together).
 pub const BROWSE_QUIET_MS: u64 = 500;
@@ -771,7 +766,7 @@ pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: VerifyingKey) ->
         };
     }
     // The static address may be across a WAN: the client's own connect timeout.
-    let timeout_ms = crate::client::CONNECT_TIMEOUT_MS + 1_000;
+    let timeout_ms = menjin_net::client::CONNECT_TIMEOUT_MS + 1_000;
     let (outcome, client) = probe(cfg.node, key, root, cfg.community, None, timeout_ms).await;
     let p = Probe {
         via: Via::Static,

@@ -115,7 +115,7 @@ impl GateCache {
         community: CommunityId,
         capacity: u64,
     ) -> Result<(GateCache, OpenReport), CacheError> {
-        let db = crate::store::open(dir)?;
+        let db = menjin_store::db::open(dir)?;
         let mut key = [0u8; 32];
         key.copy_from_slice(
             &Sha256::new()
@@ -603,12 +603,24 @@ mod tests {
         let root = signing_key_from_seed([1; 32]);
         let (mut c, _) = open(dir.path(), &root, 100);
         let event = GateEvent {
+            seq: 0,
+            time_ms: 1,
+            gate: "g".into(),
+            direction: menjin_proto::wire::Direction::In,
+            allowed: true,
+            reason: menjin_proto::rule::Reason::Ok,
+            fever: false,
+            temperature_dc: 365,
+            cred: None,
+            holder: None,
+            kind: None,
+            plate: None,
             offline: Some(menjin_proto::wire::OfflineMark {
                 gate_seq: 0,
                 decided_ms: 1,
                 degraded: false,
             }),
-            ..crate::testing::gate_event("g", 1)
+            passback: false,
         };
         for i in 1..=89 {
             assert_eq!(c.record(event.clone()).unwrap(), i);

@@ -25,10 +25,10 @@ use menjin_proto::wire::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::client::{ClientError, NodeClient};
-use crate::files::GateConfig;
-use crate::service::now_ms;
 use cache::{CacheError, GateCache};
+use menjin_net::client::{ClientError, NodeClient};
+use menjin_net::clock::now_ms;
+use menjin_store::files::GateConfig;
 
 /// A check the node has not answered by then is decided by the gate alone.
 pub const ONLINE_CHECK_TIMEOUT_MS: u64 = 1_500;
@@ -519,7 +519,7 @@ impl GateAgent {
             // mDNS (if configured) at every (re)connection: a node that failed is replaced by
             // another of the community, checked against the district root; else the static
             // address.
-            let result = match crate::discovery::find_node(
+            let result = match menjin_discovery::find_node(
                 &agent.inner.cfg,
                 &agent.inner.key,
                 agent.inner.root,
@@ -760,12 +760,6 @@ impl From<ClientError> for GateError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::files::{GateDir, read_public_key, read_signing_key};
-    use crate::provision::create_gate;
-    use crate::server::Server;
-    use crate::service::Node;
-    use crate::testing::{new_node, resident};
-    use menjin_proto::declaration::Declaration;
 
     #[test]
     fn the_node_time_estimate_never_goes_back() {
@@ -779,110 +773,5 @@ mod tests {
         assert_eq!(estimate(c, 10), 1_000_000);
         assert!(!is_degraded(c, 1_050_000, 60));
         assert!(is_degraded(c, 1_061_000, 60));
-    }
-
-    fn form() -> Declaration {
-        resident("王芳", "19830521", 2, "301")
-    }
-
-    /// A gate whose clock is a day behind: it is told so, and alone it judges a code issued
-    /// just now by the node's time (a naive verifier would say "not valid yet").
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_gate_with_a_wound_back_clock_decides_by_the_node_time() {
-        let tmp = tempfile::tempdir().unwrap();
-        let node_dir = new_node(tmp.path());
-        let node = Node::open(&node_dir).unwrap();
-        let server = Server::bind(node.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        let gate_dir = GateDir(tmp.path().join("gate"));
-        let public_key = create_gate(&gate_dir, "lane-1", &node_dir, addr).unwrap();
-        let now = now_ms() / 1000;
-        let enrolled = node.console(
-            Request::EnrolGate {
-                gate_id: "lane-1".into(),
-                public_key,
-            },
-            now,
-        );
-        assert!(matches!(enrolled, Response::Done(_)), "{enrolled:?}");
-        let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now)
-        else {
-            panic!("declaration refused")
-        };
-        let code = receipt.code.expect("cleared");
-
-        let day_behind: Clock = Arc::new(|| now_ms() - 86_400_000);
-        let (agent, mut notices) = GateAgent::start_with_clock(
-            gate_dir.read_config().unwrap(),
-            read_signing_key(&gate_dir.key()).unwrap(),
-            read_public_key(&node_dir.root_pub()).unwrap(),
-            &gate_dir.cache(),
-            day_behind,
-        )
-        .unwrap();
-        assert!(agent.wait_online(Duration::from_secs(10)).await);
-        let skew = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match notices.recv().await {
-                    Some(Notice::ClockSkew { skew_ms }) => return skew_ms,
-                    Some(_) => continue,
-                    None => panic!("notices ended"),
-                }
-            }
-        })
-        .await
-        .expect("a clock skew notice");
-        assert!((-86_410_000..=-86_390_000).contains(&skew), "{skew}");
-
-        let _ = stop.send(());
-        serving.await.unwrap();
-        let d = agent.check(&code, 365, None).await.unwrap();
-        assert!(d.offline, "{d:?}");
-        assert!(d.answer.allowed, "judged by the node's time: {d:?}");
-        assert!(d.answer.node_time_ms >= now * 1000, "{d:?}");
-    }
-
-    /// Anti-passback at the node: a resident let in twice without going out is flagged (and
-    /// still let in); going out clears it.
-    #[tokio::test]
-    async fn the_node_flags_a_resident_let_in_twice_without_going_out() {
-        let tmp = tempfile::tempdir().unwrap();
-        let node_dir = new_node(tmp.path());
-        let mut cfg = node_dir.read_config().unwrap();
-        cfg.anti_passback = true;
-        node_dir.write_config(&cfg).unwrap();
-        let node = Node::open(&node_dir).unwrap();
-        let now = now_ms() / 1000;
-        let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now)
-        else {
-            panic!("declaration refused")
-        };
-        let code = receipt.code.expect("cleared");
-        let check = |direction| CheckRequest {
-            code: code.clone(),
-            gate_id: "lane-1".into(),
-            direction,
-            temperature_dc: 365,
-            plate: None,
-        };
-        let mut flags = Vec::new();
-        for direction in [Direction::In, Direction::In, Direction::Out, Direction::In] {
-            let a = node.check("lane-1", check(direction)).await.unwrap();
-            assert!(a.allowed, "{a:?}");
-            flags.push(a.passback);
-        }
-        assert_eq!(flags, [false, true, false, false]);
-        let log = node
-            .gate_log()
-            .query(&menjin_proto::wire::LogQuery {
-                limit: 10,
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(log.iter().map(|e| e.passback).collect::<Vec<_>>(), flags);
     }
 }

@@ -1,22 +1,25 @@
-//! A district on loopback inside this process, for `menjin demo` and `menjin bench`: real
-//! sled in temporary directories, real QUIC, real enrolled keys.
+//! A district on loopback inside this process, for `menjin demo`, `menjin bench` and the
+//! tests: real sled in temporary directories, real QUIC, real enrolled keys. Its nodes never
+//! advertise by mDNS.
+//!
+//! What it must never do: be a dependency of a daemon; listen beyond loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use menjin_node::client::NodeClient;
-use menjin_node::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
-use menjin_node::gate::{GateAgent, Notice};
-use menjin_node::hub::Hub;
-use menjin_node::provision::{NodeSpec, create_district, create_gate, create_hub, create_node};
-use menjin_node::server::Server;
-use menjin_node::service::{Node, now_ms};
-use menjin_node::uplink::run_uplink;
+use menjin_community::Node;
+use menjin_community::uplink::run_uplink;
+use menjin_gate::{GateAgent, Notice};
+use menjin_hub::Hub;
+use menjin_net::client::NodeClient;
+use menjin_net::clock::now_ms;
 use menjin_proto::CommunityId;
 use menjin_proto::cert::HUB_COMMUNITY;
 use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, Request, Response};
+use menjin_store::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
+use menjin_store::provision::{NodeSpec, create_district, create_gate, create_hub, create_node};
 use tokio::sync::oneshot;
 
 pub struct LocalDistrict {
@@ -171,7 +174,7 @@ impl LocalDistrict {
 /// Opens the node in `dir` and serves it on `addr` (no uplink).
 fn serve_node(dir: NodeDir, addr: SocketAddr) -> Result<LocalNode> {
     let node = Node::open(&dir)?;
-    let server = Server::bind(node.clone(), addr)?;
+    let server = menjin_community::bind(node.clone(), addr)?;
     let addr = server.local_addr()?;
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(server.run(async move {

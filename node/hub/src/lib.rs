@@ -8,6 +8,7 @@
 //! stored event is the connection's, never a field the node sends.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -19,13 +20,43 @@ use menjin_proto::wire::{
 };
 use menjin_proto::{CommunityId, NodeCert};
 
-use crate::files::{HubConfig, NodeDir, read_node_cert, read_public_key, read_signing_key};
-use crate::link::{FrameError, read_frame, write_frame};
-use crate::replication::{Replication, next_timer, receive_frame, send_frames};
-use crate::server::{Server, Service, serve_requests};
-use crate::service::{NodeError, now_ms};
-use crate::tls::{self, PeerRole, PeerTable};
+use menjin_net::clock::now_ms;
+use menjin_net::frame::{FrameError, read_frame, write_frame};
+use menjin_net::server::{Server, Service, serve_requests};
+use menjin_net::tls::{self, PeerRole, PeerTable};
+use menjin_replication::{Replication, next_timer, receive_frame, send_frames};
+use menjin_store::files::{
+    FileError, HubConfig, NodeDir, read_node_cert, read_public_key, read_signing_key,
+};
 use menjin_sync::{DocId, NodeEnrolment, PolicyBatch, Role};
+
+/// Why a hub could not be opened or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("opening the database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("{}: {source}", .path.display())]
+    Cert {
+        path: PathBuf,
+        source: menjin_proto::CertError,
+    },
+    #[error("{} is not this hub's certificate", .0.display())]
+    NotThisHub(PathBuf),
+    #[error(transparent)]
+    Log(#[from] HubLogError),
+    #[error("enrolled node certificate: {0}")]
+    Enrolled(menjin_proto::CertError),
+    #[error(transparent)]
+    Replication(#[from] menjin_replication::ReplicationError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -203,31 +234,30 @@ impl Hub {
     /// Opens a hub directory.
     ///
     /// # Errors
-    /// [`NodeError`] naming what is wrong.
-    pub fn open(dir: &NodeDir) -> Result<Arc<Hub>, NodeError> {
+    /// [`HubError`] naming what is wrong.
+    pub fn open(dir: &NodeDir) -> Result<Arc<Hub>, HubError> {
         let config = dir.read_hub_config()?;
         let key = read_signing_key(&dir.key())?;
         let cert = read_node_cert(&dir.cert())?;
         let root = read_public_key(&dir.root_pub())?;
         let console = read_signing_key(&dir.console_key())?.verifying_key();
         cert.verify(&root, now_ms() / 1000)
-            .map_err(|e| NodeError::Invalid(format!("{}: {e}", dir.cert().display())))?;
+            .map_err(|source| HubError::Cert {
+                path: dir.cert(),
+                source,
+            })?;
         if cert.node_key != key.verifying_key() || cert.community != HUB_COMMUNITY {
-            return Err(NodeError::Invalid(format!(
-                "{} is not this hub's certificate",
-                dir.cert().display()
-            )));
+            return Err(HubError::NotThisHub(dir.cert()));
         }
-        let db = crate::store::open(&dir.db())?;
-        let log = HubLog::open(&db).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let db = menjin_store::db::open(&dir.db())?;
+        let log = HubLog::open(&db)?;
         let nodes = db.open_tree("nodes")?;
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         let mut links = HashMap::new();
         for item in nodes.iter() {
             let (_, v) = item?;
-            let nc = NodeCert::decode(&v)
-                .map_err(|e| NodeError::Invalid(format!("enrolled node certificate: {e}")))?;
+            let nc = NodeCert::decode(&v).map_err(HubError::Enrolled)?;
             peers.insert(nc.node_key.to_bytes(), PeerRole::Node(nc.community));
             links.insert(
                 nc.community,
@@ -237,8 +267,7 @@ impl Hub {
                 },
             );
         }
-        let replication =
-            Replication::open(&db, Role::Hub).map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let replication = Replication::open(&db, Role::Hub)?;
         Ok(Arc::new(Hub {
             config,
             key,
@@ -271,7 +300,8 @@ impl Hub {
         &self.log
     }
 
-    pub(crate) fn console(&self, req: Request) -> Response {
+    /// Answers one request of the district operator's console.
+    pub fn console(&self, req: Request) -> Response {
         let result = match req {
             Request::EnrolNode { cert } => self.enrol(&cert),
             Request::QueryDistrictLog { community, query } => self
@@ -569,7 +599,8 @@ impl Hub {
         session: &mut Option<u64>,
     ) -> Result<(), FrameError> {
         let peer = Role::Node(community);
-        let stored = |e: crate::syncstore::StoreError| FrameError::Stream(e.to_string());
+        let stored =
+            |e: menjin_replication::syncstore::StoreError| FrameError::Stream(e.to_string());
         let (mut send, mut recv) = conn
             .accept_bi()
             .await
@@ -683,21 +714,18 @@ impl Service for Hub {
 /// Opens the hub, binds its endpoint, writes `node.addr`, and serves until `shutdown`.
 ///
 /// # Errors
-/// [`NodeError`] if the hub cannot be opened or bound.
+/// [`HubError`] if the hub cannot be opened or bound.
 pub async fn run_hub(
     dir: &NodeDir,
     listen: Option<std::net::SocketAddr>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), NodeError> {
+) -> Result<(), HubError> {
     let hub = Hub::open(dir)?;
     let addr = listen.unwrap_or(hub.config.listen);
-    let server = hub
-        .bind(addr)
-        .map_err(|e| NodeError::Invalid(format!("cannot listen on {addr}: {e}")))?;
-    let bound = server
-        .local_addr()
-        .map_err(|e| NodeError::Invalid(e.to_string()))?;
-    crate::files::write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
+    let listen = |source| HubError::Listen { addr, source };
+    let server = hub.bind(addr).map_err(listen)?;
+    let bound = server.local_addr().map_err(listen)?;
+    menjin_store::files::write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
     let status = hub.status();
     tracing::info!(name = %hub.config.name, %bound, communities = status.communities.len(), events = status.events, "hub serving");
     server.run(shutdown).await;

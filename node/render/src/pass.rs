@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::photo::check_photo;
-use crate::render::{RenderError, qr_svg};
+use crate::qr::{RenderError, qr_svg};
 
 /// What a pass shows. All strings are shown as given (after HTML escaping).
 ///

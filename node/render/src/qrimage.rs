@@ -156,7 +156,7 @@ fn rgb_luma(r: u8, g: u8, b: u8) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::qr_png;
+    use crate::qr::qr_png;
 
     const CODE: &str = "MJ:6BFA%O8P29*5ZB3I9PXY4+RN4-YF.S*F9D:U3";
 

@@ -282,10 +282,17 @@ impl Default for DiscoveryConfig {
 }
 
 fn default_browse_ms() -> u64 {
-    crate::discovery::BROWSE_MS_DEFAULT
+    BROWSE_MS_DEFAULT
 }
 
 /// Interface names as `ip link` knows them (IFNAMSIZ is 16 with the terminating NUL).
+/// How long a gate listens for advertisements by default: mDNS responders answer within
+/// 20 to 120 ms, plus the queries to resolve each instance.
+pub const BROWSE_MS_DEFAULT: u64 = 1_500;
+/// Bounds of `browse_ms` in `gate.toml`.
+pub const BROWSE_MS_MIN: u64 = 100;
+pub const BROWSE_MS_MAX: u64 = 10_000;
+
 const INTERFACE_NAME_LEN_MAX: usize = 15;
 /// More interfaces than a gate or node has; a longer list is a configuration mistake.
 const INTERFACES_MAX: usize = 16;
@@ -514,15 +521,12 @@ impl GateDir {
         let d = &cfg.discovery;
         check_interfaces("discovery.interfaces", d.enabled, &d.interfaces)
             .map_err(|why| invalid(&self.config(), why))?;
-        if !(crate::discovery::BROWSE_MS_MIN..=crate::discovery::BROWSE_MS_MAX)
-            .contains(&d.browse_ms)
-        {
+        if !(BROWSE_MS_MIN..=BROWSE_MS_MAX).contains(&d.browse_ms) {
             return Err(invalid(
                 &self.config(),
                 format!(
                     "discovery.browse_ms must be {} to {}",
-                    crate::discovery::BROWSE_MS_MIN,
-                    crate::discovery::BROWSE_MS_MAX
+                    BROWSE_MS_MIN, BROWSE_MS_MAX
                 ),
             ));
         }

@@ -1,6 +1,5 @@
-//! Creating districts, nodes and gates on disk, and running a node.
+//! Creating districts, nodes, hubs and gates on disk, and giving a daemon a new key.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -13,8 +12,34 @@ use crate::files::{
     NodeConfig, NodeDir, random32, read_public_key, read_secret, read_signing_key, write_public,
     write_public_key, write_secret,
 };
-use crate::server::Server;
-use crate::service::{Node, NodeError, now_ms};
+
+/// Why a district, node, hub or gate directory could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("community {0} is reserved for the district hub")]
+    ReservedCommunity(CommunityId),
+    #[error("name must be 1 to 64 bytes")]
+    BadName,
+    #[error("{} has neither node.toml nor hub.toml", .0.display())]
+    NotADaemon(std::path::PathBuf),
+    #[error("{} is not the district root of {}", .key.display(), .root_pub.display())]
+    OtherDistrict {
+        key: std::path::PathBuf,
+        root_pub: std::path::PathBuf,
+    },
+    #[error(transparent)]
+    GateId(#[from] menjin_proto::wire::BadGateId),
+}
+
+/// Seconds since the Unix epoch: certificates are dated from the workstation's clock.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// How long a node certificate is valid; renewal is a district operator's yearly task.
 pub const NODE_CERT_DAYS: u64 = 365;
@@ -63,11 +88,9 @@ pub fn create_node(
     district: &DistrictDir,
     dir: &NodeDir,
     spec: &NodeSpec,
-) -> Result<NodeCert, NodeError> {
+) -> Result<NodeCert, ProvisionError> {
     if spec.community == HUB_COMMUNITY {
-        return Err(NodeError::Invalid(format!(
-            "community {HUB_COMMUNITY} is reserved for the district hub"
-        )));
+        return Err(ProvisionError::ReservedCommunity(HUB_COMMUNITY));
     }
     let cert = create_daemon_dir(district, dir, spec.community, &spec.community_name)?;
     dir.write_config(&NodeConfig {
@@ -93,7 +116,7 @@ pub fn create_hub(
     dir: &NodeDir,
     name: &str,
     listen: SocketAddr,
-) -> Result<NodeCert, NodeError> {
+) -> Result<NodeCert, ProvisionError> {
     let cert = create_daemon_dir(district, dir, HUB_COMMUNITY, name)?;
     dir.write_hub_config(&HubConfig {
         name: name.to_string(),
@@ -109,9 +132,9 @@ fn create_daemon_dir(
     dir: &NodeDir,
     community: CommunityId,
     name: &str,
-) -> Result<NodeCert, NodeError> {
+) -> Result<NodeCert, ProvisionError> {
     if name.is_empty() || name.len() > menjin_proto::cert::COMMUNITY_NAME_LEN_MAX {
-        return Err(NodeError::Invalid("name must be 1 to 64 bytes".into()));
+        return Err(ProvisionError::BadName);
     }
     let root = read_signing_key(&district.root_key())?;
     let idhash = read_secret(&district.idhash_key())?;
@@ -119,7 +142,7 @@ fn create_daemon_dir(
     let seed = random32();
     write_secret(&dir.key(), &seed)?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    let now = now_ms() / 1000;
+    let now = now();
     // A day of slack for clocks behind the district's.
     let cert = NodeCert::issue(
         &root,
@@ -153,30 +176,26 @@ fn create_daemon_dir(
 ///
 /// # Errors
 /// [`FileError`], or a directory that is neither a node's nor a hub's.
-pub fn rekey(district: &DistrictDir, dir: &NodeDir) -> Result<NodeCert, NodeError> {
+pub fn rekey(district: &DistrictDir, dir: &NodeDir) -> Result<NodeCert, ProvisionError> {
     let (community, name) = if dir.config().exists() {
         let cfg = dir.read_config()?;
         (cfg.community, cfg.community_name)
     } else if dir.hub_config().exists() {
         (HUB_COMMUNITY, dir.read_hub_config()?.name)
     } else {
-        return Err(NodeError::Invalid(format!(
-            "{} has neither node.toml nor hub.toml",
-            dir.0.display()
-        )));
+        return Err(ProvisionError::NotADaemon(dir.0.clone()));
     };
     let root = read_signing_key(&district.root_key())?;
     let root_pub = read_public_key(&dir.root_pub())?;
     if root.verifying_key() != root_pub {
-        return Err(NodeError::Invalid(format!(
-            "{} is not the district root of {}",
-            district.root_key().display(),
-            dir.root_pub().display()
-        )));
+        return Err(ProvisionError::OtherDistrict {
+            key: district.root_key(),
+            root_pub: dir.root_pub(),
+        });
     }
     let seed = random32();
     let key = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    let now = now_ms() / 1000;
+    let now = now();
     let cert = NodeCert::issue(
         &root,
         community,
@@ -208,8 +227,8 @@ pub fn create_gate(
     gate_id: &str,
     node_dir: &NodeDir,
     node_addr: SocketAddr,
-) -> Result<[u8; 32], NodeError> {
-    crate::service::check_gate_id(gate_id).map_err(NodeError::Invalid)?;
+) -> Result<[u8; 32], ProvisionError> {
+    menjin_proto::wire::check_gate_id(gate_id)?;
     let node_cfg = node_dir.read_config()?;
     let root = read_public_key(&node_dir.root_pub())?;
     private_dir(&dir.0)?;
@@ -230,103 +249,4 @@ pub fn create_gate(
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()
         .to_bytes())
-}
-
-/// Opens the node, binds its endpoint, writes `node.addr`, and serves until `shutdown`.
-///
-/// # Errors
-/// [`NodeError`] if the node cannot be opened or bound.
-pub async fn run_node(
-    dir: &NodeDir,
-    listen: Option<SocketAddr>,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), NodeError> {
-    // Serves gates while the replica loads (the uplink waits for it).
-    let node = Node::open_loading(dir)?;
-    let addr = listen.unwrap_or(node.config.listen);
-    let server = Server::bind(node.clone(), addr)
-        .map_err(|e| NodeError::Invalid(format!("cannot listen on {addr}: {e}")))?;
-    let bound = server
-        .local_addr()
-        .map_err(|e| NodeError::Invalid(e.to_string()))?;
-    // Advertised before node.addr is written: node.addr means "serving", mDNS included.
-    let advertiser = advertise(&node, bound);
-    write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
-    // Counters from memory: `status()` counts residents in sled (150 ms at 100,000).
-    let (codes_active, codes_revoked) = node.roster_code_counts();
-    tracing::info!(
-        community = node.config.community,
-        name = %node.config.community_name,
-        %bound,
-        codes_active,
-        codes_revoked,
-        events = node.events_logged(),
-        gates = node.peers().gates().len(),
-        "node serving"
-    );
-    let (stop_uplink, uplink_stopped) = tokio::sync::watch::channel(false);
-    let uplink = node
-        .config
-        .hub
-        .map(|hub| tokio::spawn(crate::uplink::run_uplink(node.clone(), hub, uplink_stopped)));
-    // A replica that cannot be loaded stops the node, as it stopped a start before the
-    // replica loaded in the background: a node must not run unlinked without saying so.
-    let replica_failed = std::sync::Mutex::new(None);
-    server
-        .run(async {
-            let failed = async {
-                match node.replica_loaded().await {
-                    Ok(_) => std::future::pending().await,
-                    Err(e) => e,
-                }
-            };
-            tokio::select! {
-                () = shutdown => {}
-                e = failed => {
-                    tracing::error!(error = %e, "the node stops");
-                    *replica_failed.lock().expect("lock") = Some(e);
-                }
-            }
-        })
-        .await;
-    if let Some(advertiser) = advertiser {
-        advertiser.stop().await;
-    }
-    let _ = stop_uplink.send(true);
-    if let Some(uplink) = uplink {
-        let _ = uplink.await;
-    }
-    let _ = std::fs::remove_file(dir.addr());
-    if let Some(e) = replica_failed.into_inner().expect("lock") {
-        return Err(e);
-    }
-    tracing::info!("node stopped");
-    Ok(())
-}
-
-/// Starts the node's mDNS advertisement if `[mdns]` is on. A failure is logged and the node
-/// serves without it: gates configured with its address still reach it.
-fn advertise(node: &Node, bound: SocketAddr) -> Option<crate::discovery::Advertiser> {
-    let cfg = &node.config.mdns;
-    if !cfg.enabled {
-        tracing::info!("mDNS advertisement off ([mdns] enabled = false in node.toml)");
-        return None;
-    }
-    let key = node.cert().node_key;
-    match crate::discovery::Advertiser::start(cfg, node.config.community, &key, bound) {
-        Ok(a) => {
-            tracing::info!(
-                instance = %a.instance,
-                service = crate::discovery::SERVICE_TYPE,
-                configured = ?cfg.interfaces,
-                interfaces = ?crate::discovery::selected_interfaces(&cfg.interfaces),
-                "advertising by mDNS"
-            );
-            Some(a)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "mDNS advertisement failed; serving without it");
-            None
-        }
-    }
 }

@@ -147,7 +147,7 @@ impl Node {
                 index,
                 why: e.to_string(),
             })?;
-        let holder = HolderId(crate::files::random8());
+        let holder = HolderId(menjin_store::files::random8());
         let cleared = checked.review.outcome == Outcome::Cleared;
         let cred = cleared.then(|| self.issue_declared(checked.kind, holder, &form, now));
         let person = PersonRecord {

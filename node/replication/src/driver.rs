@@ -265,14 +265,14 @@ pub fn code_entry(c: &CredRecord) -> CodeEntry {
 /// Sends `peer` every frame the replica has for it.
 ///
 /// # Errors
-/// The link's [`FrameError`](crate::link::FrameError).
+/// The link's [`FrameError`](menjin_net::frame::FrameError).
 pub async fn send_frames(
     repl: &Replication,
     peer: Role,
     send: &mut quinn::SendStream,
-) -> Result<(), crate::link::FrameError> {
-    for frame in repl.transmit(peer, crate::service::now_ms()) {
-        crate::link::write_frame(send, &menjin_proto::link::LinkFrame::Sync(frame)).await?;
+) -> Result<(), menjin_net::frame::FrameError> {
+    for frame in repl.transmit(peer, menjin_net::clock::now_ms()) {
+        menjin_net::frame::write_frame(send, &menjin_proto::link::LinkFrame::Sync(frame)).await?;
     }
     Ok(())
 }
@@ -281,7 +281,7 @@ pub async fn send_frames(
 pub async fn next_timer(repl: &Replication) {
     match repl.next_timeout() {
         Some(at) => {
-            let wait = at.saturating_sub(crate::service::now_ms());
+            let wait = at.saturating_sub(menjin_net::clock::now_ms());
             tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
         None => std::future::pending().await,
@@ -297,7 +297,7 @@ pub fn receive_frame(
     peer: Role,
     bytes: &[u8],
 ) -> Result<Vec<DocId>, StoreError> {
-    match repl.handle(peer, bytes, crate::service::now_ms())? {
+    match repl.handle(peer, bytes, menjin_net::clock::now_ms())? {
         Ok(docs) => Ok(docs),
         Err(e) => {
             tracing::warn!(%peer, error = %e, "replication frame refused; nothing merged");

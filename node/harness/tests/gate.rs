@@ -1,0 +1,77 @@
+//! A gate agent against a real node on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use menjin_community::Node;
+use menjin_community::testing::{new_node, resident};
+use menjin_gate::{Clock, GateAgent, Notice};
+use menjin_net::clock::now_ms;
+use menjin_proto::declaration::Declaration;
+use menjin_proto::wire::{Request, Response};
+use menjin_store::files::{GateDir, read_public_key, read_signing_key};
+use menjin_store::provision::create_gate;
+
+fn form() -> Declaration {
+    resident("王芳", "19830521", 2, "301")
+}
+
+/// A gate whose clock is a day behind: it is told so, and alone it judges a code issued
+/// just now by the node's time (a naive verifier would say "not valid yet").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_with_a_wound_back_clock_decides_by_the_node_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node_dir = new_node(tmp.path());
+    let node = Node::open(&node_dir).unwrap();
+    let server = menjin_community::bind(node.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let gate_dir = GateDir(tmp.path().join("gate"));
+    let public_key = create_gate(&gate_dir, "lane-1", &node_dir, addr).unwrap();
+    let now = now_ms() / 1000;
+    let enrolled = node.console(
+        Request::EnrolGate {
+            gate_id: "lane-1".into(),
+            public_key,
+        },
+        now,
+    );
+    assert!(matches!(enrolled, Response::Done(_)), "{enrolled:?}");
+    let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now) else {
+        panic!("declaration refused")
+    };
+    let code = receipt.code.expect("cleared");
+
+    let day_behind: Clock = Arc::new(|| now_ms() - 86_400_000);
+    let (agent, mut notices) = GateAgent::start_with_clock(
+        gate_dir.read_config().unwrap(),
+        read_signing_key(&gate_dir.key()).unwrap(),
+        read_public_key(&node_dir.root_pub()).unwrap(),
+        &gate_dir.cache(),
+        day_behind,
+    )
+    .unwrap();
+    assert!(agent.wait_online(Duration::from_secs(10)).await);
+    let skew = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match notices.recv().await {
+                Some(Notice::ClockSkew { skew_ms }) => return skew_ms,
+                Some(_) => continue,
+                None => panic!("notices ended"),
+            }
+        }
+    })
+    .await
+    .expect("a clock skew notice");
+    assert!((-86_410_000..=-86_390_000).contains(&skew), "{skew}");
+
+    let _ = stop.send(());
+    serving.await.unwrap();
+    let d = agent.check(&code, 365, None).await.unwrap();
+    assert!(d.offline, "{d:?}");
+    assert!(d.answer.allowed, "judged by the node's time: {d:?}");
+    assert!(d.answer.node_time_ms >= now * 1000, "{d:?}");
+}

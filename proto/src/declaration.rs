@@ -249,7 +249,7 @@ impl Declaration {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sample() -> Declaration {
+    pub(crate) fn sample() -> Declaration {
         Declaration {
             name: "王小明".into(),
             gender: Gender::Female,

@@ -10,6 +10,8 @@
 //! Architecture invariant: every type that is written to the wire or to disk is defined here,
 //! and every decoder returns a typed error instead of panicking.
 
+#![warn(unreachable_pub)]
+
 pub mod cert;
 pub mod civil;
 pub mod credential;

@@ -134,6 +134,8 @@
 //! This crate must never do IO, read the clock, or merge a change that breaks the
 //! authority rule.
 
+#![warn(unreachable_pub)]
+
 mod doc_id;
 mod error;
 mod policy;

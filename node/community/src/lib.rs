@@ -7,6 +7,8 @@
 //! accept a peer whose key is not enrolled; let an ID number leave in plain text (only the
 //! holder's own printed pass shows it); depend on the hub's or the gate's code.
 
+#![warn(unreachable_pub)]
+
 pub mod feed;
 pub mod gatelog;
 pub mod gates;

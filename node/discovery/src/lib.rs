@@ -21,6 +21,8 @@
 //! registers its service again whenever the daemon starts serving a new address on a
 //! selected interface (see [`readvertise`]).
 
+#![warn(unreachable_pub)]
+
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 

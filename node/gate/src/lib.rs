@@ -10,6 +10,8 @@
 //! never earlier than the latest node time seen, so a wound-back device clock does not make
 //! an expired code valid again.
 
+#![warn(unreachable_pub)]
+
 pub mod cache;
 
 use std::collections::HashMap;

@@ -4,6 +4,8 @@
 //!
 //! What it must never do: be a dependency of a daemon; listen beyond loopback.
 
+#![warn(unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -7,6 +7,8 @@
 //! authenticated with the key the hub enrolled for that community; the community of every
 //! stored event is the connection's, never a field the node sends.
 
+#![warn(unreachable_pub)]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

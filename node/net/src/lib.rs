@@ -6,6 +6,8 @@
 //! What it must never do: know about rosters, gate logs, the hub or the gate; skip a
 //! certificate check.
 
+#![warn(unreachable_pub)]
+
 pub mod client;
 pub mod clock;
 pub mod frame;

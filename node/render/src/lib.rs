@@ -5,6 +5,8 @@
 //! What it must never do: open a socket, a database or a runtime; decode an image without a
 //! bound on its size.
 
+#![warn(unreachable_pub)]
+
 pub mod pass;
 pub mod photo;
 pub mod qr;

@@ -5,6 +5,8 @@
 //!
 //! What it must never do: send what it has not persisted; know which program runs it.
 
+#![warn(unreachable_pub)]
+
 pub mod driver;
 pub mod syncstore;
 

@@ -6,6 +6,8 @@
 //!
 //! What it must never do: open a socket; read a key file that others may read.
 
+#![warn(unreachable_pub)]
+
 pub mod db;
 pub mod files;
 pub mod provision;

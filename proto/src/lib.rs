@@ -11,6 +11,7 @@
 //! and every decoder returns a typed error instead of panicking.
 
 pub mod cert;
+pub mod check;
 pub mod civil;
 pub mod credential;
 pub mod declaration;

@@ -13,6 +13,7 @@
 #![warn(unreachable_pub)]
 
 pub mod cert;
+pub mod check;
 pub mod civil;
 pub mod credential;
 pub mod declaration;

@@ -1,6 +1,6 @@
 //! The gate rule: from the facts about one person at one gate to allow or deny, with the
-//! reason. The node and the offline gate both call [`decide`]; only the way they gather the
-//! facts differs (the node from its roster, the gate from its cache).
+//! reason. The node and the offline gate both reach [`decide`] through the one pipeline in
+//! [`crate::check`]; only what they know differs (the node its roster, the gate its cache).
 
 use crate::credential::HolderKind;
 

@@ -8,6 +8,7 @@
 //! - `quic`: the node's QUIC endpoint below the CLI (unenrolled keys, garbage, limits, roles).
 //! - `config`: configuration files refused at start with file and line; deploy/examples.
 //! - `crash`: SIGKILL loses nothing that was acknowledged.
+//! - `check_parity`: the node and a gate deciding alone answer every demo case alike.
 //! - `gate`: the gate daemon reading a scanner on standard input.
 //! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
@@ -16,6 +17,7 @@
 
 mod architecture;
 mod bad_input;
+mod check_parity;
 mod config;
 mod crash;
 mod demo;

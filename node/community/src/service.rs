@@ -5,15 +5,15 @@
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use menjin_proto::check;
 use menjin_proto::civil::Date;
 use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind, SignedCode};
 use menjin_proto::declaration::{Declaration, NAME_LEN_MAX, Outcome, PHONE_LEN_MAX};
 use menjin_proto::idnum::{IdHash, IdHashKey};
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord, Visit};
-use menjin_proto::rule::{self, Facts, Reason};
 use menjin_proto::wire::{
-    BuildingProgress, Channel, CheckAnswer, CheckRequest, ErrorKind, GateEvent, NodeStatus,
-    PLATE_LEN_MAX, Receipt, Request, Response, RosterSummary, VisitorReceipt,
+    BuildingProgress, Channel, CheckAnswer, CheckRequest, ErrorKind, NodeStatus, Receipt, Request,
+    Response, RosterSummary, VisitorReceipt,
 };
 use menjin_proto::{KeyId, NodeCert, UnixTime};
 
@@ -22,7 +22,7 @@ use crate::gatelog::{GateLog, LogError};
 use crate::gates::Gates;
 use crate::local_policy::LocalPolicy;
 use crate::mirror::{Backlog, Mirror};
-use crate::roster::{Change, Roster, RosterError};
+use crate::roster::{Change, CredView, Roster, RosterError};
 use menjin_net::tls::{PeerRole, PeerTable};
 use menjin_proto::feed::{GateAck, GateLockdown, OfflineEvent, TrustSnapshot, UPLOAD_BATCH_MAX};
 use menjin_proto::record::{LocalLockdown, effective_lockdown};
@@ -1167,7 +1167,7 @@ impl Node {
         health_outcome(status).map(|o| (o, format!("district health list: {status}")))
     }
 
-    /// A gate check: decide, log (flushed), answer.
+    /// A gate check: decide (`menjin_proto::check`, as at a gate alone), log (flushed), answer.
     ///
     /// # Errors
     /// A [`Refusal`] for a malformed request (nothing is logged) or a storage failure.
@@ -1181,85 +1181,35 @@ impl Node {
                 ),
             });
         }
-        if !(rule::TEMPERATURE_DC_MIN..=rule::TEMPERATURE_DC_MAX).contains(&req.temperature_dc) {
-            return Err(bad(format!(
-                "temperature {:.1} °C is outside 30.0 to 45.0: measure again",
-                f32::from(req.temperature_dc) / 10.0
-            )));
-        }
-        if let Some(plate) = &req.plate
-            && (plate.trim().is_empty() || plate.len() > PLATE_LEN_MAX)
-        {
-            return Err(bad("plate: 1 to 16 bytes"));
-        }
         let now_ms = now_ms();
-        let now = now_ms / 1000;
-        let (facts_code, view, cred_id) = match SignedCode::from_text(&req.code) {
-            Err(e) => (Err(e.reason()), None, None),
-            Ok(code) => {
-                let id = code.credential.id;
-                let view = self.roster.lookup(&id);
-                // The node issued every code it knows: identical bytes need no signature check.
-                let checked = match &view {
-                    Some(v) if v.code == code.as_bytes() => {
-                        code.check_context(self.config.community, now)
-                    }
-                    _ => code.verify(Some(&self.cert), self.config.community, now),
-                };
-                match (checked, view) {
-                    (Err(r), _) => (Err(r), None, Some(id)),
-                    (Ok(()), None) => (Err(Reason::UnknownCode), None, Some(id)),
-                    (Ok(()), Some(v)) if v.code != code.as_bytes() => {
-                        (Err(Reason::BadSignature), None, Some(id))
-                    }
-                    (Ok(()), Some(v)) => (Ok(v.kind), Some(v), Some(id)),
-                }
-            }
-        };
-        let revoked = view
-            .as_ref()
-            .is_some_and(|v| matches!(v.status, CredStatus::Revoked { .. }));
-        let consent_active = view
-            .as_ref()
-            .filter(|v| v.kind == HolderKind::Visitor)
-            .map(|v| {
-                v.status == CredStatus::Active
-                    && v.host.is_some_and(|h| self.roster.holder_active(&h))
-            });
-        let verdict = rule::decide(&Facts {
-            code: facts_code,
-            revoked,
-            consent_active,
+        let scan = check::Scan {
+            code: &req.code,
             temperature_dc: req.temperature_dc,
-            in_vehicle: req.plate.is_some(),
-            leaving: req.direction == menjin_proto::wire::Direction::Out,
+            plate: req.plate.as_deref(),
+            direction: req.direction,
+            gate_id,
+        };
+        let ctx = check::Context {
+            community: self.config.community,
+            issuer: check::Issuer::Own(&self.cert),
+            mode: check::Mode::Online,
             lockdown: self.lockdown().locked,
             residents_may_leave: self.config.residents_may_leave_in_lockdown,
-        });
-        let passback = self.passback(
-            view.as_ref().map(|v| v.holder),
-            view.as_ref().map(|v| v.kind),
-            &verdict,
-            req.direction,
-        );
-        self.feed.contact(gate_id, now_ms);
-        let event = GateEvent {
-            seq: 0,
-            time_ms: now_ms,
-            gate: gate_id.to_string(),
-            direction: req.direction,
-            allowed: verdict.allowed,
-            reason: verdict.reason,
-            fever: verdict.fever,
-            temperature_dc: req.temperature_dc,
-            cred: cred_id.filter(|_| view.is_some()),
-            holder: view.as_ref().map(|v| v.holder),
-            kind: view.as_ref().map(|v| v.kind),
-            plate: req.plate.clone(),
-            offline: None,
-            passback,
+            anti_passback: self.config.anti_passback,
         };
-        let (seq, time_ms) = self.log.append(event).await?;
+        let mut trust = RosterTrust {
+            roster: &self.roster,
+            last_direction: &self.last_direction,
+            view: None,
+        };
+        let checked =
+            check::check(&scan, now_ms, &ctx, &mut trust).map_err(|e| bad(e.to_string()))?;
+        let holder = (trust.view)
+            .filter(|_| checked.credential.is_some())
+            .map(|v| v.display.clone());
+        self.feed.contact(gate_id, now_ms);
+        let (verdict, passback) = (checked.verdict, checked.passback);
+        let (seq, time_ms) = self.log.append(checked.event).await?;
         self.log_appended.notify_one();
         if verdict.fever {
             tracing::warn!(gate = %gate_id, seq, temperature_dc = req.temperature_dc, "fever at the gate");
@@ -1268,7 +1218,7 @@ impl Node {
             allowed: verdict.allowed,
             reason: verdict.reason,
             fever: verdict.fever,
-            holder: view.map(|v| v.display.clone()),
+            holder,
             seq,
             node_time_ms: time_ms,
             passback,
@@ -1338,25 +1288,38 @@ impl Node {
             now_ms(),
         )
     }
+}
 
-    /// Anti-passback: a resident let in twice without going out in between is flagged. The
-    /// memory is this process's (a restart forgets who is in).
-    fn passback(
-        &self,
-        holder: Option<HolderId>,
-        kind: Option<HolderKind>,
-        verdict: &rule::Verdict,
-        direction: Direction,
-    ) -> bool {
-        let (Some(holder), Some(HolderKind::Resident | HolderKind::Dependent)) = (holder, kind)
-        else {
-            return false;
+/// What a gate check at the node knows of codes: the roster's in-memory view (never sled),
+/// and the anti-passback memory (this process's: a restart forgets who is in). Keeps the
+/// record it looked up: the answer shows its holder.
+struct RosterTrust<'a> {
+    roster: &'a Roster,
+    last_direction: &'a Mutex<std::collections::HashMap<HolderId, Direction>>,
+    view: Option<Arc<CredView>>,
+}
+
+impl check::Trust for RosterTrust<'_> {
+    fn lookup(&mut self, id: &CredId) -> check::Known<'_> {
+        self.view = self.roster.lookup(id);
+        let Some(v) = &self.view else {
+            return check::Known::NotIssued;
         };
-        if !self.config.anti_passback || !verdict.allowed {
-            return false;
-        }
+        check::Known::Issued(check::Issued {
+            code: &v.code,
+            kind: v.kind,
+            holder: v.holder,
+            revoked: matches!(v.status, CredStatus::Revoked { .. }),
+            // A visitor's consent stands while not withdrawn and while the host holds a code.
+            consent: v.kind == HolderKind::Visitor
+                && v.status == CredStatus::Active
+                && v.host.is_some_and(|h| self.roster.holder_active(&h)),
+        })
+    }
+
+    fn swap_direction(&mut self, holder: HolderId, direction: Direction) -> Option<Direction> {
         let mut last = self.last_direction.lock().expect("passback lock");
-        last.insert(holder, direction) == Some(Direction::In) && direction == Direction::In
+        last.insert(holder, direction)
     }
 }
 

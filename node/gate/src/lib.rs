@@ -19,12 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use menjin_proto::credential::{HolderId, HolderKind, SignedCode};
+use menjin_proto::check;
+use menjin_proto::credential::{CredId, HolderId};
 use menjin_proto::feed::{GateAck, GateClock, GateFeed, GateLockdown, UPLOAD_BATCH_MAX};
-use menjin_proto::rule::{self, Facts};
-use menjin_proto::wire::{
-    CheckAnswer, CheckRequest, Direction, GateEvent, HolderDisplay, OfflineMark, Request, Response,
-};
+use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, HolderDisplay, Request, Response};
 use tokio::sync::{mpsc, watch};
 
 use cache::{CacheError, GateCache};
@@ -322,90 +320,48 @@ impl GateAgent {
         }
     }
 
-    /// The offline decision: signature and window against the cached node certificate and
-    /// the node's time, then the cached revocations, visitors and lockdown, then the rule.
-    /// The event is flushed to the buffer before the decision is returned.
+    /// The offline decision (`menjin_proto::check`, as at the node): signature and window
+    /// against the cached node certificate and the node's time, then the cached revocations,
+    /// visitors and lockdown, then the rule. The event is flushed to the buffer before the
+    /// decision is returned.
     ///
     /// # Errors
-    /// [`GateError::Cache`] if the buffer is full or cannot be written.
+    /// [`GateError::Refused`] for a temperature or plate refused before deciding (nothing
+    /// buffered); [`GateError::Cache`] if the buffer is full or cannot be written.
     pub fn decide_alone(
         &self,
         code: &str,
         temperature_dc: i16,
         plate: Option<&str>,
     ) -> Result<Decision, GateError> {
-        if !(rule::TEMPERATURE_DC_MIN..=rule::TEMPERATURE_DC_MAX).contains(&temperature_dc) {
-            return Err(GateError::Refused(format!(
-                "temperature {:.1} °C is outside 30.0 to 45.0: measure again",
-                f32::from(temperature_dc) / 10.0
-            )));
-        }
         let cfg = &self.inner.cfg;
         let mut cache = self.inner.cache.lock().expect("cache lock");
         let clock = cache.clock();
         let node_ms = estimate(clock, (self.inner.clock)());
         let degraded = is_degraded(clock, node_ms, cfg.stale_after_s);
-        let now = node_ms / 1000;
         let trust = cache.trust();
-        let parsed = SignedCode::from_text(code);
-        let (facts_code, cred) = match &parsed {
-            Err(e) => (Err(e.reason()), None),
-            Ok(c) => {
-                let cert = trust
-                    .cert
-                    .as_ref()
-                    .filter(|cert| (cert.not_before..=cert.not_after).contains(&now));
-                match c.verify(cert, cfg.community, now) {
-                    Ok(()) => (Ok(c.credential.kind), Some(&c.credential)),
-                    Err(r) => (Err(r), Some(&c.credential)),
-                }
-            }
-        };
-        let valid = facts_code.is_ok();
-        let kind = cred.map(|c| c.kind).filter(|_| valid);
-        let revoked = valid && cred.is_some_and(|c| trust.revoked.contains(&c.id));
-        let consent_active = (kind == Some(HolderKind::Visitor))
-            .then(|| !degraded && cred.is_some_and(|c| trust.visitors.contains(&c.id)));
-        let verdict = rule::decide(&Facts {
-            code: facts_code,
-            revoked,
-            consent_active,
+        let scan = check::Scan {
+            code,
             temperature_dc,
-            in_vehicle: plate.is_some(),
-            leaving: cfg.direction == Direction::Out,
+            plate,
+            direction: cfg.direction,
+            gate_id: &cfg.gate_id,
+        };
+        let ctx = check::Context {
+            community: cfg.community,
+            issuer: check::Issuer::Cached(trust.cert.as_ref()),
+            mode: check::Mode::Offline { degraded },
             lockdown: trust.lockdown.locked,
             residents_may_leave: trust.residents_may_leave,
-        });
-        let holder = cred.filter(|_| valid).map(|c| c.holder);
-        let passback = cfg.anti_passback
-            && verdict.allowed
-            && matches!(kind, Some(HolderKind::Resident | HolderKind::Dependent))
-            && holder.is_some_and(|h| {
-                let mut last = self.inner.last_direction.lock().expect("passback lock");
-                last.insert(h, cfg.direction) == Some(Direction::In)
-                    && cfg.direction == Direction::In
-            });
-        let event = GateEvent {
-            seq: 0,
-            time_ms: node_ms,
-            gate: cfg.gate_id.clone(),
-            direction: cfg.direction,
-            allowed: verdict.allowed,
-            reason: verdict.reason,
-            fever: verdict.fever,
-            temperature_dc,
-            cred: cred.filter(|_| valid).map(|c| c.id),
-            holder,
-            kind,
-            plate: plate.map(str::to_string),
-            offline: Some(OfflineMark {
-                gate_seq: 0,
-                decided_ms: node_ms,
-                degraded,
-            }),
-            passback,
+            anti_passback: cfg.anti_passback,
         };
-        let display = cred.filter(|_| valid).map(|c| HolderDisplay {
+        let mut lists = CachedTrust {
+            trust,
+            last_direction: &self.inner.last_direction,
+        };
+        let checked = check::check(&scan, node_ms, &ctx, &mut lists)
+            .map_err(|e| GateError::Refused(e.to_string()))?;
+        let display = checked.credential.as_ref().map(|c| HolderDisplay {
             // The name stays on the node; offline the guard sees building, door and kind.
             name: "(offline)".into(),
             building: c.building.clone(),
@@ -413,7 +369,8 @@ impl GateAgent {
             kind: c.kind,
             photo: None,
         });
-        let gate_seq = cache.record(event)?;
+        let (verdict, passback) = (checked.verdict, checked.passback);
+        let gate_seq = cache.record(checked.event)?;
         let alarm = cache.alarm();
         let (pending, capacity) = (cache.pending(), cache.capacity());
         drop(cache);
@@ -751,6 +708,27 @@ fn estimate(clock: GateClock, local_ms: u64) -> u64 {
 
 fn is_degraded(clock: GateClock, node_ms: u64, stale_after_s: u64) -> bool {
     node_ms.saturating_sub(clock.last_heard_node_ms) > stale_after_s * 1000
+}
+
+/// What a gate deciding alone knows of codes: its cached lists (no records of single codes),
+/// and its anti-passback memory.
+struct CachedTrust<'a> {
+    trust: &'a cache::Trust,
+    last_direction: &'a Mutex<HashMap<HolderId, Direction>>,
+}
+
+impl check::Trust for CachedTrust<'_> {
+    fn lookup(&mut self, id: &CredId) -> check::Known<'_> {
+        check::Known::Unrecorded {
+            revoked: self.trust.revoked.contains(id),
+            consent: self.trust.visitors.contains(id),
+        }
+    }
+
+    fn swap_direction(&mut self, holder: HolderId, direction: Direction) -> Option<Direction> {
+        let mut last = self.last_direction.lock().expect("passback lock");
+        last.insert(holder, direction)
+    }
 }
 
 impl From<ClientError> for GateError {

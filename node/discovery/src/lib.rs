@@ -604,8 +604,8 @@ pub struct Discovery {
 fn classify(e: &ClientError) -> ProbeOutcome {
     match e {
         // Not "cannot reach the node": it answered, and was found wanting.
-        ClientError::Connect { why, .. } if why.contains("certificate") => {
-            ProbeOutcome::Refused(why.clone())
+        ClientError::Connect { why, .. } if why.to_string().contains("certificate") => {
+            ProbeOutcome::Refused(why.to_string())
         }
         other => ProbeOutcome::Unreachable(other.to_string()),
     }

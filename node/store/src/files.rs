@@ -150,7 +150,7 @@ pub fn write_public_key(path: &Path, key: &VerifyingKey) -> Result<(), FileError
 
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, FileError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    parse_public_key_hex(&text).map_err(|why| invalid(path, why))
+    parse_public_key_hex(&text).map_err(|why| invalid(path, why.to_string()))
 }
 
 pub fn read_node_cert(path: &Path) -> Result<NodeCert, FileError> {
@@ -523,7 +523,7 @@ impl GateDir {
         let path = self.config();
         let (cfg, text): (GateConfig, _) = read_toml(&path)?;
         parse_public_key_hex(&cfg.root_public_key)
-            .map_err(|why| refuse_key(&path, &text, "root_public_key", &why))?;
+            .map_err(|why| refuse_key(&path, &text, "root_public_key", &why.to_string()))?;
         if cfg.gate_id.is_empty() || cfg.gate_id.len() > menjin_proto::wire::GATE_ID_LEN_MAX {
             return Err(refuse_key(&path, &text, "gate_id", "must be 1 to 32 bytes"));
         }

@@ -312,7 +312,7 @@ pub async fn discover(
     if json {
         let (advertised, mdns_error) = match &d.browsed {
             Some(Ok(n)) => (Some(*n), None),
-            Some(Err(e)) => (None, Some(e.clone())),
+            Some(Err(e)) => (None, Some(e.to_string())),
             None => (None, None),
         };
         println!(

@@ -136,8 +136,7 @@ fn person(line: &str) -> Result<(i16, String), String> {
 pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
     let cfg = dir.read_config()?;
     let key = ed25519_dalek::SigningKey::from_bytes(&read_secret(&dir.key())?);
-    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
-        .map_err(anyhow::Error::msg)?;
+    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
     let (agent, mut notices) = GateAgent::start(cfg, key, root, &dir.cache())?;
     let mut gate = Gate { agent, json };
     gate.agent
@@ -274,8 +273,7 @@ pub async fn discover(
         cfg.discovery.browse_ms = ms;
     }
     let key = read_signing_key(&dir.key())?;
-    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
-        .map_err(anyhow::Error::msg)?;
+    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
     let d = discovery::discover(&cfg, &key, root).await;
     let probes: Vec<serde_json::Value> = d
         .probes
@@ -314,7 +312,7 @@ pub async fn discover(
     if json {
         let (advertised, mdns_error) = match &d.browsed {
             Some(Ok(n)) => (Some(*n), None),
-            Some(Err(e)) => (None, Some(e.clone())),
+            Some(Err(e)) => (None, Some(e.to_string())),
             None => (None, None),
         };
         println!(

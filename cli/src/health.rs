@@ -41,7 +41,10 @@ pub fn parse(text: &str, key: &IdHashKey, today: Date) -> (Vec<HealthEntry>, Vec
         let kind = match DocumentType::parse(kind) {
             Ok(k) => k,
             Err(why) => {
-                bad.push(RowError { line, why });
+                bad.push(RowError {
+                    line,
+                    why: why.to_string(),
+                });
                 continue;
             }
         };

@@ -522,7 +522,7 @@ fn parse_interfaces(s: &str) -> Result<Vec<String>> {
 
 fn parse_holder(s: &str) -> Result<HolderId> {
     s.parse()
-        .map_err(|e: String| usage(format!("--holder: {e}")))
+        .map_err(|e: menjin_proto::credential::HexIdError| usage(format!("--holder: {e}")))
 }
 
 /// Connects to the running node of a node directory with its console key.
@@ -829,8 +829,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let gd = GateDir(dir);
             let cfg = gd.read_config()?;
             let key = read_signing_key(&gd.key())?;
-            let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
-                .map_err(anyhow::Error::msg)?;
+            let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
             let code = if code == "-" {
                 let mut line = String::new();
                 std::io::stdin()
@@ -965,9 +964,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Visitor {
             cmd: VisitorCmd::Withdraw { node_dir, code_id },
         } => {
-            let id: CredId = code_id
-                .parse()
-                .map_err(|e: String| usage(format!("--code-id: {e}")))?;
+            let id: CredId =
+                code_id
+                    .parse()
+                    .map_err(|e: menjin_proto::credential::HexIdError| {
+                        usage(format!("--code-id: {e}"))
+                    })?;
             ask(&node_dir, Request::WithdrawConsent { visitor_code: id }).await?
         }
         Command::Log {

@@ -128,14 +128,14 @@ macro_rules! hex_id {
             }
         }
         impl std::str::FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            type Err = HexIdError;
+            fn from_str(s: &str) -> Result<Self, HexIdError> {
                 let s = s.trim();
                 if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!(
-                        "{} is 16 hex characters, got {s:?}",
-                        stringify!($t)
-                    ));
+                    return Err(HexIdError {
+                        id: stringify!($t),
+                        text: s.to_string(),
+                    });
                 }
                 let mut out = [0u8; 8];
                 for (i, b) in out.iter_mut().enumerate() {
@@ -146,6 +146,15 @@ macro_rules! hex_id {
         }
     };
 }
+/// Text that is not a [`CredId`] or [`HolderId`] (16 hex characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{id} is 16 hex characters, got {text:?}")]
+pub struct HexIdError {
+    /// `CredId` or `HolderId`.
+    pub id: &'static str,
+    pub text: String,
+}
+
 hex_id!(CredId);
 hex_id!(HolderId);
 
@@ -161,6 +170,16 @@ pub struct Credential {
     pub issuer: KeyId,
     pub building: String,
     pub door: String,
+}
+
+/// A building or door label that does not fit in a code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabelError {
+    #[error("building must be 1 to {max} bytes, got {0:?}", max = LABEL_LEN_MAX)]
+    Building(String),
+    #[error("door must be 1 to {max} bytes, got {0:?}", max = LABEL_LEN_MAX)]
+    Door(String),
 }
 
 /// Why a code could not even be parsed.
@@ -193,19 +212,13 @@ impl Credential {
     /// Checks label lengths; [`Credential::sign`] refuses to build an oversized code.
     ///
     /// # Errors
-    /// A message naming the field that is too long.
-    pub fn check_labels(building: &str, door: &str) -> Result<(), String> {
+    /// [`LabelError`] naming the field that is empty or too long.
+    pub fn check_labels(building: &str, door: &str) -> Result<(), LabelError> {
         if building.is_empty() || building.len() > LABEL_LEN_MAX {
-            return Err(format!(
-                "building must be 1 to {LABEL_LEN_MAX} bytes, got {:?}",
-                building
-            ));
+            return Err(LabelError::Building(building.to_string()));
         }
         if door.is_empty() || door.len() > LABEL_LEN_MAX {
-            return Err(format!(
-                "door must be 1 to {LABEL_LEN_MAX} bytes, got {:?}",
-                door
-            ));
+            return Err(LabelError::Door(door.to_string()));
         }
         Ok(())
     }

@@ -168,7 +168,7 @@ impl Declaration {
         text("building", &self.building, crate::credential::LABEL_LEN_MAX)?;
         text("door", &self.door, crate::credential::LABEL_LEN_MAX)?;
         Credential::check_labels(self.building.trim(), self.door.trim())
-            .map_err(|why| invalid("building/door", why))?;
+            .map_err(|why| invalid("building/door", why.to_string()))?;
         if self.underlying_conditions.len() > NOTE_LEN_MAX {
             return Err(invalid(
                 "underlying_conditions",

@@ -43,21 +43,22 @@ impl DocumentType {
     }
 
     /// # Errors
-    /// A message listing the accepted names.
-    pub fn parse(s: &str) -> Result<DocumentType, String> {
+    /// [`UnknownDocumentType`], whose message lists the accepted names.
+    pub fn parse(s: &str) -> Result<DocumentType, UnknownDocumentType> {
         Ok(match s {
             "resident_id" | "id" => DocumentType::ResidentId,
             "hk_macao_permit" => DocumentType::HkMacaoPermit,
             "taiwan_permit" => DocumentType::TaiwanPermit,
             "passport" => DocumentType::Passport,
-            other => {
-                return Err(format!(
-                    "unknown document type {other:?}: use resident_id, hk_macao_permit, taiwan_permit or passport"
-                ));
-            }
+            other => return Err(UnknownDocumentType(other.to_string())),
         })
     }
 }
+
+/// A document type name that [`DocumentType::parse`] does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown document type {0:?}: use resident_id, hk_macao_permit, taiwan_permit or passport")]
+pub struct UnknownDocumentType(pub String);
 
 /// What a resident ID number itself says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -49,21 +49,31 @@ pub fn signing_key_from_seed(seed: [u8; 32]) -> SigningKey {
 /// Parses 64 hex characters into a public key.
 ///
 /// # Errors
-/// A message saying what is wrong with the text.
-pub fn parse_public_key_hex(text: &str) -> Result<VerifyingKey, String> {
+/// [`PublicKeyError`] saying what is wrong with the text.
+pub fn parse_public_key_hex(text: &str) -> Result<VerifyingKey, PublicKeyError> {
     let text = text.trim();
     if text.len() != 64 {
-        return Err(format!(
-            "a public key is 64 hex characters, got {}",
-            text.len()
-        ));
+        return Err(PublicKeyError::Length(text.len()));
     }
     let mut bytes = [0u8; 32];
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("not hex at character {}", 2 * i + 1))?;
+            .map_err(|_| PublicKeyError::NotHex(2 * i + 1))?;
     }
-    VerifyingKey::from_bytes(&bytes).map_err(|_| "not a valid ed25519 public key".to_string())
+    VerifyingKey::from_bytes(&bytes).map_err(|_| PublicKeyError::NotEd25519)
+}
+
+/// Text that is not a public key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublicKeyError {
+    #[error("a public key is 64 hex characters, got {0}")]
+    Length(usize),
+    /// At this 1-based character.
+    #[error("not hex at character {0}")]
+    NotHex(usize),
+    #[error("not a valid ed25519 public key")]
+    NotEd25519,
 }
 
 pub fn public_key_hex(key: &VerifyingKey) -> String {

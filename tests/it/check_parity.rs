@@ -214,7 +214,7 @@ impl World {
         };
         tokio::task::block_in_place(|| gate.decide_alone(&c.code, c.temperature_dc, c.plate))
             .map_err(|e| match e {
-                GateError::Refused(why) => why,
+                GateError::Input(why) => why.to_string(),
                 e => panic!("{}: the gate failed: {e}", c.what),
             })
     }

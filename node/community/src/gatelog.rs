@@ -50,8 +50,8 @@ pub enum LogError {
     Corrupt { seq: u64, why: String },
 }
 
-type Ack = oneshot::Sender<Result<(u64, u64), String>>;
-type UploadAck = oneshot::Sender<Result<(u64, u32), String>>;
+type Ack = oneshot::Sender<Result<(u64, u64), sled::Error>>;
+type UploadAck = oneshot::Sender<Result<(u64, u32), sled::Error>>;
 
 /// What the commit task is asked to do.
 enum Job {
@@ -174,7 +174,7 @@ impl GateLog {
         self.submit(Job::Event(event, ack)).await?;
         match done.await {
             Ok(Ok(seq_time)) => Ok(seq_time),
-            Ok(Err(why)) => Err(LogError::Storage(sled::Error::Unsupported(why))),
+            Ok(Err(e)) => Err(LogError::Storage(e)),
             Err(_) => Err(LogError::Stopped),
         }
     }
@@ -213,7 +213,7 @@ impl GateLog {
         .await?;
         match done.await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(why)) => Err(LogError::Storage(sled::Error::Unsupported(why)).into()),
+            Ok(Err(e)) => Err(LogError::Storage(e).into()),
             Err(_) => Err(LogError::Stopped.into()),
         }
     }
@@ -440,8 +440,8 @@ impl Unit {
 
 /// The answers a unit's callers get once it is written (or has failed).
 enum Answers {
-    Events(Vec<Ack>, Result<Vec<(u64, u64)>, String>),
-    Upload(UploadAck, Result<(u64, u32), String>),
+    Events(Vec<Ack>, Result<Vec<(u64, u64)>, sled::Error>),
+    Upload(UploadAck, Result<(u64, u32), sled::Error>),
 }
 
 impl Answers {
@@ -530,7 +530,7 @@ impl Shared {
         mut events: Vec<GateEvent>,
         first: u64,
         mut last_time: u64,
-    ) -> Result<(Vec<(u64, u64)>, (u64, u64)), String> {
+    ) -> Result<(Vec<(u64, u64)>, (u64, u64)), sled::Error> {
         let mut assigned = Vec::with_capacity(events.len());
         for (ev, seq) in events.iter_mut().zip(first..) {
             ev.seq = seq;
@@ -543,9 +543,8 @@ impl Shared {
             Ok(_) => self.tree.flush_async().await.map(|_| ()),
             Err(e) => Err(e),
         };
-        written.map_err(|e| {
+        written.inspect_err(|e| {
             tracing::error!(error = %e, events = events.len(), "gate log write failed; checks refused as unlogged");
-            e.to_string()
         })?;
         Ok((assigned, (next, last_time)))
     }
@@ -558,13 +557,8 @@ impl Shared {
         now_ms: u64,
         first: u64,
         last_time: u64,
-    ) -> Result<((u64, u32), Option<(u64, u64)>), String> {
-        let cursor = cursor_of(
-            self.cursors
-                .get(gate.as_bytes())
-                .map_err(|e| e.to_string())?
-                .as_deref(),
-        );
+    ) -> Result<((u64, u32), Option<(u64, u64)>), sled::Error> {
+        let cursor = cursor_of(self.cursors.get(gate.as_bytes())?.as_deref());
         let mut fresh: Vec<GateEvent> = Vec::new();
         let mut upto = cursor;
         let (mut seq, mut last_time) = (first, last_time);
@@ -589,13 +583,11 @@ impl Shared {
                 Ok(())
             });
         let written = match result {
-            Ok(()) => self
-                .db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(format!("{e:?}")),
+            Ok(()) => self.db.flush_async().await.map(|_| ()),
+            Err(sled::transaction::TransactionError::Storage(e)) => Err(e),
+            Err(sled::transaction::TransactionError::Abort(())) => {
+                unreachable!("the upload transaction never aborts")
+            }
         };
         written.inspect_err(|e| tracing::error!(error = %e, gate, "offline events not stored"))?;
         Ok(((upto, fresh.len() as u32), Some((seq, last_time))))

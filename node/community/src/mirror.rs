@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use menjin_sync::RosterBatch;
 use tokio::sync::watch;
 
-use menjin_replication::Replication;
+use menjin_replication::{Replication, ReplicationError};
 
 /// Roster changes that may wait for the replica to load (each is one console operation,
 /// and loading takes seconds). Past this the queue is dropped and the replica is reconciled
@@ -28,7 +28,8 @@ enum State {
         overflowed: bool,
     },
     Ready(Arc<Replication>),
-    Failed(String),
+    /// Shared by every waiter that asks.
+    Failed(Arc<ReplicationError>),
 }
 
 /// What the loader must bring into the replica before it is declared loaded.
@@ -102,7 +103,7 @@ impl Mirror {
     /// those, nor be forgotten between the two.
     pub fn finish(
         &self,
-        loaded: Result<Arc<Replication>, String>,
+        loaded: Result<Arc<Replication>, ReplicationError>,
         settle: impl FnOnce(&Replication, Backlog),
     ) {
         let mut state = self.state.lock().expect("mirror lock");
@@ -119,7 +120,7 @@ impl Mirror {
                 settle(&r, backlog);
                 State::Ready(r)
             }
-            Err(e) => State::Failed(e),
+            Err(e) => State::Failed(Arc::new(e)),
         };
         drop(state);
         self.settled.notify_all();
@@ -130,7 +131,7 @@ impl Mirror {
     ///
     /// # Errors
     /// Why it failed to load.
-    pub fn wait(&self) -> Result<Arc<Replication>, String> {
+    pub fn wait(&self) -> Result<Arc<Replication>, Arc<ReplicationError>> {
         let state = self.state.lock().expect("mirror lock");
         let state = self
             .settled
@@ -147,7 +148,7 @@ impl Mirror {
     ///
     /// # Errors
     /// Why it failed to load.
-    pub async fn loaded(&self) -> Result<Arc<Replication>, String> {
+    pub async fn loaded(&self) -> Result<Arc<Replication>, Arc<ReplicationError>> {
         let mut rx = self.settled_async.subscribe();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = rx.wait_for(|settled| *settled).await;

@@ -56,8 +56,21 @@ pub enum NodeError {
     Log(#[from] LogError),
     #[error(transparent)]
     Gates(#[from] crate::gates::GateError),
-    #[error("{0}")]
-    Invalid(String),
+    #[error("starting the replica loader: {0}")]
+    Spawn(std::io::Error),
+    #[error("{}: {source}", .path.display())]
+    Cert {
+        path: std::path::PathBuf,
+        source: menjin_proto::CertError,
+    },
+    #[error("{} does not match node.key and the community in node.toml", .0.display())]
+    NotThisNode(std::path::PathBuf),
+    #[error(transparent)]
+    Replication(#[from] menjin_replication::ReplicationError),
+    #[error("reconciling the replicated roster: {0}")]
+    Reconcile(menjin_replication::ReplicationError),
+    #[error("loading the replica: {0}")]
+    ReplicaLoad(Arc<menjin_replication::ReplicationError>),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -162,7 +175,7 @@ impl ReplicaLoader {
     /// barrier, and applies the district policy again.
     pub fn run(self) {
         let t = std::time::Instant::now();
-        let loaded = self.replica.finish().map_err(|e| e.to_string());
+        let loaded = self.replica.finish();
         let ok = loaded.is_ok();
         let node = self.node.upgrade();
         // Commits hold `write` from sled to mirror: none is half-way while the queue drains.
@@ -212,7 +225,7 @@ impl Node {
         std::thread::Builder::new()
             .name("replica-loader".into())
             .spawn(move || loader.run())
-            .map_err(|e| NodeError::Invalid(format!("starting the replica loader: {e}")))?;
+            .map_err(NodeError::Spawn)?;
         Ok(node)
     }
 
@@ -230,20 +243,19 @@ impl Node {
         let idhash = IdHashKey(read_secret(&dir.idhash_key())?);
         let console = read_signing_key(&dir.console_key())?.verifying_key();
         cert.verify(&root, now_ms() / 1000)
-            .map_err(|e| NodeError::Invalid(format!("{}: {e}", dir.cert().display())))?;
+            .map_err(|source| NodeError::Cert {
+                path: dir.cert(),
+                source,
+            })?;
         if cert.node_key != key.verifying_key() || cert.community != config.community {
-            return Err(NodeError::Invalid(format!(
-                "{} does not match node.key and the community in node.toml",
-                dir.cert().display()
-            )));
+            return Err(NodeError::NotThisNode(dir.cert()));
         }
         let db = menjin_store::db::open(&dir.db())?;
         let db_ms = started.elapsed().as_millis() as u64;
         let community = config.community;
         let roster = Roster::open(&db)?;
         let roster_ms = started.elapsed().as_millis() as u64;
-        let replica = Replication::open_policy(&db, Role::Node(community))
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let replica = Replication::open_policy(&db, Role::Node(community))?;
         // Read before anything below commits (health flags may): a marker set now is a
         // change of an earlier run that may be missing from the replica.
         let mirror_pending = roster.mirror_pending()?;
@@ -373,7 +385,7 @@ impl Node {
                 let applied = batches
                     .iter()
                     .try_for_each(|b| r.apply_roster(community, b, now_ms() / 1000))
-                    .map_err(|e| NodeError::Invalid(e.to_string()))
+                    .map_err(NodeError::from)
                     .and_then(|()| Ok(self.roster.mirror_done()?));
                 if applied.is_ok() {
                     tracing::info!(
@@ -408,7 +420,7 @@ impl Node {
         let n = batch.persons.len() + batch.codes.len();
         replication
             .apply_roster(self.config.community, &batch, now_ms() / 1000)
-            .map_err(|e| NodeError::Invalid(format!("reconciling the replicated roster: {e}")))?;
+            .map_err(NodeError::Reconcile)?;
         self.roster.mirror_done()?;
         tracing::info!(
             entries = n,
@@ -433,22 +445,17 @@ impl Node {
     /// Waits (blocking) until the replica is loaded.
     ///
     /// # Errors
-    /// [`NodeError::Invalid`] saying why it could not be loaded.
+    /// [`NodeError::ReplicaLoad`] saying why it could not be loaded.
     pub fn wait_replica(&self) -> Result<Arc<Replication>, NodeError> {
-        self.mirror
-            .wait()
-            .map_err(|e| NodeError::Invalid(format!("loading the replica: {e}")))
+        self.mirror.wait().map_err(NodeError::ReplicaLoad)
     }
 
     /// Waits until the replica is loaded.
     ///
     /// # Errors
-    /// [`NodeError::Invalid`] saying why it could not be loaded.
+    /// [`NodeError::ReplicaLoad`] saying why it could not be loaded.
     pub async fn replica_loaded(&self) -> Result<Arc<Replication>, NodeError> {
-        self.mirror
-            .loaded()
-            .await
-            .map_err(|e| NodeError::Invalid(format!("loading the replica: {e}")))
+        self.mirror.loaded().await.map_err(NodeError::ReplicaLoad)
     }
 
     /// Runs a console request (blocking: call from a blocking thread).

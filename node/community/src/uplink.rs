@@ -13,9 +13,11 @@ use menjin_proto::link::{LOG_BATCH_MAX, LinkFrame};
 use menjin_proto::wire::LogQuery;
 use tokio::sync::{mpsc, watch};
 
+use crate::gatelog::LogError;
 use crate::service::Node;
 use menjin_net::frame::{FrameError, read_frame, write_frame};
 use menjin_net::tls;
+use menjin_replication::syncstore::StoreError;
 use menjin_replication::{next_timer, receive_frame, send_frames};
 use menjin_sync::Role;
 
@@ -39,6 +41,40 @@ const CONNECT_TIMEOUT_RTTS: u32 = 8;
 const CONNECT_TIMEOUT_MIN_MS: u64 = 1_500;
 /// Even without a wake-up, look for unsent events this often (safety net, not the push path).
 const RESCAN_MS: u64 = 1_000;
+
+/// Why an attempt to reach the hub failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Socket(#[from] std::io::Error),
+    #[error(transparent)]
+    Endpoint(#[from] quinn::ConnectError),
+    #[error("handshake timed out")]
+    Timeout,
+    #[error(transparent)]
+    Handshake(#[from] quinn::ConnectionError),
+}
+
+/// Why a link to the hub ended (it is reconnected).
+#[derive(Debug, thiserror::Error)]
+enum UplinkError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("link stream: {0}")]
+    Open(#[from] quinn::ConnectionError),
+    #[error("link stream: hub did not send its log cursor")]
+    NoCursor,
+    #[error("link stream: {0}")]
+    Store(#[from] StoreError),
+    #[error("link stream: {0}")]
+    Log(#[from] LogError),
+    #[error("link stream: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("link stream: unexpected frame {0:?}")]
+    Unexpected(Box<LinkFrame>),
+}
 
 /// What `node status` shows about the hub link.
 #[derive(Default)]
@@ -110,21 +146,17 @@ async fn connect(
     node: &Node,
     hub: SocketAddr,
     timeout: Duration,
-) -> Result<(quinn::Endpoint, quinn::Connection), String> {
-    let cfg = tls::client_config(node.signing_key(), *node.root(), Some(HUB_COMMUNITY))
-        .map_err(|e| e.to_string())?;
+) -> Result<(quinn::Endpoint, quinn::Connection), ConnectError> {
+    let cfg = tls::client_config(node.signing_key(), *node.root(), Some(HUB_COMMUNITY))?;
     let bind: SocketAddr = if hub.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .expect("literal");
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    let mut endpoint = quinn::Endpoint::client(bind)?;
     endpoint.set_default_client_config(cfg);
-    let connecting = endpoint
-        .connect(hub, tls::SERVER_NAME)
-        .map_err(|e| e.to_string())?;
+    let connecting = endpoint.connect(hub, tls::SERVER_NAME)?;
     let conn = tokio::time::timeout(timeout, connecting)
         .await
-        .map_err(|_| "handshake timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ConnectError::Timeout)??;
     Ok((endpoint, conn))
 }
 
@@ -133,11 +165,8 @@ async fn serve(
     repl: &Arc<menjin_replication::Replication>,
     conn: &quinn::Connection,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), FrameError> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
+) -> Result<(), UplinkError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
     write_frame(
         &mut send,
         &LinkFrame::Hello {
@@ -146,7 +175,7 @@ async fn serve(
     )
     .await?;
     let LinkFrame::LogCursor { next_seq } = read_frame(&mut recv).await? else {
-        return Err(FrameError::Stream("hub did not send its log cursor".into()));
+        return Err(UplinkError::NoCursor);
     };
     let logged = node.events_logged();
     if next_seq > logged + 1 {
@@ -171,10 +200,7 @@ async fn serve(
             }
         }
     });
-    let stored = |e: menjin_replication::syncstore::StoreError| FrameError::Stream(e.to_string());
-    let session = repl
-        .connect(Role::Hub, menjin_net::clock::now_ms())
-        .map_err(stored)?;
+    let session = repl.connect(Role::Hub, menjin_net::clock::now_ms())?;
     let mut changes = repl.subscribe();
     let mut sent = next_seq.saturating_sub(1);
     let mut acked = sent;
@@ -197,10 +223,7 @@ async fn serve(
             while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
                 let q = LogQuery { after_seq: Some(sent), limit: LOG_BATCH_MAX as u32, ..LogQuery::default() };
                 let log = node.gate_log().clone();
-                let events = tokio::task::spawn_blocking(move || log.query(&q))
-                    .await
-                    .map_err(|e| FrameError::Stream(e.to_string()))?
-                    .map_err(|e| FrameError::Stream(e.to_string()))?;
+                let events = tokio::task::spawn_blocking(move || log.query(&q)).await??;
                 let Some(last) = events.last().map(|e| e.seq) else { break };
                 write_frame(&mut send, &LinkFrame::LogBatch { events }).await?;
                 sent = last;
@@ -224,18 +247,16 @@ async fn serve(
                                 node.refresh_policy();
                             }
                             tracing::debug!(len = bytes.len(), ?changed, recv_us = t_recv.as_micros() as u64, total_us = t.elapsed().as_micros() as u64, "sync frame from the hub");
-                            Ok::<_, menjin_replication::syncstore::StoreError>(())
+                            Ok::<_, StoreError>(())
                         })
-                        .await
-                        .map_err(|e| FrameError::Stream(e.to_string()))?
-                        .map_err(stored)?;
+                        .await??;
                     }
-                    Some(Ok(other)) => return Err(FrameError::Stream(format!("unexpected frame {other:?}"))),
-                    Some(Err(e)) => return Err(e),
-                    None => return Err(FrameError::Closed),
+                    Some(Ok(other)) => return Err(UplinkError::Unexpected(Box::new(other))),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(FrameError::Closed.into()),
                 },
                 _ = changes.changed() => {}
-                () = next_timer(repl) => repl.timeout(menjin_net::clock::now_ms()).map_err(stored)?,
+                () = next_timer(repl) => repl.timeout(menjin_net::clock::now_ms())?,
                 () = node.log_appended.notified() => {}
                 () = node.local_changed.notified() => report_local = true,
                 () = node.feed.links_changed.notified() => report_gates = true,

@@ -91,7 +91,9 @@ const SYSFS_INTERFACES_MAX: usize = 256;
 #[non_exhaustive]
 pub enum DiscoveryError {
     #[error("cannot start mDNS: {0}")]
-    Mdns(String),
+    Mdns(#[from] mdns_sd::Error),
+    #[error("cannot start mDNS: no runtime to watch the interfaces from: {0}")]
+    NoRuntime(tokio::runtime::TryCurrentError),
     #[error("no node of community {community} could be used: {tried}")]
     NoNode {
         community: CommunityId,
@@ -113,10 +115,6 @@ pub enum AdvertError {
     PortMismatch { txt: u16, srv: u16 },
     #[error("no address")]
     NoAddress,
-}
-
-fn mdns_err(e: impl std::fmt::Display) -> DiscoveryError {
-    DiscoveryError::Mdns(e.to_string())
 }
 
 /// The fingerprint a node advertises: hex of the first 8 bytes of SHA-256 of its key.
@@ -187,14 +185,14 @@ pub fn selected_interfaces(names: &[String]) -> Vec<String> {
 
 /// An mDNS daemon restricted to the selected interfaces.
 fn start_daemon(names: &[String]) -> Result<ServiceDaemon, DiscoveryError> {
-    let daemon = ServiceDaemon::new().map_err(mdns_err)?;
+    let daemon = ServiceDaemon::new().map_err(DiscoveryError::Mdns)?;
     // Commands run in order: everything off, then the selection on.
     let selected = daemon
         .disable_interface(IfKind::All)
         .and_then(|()| daemon.enable_interface(if_kind(names, false)));
     if let Err(e) = selected {
         let _ = daemon.shutdown();
-        return Err(mdns_err(e));
+        return Err(DiscoveryError::Mdns(e));
     }
     Ok(daemon)
 }
@@ -248,7 +246,7 @@ impl Advertiser {
         let info = if bound.ip().is_unspecified() {
             let mut info =
                 ServiceInfo::new(SERVICE_TYPE, &instance, &host, (), bound.port(), &props[..])
-                    .map_err(mdns_err)?
+                    .map_err(DiscoveryError::Mdns)?
                     .enable_addr_auto();
             info.set_interfaces(vec![if_kind(&cfg.interfaces, bound.is_ipv4())]);
             info
@@ -261,11 +259,10 @@ impl Advertiser {
                 bound.port(),
                 &props[..],
             )
-            .map_err(mdns_err)?
+            .map_err(DiscoveryError::Mdns)?
         };
         let fullname = info.get_fullname().to_string();
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|e| mdns_err(format!("no runtime to watch the interfaces from: {e}")))?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(DiscoveryError::NoRuntime)?;
         let daemon = start_daemon(&cfg.interfaces)?;
         // Commands run in order: the addresses the selection found at start are not events
         // here (the registration below announces on them); later ones are.
@@ -277,7 +274,7 @@ impl Advertiser {
             Ok(events) => events,
             Err(e) => {
                 let _ = daemon.shutdown();
-                return Err(mdns_err(e));
+                return Err(DiscoveryError::Mdns(e));
             }
         };
         let watch = runtime.spawn(readvertise(daemon.clone(), info, events, instance.clone()));
@@ -498,7 +495,7 @@ pub async fn browse(
         Ok(rx) => rx,
         Err(e) => {
             stop_daemon(daemon).await;
-            return Err(mdns_err(e));
+            return Err(DiscoveryError::Mdns(e));
         }
     };
     let deadline = Instant::now() + Duration::from_millis(browse_ms.min(BROWSE_MS_MAX));
@@ -596,7 +593,7 @@ pub struct Found {
 pub struct Discovery {
     /// Nodes advertising the gate's community; `None` if discovery is off, `Err` if mDNS
     /// could not start.
-    pub browsed: Option<Result<usize, String>>,
+    pub browsed: Option<Result<usize, DiscoveryError>>,
     pub probes: Vec<Probe>,
     pub found: Option<Found>,
 }
@@ -606,8 +603,8 @@ pub struct Discovery {
 fn classify(e: &ClientError) -> ProbeOutcome {
     match e {
         // Not "cannot reach the node": it answered, and was found wanting.
-        ClientError::Connect { why, .. } if why.contains("certificate") => {
-            ProbeOutcome::Refused(why.clone())
+        ClientError::Connect { why, .. } if why.to_string().contains("certificate") => {
+            ProbeOutcome::Refused(why.to_string())
         }
         other => ProbeOutcome::Unreachable(other.to_string()),
     }
@@ -728,7 +725,7 @@ pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: VerifyingKey) ->
         match browse(cfg.community, &d.interfaces, d.browse_ms).await {
             Err(e) => {
                 tracing::warn!(error = %e, "mDNS discovery failed; trying the static node address");
-                browsed = Some(Err(e.to_string()));
+                browsed = Some(Err(e));
             }
             Ok(candidates) => {
                 browsed = Some(Ok(candidates.len()));

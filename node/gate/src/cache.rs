@@ -37,7 +37,7 @@ pub enum CacheError {
     #[error("gate cache storage: {0}")]
     Storage(#[from] sled::Error),
     #[error("the node's certificate does not check out: {0}")]
-    Cert(String),
+    Cert(#[from] TrustError),
     #[error(
         "feed update {got} does not follow version {have} of incarnation {incarnation}: resubscribe"
     )]
@@ -50,6 +50,55 @@ pub enum CacheError {
         "the gate's event buffer is full ({0} events waiting): reconnect the node or raise buffer_capacity"
     )]
     Full(u64),
+}
+
+/// Why trust data (from the node, or read back from the cache) is not for this gate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    #[error(transparent)]
+    Cert(#[from] menjin_proto::CertError),
+    #[error("trust data for community {data}, this gate is of community {gate}")]
+    Community {
+        data: CommunityId,
+        gate: CommunityId,
+    },
+}
+
+/// Why a sealed record of the cache cannot be read back.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error(transparent)]
+    Storage(#[from] sled::Error),
+    #[error("record too short")]
+    Short,
+    #[error("record {} fails its MAC", String::from_utf8_lossy(.0))]
+    Mac(Vec<u8>),
+    #[error(transparent)]
+    Decode(#[from] wire::WireError),
+}
+
+/// Why the cached trust data is not intact (it is then discarded).
+#[derive(Debug, thiserror::Error)]
+enum TrustLoadError {
+    #[error(transparent)]
+    Storage(#[from] sled::Error),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("records without a head")]
+    NoHead,
+    #[error("the snapshot is missing")]
+    NoSnapshot,
+    #[error("the snapshot is not the one the head names")]
+    NotNamed,
+    #[error("update {0} out of sequence")]
+    OutOfSequence(u64),
+    #[error("the head says version {head}, the records make {records}")]
+    Versions { head: u64, records: u64 },
+    #[error("{0} unexpected records")]
+    Extra(u64),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
 }
 
 /// The trust data in force.
@@ -213,22 +262,22 @@ impl GateCache {
         &self,
         key: &[u8],
         bytes: &[u8],
-    ) -> Result<T, String> {
+    ) -> Result<T, RecordError> {
         if bytes.len() < MAC_LEN {
-            return Err("record too short".into());
+            return Err(RecordError::Short);
         }
         let (body, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         if self.mac(key, body) != mac {
-            return Err(format!(
-                "record {} fails its MAC",
-                String::from_utf8_lossy(key)
-            ));
+            return Err(RecordError::Mac(key.to_vec()));
         }
-        wire::decode(body, RECORD_LEN_MAX).map_err(|e| e.to_string())
+        Ok(wire::decode(body, RECORD_LEN_MAX)?)
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, String> {
-        match self.meta.get(key).map_err(|e| e.to_string())? {
+    fn read_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, RecordError> {
+        match self.meta.get(key)? {
             None => Ok(None),
             Some(v) => self.open_record(key, &v).map(Some),
         }
@@ -240,60 +289,58 @@ impl GateCache {
         k
     }
 
-    fn load_trust(&mut self) -> Result<(), String> {
-        let Some(head) = self.trust_tree.get(HEAD).map_err(|e| e.to_string())? else {
+    fn load_trust(&mut self) -> Result<(), TrustLoadError> {
+        let Some(head) = self.trust_tree.get(HEAD)? else {
             return if self.trust_tree.is_empty() {
                 Ok(())
             } else {
-                Err("records without a head".into())
+                Err(TrustLoadError::NoHead)
             };
         };
         let head: CacheHead = self.open_record(HEAD, &head)?;
         let snap = self
             .trust_tree
-            .get(SNAPSHOT)
-            .map_err(|e| e.to_string())?
-            .ok_or("the snapshot is missing")?;
+            .get(SNAPSHOT)?
+            .ok_or(TrustLoadError::NoSnapshot)?;
         let snap: TrustSnapshot = self.open_record(SNAPSHOT, &snap)?;
         if snap.incarnation != head.incarnation || snap.version != head.snapshot_version {
-            return Err("the snapshot is not the one the head names".into());
+            return Err(TrustLoadError::NotNamed);
         }
         let mut trust = self.trust_of(snap)?;
         let mut count = 0;
         for item in self.trust_tree.scan_prefix(b"u") {
-            let (k, v) = item.map_err(|e| e.to_string())?;
+            let (k, v) = item?;
             let u: TrustUpdate = self.open_record(&k, &v)?;
             if u.version != trust.version + 1 || k.as_ref() != Self::update_key(u.version) {
-                return Err(format!("update {} out of sequence", u.version));
+                return Err(TrustLoadError::OutOfSequence(u.version));
             }
             trust.apply(&u);
             count += 1;
         }
         if trust.version != head.version || count != head.version - head.snapshot_version {
-            return Err(format!(
-                "the head says version {}, the records make {}",
-                head.version, trust.version
-            ));
+            return Err(TrustLoadError::Versions {
+                head: head.version,
+                records: trust.version,
+            });
         }
         let extra = self.trust_tree.len() as u64 - 2 - count;
         if extra != 0 {
-            return Err(format!("{extra} unexpected records"));
+            return Err(TrustLoadError::Extra(extra));
         }
         self.trust = trust;
         self.head = head;
         Ok(())
     }
 
-    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, String> {
-        let cert = NodeCert::decode(&s.node_cert).map_err(|e| e.to_string())?;
+    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, TrustError> {
+        let cert = NodeCert::decode(&s.node_cert)?;
         // Validity is judged at use (with the node's time); here: signed by our root, for us.
-        cert.verify(&self.root, cert.not_before)
-            .map_err(|e| e.to_string())?;
+        cert.verify(&self.root, cert.not_before)?;
         if cert.community != self.community || s.community != self.community {
-            return Err(format!(
-                "trust data for community {}, this gate is of community {}",
-                s.community, self.community
-            ));
+            return Err(TrustError::Community {
+                data: s.community,
+                gate: self.community,
+            });
         }
         Ok(Trust {
             incarnation: s.incarnation,
@@ -321,7 +368,7 @@ impl GateCache {
     /// [`CacheError::Cert`] if the node's certificate is not from this district and
     /// community: nothing is changed.
     pub fn apply_snapshot(&mut self, s: TrustSnapshot) -> Result<(), CacheError> {
-        let trust = self.trust_of(s.clone()).map_err(CacheError::Cert)?;
+        let trust = self.trust_of(s.clone())?;
         let head = CacheHead {
             incarnation: s.incarnation,
             snapshot_version: s.version,

@@ -105,11 +105,43 @@ pub struct Decision {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GateError {
-    /// The node refused the request itself (a bad temperature, ...): nothing logged.
+    /// The node refused the request itself (a bad temperature, ...): nothing logged. The
+    /// node's own message, as it sent it.
     #[error("{0}")]
     Refused(String),
+    /// A scan refused before deciding (a temperature outside the thermometer's range, a bad
+    /// plate): nothing logged, the guard measures or types again.
+    #[error(transparent)]
+    Input(#[from] check::InputError),
+    #[error("gate decision task failed: {0}")]
+    Task(tokio::task::JoinError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+/// Why the link to the node ended (the gate looks for the node again).
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Discovery(#[from] menjin_discovery::DiscoveryError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the node ended the feed")]
+    Ended,
+    #[error("the node refused the feed: {0}")]
+    FeedRefused(String),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Trust(cache::TrustError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("the node refused the upload: {0}")]
+    UploadRefused(String),
+    #[error("unexpected answer to an upload: {0:?}")]
+    Unexpected(Box<Response>),
 }
 
 struct Link {
@@ -298,7 +330,7 @@ impl GateAgent {
             agent.decide_alone(&code, temperature_dc, plate.as_deref())
         })
         .await
-        .map_err(|e| GateError::Refused(format!("gate decision task failed: {e}")))?
+        .map_err(GateError::Task)?
     }
 
     fn lost(&self, client: &NodeClient, why: &str) {
@@ -326,7 +358,7 @@ impl GateAgent {
     /// decision is returned.
     ///
     /// # Errors
-    /// [`GateError::Refused`] for a temperature or plate refused before deciding (nothing
+    /// [`GateError::Input`] for a temperature or plate refused before deciding (nothing
     /// buffered); [`GateError::Cache`] if the buffer is full or cannot be written.
     pub fn decide_alone(
         &self,
@@ -359,8 +391,7 @@ impl GateAgent {
             trust,
             last_direction: &self.inner.last_direction,
         };
-        let checked = check::check(&scan, node_ms, &ctx, &mut lists)
-            .map_err(|e| GateError::Refused(e.to_string()))?;
+        let checked = check::check(&scan, node_ms, &ctx, &mut lists)?;
         let display = checked.credential.as_ref().map(|c| HolderDisplay {
             // The name stays on the node; offline the guard sees building, door and kind.
             name: "(offline)".into(),
@@ -490,9 +521,10 @@ impl GateAgent {
                     let node = format!("{} (via {})", found.addr, found.via.as_str());
                     agent.serve_link(found.client, &node).await
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.into()),
             };
             if let Err(why) = result {
+                let why = why.to_string();
                 let was_online = {
                     let mut link = agent.inner.link.lock().expect("link lock");
                     link.client.take().is_some()
@@ -511,12 +543,9 @@ impl GateAgent {
         }
     }
 
-    async fn serve_link(&self, client: NodeClient, node: &str) -> Result<(), String> {
+    async fn serve_link(&self, client: NodeClient, node: &str) -> Result<(), LinkError> {
         let gate_id = self.inner.cfg.gate_id.clone();
-        let mut feed = client
-            .subscribe(&gate_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut feed = client.subscribe(&gate_id).await?;
         // Reading a frame is not cancel-safe: a task of its own reads them.
         let (tx, mut frames) = mpsc::channel(16);
         let reader = tokio::spawn(async move {
@@ -533,7 +562,7 @@ impl GateAgent {
         loop {
             let frame = tokio::select! {
                 f = frames.recv() => match f {
-                    Some(f) => f.map_err(|e| e.to_string())?,
+                    Some(f) => f?,
                     None => None,
                 },
                 () = self.inner.upload.notified() => {
@@ -542,13 +571,13 @@ impl GateAgent {
                 }
             };
             let Some(frame) = frame else {
-                return Err("the node ended the feed".into());
+                return Err(LinkError::Ended);
             };
             let node_time = match &frame {
                 GateFeed::Snapshot(s) => s.node_time_ms,
                 GateFeed::Update(u) => u.node_time_ms,
                 GateFeed::Heartbeat { node_time_ms, .. } => *node_time_ms,
-                GateFeed::Refused(why) => return Err(format!("the node refused the feed: {why}")),
+                GateFeed::Refused(why) => return Err(LinkError::FeedRefused(why.clone())),
             };
             let before = self.inner.applied.borrow().lockdown.clone();
             // Applying flushes sled: off the event loop.
@@ -566,17 +595,16 @@ impl GateAgent {
                     at: Some(std::time::Instant::now()),
                 })
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
             let applied = match applied {
                 Ok(a) => a,
                 Err(CacheError::Cert(why)) => {
                     self.notice(Notice::Problem {
                         what: format!("node {node} sent trust data that does not check out: {why}"),
                     });
-                    return Err(why);
+                    return Err(LinkError::Trust(why));
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             };
             self.heard(node_time);
             let first = !announced;
@@ -604,7 +632,7 @@ impl GateAgent {
         }
     }
 
-    async fn ack(&self, client: &NodeClient, applied: &Applied) -> Result<(), String> {
+    async fn ack(&self, client: &NodeClient, applied: &Applied) -> Result<(), LinkError> {
         let (incarnation, pending, offset) = {
             let cache = self.inner.cache.lock().expect("cache lock");
             (
@@ -635,7 +663,7 @@ impl GateAgent {
     }
 
     /// Uploads the buffer in batches; the node's cursor makes resending harmless.
-    async fn upload(&self, client: &NodeClient) -> Result<(), String> {
+    async fn upload(&self, client: &NodeClient) -> Result<(), LinkError> {
         let mut sent = false;
         loop {
             let batch = self
@@ -643,8 +671,7 @@ impl GateAgent {
                 .cache
                 .lock()
                 .expect("cache lock")
-                .oldest(UPLOAD_BATCH_MAX)
-                .map_err(|e| e.to_string())?;
+                .oldest(UPLOAD_BATCH_MAX)?;
             let Some(last) = batch.last().map(|e| e.gate_seq) else {
                 if sent {
                     // The node shows what still waits at each gate: tell it the buffer is empty.
@@ -664,9 +691,7 @@ impl GateAgent {
                     stored,
                 }) => {
                     let mut cache = self.inner.cache.lock().expect("cache lock");
-                    cache
-                        .uploaded(upto_gate_seq.max(last))
-                        .map_err(|e| e.to_string())?;
+                    cache.uploaded(upto_gate_seq.max(last))?;
                     if !cache.alarm() {
                         self.inner.link.lock().expect("link lock").alarmed = false;
                     }
@@ -677,10 +702,10 @@ impl GateAgent {
                     });
                 }
                 Ok(Response::Error { message, .. }) => {
-                    return Err(format!("the node refused the upload: {message}"));
+                    return Err(LinkError::UploadRefused(message));
                 }
-                Ok(other) => return Err(format!("unexpected answer to an upload: {other:?}")),
-                Err(e) => return Err(e.to_string()),
+                Ok(other) => return Err(LinkError::Unexpected(Box::new(other))),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -728,12 +753,6 @@ impl check::Trust for CachedTrust<'_> {
     fn swap_direction(&mut self, holder: HolderId, direction: Direction) -> Option<Direction> {
         let mut last = self.last_direction.lock().expect("passback lock");
         last.insert(holder, direction)
-    }
-}
-
-impl From<ClientError> for GateError {
-    fn from(e: ClientError) -> GateError {
-        GateError::Refused(e.to_string())
     }
 }
 

@@ -75,8 +75,29 @@ pub enum HubLogError {
     Disorder(CommunityId),
     #[error("log batch of {0} events exceeds the limit")]
     TooBig(usize),
+    #[error("hub log record is corrupt: {}", hex::encode(.0))]
+    CorruptKey(Vec<u8>),
     #[error("hub log record is corrupt: {0}")]
-    Corrupt(String),
+    Corrupt(menjin_proto::wire::WireError),
+}
+
+/// Why a node's link ended (the node reconnects).
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("link stream: {0}")]
+    Accept(#[from] quinn::ConnectionError),
+    #[error("link stream: expected Hello, got {0:?}")]
+    NoHello(Box<LinkFrame>),
+    #[error("link stream: unexpected frame")]
+    Unexpected,
+    #[error("link stream: {0}")]
+    Store(#[from] menjin_replication::syncstore::StoreError),
+    #[error("link stream: {0}")]
+    Log(#[from] HubLogError),
+    #[error("link stream: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Owner of sled tree `hub_log`: community (u32 BE) ++ sequence (u64 BE) → [`GateEvent`].
@@ -110,7 +131,7 @@ impl HubLog {
                 u64::from_be_bytes(
                     k[4..12]
                         .try_into()
-                        .map_err(|_| HubLogError::Corrupt(hex::encode(&k)))?,
+                        .map_err(|_| HubLogError::CorruptKey(k.to_vec()))?,
                 ) + 1
             }
             None => 1,
@@ -171,10 +192,10 @@ impl HubLog {
             let c = CommunityId::from_be_bytes(
                 k[..4]
                     .try_into()
-                    .map_err(|_| HubLogError::Corrupt(hex::encode(&k)))?,
+                    .map_err(|_| HubLogError::CorruptKey(k.to_vec()))?,
             );
-            let ev: GateEvent = wire::decode(&v, wire::GATE_REQUEST_LEN_MAX)
-                .map_err(|e| HubLogError::Corrupt(e.to_string()))?;
+            let ev: GateEvent =
+                wire::decode(&v, wire::GATE_REQUEST_LEN_MAX).map_err(HubLogError::Corrupt)?;
             let keep = q.from_ms.is_none_or(|f| ev.time_ms >= f)
                 && q.until_ms.is_none_or(|u| ev.time_ms <= u)
                 && q.gate.as_ref().is_none_or(|g| *g == ev.gate)
@@ -586,7 +607,9 @@ impl Hub {
         }
         self.touch(community, false);
         match result {
-            Err(FrameError::Closed) | Ok(()) => tracing::info!(community, "node link closed"),
+            Err(LinkError::Frame(FrameError::Closed)) | Ok(()) => {
+                tracing::info!(community, "node link closed")
+            }
             Err(e) => {
                 tracing::info!(community, error = %e, "node link ended");
                 conn.close(2u32.into(), b"link error");
@@ -599,25 +622,17 @@ impl Hub {
         community: CommunityId,
         conn: &quinn::Connection,
         session: &mut Option<u64>,
-    ) -> Result<(), FrameError> {
+    ) -> Result<(), LinkError> {
         let peer = Role::Node(community);
-        let stored =
-            |e: menjin_replication::syncstore::StoreError| FrameError::Stream(e.to_string());
-        let (mut send, mut recv) = conn
-            .accept_bi()
-            .await
-            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        let (mut send, mut recv) = conn.accept_bi().await?;
         match read_frame(&mut recv).await? {
             LinkFrame::Hello { events_logged } => {
                 tracing::info!(community, events_logged, "node linked")
             }
-            other => return Err(FrameError::Stream(format!("expected Hello, got {other:?}"))),
+            other => return Err(LinkError::NoHello(Box::new(other))),
         }
         self.touch(community, true);
-        let next_seq = self
-            .log
-            .next_seq(community)
-            .map_err(|e| FrameError::Stream(e.to_string()))?;
+        let next_seq = self.log.next_seq(community)?;
         write_frame(&mut send, &LinkFrame::LogCursor { next_seq }).await?;
         let (tx, mut frames) = tokio::sync::mpsc::channel(16);
         let reader = tokio::spawn(async move {
@@ -630,7 +645,7 @@ impl Hub {
             }
         });
         let repl = self.replication.clone();
-        *session = repl.connect(peer, now_ms()).map_err(stored)?;
+        *session = repl.connect(peer, now_ms())?;
         let mut changes = repl.subscribe();
         let result = async {
             loop {
@@ -639,29 +654,26 @@ impl Hub {
                     frame = frames.recv() => {
                         let frame = match frame {
                             Some(f) => f?,
-                            None => return Err(FrameError::Closed),
+                            None => return Err(FrameError::Closed.into()),
                         };
                         self.touch(community, true);
                         match frame {
                             LinkFrame::LogBatch { events } => {
                                 let log = self.log.clone();
                                 let stored = tokio::task::spawn_blocking(move || log.store(community, &events))
-                                    .await
-                                    .map_err(|e| FrameError::Stream(e.to_string()))?;
+                                    .await?;
                                 match stored {
                                     Ok(upto_seq) => write_frame(&mut send, &LinkFrame::LogAck { upto_seq }).await?,
                                     Err(e) => {
                                         tracing::warn!(community, error = %e, "log batch refused");
-                                        return Err(FrameError::Stream(e.to_string()));
+                                        return Err(e.into());
                                     }
                                 }
                             }
                             LinkFrame::Sync(bytes) => {
                                 let repl = repl.clone();
                                 tokio::task::spawn_blocking(move || receive_frame(&repl, peer, &bytes))
-                                    .await
-                                    .map_err(|e| FrameError::Stream(e.to_string()))?
-                                    .map_err(stored)?;
+                                    .await??;
                             }
                             LinkFrame::LocalLockdown(l) => self.adopt_local_lockdown(community, &l),
                             LinkFrame::GateLinks(gates) => {
@@ -669,12 +681,12 @@ impl Hub {
                             }
                             other => {
                                 tracing::warn!(community, ?other, "unexpected frame from node");
-                                return Err(FrameError::Stream("unexpected frame".into()));
+                                return Err(LinkError::Unexpected);
                             }
                         }
                     }
                     _ = changes.changed() => {}
-                    () = next_timer(&repl) => repl.timeout(now_ms()).map_err(stored)?,
+                    () = next_timer(&repl) => repl.timeout(now_ms())?,
                 }
             }
         }

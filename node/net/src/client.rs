@@ -24,13 +24,51 @@ pub enum ClientError {
     #[error("cannot open a UDP socket: {0}")]
     Socket(std::io::Error),
     #[error("cannot reach the node at {addr}: {why}")]
-    Connect { addr: SocketAddr, why: String },
+    Connect {
+        addr: SocketAddr,
+        why: ConnectFailure,
+    },
     #[error("no answer from the node within {0} ms")]
     Timeout(u64),
     #[error("connection to the node failed: {0}")]
-    Stream(String),
+    Stream(StreamError),
     #[error("the node sent a malformed answer: {0}")]
     Malformed(#[from] wire::WireError),
+}
+
+/// Why a connection attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    #[error(transparent)]
+    Endpoint(#[from] quinn::ConnectError),
+    #[error("no handshake within {0} ms")]
+    Timeout(u64),
+    #[error(transparent)]
+    Handshake(#[from] quinn::ConnectionError),
+}
+
+/// A stream operation that failed on a connection to a node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    #[error(transparent)]
+    Open(#[from] quinn::ConnectionError),
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    #[error(transparent)]
+    Finish(#[from] quinn::ClosedStream),
+    #[error(transparent)]
+    Read(#[from] quinn::ReadToEndError),
+    #[error(transparent)]
+    ReadExact(#[from] quinn::ReadExactError),
+    /// A stream error often says only "connection lost"; the connection's close reason says
+    /// why (for example a node refusing an unenrolled key during the handshake).
+    #[error("{failed}: {reason}")]
+    Closed {
+        failed: Box<StreamError>,
+        reason: quinn::ConnectionError,
+    },
 }
 
 /// One authenticated connection to a node.
@@ -67,17 +105,17 @@ impl NodeClient {
                 .connect(addr, tls::SERVER_NAME)
                 .map_err(|e| ClientError::Connect {
                     addr,
-                    why: e.to_string(),
+                    why: e.into(),
                 })?;
         let conn = tokio::time::timeout(Duration::from_millis(CONNECT_TIMEOUT_MS), connecting)
             .await
             .map_err(|_| ClientError::Connect {
                 addr,
-                why: format!("no handshake within {CONNECT_TIMEOUT_MS} ms"),
+                why: ConnectFailure::Timeout(CONNECT_TIMEOUT_MS),
             })?
             .map_err(|e| ClientError::Connect {
                 addr,
-                why: e.to_string(),
+                why: e.into(),
             })?;
         Ok(NodeClient { endpoint, conn })
     }
@@ -99,18 +137,21 @@ impl NodeClient {
     pub async fn request_raw(&self, bytes: &[u8]) -> Result<Response, ClientError> {
         // A stream error often says only "connection lost"; the connection's close reason says
         // why (for example a node refusing an unenrolled key during the handshake).
-        let stream = |e: &dyn std::fmt::Display| match self.conn.close_reason() {
-            Some(reason) => ClientError::Stream(format!("{e}: {reason}")),
-            None => ClientError::Stream(e.to_string()),
+        let stream = |e: StreamError| match self.conn.close_reason() {
+            Some(reason) => ClientError::Stream(StreamError::Closed {
+                failed: Box::new(e),
+                reason,
+            }),
+            None => ClientError::Stream(e),
         };
         let exchange = async {
-            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| stream(&e))?;
-            send.write_all(bytes).await.map_err(|e| stream(&e))?;
-            send.finish().map_err(|e| stream(&e))?;
+            let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| stream(e.into()))?;
+            send.write_all(bytes).await.map_err(|e| stream(e.into()))?;
+            send.finish().map_err(|e| stream(e.into()))?;
             let answer = recv
                 .read_to_end(RESPONSE_LEN_MAX)
                 .await
-                .map_err(|e| stream(&e))?;
+                .map_err(|e| stream(e.into()))?;
             Ok(wire::decode::<Response>(&answer, RESPONSE_LEN_MAX)?)
         };
         tokio::time::timeout(Duration::from_millis(REQUEST_TIMEOUT_MS), exchange)
@@ -124,14 +165,14 @@ impl NodeClient {
     /// # Errors
     /// [`ClientError`] if the stream cannot be opened.
     pub async fn subscribe(&self, gate_id: &str) -> Result<FeedStream, ClientError> {
-        let stream = |e: &dyn std::fmt::Display| ClientError::Stream(e.to_string());
-        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| stream(&e))?;
+        let stream = |e: StreamError| ClientError::Stream(e);
+        let (mut send, recv) = self.conn.open_bi().await.map_err(|e| stream(e.into()))?;
         send.write_all(&wire::encode(&Request::Subscribe {
             gate_id: gate_id.to_string(),
         }))
         .await
-        .map_err(|e| stream(&e))?;
-        send.finish().map_err(|e| stream(&e))?;
+        .map_err(|e| stream(e.into()))?;
+        send.finish().map_err(|e| stream(e.into()))?;
         Ok(FeedStream { recv })
     }
 
@@ -182,7 +223,7 @@ impl FeedStream {
         match self.recv.read_exact(&mut len).await {
             Ok(()) => {}
             Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(e) => return Err(ClientError::Stream(e.to_string())),
+            Err(e) => return Err(ClientError::Stream(e.into())),
         }
         let len = u32::from_be_bytes(len) as usize;
         if len > FEED_FRAME_LEN_MAX {
@@ -195,7 +236,7 @@ impl FeedStream {
         self.recv
             .read_exact(&mut body)
             .await
-            .map_err(|e| ClientError::Stream(e.to_string()))?;
+            .map_err(|e| ClientError::Stream(e.into()))?;
         Ok(Some(wire::decode(&body, FEED_FRAME_LEN_MAX)?))
     }
 }

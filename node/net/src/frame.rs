@@ -9,7 +9,9 @@ pub enum FrameError {
     #[error("link stream closed")]
     Closed,
     #[error("link stream: {0}")]
-    Stream(String),
+    Write(#[from] quinn::WriteError),
+    #[error("link stream: {0}")]
+    Read(#[from] quinn::ReadExactError),
     #[error("link frame of {0} bytes exceeds the limit")]
     TooLong(usize),
     #[error("malformed link frame: {0}")]
@@ -29,12 +31,8 @@ pub async fn write_frame(
         return Err(FrameError::TooLong(body.len()));
     }
     let len = (body.len() as u32).to_be_bytes();
-    send.write_all(&len)
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
-    send.write_all(&body)
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))
+    send.write_all(&len).await?;
+    Ok(send.write_all(&body).await?)
 }
 
 /// Reads one frame, refusing oversized and malformed ones.
@@ -46,15 +44,13 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<LinkFrame, Frame
     match recv.read_exact(&mut len).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(FrameError::Closed),
-        Err(e) => return Err(FrameError::Stream(e.to_string())),
+        Err(e) => return Err(FrameError::Read(e)),
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > LINK_FRAME_LEN_MAX {
         return Err(FrameError::TooLong(len));
     }
     let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    recv.read_exact(&mut body).await?;
     Ok(wire::decode(&body, LINK_FRAME_LEN_MAX)?)
 }

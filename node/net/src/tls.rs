@@ -39,9 +39,33 @@ pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 #[non_exhaustive]
 pub enum TlsError {
     #[error("cannot build certificate: {0}")]
-    Cert(String),
+    Key(ed25519_dalek::pkcs8::Error),
+    #[error("cannot build certificate: {0}")]
+    Cert(rcgen::Error),
     #[error("tls configuration: {0}")]
-    Config(String),
+    Config(rustls::Error),
+    #[error("tls configuration: {0}")]
+    Suite(quinn::crypto::rustls::NoInitialCipherSuite),
+}
+
+/// Why a peer's X.509 certificate is not one of Menjin's.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerCertError {
+    #[error("not X.509: {0}")]
+    NotX509(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("certificate key is not ed25519")]
+    NotEd25519,
+    #[error("ed25519 key is not 32 bytes")]
+    KeyLength,
+    #[error("invalid ed25519 key")]
+    InvalidKey,
+    #[error("node certificate extension is not an octet string")]
+    ExtensionNotOctetString,
+    #[error("bad node certificate extension")]
+    BadExtension,
+    #[error(transparent)]
+    NodeCert(#[from] menjin_proto::cert::CertError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -104,19 +128,17 @@ fn wrap_octet_string(bytes: &[u8]) -> Vec<u8> {
 /// A self-signed certificate for `key`, carrying `node_cert` if given.
 ///
 /// # Errors
-/// [`TlsError::Cert`] if rcgen refuses the key (it should not for ed25519).
+/// [`TlsError`] if rcgen refuses the key (it should not for ed25519).
 pub fn self_signed(
     key: &SigningKey,
     node_cert: Option<&NodeCert>,
 ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
-    let pkcs8 = key
-        .to_pkcs8_der()
-        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let pkcs8 = key.to_pkcs8_der().map_err(TlsError::Key)?;
     let pkcs8 = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
     let pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
-        .map_err(|e| TlsError::Cert(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
-        .map_err(|e| TlsError::Cert(e.to_string()))?;
+        .map_err(TlsError::Cert)?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).map_err(TlsError::Cert)?;
     if let Some(nc) = node_cert {
         params
             .custom_extensions
@@ -125,39 +147,34 @@ pub fn self_signed(
                 wrap_octet_string(&nc.encode()),
             ));
     }
-    let cert = params
-        .self_signed(&pair)
-        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let cert = params.self_signed(&pair).map_err(TlsError::Cert)?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(pkcs8)))
 }
 
 /// The ed25519 key and (for nodes) the node certificate inside a peer's X.509 certificate.
 ///
 /// # Errors
-/// A message for the log: not X.509, not ed25519, bad extension.
-pub fn parse_peer_cert(der: &[u8]) -> Result<(VerifyingKey, Option<NodeCert>), String> {
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("not X.509: {e}"))?;
+/// [`PeerCertError`]: not X.509, not ed25519, bad extension.
+pub fn parse_peer_cert(der: &[u8]) -> Result<(VerifyingKey, Option<NodeCert>), PeerCertError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(PeerCertError::NotX509)?;
     let spki = cert.public_key();
     if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
-        return Err("certificate key is not ed25519".into());
+        return Err(PeerCertError::NotEd25519);
     }
     let raw: [u8; 32] = spki
         .subject_public_key
         .data
         .as_ref()
         .try_into()
-        .map_err(|_| "ed25519 key is not 32 bytes".to_string())?;
-    let key = VerifyingKey::from_bytes(&raw).map_err(|_| "invalid ed25519 key".to_string())?;
+        .map_err(|_| PeerCertError::KeyLength)?;
+    let key = VerifyingKey::from_bytes(&raw).map_err(|_| PeerCertError::InvalidKey)?;
     let mut node_cert = None;
     for ext in cert.extensions() {
         if ext.oid.to_id_string() == NODE_CERT_OID_STR {
             let (_, inner) = x509_parser::der_parser::der::parse_der_octetstring(ext.value)
-                .map_err(|_| "node certificate extension is not an octet string".to_string())?;
-            let bytes = inner
-                .as_slice()
-                .map_err(|_| "bad node certificate extension".to_string())?;
-            node_cert = Some(NodeCert::decode(bytes).map_err(|e| e.to_string())?);
+                .map_err(|_| PeerCertError::ExtensionNotOctetString)?;
+            let bytes = inner.as_slice().map_err(|_| PeerCertError::BadExtension)?;
+            node_cert = Some(NodeCert::decode(bytes)?);
         }
     }
     Ok((key, node_cert))
@@ -198,7 +215,7 @@ impl ClientCertVerifier for EnrolledClients {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let (key, _) = parse_peer_cert(end_entity).map_err(general)?;
+        let (key, _) = parse_peer_cert(end_entity).map_err(|e| general(e.to_string()))?;
         if self.peers.0.role(key.as_bytes()).is_none() {
             tracing::warn!(key = %menjin_proto::keys::fingerprint(&key), "refused unenrolled client key");
             return Err(general("client key is not enrolled at this node"));
@@ -247,7 +264,7 @@ impl ServerCertVerifier for DistrictNodes {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let (key, node_cert) = parse_peer_cert(end_entity).map_err(general)?;
+        let (key, node_cert) = parse_peer_cert(end_entity).map_err(|e| general(e.to_string()))?;
         let node_cert = node_cert.ok_or_else(|| general("server presents no node certificate"))?;
         node_cert
             .verify(&self.root, now.as_secs())
@@ -317,13 +334,12 @@ pub fn server_config(
     });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![cert], key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(TlsError::Suite)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport());
     Ok(cfg)
@@ -346,14 +362,13 @@ pub fn client_config(
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .dangerous() // a custom verifier, which verifies: see DistrictNodes
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![cert], key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(TlsError::Suite)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(transport());
     Ok(cfg)

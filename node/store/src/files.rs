@@ -41,6 +41,23 @@ pub enum FileError {
     TooOpen { path: PathBuf, mode: u32 },
     #[error("{0} already exists: refusing to overwrite a key")]
     Exists(PathBuf),
+    #[error("{path}: {source}")]
+    Interfaces {
+        path: PathBuf,
+        source: InterfacesError,
+    },
+}
+
+/// An interface list that [`check_interfaces`] refuses; `what` names the list.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InterfacesError {
+    #[error("{what} is empty: list interface names (e.g. eth0), or all")]
+    Empty { what: &'static str },
+    #[error("{what} lists {count} names, at most {max}", max = INTERFACES_MAX)]
+    TooMany { what: &'static str, count: usize },
+    #[error("{what}: {name:?} is not an interface name (1 to 15 characters, no spaces or /)")]
+    BadName { what: &'static str, name: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
@@ -133,7 +150,7 @@ pub fn write_public_key(path: &Path, key: &VerifyingKey) -> Result<(), FileError
 
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, FileError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    parse_public_key_hex(&text).map_err(|why| invalid(path, why))
+    parse_public_key_hex(&text).map_err(|why| invalid(path, why.to_string()))
 }
 
 pub fn read_node_cert(path: &Path) -> Result<NodeCert, FileError> {
@@ -301,27 +318,30 @@ const INTERFACES_MAX: usize = 16;
 /// names of 1 to 15 printable bytes without `/`, or `all`; required when `enabled`.
 ///
 /// # Errors
-/// A message naming the list and the offending name.
-pub fn check_interfaces(what: &str, enabled: bool, names: &[String]) -> Result<(), String> {
+/// [`InterfacesError`] naming the list and the offending name.
+pub fn check_interfaces(
+    what: &'static str,
+    enabled: bool,
+    names: &[String],
+) -> Result<(), InterfacesError> {
     if enabled && names.is_empty() {
-        return Err(format!(
-            "{what} is empty: list interface names (e.g. eth0), or all"
-        ));
+        return Err(InterfacesError::Empty { what });
     }
     if names.len() > INTERFACES_MAX {
-        return Err(format!(
-            "{what} lists {} names, at most {INTERFACES_MAX}",
-            names.len()
-        ));
+        return Err(InterfacesError::TooMany {
+            what,
+            count: names.len(),
+        });
     }
     for name in names {
         let ok = !name.is_empty()
             && name.len() <= INTERFACE_NAME_LEN_MAX
             && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
         if !ok {
-            return Err(format!(
-                "{what}: {name:?} is not an interface name (1 to 15 characters, no spaces or /)"
-            ));
+            return Err(InterfacesError::BadName {
+                what,
+                name: name.clone(),
+            });
         }
     }
     Ok(())
@@ -457,8 +477,12 @@ impl NodeDir {
                 "0 is the district hub's; a community is 1 or more",
             );
         }
-        check_interfaces("mdns.interfaces", cfg.mdns.enabled, &cfg.mdns.interfaces)
-            .map_err(|why| invalid(&self.config(), why))?;
+        check_interfaces("mdns.interfaces", cfg.mdns.enabled, &cfg.mdns.interfaces).map_err(
+            |source| FileError::Interfaces {
+                path: self.config(),
+                source,
+            },
+        )?;
         Ok(cfg)
     }
 
@@ -499,7 +523,7 @@ impl GateDir {
         let path = self.config();
         let (cfg, text): (GateConfig, _) = read_toml(&path)?;
         parse_public_key_hex(&cfg.root_public_key)
-            .map_err(|why| refuse_key(&path, &text, "root_public_key", &why))?;
+            .map_err(|why| refuse_key(&path, &text, "root_public_key", &why.to_string()))?;
         if cfg.gate_id.is_empty() || cfg.gate_id.len() > menjin_proto::wire::GATE_ID_LEN_MAX {
             return Err(refuse_key(&path, &text, "gate_id", "must be 1 to 32 bytes"));
         }
@@ -519,8 +543,12 @@ impl GateDir {
             }
         }
         let d = &cfg.discovery;
-        check_interfaces("discovery.interfaces", d.enabled, &d.interfaces)
-            .map_err(|why| invalid(&self.config(), why))?;
+        check_interfaces("discovery.interfaces", d.enabled, &d.interfaces).map_err(|source| {
+            FileError::Interfaces {
+                path: self.config(),
+                source,
+            }
+        })?;
         if !(BROWSE_MS_MIN..=BROWSE_MS_MAX).contains(&d.browse_ms) {
             return Err(invalid(
                 &self.config(),

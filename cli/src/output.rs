@@ -1,14 +1,52 @@
 //! What the commands print: a few readable lines by default, one JSON object with `--json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{Context, Result};
 
 use menjin_proto::NodeCert;
 use menjin_proto::civil::Date;
 use menjin_proto::wire::{CheckAnswer, GateEvent, Response};
 use serde_json::json;
 
-use crate::{EXIT_DENIED, EXIT_REFUSED};
+use crate::exit::{EXIT_DENIED, EXIT_REFUSED};
+
+/// Where a command that issues a code shows it, besides its text.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QrArgs {
+    /// Show the code as a QR in the terminal.
+    #[arg(long)]
+    qr: bool,
+    /// Write the code as a PNG QR image.
+    #[arg(long)]
+    qr_png: Option<PathBuf>,
+    /// Write the code as an SVG QR image.
+    #[arg(long)]
+    qr_svg: Option<PathBuf>,
+}
+
+/// Writes the code of a declaration or invitation as `qr` asks (nothing for other answers).
+pub fn write_qr(resp: &Response, qr: &QrArgs, json: bool) -> Result<()> {
+    let code = match resp {
+        Response::Declared(r) => r.code.clone(),
+        Response::Visitor(v) => Some(v.code.clone()),
+        _ => None,
+    };
+    let Some(code) = code else { return Ok(()) };
+    if let Some(path) = &qr.qr_png {
+        std::fs::write(path, menjin_render::qr::qr_png(&code, 8)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &qr.qr_svg {
+        std::fs::write(path, menjin_render::qr::qr_svg(&code)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if qr.qr && !json {
+        println!("{}", menjin_render::qr::qr_terminal(&code)?);
+    }
+    Ok(())
+}
 
 fn print_json(value: &impl serde::Serialize) {
     println!(
@@ -213,7 +251,7 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
             println!("{} events", events.len());
         }
         Response::Summary(s) => {
-            let left = s.deadline as i64 - (crate::now_secs() as i64);
+            let left = s.deadline as i64 - (crate::form::now_secs() as i64);
             println!(
                 "{} ({}): deadline {} ({})",
                 s.community_name,

@@ -154,7 +154,7 @@ pub async fn run(
         let console = node.console().await?;
         let mut residents = Vec::new();
         for r in 0..rounds {
-            let form = crate::demo::person(
+            let form = crate::cmd::demo::person(
                 "住户",
                 r % 2 == 0,
                 "19800101",

@@ -44,7 +44,7 @@ use menjin_proto::wire::{CheckRequest, Direction, Request, Response};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
-use crate::demo::person;
+use crate::cmd::demo::person;
 use menjin_harness::LocalDistrict;
 
 const COMMUNITY: u32 = 440_304_010;

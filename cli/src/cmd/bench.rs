@@ -1,6 +1,9 @@
 //! `menjin bench ...`: figures, never pass/fail on a timing. A run fails only when something
 //! is functionally wrong (a check errors, a valid code is denied, the gate log misses events).
 
+mod lockdown;
+mod sync;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +15,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::demo::person;
+use crate::cmd::demo::person;
 use menjin_harness::{LocalDistrict, LocalGate};
 
 const COMMUNITY: u32 = 440_304_009;
@@ -52,7 +55,7 @@ pub enum BenchCmd {
     },
     /// Initial sync of one community to an empty hub, one revocation, a node restart.
     Sync {
-        #[arg(long, default_value_t = crate::bench_sync::RESIDENTS_DEFAULT)]
+        #[arg(long, default_value_t = sync::RESIDENTS_DEFAULT)]
         residents: usize,
     },
 }
@@ -69,8 +72,8 @@ pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
             nodes,
             gates_per_node,
             rounds,
-        } => crate::bench_lockdown::run(nodes, gates_per_node, rounds, json).await,
-        BenchCmd::Sync { residents } => crate::bench_sync::run(residents, json).await,
+        } => lockdown::run(nodes, gates_per_node, rounds, json).await,
+        BenchCmd::Sync { residents } => sync::run(residents, json).await,
     }
 }
 

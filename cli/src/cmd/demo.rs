@@ -14,7 +14,7 @@ use menjin_render::qr as render;
 use menjin_store::files::read_signing_key;
 use serde_json::json;
 
-use crate::now_secs;
+use crate::form::now_secs;
 use menjin_harness::{LocalDistrict, LocalGate, LocalNode};
 
 const COMMUNITY: u32 = 440_304_001;

@@ -247,6 +247,56 @@ impl Gate {
         }
     }
 
+    /// A vehicle at `END`: each occupant checked; it passes only if every one does.
+    async fn vehicle(&mut self, plate: &str, occupants: &[(usize, i16, String)]) {
+        let mut all_allowed = !occupants.is_empty();
+        for (l, t, code) in occupants {
+            match self.check(code, *t, Some(plate)).await {
+                Ok(d) => {
+                    all_allowed &= d.answer.allowed;
+                    self.show(*l, &d, Some(plate));
+                }
+                Err(why) => {
+                    all_allowed = false;
+                    self.problem(*l, &why);
+                }
+            }
+        }
+        if self.json {
+            println!(
+                "{}",
+                json!({ "vehicle": plate, "occupants": occupants.len(), "allowed": all_allowed })
+            );
+        } else {
+            println!(
+                "{} VEHICLE {plate} ({} occupants)",
+                if all_allowed { "ALLOW" } else { "DENY " },
+                occupants.len()
+            );
+        }
+    }
+
+    /// Standard input ended (after line `n`): give the link a moment to upload what waits,
+    /// then report it.
+    async fn finish(&self, n: usize, notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
+        while self.agent.pending() > 0
+            && self.agent.online()
+            && tokio::time::Instant::now() < deadline
+        {
+            self.agent.kick_upload();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        while let Ok(notice) = notices.try_recv() {
+            self.notice(&notice);
+        }
+        let pending = self.agent.pending();
+        if pending > 0 {
+            self.problem(n, &format!("{pending} offline events still wait for upload in this gate's cache; they go when the gate runs again and reaches its node"));
+        }
+    }
+
     fn notice(&self, n: &Notice) {
         if self.json {
             println!("{}", json!(n));
@@ -347,34 +397,9 @@ async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
             continue;
         }
         if line == "END" {
-            let Some((plate, occupants)) = vehicle.take() else {
-                gate.problem(n, "END without CAR");
-                continue;
-            };
-            let mut all_allowed = !occupants.is_empty();
-            for (l, t, code) in &occupants {
-                match gate.check(code, *t, Some(&plate)).await {
-                    Ok(d) => {
-                        all_allowed &= d.answer.allowed;
-                        gate.show(*l, &d, Some(&plate));
-                    }
-                    Err(why) => {
-                        all_allowed = false;
-                        gate.problem(*l, &why);
-                    }
-                }
-            }
-            if json {
-                println!(
-                    "{}",
-                    json!({ "vehicle": plate, "occupants": occupants.len(), "allowed": all_allowed })
-                );
-            } else {
-                println!(
-                    "{} VEHICLE {plate} ({} occupants)",
-                    if all_allowed { "ALLOW" } else { "DENY " },
-                    occupants.len()
-                );
+            match vehicle.take() {
+                Some((plate, occupants)) => gate.vehicle(&plate, &occupants).await,
+                None => gate.problem(n, "END without CAR"),
             }
             continue;
         }
@@ -401,21 +426,7 @@ async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
             Err(why) => gate.problem(n, &why),
         }
     }
-    // Standard input ended: give the link a moment to upload what waits, then report it.
-    let deadline =
-        tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
-    while gate.agent.pending() > 0 && gate.agent.online() && tokio::time::Instant::now() < deadline
-    {
-        gate.agent.kick_upload();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    while let Ok(notice) = notices.try_recv() {
-        gate.notice(&notice);
-    }
-    let pending = gate.agent.pending();
-    if pending > 0 {
-        gate.problem(n, &format!("{pending} offline events still wait for upload in this gate's cache; they go when the gate runs again and reaches its node"));
-    }
+    gate.finish(n, &mut notices).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -446,6 +457,23 @@ async fn discover(
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)
         .map_err(anyhow::Error::msg)?;
     let d = discovery::discover(&cfg, &key, root).await;
+    if json {
+        discovery_json(&cfg, &d);
+    } else {
+        discovery_text(&cfg, &d);
+    }
+    match d.found {
+        Some(found) => {
+            found.client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// `gate discover --json`: the discovery settings, what mDNS saw, each candidate probed, the
+/// node chosen.
+fn discovery_json(cfg: &menjin_store::files::GateConfig, d: &discovery::Discovery) {
     let probes: Vec<serde_json::Value> = d
         .probes
         .iter()
@@ -480,67 +508,61 @@ async fn discover(
             "fingerprint": f.fingerprint,
         })
     });
-    if json {
-        let (advertised, mdns_error) = match &d.browsed {
-            Some(Ok(n)) => (Some(*n), None),
-            Some(Err(e)) => (None, Some(e.clone())),
-            None => (None, None),
-        };
-        println!(
-            "{}",
-            json!({
-                "community": cfg.community,
-                "discovery": {
-                    "enabled": cfg.discovery.enabled,
-                    "interfaces": cfg.discovery.interfaces,
-                    "browse_ms": cfg.discovery.browse_ms,
-                },
-                "advertised": advertised,
-                "mdns_error": mdns_error,
-                "candidates": probes,
-                "chosen": chosen,
-            })
-        );
-    } else {
-        match &d.browsed {
-            None => println!("mDNS discovery is off in gate.toml ([discovery] enabled = false)"),
-            Some(Err(e)) => println!("mDNS failed: {e}"),
-            Some(Ok(n)) => println!(
-                "mDNS on {:?}: {n} node(s) of community {} advertised",
-                cfg.discovery.interfaces, cfg.community
-            ),
-        }
-        for p in &d.probes {
-            let what = p
-                .instance
-                .as_deref()
-                .unwrap_or("static address from gate.toml");
-            let result = match &p.outcome {
-                ProbeOutcome::Verified { rtt_us, .. } => {
-                    format!("verified, rtt {:.2} ms", *rtt_us as f64 / 1000.0)
-                }
-                ProbeOutcome::Refused(why) => format!("REFUSED: {why}"),
-                ProbeOutcome::Unreachable(why) => format!("unreachable: {why}"),
-            };
-            println!("  {what} at {}: {result}", p.addr);
-        }
-        match &d.found {
-            Some(f) => println!(
-                "chosen: {} ({}, rtt {:.2} ms, key {})",
-                f.addr,
-                f.via.as_str(),
-                f.rtt_us as f64 / 1000.0,
-                f.fingerprint
-            ),
-            None => println!("no node of community {} could be used", cfg.community),
-        }
+    let (advertised, mdns_error) = match &d.browsed {
+        Some(Ok(n)) => (Some(*n), None),
+        Some(Err(e)) => (None, Some(e.clone())),
+        None => (None, None),
+    };
+    println!(
+        "{}",
+        json!({
+            "community": cfg.community,
+            "discovery": {
+                "enabled": cfg.discovery.enabled,
+                "interfaces": cfg.discovery.interfaces,
+                "browse_ms": cfg.discovery.browse_ms,
+            },
+            "advertised": advertised,
+            "mdns_error": mdns_error,
+            "candidates": probes,
+            "chosen": chosen,
+        })
+    );
+}
+
+/// `gate discover`: one line for mDNS, one per candidate, one for the node chosen.
+fn discovery_text(cfg: &menjin_store::files::GateConfig, d: &discovery::Discovery) {
+    match &d.browsed {
+        None => println!("mDNS discovery is off in gate.toml ([discovery] enabled = false)"),
+        Some(Err(e)) => println!("mDNS failed: {e}"),
+        Some(Ok(n)) => println!(
+            "mDNS on {:?}: {n} node(s) of community {} advertised",
+            cfg.discovery.interfaces, cfg.community
+        ),
     }
-    match d.found {
-        Some(found) => {
-            found.client.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        None => Ok(ExitCode::FAILURE),
+    for p in &d.probes {
+        let what = p
+            .instance
+            .as_deref()
+            .unwrap_or("static address from gate.toml");
+        let result = match &p.outcome {
+            ProbeOutcome::Verified { rtt_us, .. } => {
+                format!("verified, rtt {:.2} ms", *rtt_us as f64 / 1000.0)
+            }
+            ProbeOutcome::Refused(why) => format!("REFUSED: {why}"),
+            ProbeOutcome::Unreachable(why) => format!("unreachable: {why}"),
+        };
+        println!("  {what} at {}: {result}", p.addr);
+    }
+    match &d.found {
+        Some(f) => println!(
+            "chosen: {} ({}, rtt {:.2} ms, key {})",
+            f.addr,
+            f.via.as_str(),
+            f.rtt_us as f64 / 1000.0,
+            f.fingerprint
+        ),
+        None => println!("no node of community {} could be used", cfg.community),
     }
 }
 

@@ -1,9 +1,14 @@
-//! Declaration fields as command-line flags.
+//! Declaration fields as command-line flags, and the other values typed on the command line
+//! that clap does not check itself (times, temperatures, holder ids, interface names).
 
 use anyhow::{Result, anyhow};
 use clap::Args;
+use menjin_net::clock::now_ms;
+use menjin_proto::credential::HolderId;
 use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
 use menjin_proto::idnum::DocumentType;
+
+use crate::exit::usage;
 
 #[derive(Args, Debug, Clone)]
 pub struct FormArgs {
@@ -93,6 +98,10 @@ impl FormArgs {
     }
 }
 
+pub fn now_secs() -> u64 {
+    now_ms() / 1000
+}
+
 /// Parses a time: `now`, `+30m`, `+4h`, `+2d` (from now), or Unix seconds.
 pub fn parse_time(s: &str, now: u64) -> Result<u64> {
     let s = s.trim();
@@ -131,6 +140,23 @@ pub fn parse_temperature(s: &str) -> Result<i16> {
         ));
     }
     Ok((t * 10.0).round() as i16)
+}
+
+pub fn parse_holder(s: &str) -> Result<HolderId> {
+    s.parse()
+        .map_err(|e: menjin_proto::credential::HexIdError| usage(format!("--holder: {e}")))
+}
+
+/// `eth0,wlan0`, `all` or `lo`: interface names for mDNS, checked as the config files are.
+pub fn parse_interfaces(s: &str) -> Result<Vec<String>> {
+    let names: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect();
+    menjin_store::files::check_interfaces("interfaces", true, &names).map_err(usage)?;
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -1,14 +1,54 @@
 //! What the commands print: a few readable lines by default, one JSON object with `--json`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::{Context, Result};
 
 use menjin_proto::NodeCert;
 use menjin_proto::civil::Date;
-use menjin_proto::wire::{CheckAnswer, GateEvent, Response};
+use menjin_proto::wire::{
+    CheckAnswer, GateEvent, HubStatus, NodeStatus, Receipt, Response, RosterSummary,
+};
 use serde_json::json;
 
-use crate::{EXIT_DENIED, EXIT_REFUSED};
+use crate::exit::{EXIT_DENIED, EXIT_REFUSED};
+
+/// Where a command that issues a code shows it, besides its text.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct QrArgs {
+    /// Show the code as a QR in the terminal.
+    #[arg(long)]
+    qr: bool,
+    /// Write the code as a PNG QR image.
+    #[arg(long)]
+    qr_png: Option<PathBuf>,
+    /// Write the code as an SVG QR image.
+    #[arg(long)]
+    qr_svg: Option<PathBuf>,
+}
+
+/// Writes the code of a declaration or invitation as `qr` asks (nothing for other answers).
+pub fn write_qr(resp: &Response, qr: &QrArgs, json: bool) -> Result<()> {
+    let code = match resp {
+        Response::Declared(r) => r.code.clone(),
+        Response::Visitor(v) => Some(v.code.clone()),
+        _ => None,
+    };
+    let Some(code) = code else { return Ok(()) };
+    if let Some(path) = &qr.qr_png {
+        std::fs::write(path, menjin_render::qr::qr_png(&code, 8)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &qr.qr_svg {
+        std::fs::write(path, menjin_render::qr::qr_svg(&code)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if qr.qr && !json {
+        println!("{}", menjin_render::qr::qr_terminal(&code)?);
+    }
+    Ok(())
+}
 
 fn print_json(value: &impl serde::Serialize) {
     println!(
@@ -141,62 +181,59 @@ pub fn check_text(a: &CheckAnswer) -> String {
 
 /// Prints a node's answer and returns the exit code it stands for.
 pub fn response(json: bool, resp: &Response) -> ExitCode {
-    match resp {
-        Response::Error { kind, message } => {
-            if json {
-                print_json(&json!({ "error": kind, "message": message }));
-            }
-            eprintln!(
-                "refused ({}): {message}",
-                serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            );
-            return ExitCode::from(EXIT_REFUSED);
+    if let Response::Error { kind, message } = resp {
+        if json {
+            print_json(&json!({ "error": kind, "message": message }));
         }
-        _ if json => match resp {
-            Response::Check(a) => print_json(a),
-            Response::Declared(r) => print_json(r),
-            Response::Pass { holder, .. } => {
-                print_json(&json!({ "holder": holder, "written": true }))
-            }
-            Response::Visitor(v) => print_json(v),
-            Response::Log(events) => print_json(events),
-            Response::Summary(s) => print_json(s),
-            Response::Status(s) => print_json(s),
-            Response::Done(m) => print_json(&json!({ "done": m })),
-            Response::HubStatus(s) => print_json(s),
-            Response::DistrictLog(events) => print_json(events),
-            Response::Uploaded {
-                upto_gate_seq,
-                stored,
-            } => print_json(&json!({ "upto_gate_seq": upto_gate_seq, "stored": stored })),
-            Response::Error { .. } => unreachable!("handled above"),
-        },
+        eprintln!(
+            "refused ({}): {message}",
+            serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        );
+        return ExitCode::from(EXIT_REFUSED);
+    }
+    if json {
+        response_json(resp);
+    } else {
+        response_text(resp);
+    }
+    match resp {
+        Response::Check(a) if !a.allowed => ExitCode::from(EXIT_DENIED),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// The `--json` object of an answer other than an error.
+fn response_json(resp: &Response) {
+    match resp {
+        Response::Check(a) => print_json(a),
+        Response::Declared(r) => print_json(r),
+        Response::Pass { holder, .. } => print_json(&json!({ "holder": holder, "written": true })),
+        Response::Visitor(v) => print_json(v),
+        Response::Log(events) => print_json(events),
+        Response::Summary(s) => print_json(s),
+        Response::Status(s) => print_json(s),
+        Response::Done(m) => print_json(&json!({ "done": m })),
+        Response::HubStatus(s) => print_json(s),
+        Response::DistrictLog(events) => print_json(events),
+        Response::Uploaded {
+            upto_gate_seq,
+            stored,
+        } => print_json(&json!({ "upto_gate_seq": upto_gate_seq, "stored": stored })),
+        Response::Error { .. } => unreachable!("handled by response"),
+    }
+}
+
+/// The text of an answer other than an error.
+fn response_text(resp: &Response) {
+    match resp {
         Response::Check(a) => {
             print!("{}", check_text(a));
             println!("logged as #{}", a.seq);
         }
-        Response::Declared(r) => {
-            let by = r
-                .declared_by
-                .map(|b| format!(", declared by {b}"))
-                .unwrap_or_default();
-            println!("{} ({}, {:?}{by})", r.name, r.kind.as_str(), r.channel);
-            println!("holder:  {}", r.holder);
-            println!("outcome: {}: {}", r.outcome.as_str(), r.why);
-            match &r.code {
-                Some(code) => println!("code:    {code}"),
-                None => println!("code:    none (not cleared)"),
-            }
-            if let Some(old) = r.revoked {
-                println!("revoked: earlier code {old}");
-            }
-            if r.has_photo {
-                println!("photo:   on file (menjin pass print --holder {})", r.holder);
-            }
-        }
+        Response::Declared(r) => declared_text(r),
         Response::Pass { holder, .. } => println!("printed pass for {holder} written"),
         Response::Visitor(v) => {
             println!(
@@ -212,110 +249,10 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
             }
             println!("{} events", events.len());
         }
-        Response::Summary(s) => {
-            let left = s.deadline as i64 - (crate::now_secs() as i64);
-            println!(
-                "{} ({}): deadline {} ({})",
-                s.community_name,
-                s.community,
-                Date::from_unix(s.deadline),
-                if left > 0 {
-                    format!("{} h left", left / 3600)
-                } else {
-                    "passed".into()
-                }
-            );
-            println!(
-                "{:<10} {:>10} {:>9} {:>8} {:>11} {:>6} {:>7}",
-                "building", "households", "residents", "cleared", "not_cleared", "codes", "passes"
-            );
-            for b in &s.buildings {
-                println!(
-                    "{:<10} {:>10} {:>9} {:>8} {:>11} {:>6} {:>7}",
-                    b.building,
-                    b.households,
-                    b.residents,
-                    b.cleared,
-                    b.not_cleared,
-                    b.codes_active,
-                    b.passes_printed
-                );
-            }
-        }
-        Response::Status(s) => {
-            println!(
-                "community {} ({}), node key {}",
-                s.community, s.community_name, s.node_key_id
-            );
-            println!(
-                "residents {}, codes active {}, revoked {}",
-                s.residents, s.codes_active, s.codes_revoked
-            );
-            println!(
-                "gates: {}",
-                if s.gates.is_empty() {
-                    "none".to_string()
-                } else {
-                    s.gates.join(", ")
-                }
-            );
-            println!("gate events logged: {}", s.events_logged);
-            for g in &s.gate_links {
-                println!("  gate {}", gate_link_line(g, s.node_time_ms));
-            }
-            if s.locked {
-                println!(
-                    "LOCKED DOWN (epoch {}): {}",
-                    s.lockdown_epoch, s.lockdown_reason
-                );
-            }
-            println!(
-                "hub: {}, {} events acknowledged",
-                if s.hub_connected {
-                    "connected"
-                } else {
-                    "not connected"
-                },
-                s.hub_acked_seq
-            );
-        }
+        Response::Summary(s) => summary_text(s),
+        Response::Status(s) => status_text(s),
         Response::Done(m) => println!("{m}"),
-        Response::HubStatus(s) => {
-            println!(
-                "hub {}: {} gate events from {} communities",
-                s.name,
-                s.events,
-                s.communities.len()
-            );
-            for c in &s.communities {
-                let contact = if c.last_contact_ms == 0 {
-                    "never".to_string()
-                } else {
-                    format!(
-                        "{} s ago",
-                        s.hub_time_ms.saturating_sub(c.last_contact_ms) / 1000
-                    )
-                };
-                println!(
-                    "  {} {:<24} {:<12} last contact {contact:<10} events {} residents {} codes {}",
-                    c.community,
-                    c.name,
-                    if c.locked {
-                        "LOCKED DOWN"
-                    } else if c.connected {
-                        "connected"
-                    } else {
-                        "disconnected"
-                    },
-                    c.events,
-                    c.residents,
-                    c.codes_active
-                );
-                for g in &c.gates {
-                    println!("      gate {}", gate_link_line(g, s.hub_time_ms));
-                }
-            }
-        }
+        Response::HubStatus(s) => hub_status_text(s),
         Response::Uploaded {
             upto_gate_seq,
             stored,
@@ -326,9 +263,132 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
             }
             println!("{} events", events.len());
         }
+        Response::Error { .. } => unreachable!("handled by response"),
     }
-    match resp {
-        Response::Check(a) if !a.allowed => ExitCode::from(EXIT_DENIED),
-        _ => ExitCode::SUCCESS,
+}
+
+fn declared_text(r: &Receipt) {
+    let by = r
+        .declared_by
+        .map(|b| format!(", declared by {b}"))
+        .unwrap_or_default();
+    println!("{} ({}, {:?}{by})", r.name, r.kind.as_str(), r.channel);
+    println!("holder:  {}", r.holder);
+    println!("outcome: {}: {}", r.outcome.as_str(), r.why);
+    match &r.code {
+        Some(code) => println!("code:    {code}"),
+        None => println!("code:    none (not cleared)"),
+    }
+    if let Some(old) = r.revoked {
+        println!("revoked: earlier code {old}");
+    }
+    if r.has_photo {
+        println!("photo:   on file (menjin pass print --holder {})", r.holder);
+    }
+}
+
+fn summary_text(s: &RosterSummary) {
+    let left = s.deadline as i64 - (crate::form::now_secs() as i64);
+    println!(
+        "{} ({}): deadline {} ({})",
+        s.community_name,
+        s.community,
+        Date::from_unix(s.deadline),
+        if left > 0 {
+            format!("{} h left", left / 3600)
+        } else {
+            "passed".into()
+        }
+    );
+    println!(
+        "{:<10} {:>10} {:>9} {:>8} {:>11} {:>6} {:>7}",
+        "building", "households", "residents", "cleared", "not_cleared", "codes", "passes"
+    );
+    for b in &s.buildings {
+        println!(
+            "{:<10} {:>10} {:>9} {:>8} {:>11} {:>6} {:>7}",
+            b.building,
+            b.households,
+            b.residents,
+            b.cleared,
+            b.not_cleared,
+            b.codes_active,
+            b.passes_printed
+        );
+    }
+}
+
+fn status_text(s: &NodeStatus) {
+    println!(
+        "community {} ({}), node key {}",
+        s.community, s.community_name, s.node_key_id
+    );
+    println!(
+        "residents {}, codes active {}, revoked {}",
+        s.residents, s.codes_active, s.codes_revoked
+    );
+    println!(
+        "gates: {}",
+        if s.gates.is_empty() {
+            "none".to_string()
+        } else {
+            s.gates.join(", ")
+        }
+    );
+    println!("gate events logged: {}", s.events_logged);
+    for g in &s.gate_links {
+        println!("  gate {}", gate_link_line(g, s.node_time_ms));
+    }
+    if s.locked {
+        println!(
+            "LOCKED DOWN (epoch {}): {}",
+            s.lockdown_epoch, s.lockdown_reason
+        );
+    }
+    println!(
+        "hub: {}, {} events acknowledged",
+        if s.hub_connected {
+            "connected"
+        } else {
+            "not connected"
+        },
+        s.hub_acked_seq
+    );
+}
+
+fn hub_status_text(s: &HubStatus) {
+    println!(
+        "hub {}: {} gate events from {} communities",
+        s.name,
+        s.events,
+        s.communities.len()
+    );
+    for c in &s.communities {
+        let contact = if c.last_contact_ms == 0 {
+            "never".to_string()
+        } else {
+            format!(
+                "{} s ago",
+                s.hub_time_ms.saturating_sub(c.last_contact_ms) / 1000
+            )
+        };
+        println!(
+            "  {} {:<24} {:<12} last contact {contact:<10} events {} residents {} codes {}",
+            c.community,
+            c.name,
+            if c.locked {
+                "LOCKED DOWN"
+            } else if c.connected {
+                "connected"
+            } else {
+                "disconnected"
+            },
+            c.events,
+            c.residents,
+            c.codes_active
+        );
+        for g in &c.gates {
+            println!("      gate {}", gate_link_line(g, s.hub_time_ms));
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use menjin_gate::{Applied, GateAgent};
+use menjin_net::client::NodeClient;
 use menjin_proto::CommunityId;
 use menjin_proto::idnum::{DocumentType, IdHashKey};
 use menjin_proto::wire::{HealthEntry, Request, Response};
@@ -22,7 +23,7 @@ use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use menjin_harness::{LocalDistrict, LocalNode};
+use menjin_harness::{LocalDistrict, LocalHub, LocalNode};
 
 const FIRST_COMMUNITY: CommunityId = 440_305_001;
 /// A change not applied by every gate by then counts as missing (`applied` < `gates`).
@@ -146,42 +147,7 @@ pub async fn run(
     let idhash = IdHashKey(read_secret(&hub.dir.idhash_key())?);
     let mut communities = Vec::new();
     for n in 0..nodes {
-        let id = FIRST_COMMUNITY + n as u32;
-        let relay = Relay::start(hub.addr).await?;
-        let node = district
-            .start_linked_node_via(id, &format!("bench community {n}"), &hub, relay.addr)
-            .await?;
-        let console = node.console().await?;
-        let mut residents = Vec::new();
-        for r in 0..rounds {
-            let form = crate::demo::person(
-                "住户",
-                r % 2 == 0,
-                "19800101",
-                (n * 1000 + r) as u32,
-                "1",
-                &format!("{}", 100 + r),
-            );
-            let number = form.document_number.clone();
-            match console.request(&Request::Declare { form }).await? {
-                Response::Declared(rcpt) if rcpt.code.is_some() => residents.push(number),
-                other => bail!("declaring a bench resident: {other:?}"),
-            }
-        }
-        let mut gates = Vec::new();
-        for g in 0..gates_per_node {
-            let (agent, _notices) = node.gate_agent(&console, &format!("g{g}")).await?;
-            let rx = agent.applied();
-            gates.push((agent, rx));
-        }
-        console.close().await;
-        communities.push(Community {
-            id,
-            node,
-            relay,
-            gates,
-            residents,
-        });
+        communities.push(Community::start(&district, &hub, n, gates_per_node, rounds).await?);
     }
     let total_gates = nodes * gates_per_node;
     for c in &communities {
@@ -196,17 +162,111 @@ pub async fn run(
         t_setup.elapsed().as_secs_f64()
     ));
     let hub_console = hub.console().await?;
-
-    let mut lockdown_ms = Vec::new();
-    // Where the time goes: the hub's answer to the command, the node's feed update.
-    let mut answered_ms = Vec::new();
-    let mut node_ms = Vec::new();
-    let mut revocation_ms = Vec::new();
-    let mut missing = 0usize;
-    let mut last_applied = 0usize;
+    let mut samples = Samples::default();
     for round in 0..rounds {
         // Lockdown (even rounds) or lift (odd), for every community at once.
         let locked = round % 2 == 0;
+        let applied_now = samples
+            .lockdown_round(&hub_console, &communities, round, locked)
+            .await?;
+        samples.last_applied = applied_now;
+        samples
+            .revocation_round(&hub_console, &communities, &idhash, round)
+            .await?;
+        say(format!(
+            "round {round}: {} {applied_now}/{total_gates} gates; revocation applied",
+            if locked { "lockdown" } else { "lift" }
+        ));
+    }
+    let after_partition = partition(&hub_console, &mut communities[0]).await?;
+    hub_console.close().await;
+    let figures = Figures::of(samples, after_partition);
+    figures.print(json, nodes, gates_per_node, rounds);
+    for c in communities {
+        drop(c.gates);
+        c.node.stop().await;
+    }
+    hub.stop().await;
+    Ok(if figures.missing == 0 && after_partition.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+impl Community {
+    /// Community `n`: its node dialling the hub through a relay, `rounds` residents with a
+    /// code (one revoked per round), `gates` gate agents.
+    async fn start(
+        district: &LocalDistrict,
+        hub: &LocalHub,
+        n: usize,
+        gates: usize,
+        rounds: usize,
+    ) -> Result<Community> {
+        let id = FIRST_COMMUNITY + n as u32;
+        let relay = Relay::start(hub.addr).await?;
+        let node = district
+            .start_linked_node_via(id, &format!("bench community {n}"), hub, relay.addr)
+            .await?;
+        let console = node.console().await?;
+        let mut residents = Vec::new();
+        for r in 0..rounds {
+            let form = crate::cmd::demo::person(
+                "住户",
+                r % 2 == 0,
+                "19800101",
+                (n * 1000 + r) as u32,
+                "1",
+                &format!("{}", 100 + r),
+            );
+            let number = form.document_number.clone();
+            match console.request(&Request::Declare { form }).await? {
+                Response::Declared(rcpt) if rcpt.code.is_some() => residents.push(number),
+                other => bail!("declaring a bench resident: {other:?}"),
+            }
+        }
+        let mut agents = Vec::new();
+        for g in 0..gates {
+            let (agent, _notices) = node.gate_agent(&console, &format!("g{g}")).await?;
+            let rx = agent.applied();
+            agents.push((agent, rx));
+        }
+        console.close().await;
+        Ok(Community {
+            id,
+            node,
+            relay,
+            gates: agents,
+            residents,
+        })
+    }
+}
+
+/// Latencies gathered over the rounds, in ms.
+#[derive(Default)]
+struct Samples {
+    lockdown_ms: Vec<f64>,
+    // Where the time goes: the hub's answer to the command, the node's feed update.
+    answered_ms: Vec<f64>,
+    node_ms: Vec<f64>,
+    revocation_ms: Vec<f64>,
+    /// Changes some gate did not apply within [`ROUND_TIMEOUT`].
+    missing: usize,
+    /// Gates that applied the last lockdown round's change.
+    last_applied: usize,
+}
+
+impl Samples {
+    /// Locks every community down (or lifts it) at the hub's console; returns how many gates
+    /// applied it.
+    async fn lockdown_round(
+        &mut self,
+        hub_console: &NodeClient,
+        communities: &[Community],
+        round: usize,
+        locked: bool,
+    ) -> Result<usize> {
         // Each community's latency counts from its own command.
         let mut issued = Vec::with_capacity(communities.len());
         // Each node's feed update, timestamped by a task already waiting for it.
@@ -223,37 +283,35 @@ pub async fn run(
                 })
             })
             .collect();
-        for c in &communities {
+        for c in communities {
             issued.push(Instant::now());
-            match hub_console
-                .request(&Request::SetLockdown {
-                    community: c.id,
-                    locked,
-                    reason: format!("bench round {round}"),
-                    by: "bench".into(),
-                })
-                .await?
-            {
-                Response::Done(_) => {}
-                other => bail!("hub lockdown: {other:?}"),
-            }
-            answered_ms.push(issued.last().expect("pushed").elapsed().as_secs_f64() * 1e3);
+            set_lockdown(hub_console, c.id, locked, format!("bench round {round}")).await?;
+            self.answered_ms
+                .push(issued.last().expect("pushed").elapsed().as_secs_f64() * 1e3);
         }
         for (task, since) in node_feeds.into_iter().zip(&issued) {
             if let Ok(Some(at)) = task.await {
-                node_ms.push(ms_since(*since, Some(at)));
+                self.node_ms.push(ms_since(*since, Some(at)));
             }
         }
         let mut applied_now = 0;
         for (c, since) in communities.iter().zip(issued) {
             let lat = wait_gates(&c.gates, since, move |a| a.lockdown.locked == locked).await;
-            missing += lat.iter().filter(|l| l.is_none()).count();
+            self.missing += lat.iter().filter(|l| l.is_none()).count();
             applied_now += lat.iter().filter(|l| l.is_some()).count();
-            lockdown_ms.extend(lat.into_iter().flatten());
+            self.lockdown_ms.extend(lat.into_iter().flatten());
         }
-        last_applied = applied_now;
+        Ok(applied_now)
+    }
 
-        // A revocation at every community: the district health list flags one resident each.
+    /// A revocation at every community: the district health list flags one resident each.
+    async fn revocation_round(
+        &mut self,
+        hub_console: &NodeClient,
+        communities: &[Community],
+        idhash: &IdHashKey,
+        round: usize,
+    ) -> Result<()> {
         let before: Vec<Vec<u64>> = communities
             .iter()
             .map(|c| c.gates.iter().map(|(_, rx)| rx.borrow().version).collect())
@@ -277,34 +335,49 @@ pub async fn run(
                 match tokio::time::timeout_at(deadline.into(), rx.wait_for(|a| a.version > v0))
                     .await
                 {
-                    Ok(Ok(a)) => revocation_ms.push(ms_since(since, a.at)),
-                    _ => missing += 1,
+                    Ok(Ok(a)) => self.revocation_ms.push(ms_since(since, a.at)),
+                    _ => self.missing += 1,
                 }
             }
         }
-        say(format!(
-            "round {round}: {} {applied_now}/{total_gates} gates; revocation applied",
-            if locked { "lockdown" } else { "lift" }
-        ));
+        Ok(())
     }
+}
 
-    // Partition: the first node is cut off from the hub while its community is locked down.
-    let cut = &mut communities[0];
-    let locked = !cut.gates[0].1.borrow().lockdown.locked;
-    cut.relay.set_cut(true);
-    let cut_at = Instant::now();
+async fn set_lockdown(
+    hub_console: &NodeClient,
+    community: CommunityId,
+    locked: bool,
+    reason: String,
+) -> Result<()> {
     match hub_console
         .request(&Request::SetLockdown {
-            community: cut.id,
+            community,
             locked,
-            reason: "issued during the partition".into(),
+            reason,
             by: "bench".into(),
         })
         .await?
     {
-        Response::Done(_) => {}
+        Response::Done(_) => Ok(()),
         other => bail!("hub lockdown: {other:?}"),
     }
+}
+
+/// Partition: the node is cut off from the hub while its community's lockdown changes.
+/// Returns how long after the link's return the last of its gates applied it (None: not
+/// within [`ROUND_TIMEOUT`]).
+async fn partition(hub_console: &NodeClient, cut: &mut Community) -> Result<Option<f64>> {
+    let locked = !cut.gates[0].1.borrow().lockdown.locked;
+    cut.relay.set_cut(true);
+    let cut_at = Instant::now();
+    set_lockdown(
+        hub_console,
+        cut.id,
+        locked,
+        "issued during the partition".into(),
+    )
+    .await?;
     tokio::time::sleep(PARTITION.saturating_sub(cut_at.elapsed())).await;
     let reached_early = cut
         .gates
@@ -324,69 +397,98 @@ pub async fn run(
             "{reached_early} gates applied a lockdown while their node was cut off: the relay did not cut"
         );
     }
-    hub_console.close().await;
+    Ok(after_partition)
+}
 
-    lockdown_ms.sort_by(f64::total_cmp);
-    answered_ms.sort_by(f64::total_cmp);
-    node_ms.sort_by(f64::total_cmp);
-    revocation_ms.sort_by(f64::total_cmp);
-    let all: Vec<f64> = {
-        let mut v = lockdown_ms.clone();
-        v.extend(&revocation_ms);
-        v.sort_by(f64::total_cmp);
-        v
-    };
-    let p50 = percentile(&all, 0.5);
-    let p99 = percentile(&all, 0.99);
-    let max = all.last().copied().unwrap_or(f64::NAN);
-    let out = json!({
-        "nodes": nodes,
-        "gates_per_node": gates_per_node,
-        "gates": total_gates,
-        "applied": last_applied,
-        "rounds": rounds,
-        "samples": all.len(),
-        "missing": missing,
-        "p50_ms": p50,
-        "p99_ms": p99,
-        "max_ms": max,
-        "hub_answer_p50_ms": percentile(&answered_ms, 0.5),
-        "node_has_it_p50_ms": percentile(&node_ms, 0.5),
-        "lockdown_p50_ms": percentile(&lockdown_ms, 0.5),
-        "lockdown_p99_ms": percentile(&lockdown_ms, 0.99),
-        "revocation_p50_ms": percentile(&revocation_ms, 0.5),
-        "revocation_p99_ms": percentile(&revocation_ms, 0.99),
-        "partition_ms": PARTITION.as_millis() as u64,
-        "after_partition_ms": after_partition,
-    });
-    if json {
-        println!("{out}");
-    } else {
+/// The samples, sorted, and the figures printed from them.
+struct Figures {
+    lockdown_ms: Vec<f64>,
+    answered_ms: Vec<f64>,
+    node_ms: Vec<f64>,
+    revocation_ms: Vec<f64>,
+    /// Lockdown and revocation samples together.
+    all: Vec<f64>,
+    missing: usize,
+    last_applied: usize,
+    after_partition: Option<f64>,
+}
+
+impl Figures {
+    fn of(mut s: Samples, after_partition: Option<f64>) -> Figures {
+        s.lockdown_ms.sort_by(f64::total_cmp);
+        s.answered_ms.sort_by(f64::total_cmp);
+        s.node_ms.sort_by(f64::total_cmp);
+        s.revocation_ms.sort_by(f64::total_cmp);
+        let mut all = s.lockdown_ms.clone();
+        all.extend(&s.revocation_ms);
+        all.sort_by(f64::total_cmp);
+        Figures {
+            lockdown_ms: s.lockdown_ms,
+            answered_ms: s.answered_ms,
+            node_ms: s.node_ms,
+            revocation_ms: s.revocation_ms,
+            all,
+            missing: s.missing,
+            last_applied: s.last_applied,
+            after_partition,
+        }
+    }
+
+    fn print(&self, json: bool, nodes: usize, gates_per_node: usize, rounds: usize) {
+        let p50 = percentile(&self.all, 0.5);
+        let p99 = percentile(&self.all, 0.99);
+        let max = self.all.last().copied().unwrap_or(f64::NAN);
+        let total_gates = nodes * gates_per_node;
+        if json {
+            let out = json!({
+                "nodes": nodes,
+                "gates_per_node": gates_per_node,
+                "gates": total_gates,
+                "applied": self.last_applied,
+                "rounds": rounds,
+                "samples": self.all.len(),
+                "missing": self.missing,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "max_ms": max,
+                "hub_answer_p50_ms": percentile(&self.answered_ms, 0.5),
+                "node_has_it_p50_ms": percentile(&self.node_ms, 0.5),
+                "lockdown_p50_ms": percentile(&self.lockdown_ms, 0.5),
+                "lockdown_p99_ms": percentile(&self.lockdown_ms, 0.99),
+                "revocation_p50_ms": percentile(&self.revocation_ms, 0.5),
+                "revocation_p99_ms": percentile(&self.revocation_ms, 0.99),
+                "partition_ms": PARTITION.as_millis() as u64,
+                "after_partition_ms": self.after_partition,
+            });
+            println!("{out}");
+            return;
+        }
         println!(
             "command → gate applied, {} samples over {rounds} rounds ({} lockdown/lift, {} revocation): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms [target p99 ≤ 300 ms: {}]",
-            all.len(),
-            lockdown_ms.len(),
-            revocation_ms.len(),
+            self.all.len(),
+            self.lockdown_ms.len(),
+            self.revocation_ms.len(),
             if p99 <= 300.0 { "met" } else { "NOT met" }
         );
         println!(
             "  lockdown p50 {:.1} ms p99 {:.1} ms; revocation (hub health list → node revokes → gates) p50 {:.1} ms p99 {:.1} ms",
-            percentile(&lockdown_ms, 0.5),
-            percentile(&lockdown_ms, 0.99),
-            percentile(&revocation_ms, 0.5),
-            percentile(&revocation_ms, 0.99)
+            percentile(&self.lockdown_ms, 0.5),
+            percentile(&self.lockdown_ms, 0.99),
+            percentile(&self.revocation_ms, 0.5),
+            percentile(&self.revocation_ms, 0.99)
         );
         println!(
             "  where a lockdown's time goes: hub answers the command p50 {:.1} ms p99 {:.1} ms; the node has it p50 {:.1} ms p99 {:.1} ms",
-            percentile(&answered_ms, 0.5),
-            percentile(&answered_ms, 0.99),
-            percentile(&node_ms, 0.5),
-            percentile(&node_ms, 0.99)
+            percentile(&self.answered_ms, 0.5),
+            percentile(&self.answered_ms, 0.99),
+            percentile(&self.node_ms, 0.5),
+            percentile(&self.node_ms, 0.99)
         );
         println!(
-            "applied: {last_applied} of {total_gates} gates in the last lockdown round; {missing} changes missed in all"
+            "applied: {} of {total_gates} gates in the last lockdown round; {} changes missed in all",
+            self.last_applied, self.missing
         );
-        match after_partition {
+        match self.after_partition {
             Some(ms) => println!(
                 "after a {} s partition: the lockdown issued during it reached all {} gates of the cut node {ms:.0} ms after the link returned [target ≤ 2000 ms: {}]",
                 PARTITION.as_secs(),
@@ -398,14 +500,4 @@ pub async fn run(
             ),
         }
     }
-    for c in communities {
-        drop(c.gates);
-        c.node.stop().await;
-    }
-    hub.stop().await;
-    Ok(if missing == 0 && after_partition.is_some() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

@@ -1,6 +1,9 @@
 //! `menjin bench ...`: figures, never pass/fail on a timing. A run fails only when something
 //! is functionally wrong (a check errors, a valid code is denied, the gate log misses events).
 
+mod lockdown;
+mod sync;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +15,7 @@ use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::demo::person;
+use crate::cmd::demo::person;
 use menjin_harness::{LocalDistrict, LocalGate};
 
 const COMMUNITY: u32 = 440_304_009;
@@ -52,7 +55,7 @@ pub enum BenchCmd {
     },
     /// Initial sync of one community to an empty hub, one revocation, a node restart.
     Sync {
-        #[arg(long, default_value_t = crate::bench_sync::RESIDENTS_DEFAULT)]
+        #[arg(long, default_value_t = sync::RESIDENTS_DEFAULT)]
         residents: usize,
     },
 }
@@ -69,8 +72,8 @@ pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
             nodes,
             gates_per_node,
             rounds,
-        } => crate::bench_lockdown::run(nodes, gates_per_node, rounds, json).await,
-        BenchCmd::Sync { residents } => crate::bench_sync::run(residents, json).await,
+        } => lockdown::run(nodes, gates_per_node, rounds, json).await,
+        BenchCmd::Sync { residents } => sync::run(residents, json).await,
     }
 }
 
@@ -350,42 +353,15 @@ async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {
 
     latencies.sort_unstable();
     let done = latencies.len() as u64;
-    let checks_per_s = done as f64 / elapsed.as_secs_f64();
-    let p50 = percentile_us(&latencies, 50.0);
-    let p99 = percentile_us(&latencies, 99.0);
-    let p999 = percentile_us(&latencies, 99.9);
-    let max = latencies.last().map_or(0.0, |&ns| ns as f64 / 1_000.0);
-    if json {
-        println!(
-            "{}",
-            json!({
-                "gates": gates,
-                "checks": done,
-                "allowed": allowed,
-                "checks_per_s": checks_per_s.round(),
-                "p50_us": p50.round(),
-                "p99_us": p99.round(),
-                "p999_us": p999.round(),
-                "max_us": max.round(),
-                "events_logged": logged,
-                "elapsed_ms": elapsed.as_millis() as u64,
-                "cpu_us_per_check": cpu_ms.map(|ms| (ms as f64 * 1_000.0 / done as f64).round()),
-            })
-        );
-    } else {
-        println!(
-            "{done} checks from {gates} gates in {:.2} s: {checks_per_s:.0} checks/s, {allowed} allowed",
-            elapsed.as_secs_f64()
-        );
-        println!("latency: p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs");
-        println!("gate log: {logged} events logged (flushed) during the run");
-        if let Some(ms) = cpu_ms {
-            println!(
-                "cpu: {:.0} µs per check (client and node together, all threads)",
-                ms as f64 * 1_000.0 / done as f64
-            );
-        }
-    }
+    let run = GateRun {
+        gates,
+        done,
+        allowed,
+        elapsed,
+        logged,
+        cpu_ms,
+    };
+    run.print(json, &latencies);
     if done != checks as u64 {
         bail!("{done} checks answered of {checks}");
     }
@@ -396,4 +372,57 @@ async fn gate(gates: usize, checks: usize, json: bool) -> Result<ExitCode> {
         bail!("{} checks of valid codes were denied", done - allowed);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `bench gate` measured: checks answered, allowed and logged, over `elapsed`.
+struct GateRun {
+    gates: usize,
+    done: u64,
+    allowed: u64,
+    elapsed: std::time::Duration,
+    logged: u64,
+    /// CPU time of this process (client and node) during the run.
+    cpu_ms: Option<u64>,
+}
+
+impl GateRun {
+    fn print(&self, json: bool, sorted_ns: &[u64]) {
+        let (gates, done, allowed, logged) = (self.gates, self.done, self.allowed, self.logged);
+        let checks_per_s = done as f64 / self.elapsed.as_secs_f64();
+        let p50 = percentile_us(sorted_ns, 50.0);
+        let p99 = percentile_us(sorted_ns, 99.0);
+        let p999 = percentile_us(sorted_ns, 99.9);
+        let max = sorted_ns.last().map_or(0.0, |&ns| ns as f64 / 1_000.0);
+        if json {
+            println!(
+                "{}",
+                json!({
+                    "gates": gates,
+                    "checks": done,
+                    "allowed": allowed,
+                    "checks_per_s": checks_per_s.round(),
+                    "p50_us": p50.round(),
+                    "p99_us": p99.round(),
+                    "p999_us": p999.round(),
+                    "max_us": max.round(),
+                    "events_logged": logged,
+                    "elapsed_ms": self.elapsed.as_millis() as u64,
+                    "cpu_us_per_check": self.cpu_ms.map(|ms| (ms as f64 * 1_000.0 / done as f64).round()),
+                })
+            );
+            return;
+        }
+        println!(
+            "{done} checks from {gates} gates in {:.2} s: {checks_per_s:.0} checks/s, {allowed} allowed",
+            self.elapsed.as_secs_f64()
+        );
+        println!("latency: p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs");
+        println!("gate log: {logged} events logged (flushed) during the run");
+        if let Some(ms) = self.cpu_ms {
+            println!(
+                "cpu: {:.0} µs per check (client and node together, all threads)",
+                ms as f64 * 1_000.0 / done as f64
+            );
+        }
+    }
 }

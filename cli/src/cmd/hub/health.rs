@@ -3,11 +3,80 @@
 //! numbers never leave the file, then sent to the hub in batches.
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use menjin_proto::civil::Date;
 use menjin_proto::idnum::{DocumentType, IdHashKey, check_document};
-use menjin_proto::wire::{HEALTH_STATUSES, HealthEntry};
+use menjin_proto::wire::{HEALTH_STATUSES, HealthEntry, Request, Response};
+use menjin_store::files::NodeDir;
+
+use crate::exit::EXIT_REFUSED;
+use crate::form::now_secs;
+use crate::output;
+
+/// Bad rows named one by one on standard error; past that, only their number.
+const BAD_ROWS_SHOWN_MAX: usize = 50;
+
+/// `menjin hub import-health`: hashes the list, sends its good rows to the hub in batches,
+/// reports the bad ones (exit 3 if any).
+pub async fn import(hub_dir: &Path, file: &Path, json: bool) -> Result<ExitCode> {
+    let dir = NodeDir(hub_dir.to_path_buf());
+    let key = IdHashKey(menjin_store::files::read_secret(&dir.idhash_key())?);
+    let text = read(file)?;
+    let (good, bad) = parse(&text, &key, Date::from_unix(now_secs()));
+    let client = crate::console::hub(hub_dir).await?;
+    let bar = indicatif::ProgressBar::new(good.len() as u64);
+    if json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut applied = 0usize;
+    for chunk in good.chunks(menjin_proto::wire::HEALTH_BATCH_MAX) {
+        match client
+            .request(&Request::SetHealth {
+                flags: chunk.to_vec(),
+            })
+            .await?
+        {
+            Response::Done(_) => applied += chunk.len(),
+            other => {
+                bar.abandon();
+                output::response(json, &other);
+                anyhow::bail!("the hub refused a batch after {applied} rows were applied");
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    client.close().await;
+    report(file, good.len() + bad.len(), applied, &bad, json);
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
+    })
+}
+
+fn report(file: &Path, rows: usize, applied: usize, bad: &[RowError], json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "rows": rows, "applied": applied, "refused": bad.len(), "errors": bad })
+        );
+        return;
+    }
+    for e in bad.iter().take(BAD_ROWS_SHOWN_MAX) {
+        eprintln!("{}:{}: {}", file.display(), e.line, e.why);
+    }
+    if bad.len() > BAD_ROWS_SHOWN_MAX {
+        eprintln!("... and {} more bad rows", bad.len() - BAD_ROWS_SHOWN_MAX);
+    }
+    println!("{rows} rows: {applied} applied, {} refused", bad.len());
+}
 
 /// A row that was refused, with its line number (1-based) and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -1,4 +1,7 @@
-//! `menjin gate run`: the gate daemon for a keyboard-wedge scanner. One line per person on
+//! `menjin gate`: enrol a gate at its node, check one code through the node, find the node
+//! (`discover`), and run the gate.
+//!
+//! `menjin gate run` is the gate daemon for a keyboard-wedge scanner. One line per person on
 //! standard input: the body temperature, a space, the scanned code (`36.6 MJ:...`). A vehicle
 //! is checked person by person: `CAR <plate>` starts it, each occupant's line follows, `END`
 //! closes it; the vehicle passes only if every occupant does. One line per decision on
@@ -6,16 +9,24 @@
 //! controller). Garbage lines get a clear message and the gate keeps working; a lost node
 //! connection is re-established on the next person.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use clap::Subcommand;
 use menjin_discovery::{self as discovery, ProbeOutcome};
 use menjin_gate::{Decision, GateAgent, GateError, Notice};
-use menjin_store::files::{GateDir, read_secret, read_signing_key};
+use menjin_net::client::NodeClient;
+use menjin_proto::wire::{CheckRequest, Direction, Request, Response};
+use menjin_store::files::{GateDir, NodeDir, read_secret, read_signing_key};
+use menjin_store::provision;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
-use crate::form::parse_temperature;
+use crate::console::ask;
+use crate::exit::usage;
+use crate::form::{parse_interfaces, parse_temperature};
+use crate::output;
 
 /// Code texts start with this; anything else on a line is the path of an image.
 const CODE_PREFIX: &str = "MJ:";
@@ -27,6 +38,162 @@ const OCCUPANTS_MAX: usize = 9;
 const START_WAIT_MS: u64 = 3_000;
 /// At the end of input, how long to wait for buffered events to reach the node.
 const EXIT_UPLOAD_WAIT_MS: u64 = 3_000;
+
+#[derive(Subcommand)]
+pub enum GateCmd {
+    /// Create a gate's key and configuration and enrol it at the running node.
+    Enrol {
+        #[arg(long)]
+        node_dir: PathBuf,
+        #[arg(long)]
+        gate_id: String,
+        /// The gate's own directory (gate.key, gate.toml).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Find the node by mDNS on these interfaces (as `node create --mdns`); the node's
+        /// current address stays the fallback.
+        #[arg(long, value_name = "INTERFACES")]
+        discover: Option<String>,
+    },
+    /// Find the community's node by mDNS as `gate run` would: every node seen, whether its
+    /// certificate chain verified, its round trip, and the node chosen (exit 1 if none).
+    Discover {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Browse on these interfaces instead of gate.toml's `[discovery]` (turns it on).
+        #[arg(long, value_name = "INTERFACES")]
+        interfaces: Option<String>,
+        /// Listen for advertisements this long instead of gate.toml's `browse_ms`.
+        #[arg(long)]
+        browse_ms: Option<u64>,
+    },
+    /// Run the gate: read `<temperature> <code>` lines from a scanner on standard input (and
+    /// `CAR <plate>` ... `END` for a vehicle), print one decision per person.
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Check one person at the gate through the node.
+    Check {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The scanned code text (MJ:...), or - to read one line from standard input.
+        #[arg(long)]
+        code: String,
+        /// Body temperature in °C.
+        #[arg(long)]
+        temp: String,
+        /// in or out (default: the gate's configured direction).
+        #[arg(long, value_parser = ["in", "out"])]
+        direction: Option<String>,
+        /// Set when the person is in a vehicle.
+        #[arg(long)]
+        plate: Option<String>,
+    },
+}
+
+pub async fn run(cmd: GateCmd, json: bool) -> Result<ExitCode> {
+    let resp = match cmd {
+        GateCmd::Enrol {
+            node_dir,
+            gate_id,
+            dir,
+            discover,
+        } => {
+            let discover = discover.as_deref().map(parse_interfaces).transpose()?;
+            enrol(node_dir, gate_id, dir, discover).await?
+        }
+        GateCmd::Discover {
+            dir,
+            interfaces,
+            browse_ms,
+        } => {
+            let interfaces = interfaces.as_deref().map(parse_interfaces).transpose()?;
+            return discover(GateDir(dir), interfaces, browse_ms, json).await;
+        }
+        GateCmd::Run { dir } => return run_daemon(GateDir(dir), json).await,
+        GateCmd::Check {
+            dir,
+            code,
+            temp,
+            direction,
+            plate,
+        } => check(GateDir(dir), code, &temp, direction.as_deref(), plate).await?,
+    };
+    Ok(output::response(json, &resp))
+}
+
+/// Creates the gate's directory and enrols its key at the running node; a gate the node did
+/// not take keeps no key or configuration behind.
+async fn enrol(
+    node_dir: PathBuf,
+    gate_id: String,
+    dir: PathBuf,
+    discover: Option<Vec<String>>,
+) -> Result<Response> {
+    let nd = NodeDir(node_dir.clone());
+    let addr = nd
+        .read_addr()
+        .or_else(|_| nd.read_config().map(|c| c.listen))?;
+    let existed = dir.exists();
+    let gd = GateDir(dir.clone());
+    let public_key = provision::create_gate(&gd, &gate_id, &nd, addr)?;
+    if let Some(interfaces) = discover {
+        let mut cfg = gd.read_config()?;
+        cfg.discovery.enabled = true;
+        cfg.discovery.interfaces = interfaces;
+        gd.write_config(&cfg)?;
+    }
+    let resp = ask(
+        &node_dir,
+        Request::EnrolGate {
+            gate_id,
+            public_key,
+        },
+    )
+    .await;
+    if !existed && !matches!(resp, Ok(Response::Done(_))) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    resp
+}
+
+/// `gate check`: one person checked through the node, with the gate's own key.
+async fn check(
+    gd: GateDir,
+    code: String,
+    temp: &str,
+    direction: Option<&str>,
+    plate: Option<String>,
+) -> Result<Response> {
+    let cfg = gd.read_config()?;
+    let key = read_signing_key(&gd.key())?;
+    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
+    let code = if code == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the code from standard input")?;
+        line.trim().to_string()
+    } else {
+        code
+    };
+    let req = Request::Check(CheckRequest {
+        code,
+        gate_id: cfg.gate_id.clone(),
+        direction: match direction {
+            Some("out") => Direction::Out,
+            Some(_) => Direction::In,
+            None => cfg.direction,
+        },
+        temperature_dc: parse_temperature(temp).map_err(usage)?,
+        plate,
+    });
+    let client = NodeClient::connect(cfg.node, &key, root, Some(cfg.community)).await?;
+    let resp = client.request(&req).await?;
+    client.close().await;
+    Ok(resp)
+}
 
 struct Gate {
     agent: GateAgent,
@@ -57,7 +224,7 @@ impl Gate {
             );
             return;
         }
-        print!("{}", crate::output::check_text(&d.answer));
+        print!("{}", output::check_text(&d.answer));
         if d.offline {
             println!(
                 "   decided by this gate alone{} (buffered as #{})",
@@ -76,6 +243,56 @@ impl Gate {
             println!("{}", json!({ "line": line, "error": why }));
         } else {
             println!("?? line {line}: {why}");
+        }
+    }
+
+    /// A vehicle at `END`: each occupant checked; it passes only if every one does.
+    async fn vehicle(&mut self, plate: &str, occupants: &[(usize, i16, String)]) {
+        let mut all_allowed = !occupants.is_empty();
+        for (l, t, code) in occupants {
+            match self.check(code, *t, Some(plate)).await {
+                Ok(d) => {
+                    all_allowed &= d.answer.allowed;
+                    self.show(*l, &d, Some(plate));
+                }
+                Err(why) => {
+                    all_allowed = false;
+                    self.problem(*l, &why);
+                }
+            }
+        }
+        if self.json {
+            println!(
+                "{}",
+                json!({ "vehicle": plate, "occupants": occupants.len(), "allowed": all_allowed })
+            );
+        } else {
+            println!(
+                "{} VEHICLE {plate} ({} occupants)",
+                if all_allowed { "ALLOW" } else { "DENY " },
+                occupants.len()
+            );
+        }
+    }
+
+    /// Standard input ended (after line `n`): give the link a moment to upload what waits,
+    /// then report it.
+    async fn finish(&self, n: usize, notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
+        while self.agent.pending() > 0
+            && self.agent.online()
+            && tokio::time::Instant::now() < deadline
+        {
+            self.agent.kick_upload();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        while let Ok(notice) = notices.try_recv() {
+            self.notice(&notice);
+        }
+        let pending = self.agent.pending();
+        if pending > 0 {
+            self.problem(n, &format!("{pending} offline events still wait for upload in this gate's cache; they go when the gate runs again and reaches its node"));
         }
     }
 
@@ -133,7 +350,8 @@ fn person(line: &str) -> Result<(i16, String), String> {
     Ok((t, text))
 }
 
-pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
+/// `gate run`: decisions for the lines of a scanner until standard input ends.
+async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
     let cfg = dir.read_config()?;
     let key = ed25519_dalek::SigningKey::from_bytes(&read_secret(&dir.key())?);
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
@@ -177,34 +395,9 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
             continue;
         }
         if line == "END" {
-            let Some((plate, occupants)) = vehicle.take() else {
-                gate.problem(n, "END without CAR");
-                continue;
-            };
-            let mut all_allowed = !occupants.is_empty();
-            for (l, t, code) in &occupants {
-                match gate.check(code, *t, Some(&plate)).await {
-                    Ok(d) => {
-                        all_allowed &= d.answer.allowed;
-                        gate.show(*l, &d, Some(&plate));
-                    }
-                    Err(why) => {
-                        all_allowed = false;
-                        gate.problem(*l, &why);
-                    }
-                }
-            }
-            if json {
-                println!(
-                    "{}",
-                    json!({ "vehicle": plate, "occupants": occupants.len(), "allowed": all_allowed })
-                );
-            } else {
-                println!(
-                    "{} VEHICLE {plate} ({} occupants)",
-                    if all_allowed { "ALLOW" } else { "DENY " },
-                    occupants.len()
-                );
+            match vehicle.take() {
+                Some((plate, occupants)) => gate.vehicle(&plate, &occupants).await,
+                None => gate.problem(n, "END without CAR"),
             }
             continue;
         }
@@ -231,26 +424,12 @@ pub async fn run(dir: GateDir, json: bool) -> Result<ExitCode> {
             Err(why) => gate.problem(n, &why),
         }
     }
-    // Standard input ended: give the link a moment to upload what waits, then report it.
-    let deadline =
-        tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
-    while gate.agent.pending() > 0 && gate.agent.online() && tokio::time::Instant::now() < deadline
-    {
-        gate.agent.kick_upload();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    while let Ok(notice) = notices.try_recv() {
-        gate.notice(&notice);
-    }
-    let pending = gate.agent.pending();
-    if pending > 0 {
-        gate.problem(n, &format!("{pending} offline events still wait for upload in this gate's cache; they go when the gate runs again and reaches its node"));
-    }
+    gate.finish(n, &mut notices).await;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `menjin gate discover`: what `gate run` would find, shown.
-pub async fn discover(
+async fn discover(
     dir: GateDir,
     interfaces: Option<Vec<String>>,
     browse_ms: Option<u64>,
@@ -264,7 +443,7 @@ pub async fn discover(
     if let Some(ms) = browse_ms {
         let range = discovery::BROWSE_MS_MIN..=discovery::BROWSE_MS_MAX;
         if !range.contains(&ms) {
-            return Err(crate::usage(format!(
+            return Err(usage(format!(
                 "--browse-ms must be {} to {}",
                 range.start(),
                 range.end()
@@ -275,6 +454,23 @@ pub async fn discover(
     let key = read_signing_key(&dir.key())?;
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
     let d = discovery::discover(&cfg, &key, root).await;
+    if json {
+        discovery_json(&cfg, &d);
+    } else {
+        discovery_text(&cfg, &d);
+    }
+    match d.found {
+        Some(found) => {
+            found.client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Ok(ExitCode::FAILURE),
+    }
+}
+
+/// `gate discover --json`: the discovery settings, what mDNS saw, each candidate probed, the
+/// node chosen.
+fn discovery_json(cfg: &menjin_store::files::GateConfig, d: &discovery::Discovery) {
     let probes: Vec<serde_json::Value> = d
         .probes
         .iter()
@@ -309,67 +505,61 @@ pub async fn discover(
             "fingerprint": f.fingerprint,
         })
     });
-    if json {
-        let (advertised, mdns_error) = match &d.browsed {
-            Some(Ok(n)) => (Some(*n), None),
-            Some(Err(e)) => (None, Some(e.to_string())),
-            None => (None, None),
-        };
-        println!(
-            "{}",
-            json!({
-                "community": cfg.community,
-                "discovery": {
-                    "enabled": cfg.discovery.enabled,
-                    "interfaces": cfg.discovery.interfaces,
-                    "browse_ms": cfg.discovery.browse_ms,
-                },
-                "advertised": advertised,
-                "mdns_error": mdns_error,
-                "candidates": probes,
-                "chosen": chosen,
-            })
-        );
-    } else {
-        match &d.browsed {
-            None => println!("mDNS discovery is off in gate.toml ([discovery] enabled = false)"),
-            Some(Err(e)) => println!("mDNS failed: {e}"),
-            Some(Ok(n)) => println!(
-                "mDNS on {:?}: {n} node(s) of community {} advertised",
-                cfg.discovery.interfaces, cfg.community
-            ),
-        }
-        for p in &d.probes {
-            let what = p
-                .instance
-                .as_deref()
-                .unwrap_or("static address from gate.toml");
-            let result = match &p.outcome {
-                ProbeOutcome::Verified { rtt_us, .. } => {
-                    format!("verified, rtt {:.2} ms", *rtt_us as f64 / 1000.0)
-                }
-                ProbeOutcome::Refused(why) => format!("REFUSED: {why}"),
-                ProbeOutcome::Unreachable(why) => format!("unreachable: {why}"),
-            };
-            println!("  {what} at {}: {result}", p.addr);
-        }
-        match &d.found {
-            Some(f) => println!(
-                "chosen: {} ({}, rtt {:.2} ms, key {})",
-                f.addr,
-                f.via.as_str(),
-                f.rtt_us as f64 / 1000.0,
-                f.fingerprint
-            ),
-            None => println!("no node of community {} could be used", cfg.community),
-        }
+    let (advertised, mdns_error) = match &d.browsed {
+        Some(Ok(n)) => (Some(*n), None),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        None => (None, None),
+    };
+    println!(
+        "{}",
+        json!({
+            "community": cfg.community,
+            "discovery": {
+                "enabled": cfg.discovery.enabled,
+                "interfaces": cfg.discovery.interfaces,
+                "browse_ms": cfg.discovery.browse_ms,
+            },
+            "advertised": advertised,
+            "mdns_error": mdns_error,
+            "candidates": probes,
+            "chosen": chosen,
+        })
+    );
+}
+
+/// `gate discover`: one line for mDNS, one per candidate, one for the node chosen.
+fn discovery_text(cfg: &menjin_store::files::GateConfig, d: &discovery::Discovery) {
+    match &d.browsed {
+        None => println!("mDNS discovery is off in gate.toml ([discovery] enabled = false)"),
+        Some(Err(e)) => println!("mDNS failed: {e}"),
+        Some(Ok(n)) => println!(
+            "mDNS on {:?}: {n} node(s) of community {} advertised",
+            cfg.discovery.interfaces, cfg.community
+        ),
     }
-    match d.found {
-        Some(found) => {
-            found.client.close().await;
-            Ok(ExitCode::SUCCESS)
-        }
-        None => Ok(ExitCode::FAILURE),
+    for p in &d.probes {
+        let what = p
+            .instance
+            .as_deref()
+            .unwrap_or("static address from gate.toml");
+        let result = match &p.outcome {
+            ProbeOutcome::Verified { rtt_us, .. } => {
+                format!("verified, rtt {:.2} ms", *rtt_us as f64 / 1000.0)
+            }
+            ProbeOutcome::Refused(why) => format!("REFUSED: {why}"),
+            ProbeOutcome::Unreachable(why) => format!("unreachable: {why}"),
+        };
+        println!("  {what} at {}: {result}", p.addr);
+    }
+    match &d.found {
+        Some(f) => println!(
+            "chosen: {} ({}, rtt {:.2} ms, key {})",
+            f.addr,
+            f.via.as_str(),
+            f.rtt_us as f64 / 1000.0,
+            f.fingerprint
+        ),
+        None => println!("no node of community {} could be used", cfg.community),
     }
 }
 

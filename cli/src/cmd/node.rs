@@ -1,0 +1,173 @@
+//! `menjin node`: community nodes: create, run, rekey, local lockdowns, status.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use menjin_proto::wire::Request;
+use menjin_store::files::{DistrictDir, MdnsConfig, NodeDir};
+use menjin_store::provision::{self, NodeSpec};
+
+use crate::console::ask;
+use crate::exit::usage;
+use crate::form::{now_secs, parse_interfaces, parse_time};
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Create a node: its key, a certificate from the district root, a console key.
+    Create {
+        #[arg(long)]
+        district: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        community: u32,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:7300")]
+        listen: SocketAddr,
+        /// When declarations opened (now, or Unix seconds): the deadline is 5 days later.
+        #[arg(long, default_value = "now")]
+        campaign_start: String,
+        #[arg(long, default_value_t = 30)]
+        code_days: u32,
+        /// The district hub's address; without it the node runs alone.
+        #[arg(long)]
+        hub: Option<SocketAddr>,
+        /// Advertise the node by mDNS on these interfaces (comma-separated names, or `all`:
+        /// every interface but loopback and container bridges; `lo` only when listed).
+        #[arg(long, value_name = "INTERFACES")]
+        mdns: Option<String>,
+    },
+    /// Run the node until interrupted (Ctrl-C or SIGTERM).
+    Run {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Overrides `listen` in node.toml (127.0.0.1:0 picks a free port; see node.addr).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Give the node (or, with a hub directory, the hub) a new key and a fresh certificate
+    /// from the district root. Then restart it, and enrol the new node.cert at the hub.
+    Rekey {
+        #[arg(long)]
+        district: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Lock the community down from the node itself (staff acting on a phone call while the
+    /// hub is unreachable); reported to the hub when the link is up.
+    Lockdown {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// Lift a lockdown from the node itself.
+    Lift {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Counts and enrolled gates of a running node.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+pub async fn run(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
+    let resp = match cmd {
+        NodeCmd::Create {
+            district,
+            dir,
+            community,
+            name,
+            listen,
+            campaign_start,
+            code_days,
+            hub,
+            mdns,
+        } => {
+            let mdns = mdns.as_deref().map(parse_interfaces).transpose()?;
+            let spec = NodeSpec {
+                community,
+                community_name: name,
+                listen,
+                campaign_start: parse_time(&campaign_start, now_secs())
+                    .map_err(usage)
+                    .context("--campaign-start")?,
+                code_validity_days: code_days,
+                hub,
+            };
+            return create(district, dir, &spec, mdns, json);
+        }
+        NodeCmd::Run { dir, listen } => {
+            menjin_community::run_node(&NodeDir(dir), listen, super::shutdown_signal()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        NodeCmd::Rekey { district, dir } => return rekey(district, dir, json),
+        NodeCmd::Lockdown { dir, reason, by } => {
+            let req = Request::LocalLockdown {
+                locked: true,
+                reason,
+                by,
+            };
+            ask(&dir, req).await?
+        }
+        NodeCmd::Lift { dir, by, reason } => {
+            let req = Request::LocalLockdown {
+                locked: false,
+                reason,
+                by,
+            };
+            ask(&dir, req).await?
+        }
+        NodeCmd::Status { dir } => ask(&dir, Request::Status).await?,
+    };
+    Ok(output::response(json, &resp))
+}
+
+fn create(
+    district: PathBuf,
+    dir: PathBuf,
+    spec: &NodeSpec,
+    mdns: Option<Vec<String>>,
+    json: bool,
+) -> Result<ExitCode> {
+    let nd = NodeDir(dir.clone());
+    let cert = provision::create_node(&DistrictDir(district), &nd, spec)?;
+    if let Some(interfaces) = mdns {
+        let mut cfg = nd.read_config()?;
+        cfg.mdns = MdnsConfig {
+            enabled: true,
+            interfaces,
+        };
+        nd.write_config(&cfg)?;
+    }
+    output::created_node(json, &dir, &cert);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rekey(district: PathBuf, dir: PathBuf, json: bool) -> Result<ExitCode> {
+    let cert = provision::rekey(&DistrictDir(district), &NodeDir(dir.clone()))?;
+    if json {
+        output::created_node(json, &dir, &cert);
+    } else {
+        println!(
+            "new key {} for community {}; restart the daemon, then enrol {} at the hub",
+            cert.key_id(),
+            cert.community,
+            NodeDir(dir).cert().display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

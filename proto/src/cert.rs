@@ -8,6 +8,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 
 use crate::{CommunityId, KeyId, UnixTime};
 
+/// The layout version written first in every certificate; others are refused
+/// ([`CertError::UnknownVersion`]).
 pub const CERT_VERSION: u8 = 1;
 /// The community number of a district hub's own certificate: the hub is certified by the same
 /// root, and no community is numbered 0.
@@ -21,23 +23,37 @@ const SIG_LEN: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
+    /// The bytes are not a certificate (truncated, a bad key, a name that is too long or
+    /// not UTF-8); the text says which.
     #[error("node certificate is malformed: {0}")]
     Malformed(&'static str),
+    /// Written by a newer (or foreign) version of Menjin than this one reads.
     #[error("node certificate has unknown version {0}")]
     UnknownVersion(u8),
+    /// Not signed by the district root this side trusts: another district's node, a
+    /// tampered certificate, or a root key that was replaced. The peer is not let in.
     #[error("node certificate is not signed by this district's root key")]
     BadSignature,
+    /// The certificate is expired or not yet valid. Either the node needs a new
+    /// certificate from the district, or one of the two clocks is wrong.
     #[error("node certificate is outside its validity window")]
     OutsideValidity,
 }
 
 /// A district root's statement that `node_key` may issue codes for `community`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The fields are covered by the signature: changing one makes [`NodeCert::verify`] fail.
 pub struct NodeCert {
+    /// The community the node speaks for ([`HUB_COMMUNITY`] for the hub itself).
     pub community: CommunityId,
+    /// For people reading logs, at most [`COMMUNITY_NAME_LEN_MAX`] bytes.
     pub community_name: String,
+    /// The key that signs the community's codes and the node's TLS handshakes.
     pub node_key: VerifyingKey,
+    /// First second of validity (inclusive).
     pub not_before: UnixTime,
+    /// Last second of validity (inclusive).
     pub not_after: UnixTime,
     signature: [u8; SIG_LEN],
 }
@@ -68,6 +84,7 @@ impl NodeCert {
         cert
     }
 
+    /// The id that codes signed by this node carry as their issuer.
     pub fn key_id(&self) -> KeyId {
         KeyId::of(&self.node_key)
     }
@@ -84,6 +101,7 @@ impl NodeCert {
         out
     }
 
+    /// The certificate in the layout of the module doc, signature last.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.body();
         out.extend_from_slice(&self.signature);

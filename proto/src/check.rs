@@ -26,10 +26,15 @@ use crate::{CommunityId, NodeCert, UnixTime};
 pub struct Scan<'a> {
     /// The code's text form, as the scanner read it.
     pub code: &'a str,
+    /// Body temperature in tenths of a degree Celsius (365 is 36.5 °C); outside
+    /// [`rule::TEMPERATURE_DC_MIN`]..=[`rule::TEMPERATURE_DC_MAX`] the check is refused as a
+    /// thermometer error.
     pub temperature_dc: i16,
     /// The vehicle's plate, when the person is in one.
     pub plate: Option<&'a str>,
+    /// The lane: in or out of the compound.
     pub direction: Direction,
+    /// The gate that scanned, as enrolled at the node; copied into the logged event.
     pub gate_id: &'a str,
 }
 
@@ -62,14 +67,20 @@ pub enum Mode {
     Online,
     /// A gate alone; `degraded`: it has not heard from its node for longer than its bound,
     /// so no visitor's consent is trusted.
-    Offline { degraded: bool },
+    Offline {
+        /// Set by the gate from its clock bound; visitors are refused while it holds.
+        degraded: bool,
+    },
 }
 
 /// What the decider holds besides its knowledge of single codes.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
+    /// The decider's community: a code of any other is `wrong_community`.
     pub community: CommunityId,
+    /// The certificate signatures are checked against.
     pub issuer: Issuer<'a>,
+    /// Node or gate alone; marks the logged event as offline.
     pub mode: Mode,
     /// The community is locked down (as the decider enforces it).
     pub lockdown: bool,
@@ -100,8 +111,11 @@ pub enum Known<'a> {
 pub struct Issued<'a> {
     /// The exact bytes issued: a code with other bytes under this id is refused.
     pub code: &'a [u8],
+    /// The holder kind on the node's record (it outranks the one in the code).
     pub kind: HolderKind,
+    /// The holder on the node's record.
     pub holder: HolderId,
+    /// The code is revoked; a withdrawn visitor consent shows in `consent` instead.
     pub revoked: bool,
     /// For visitor codes: the consent is in force (not withdrawn, the host still holding a
     /// code).
@@ -121,6 +135,7 @@ pub trait Trust {
 /// What a check gives its caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
+    /// Allow or deny, with the reason and the fever flag.
     pub verdict: Verdict,
     /// Anti-passback: a resident let in twice without going out (still let in).
     pub passback: bool,
@@ -136,8 +151,11 @@ pub struct Checked {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InputError {
+    /// The reading (tenths of °C) is outside [`rule::TEMPERATURE_DC_MIN`] to
+    /// [`rule::TEMPERATURE_DC_MAX`]: a thermometer error, not a person.
     #[error("temperature {:.1} °C is outside 30.0 to 45.0: measure again", f32::from(*.0) / 10.0)]
     Temperature(i16),
+    /// The plate is blank or longer than [`PLATE_LEN_MAX`] bytes.
     #[error("plate: 1 to {max} bytes", max = PLATE_LEN_MAX)]
     Plate,
 }

@@ -5,8 +5,12 @@ use crate::UnixTime;
 /// A calendar date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Date {
+    /// The year, astronomical numbering (year 0 is 1 BC).
     pub year: i32,
+    /// 1 to 12.
     pub month: u32,
+    /// 1 to the length of the month; [`Date::new`] checks it, building the struct by
+    /// hand does not.
     pub day: u32,
 }
 

@@ -25,6 +25,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use crate::rule::Reason;
 use crate::{CommunityId, KeyId, NodeCert, UnixTime};
 
+/// The layout version, first byte of every code; others are `unknown_version`.
 pub const CODE_VERSION: u8 = 1;
 /// Text prefix: tells a scanner line apart from other QR payloads before any decoding.
 pub const TEXT_PREFIX: &str = "MJ:";
@@ -33,6 +34,7 @@ pub const TEXT_PREFIX: &str = "MJ:";
 pub const LABEL_LEN_MAX: usize = 16;
 const FIXED_LEN: usize = 1 + 1 + 8 + 4 + 8 + 4 + 4 + 8;
 const SIG_LEN: usize = 64;
+/// The longest binary code: both labels at [`LABEL_LEN_MAX`] (136 bytes).
 pub const CODE_LEN_MAX: usize = FIXED_LEN + 2 + 2 * LABEL_LEN_MAX + SIG_LEN;
 /// Longest text form we accept before even trying to decode it.
 pub const TEXT_LEN_MAX: usize = TEXT_PREFIX.len() + CODE_LEN_MAX.div_ceil(2) * 3;
@@ -41,9 +43,11 @@ pub const TEXT_LEN_MAX: usize = TEXT_PREFIX.len() + CODE_LEN_MAX.div_ceil(2) * 3
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HolderKind {
+    /// Lives in the compound: owner, tenant or household member.
     Resident,
     /// Declared by an adult relative of the same household (elderly, children, ...).
     Dependent,
+    /// From outside, let in with a resident's consent (order item 6); refused in a lockdown.
     Visitor,
     /// Staff of the shops, restaurants and hostels inside the compound.
     Staff,
@@ -69,6 +73,7 @@ impl HolderKind {
         })
     }
 
+    /// The stable snake_case name (the serde form, and the roster documents' `kind`).
     pub fn as_str(self) -> &'static str {
         match self {
             HolderKind::Resident => "resident",
@@ -152,6 +157,7 @@ macro_rules! hex_id {
 pub struct HexIdError {
     /// `CredId` or `HolderId`.
     pub id: &'static str,
+    /// The text given, trimmed.
     pub text: String,
 }
 
@@ -161,14 +167,23 @@ hex_id!(HolderId);
 /// The signed statement inside a code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
+    /// What the gate rule lets the holder do.
     pub kind: HolderKind,
+    /// Names this code in the node's roster and on revocation lists.
     pub id: CredId,
+    /// The only community whose gates accept it.
     pub community: CommunityId,
+    /// The person, without personal data.
     pub holder: HolderId,
+    /// First valid second, Unix time (u32 keeps the code short; good until 2106).
     pub valid_from: u32,
+    /// Last valid second, Unix time; not before `valid_from`.
     pub valid_until: u32,
+    /// The issuing node's key id; must match the key that signs.
     pub issuer: KeyId,
+    /// The holder's building, 1 to [`LABEL_LEN_MAX`] bytes: what the guard sees.
     pub building: String,
+    /// The holder's door number, 1 to [`LABEL_LEN_MAX`] bytes.
     pub door: String,
 }
 
@@ -176,8 +191,10 @@ pub struct Credential {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LabelError {
+    /// The building is empty or over [`LABEL_LEN_MAX`] bytes; the text given.
     #[error("building must be 1 to {max} bytes, got {0:?}", max = LABEL_LEN_MAX)]
     Building(String),
+    /// The door is empty or over [`LABEL_LEN_MAX`] bytes; the text given.
     #[error("door must be 1 to {max} bytes, got {0:?}", max = LABEL_LEN_MAX)]
     Door(String),
 }
@@ -186,13 +203,17 @@ pub enum LabelError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodeError {
+    /// Not a code: wrong prefix, not base45, truncated, too long, a bad label or window.
+    /// The text says which.
     #[error("malformed code: {0}")]
     Malformed(&'static str),
+    /// A layout version other than [`CODE_VERSION`].
     #[error("unknown code version {0}")]
     UnknownVersion(u8),
 }
 
 impl CodeError {
+    /// The gate reason the error is refused with (`malformed`, `unknown_version`).
     pub fn reason(&self) -> Reason {
         match self {
             CodeError::Malformed(_) => Reason::Malformed,
@@ -204,6 +225,8 @@ impl CodeError {
 /// A parsed code with the exact bytes it was made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedCode {
+    /// The decoded statement. Not re-signed if changed: [`SignedCode::as_bytes`] keeps the
+    /// original bytes.
     pub credential: Credential,
     bytes: Vec<u8>,
 }
@@ -331,10 +354,14 @@ impl SignedCode {
         SignedCode::decode(&bytes)
     }
 
+    /// The text form for the QR code and scanners (`MJ:` + base45, at most
+    /// [`TEXT_LEN_MAX`] characters).
     pub fn to_text(&self) -> String {
         encode_text(&self.bytes)
     }
 
+    /// The exact bytes signed or decoded, signature included: what the node stores and
+    /// compares a scanned code with.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }

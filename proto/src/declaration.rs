@@ -7,15 +7,21 @@ use crate::idnum::{DocumentType, check_document};
 
 /// Names longer than this are typing accidents (the longest Chinese names are far shorter).
 pub const NAME_LEN_MAX: usize = 64;
+/// Bytes of a phone number, after trimming: room for `+852` and separators.
 pub const PHONE_LEN_MAX: usize = 20;
+/// Bytes of `underlying_conditions`: a short note, not a medical record.
 pub const NOTE_LEN_MAX: usize = 256;
 /// The age from which a person may declare for others in the household.
 pub const ADULT_AGE: i32 = 18;
 
+/// Group 1: gender as on the identity document; for a resident ID it must match the
+/// number's gender digit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Gender {
+    /// Male.
     Male,
+    /// Female.
     Female,
 }
 
@@ -23,7 +29,9 @@ pub enum Gender {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PersonType {
+    /// Owns the home.
     Owner,
+    /// Rents the home.
     Tenant,
     /// Lives with the owner or tenant (relative, nanny, ...).
     Household,
@@ -35,9 +43,13 @@ pub enum PersonType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Quarantine {
+    /// Under no measure.
     None,
+    /// Under home quarantine: no code.
     Home,
+    /// In central quarantine: no code.
     Central,
+    /// Under hospital treatment: no code.
     Hospital,
 }
 
@@ -45,7 +57,9 @@ pub enum Quarantine {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tenure {
+    /// Owned by someone in the household.
     Owned,
+    /// Rented.
     Rented,
 }
 
@@ -53,21 +67,34 @@ pub enum Tenure {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Declaration {
     // 1. Basic information.
+    /// Full name as on the document, at most [`NAME_LEN_MAX`] bytes.
     pub name: String,
+    /// As on the document.
     pub gender: Gender,
+    /// GB/T 38962's document type: resident ID, travel permits, passport.
     pub document_type: DocumentType,
+    /// The number, checked against its type ([`crate::idnum::check_document`]), at most
+    /// 32 bytes. Stays on the node; it leaves only as an [`crate::idnum::IdHash`].
     pub document_number: String,
     /// `YYYY-MM-DD`; required unless the document is a resident ID, which carries it.
     pub birth_date: Option<String>,
+    /// GB/T 38962's nationality, as typed (`CN`, ...), at most 32 bytes.
     pub nationality: String,
+    /// Digits, spaces, `+` and `-`, at most [`PHONE_LEN_MAX`] bytes.
     pub phone: String,
     // 2. Person type.
+    /// Decides the code's holder kind: shop staff get staff codes, everyone else resident.
     pub person_type: PersonType,
     // 3. Quarantine.
+    /// As declared; anything but `None` means no code.
     pub quarantine: Quarantine,
     // 4. Residence.
+    /// Building of the home, 1 to [`crate::credential::LABEL_LEN_MAX`] bytes: printed on
+    /// the code and the pass.
     pub building: String,
+    /// Door number, 1 to [`crate::credential::LABEL_LEN_MAX`] bytes.
     pub door: String,
+    /// Owned or rented.
     pub tenure: Tenure,
     // 5. Other.
     /// Passed through a high-risk area in the last 14 days.
@@ -76,6 +103,8 @@ pub struct Declaration {
     pub contact_with_case: bool,
     /// Fever, cough or shortness of breath.
     pub symptoms: bool,
+    /// GB/T 38962's underlying conditions, free text, at most [`NOTE_LEN_MAX`] bytes; may
+    /// be empty. Not used by the review.
     pub underlying_conditions: String,
 }
 
@@ -85,12 +114,16 @@ pub struct Declaration {
 pub enum Outcome {
     /// Needs neither home quarantine, central quarantine nor hospital treatment: gets a code.
     Cleared,
+    /// Declared under home quarantine, or through a high-risk area: no code.
     HomeQuarantine,
+    /// Declared in central quarantine, or in contact with a case: no code.
     CentralQuarantine,
+    /// Declared under treatment, or with symptoms: no code.
     Hospital,
 }
 
 impl Outcome {
+    /// The stable snake_case name (the serde form, and the roster documents' `outcome`).
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Cleared => "cleared",
@@ -104,15 +137,21 @@ impl Outcome {
 /// What the review decided and why, in words for the person at the counter.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Review {
+    /// The measure the answers call for; only [`Outcome::Cleared`] gets a code.
     pub outcome: Outcome,
+    /// One sentence for the person at the counter or on the phone.
     pub why: String,
 }
 
 /// A declaration that passed validation, with what it tells about the person.
 #[derive(Clone, Debug)]
 pub struct Checked {
+    /// From the resident ID number, or the declared birth date for other documents.
     pub birth: Date,
+    /// `Staff` for shop staff, `Resident` otherwise; a proxy declaration makes the caller
+    /// issue a `Dependent` code instead.
     pub kind: HolderKind,
+    /// The automatic review.
     pub review: Review,
 }
 
@@ -120,10 +159,17 @@ pub struct Checked {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeclarationError {
+    /// A required field is empty (or blank); the field's name, for the form to point at.
     #[error("missing field: {0}")]
     Missing(&'static str),
+    /// A field is filled in but wrong.
     #[error("invalid {field}: {why}")]
-    Invalid { field: &'static str, why: String },
+    Invalid {
+        /// The field's name as in [`Declaration`] (`building/door` for the pair).
+        field: &'static str,
+        /// What is wrong, for the person filling it in.
+        why: String,
+    },
 }
 
 fn invalid(field: &'static str, why: impl Into<String>) -> DeclarationError {

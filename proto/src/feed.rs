@@ -29,9 +29,11 @@ pub const HEARTBEAT_MS: u64 = 2_000;
 /// A lockdown as a gate applies it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateLockdown {
+    /// Refuse visitors and vehicles, and residents going out unless allowed.
     pub locked: bool,
     /// The district policy's epoch for this community (0: never locked by the district).
     pub epoch: u64,
+    /// Why, for the guard's screen.
     pub reason: String,
     /// When it was decided (Unix seconds, deciding clock).
     pub at: UnixTime,
@@ -40,15 +42,21 @@ pub struct GateLockdown {
 /// Everything a gate needs to decide alone, as of `version`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustSnapshot {
-    /// Rises with every change the node makes to what it sends; a new node process starts
-    /// again from a new `incarnation`.
+    /// The node process that sends the feed: differs between processes of one node, so a
+    /// gate never applies one process's updates on top of another's versions.
     pub incarnation: u64,
+    /// Rises by one with every change the node makes to what it sends, from 1 at each
+    /// process start.
     pub version: u64,
+    /// The node's clock when it made the snapshot (Unix milliseconds): the gate measures
+    /// its offset from it.
     pub node_time_ms: u64,
+    /// The node's community; the gate decides only for this one.
     pub community: CommunityId,
     /// The node's certificate (`NodeCert::encode`), signed by the district root: the gate
     /// checks it, then trusts codes signed by that node key.
     pub node_cert: Vec<u8>,
+    /// The lockdown the node enforces now.
     pub lockdown: GateLockdown,
     /// During a lockdown, may residents go out (staff always may)?
     pub residents_may_leave: bool,
@@ -61,22 +69,35 @@ pub struct TrustSnapshot {
 /// A change on top of the previous version.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustUpdate {
+    /// As in [`TrustSnapshot::incarnation`]; an update of another incarnation is not
+    /// applied (the gate resubscribes).
     pub incarnation: u64,
     /// Exactly one more than the version it applies to.
     pub version: u64,
+    /// The node's clock when it made the update (Unix milliseconds).
     pub node_time_ms: u64,
+    /// The new lockdown state, when it changed.
     pub lockdown: Option<GateLockdown>,
+    /// Codes of people newly revoked: add to the deny list.
     pub revoked: Vec<CredId>,
+    /// Visitor codes whose consent is now in force.
     pub visitors_added: Vec<CredId>,
+    /// Visitor codes whose consent ended (withdrawn, or the host lost their code).
     pub visitors_removed: Vec<CredId>,
 }
 
+/// One frame of the feed, node → gate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GateFeed {
+    /// The first frame of a subscription: replaces whatever the gate holds.
     Snapshot(TrustSnapshot),
+    /// A change committed at the node, in version order.
     Update(TrustUpdate),
+    /// Sent every [`HEARTBEAT_MS`] when nothing else is: the node is alive.
     Heartbeat {
+        /// The last version sent on this subscription.
         version: u64,
+        /// The node's clock (Unix milliseconds).
         node_time_ms: u64,
     },
     /// The subscription is refused (a gate subscribing as another gate, ...).
@@ -86,10 +107,13 @@ pub enum GateFeed {
 /// What a gate reports with each acknowledgment; the node shows it per gate.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateAck {
+    /// The incarnation of the trust data the gate holds.
     pub incarnation: u64,
+    /// The version the gate has applied and flushed.
     pub version: u64,
-    /// The lockdown epoch the gate enforces now, and whether it is locked.
+    /// The lockdown epoch the gate enforces now.
     pub lockdown_epoch: u64,
+    /// Whether the gate enforces a lockdown now.
     pub locked: bool,
     /// Offline events waiting in the gate's buffer.
     pub pending_events: u64,
@@ -101,7 +125,9 @@ pub struct GateAck {
 /// that gate; the node stores each (gate, gate_seq) once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfflineEvent {
+    /// The gate's own sequence number for the event.
     pub gate_seq: u64,
+    /// The event as decided, with its offline mark.
     pub event: crate::wire::GateEvent,
 }
 
@@ -112,8 +138,11 @@ pub const UPLOAD_BATCH_MAX: usize = 200;
 /// it make the current version (each record carries a keyed MAC; see the gate's cache).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheHead {
+    /// The node incarnation the cached trust data came from.
     pub incarnation: u64,
+    /// The version of the stored snapshot.
     pub snapshot_version: u64,
+    /// The current version: `version - snapshot_version` updates are stored on top.
     pub version: u64,
 }
 

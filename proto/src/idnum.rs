@@ -10,6 +10,8 @@ use sha2::Sha256;
 
 use crate::civil::Date;
 
+/// The kind of identity document a person declares with (GB/T 38962 "document type").
+/// Part of the keyed hash: the same number under two types gives two hashes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DocumentType {
@@ -19,10 +21,13 @@ pub enum DocumentType {
     HkMacaoPermit,
     /// 台湾居民来往大陆通行证: 8 or 10 digits.
     TaiwanPermit,
+    /// 护照, any country's: 5 to 20 letters and digits.
     Passport,
 }
 
 impl DocumentType {
+    /// The stable snake_case name (the serde form); hashed into [`IdHash`], so it never
+    /// changes.
     pub fn as_str(self) -> &'static str {
         match self {
             DocumentType::ResidentId => "resident_id",
@@ -42,6 +47,9 @@ impl DocumentType {
         }
     }
 
+    /// Parses a name from [`DocumentType::as_str`] (or `id` for a resident ID), as typed on
+    /// the command line or in an import file.
+    ///
     /// # Errors
     /// [`UnknownDocumentType`], whose message lists the accepted names.
     pub fn parse(s: &str) -> Result<DocumentType, UnknownDocumentType> {
@@ -63,7 +71,9 @@ pub struct UnknownDocumentType(pub String);
 /// What a resident ID number itself says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResidentIdFacts {
+    /// Digits 7 to 14 (`YYYYMMDD`).
     pub birth: Date,
+    /// Digit 17 is odd.
     pub male: bool,
 }
 
@@ -71,16 +81,26 @@ pub struct ResidentIdFacts {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdError {
+    /// Not 17 digits and a check character; the number of characters given.
     #[error(
         "resident ID number must be 17 digits and a check character (0-9 or X), got {0} characters"
     )]
     BadShape(usize),
+    /// The ISO 7064 MOD 11-2 check character does not match: usually a mistyped digit.
     #[error("resident ID number check digit is wrong: expected {expected}, got {got}")]
-    BadCheckDigit { expected: char, got: char },
+    BadCheckDigit {
+        /// The check character the first 17 digits call for.
+        expected: char,
+        /// The one typed (upper-cased).
+        got: char,
+    },
+    /// The birth date digits are not a real date, or before 1900; `YYYY-MM-DD` as read.
     #[error("resident ID number has an impossible birth date {0}")]
     BadBirthDate(String),
+    /// The birth date digits are after `today`.
     #[error("resident ID number has a birth date in the future")]
     BirthInFuture,
+    /// A permit or passport number of the wrong shape; the document's name.
     #[error("{0} number is not in its expected format")]
     BadFormat(&'static str),
 }

@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
+    /// The id of `key`. 8 bytes keep codes short: the id only picks the certificate, the
+    /// signature decides.
     pub fn of(key: &VerifyingKey) -> KeyId {
         let digest = Sha256::digest(key.as_bytes());
         let mut id = [0u8; 8];
@@ -67,15 +69,18 @@ pub fn parse_public_key_hex(text: &str) -> Result<VerifyingKey, PublicKeyError> 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublicKeyError {
+    /// Not 64 characters after trimming; the length given.
     #[error("a public key is 64 hex characters, got {0}")]
     Length(usize),
     /// At this 1-based character.
     #[error("not hex at character {0}")]
     NotHex(usize),
+    /// 32 bytes that are not a point of the curve: a damaged or wrong key.
     #[error("not a valid ed25519 public key")]
     NotEd25519,
 }
 
+/// A public key as 64 lowercase hex characters (what [`parse_public_key_hex`] reads).
 pub fn public_key_hex(key: &VerifyingKey) -> String {
     key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -18,16 +18,30 @@ pub const LINK_FRAME_LEN_MAX: usize = 8 * 1024 * 1024;
 /// batch is flushed in a few milliseconds at the hub.
 pub const LOG_BATCH_MAX: usize = 2_000;
 
+/// One frame on the node–hub link; each variant says which side sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkFrame {
     /// Node → hub, first frame (a QUIC stream exists for the peer only once data is sent).
-    Hello { events_logged: u64 },
+    Hello {
+        /// Gate events in the node's log so far, for the hub's log line.
+        events_logged: u64,
+    },
     /// Hub → node, first frame: the next gate-log sequence number the hub needs.
-    LogCursor { next_seq: u64 },
+    LogCursor {
+        /// The lowest sequence number the hub does not have for this community.
+        next_seq: u64,
+    },
     /// Node → hub: consecutive events starting at `events[0].seq`.
-    LogBatch { events: Vec<GateEvent> },
+    LogBatch {
+        /// At most [`LOG_BATCH_MAX`] events with consecutive sequence numbers; the hub
+        /// refuses a batch that skips one or is out of order.
+        events: Vec<GateEvent>,
+    },
     /// Hub → node: everything up to and including `upto_seq` is on the hub's disk.
-    LogAck { upto_seq: u64 },
+    LogAck {
+        /// The highest sequence number flushed at the hub.
+        upto_seq: u64,
+    },
     /// Either way: a replication message (see `menjin_sync`), opaque here.
     Sync(Vec<u8>),
     /// Node → hub: a lockdown decided at the node (see `record::effective_lockdown`); the

@@ -13,12 +13,19 @@ use crate::wire::Channel;
 /// A declared person and their latest declaration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonRecord {
+    /// The person's id in this node, kept across declarations (the record's key).
     pub holder: HolderId,
+    /// The latest declaration as filled in, plain document number included.
     pub form: Declaration,
+    /// Keyed hash of the form's document type and number: what leaves the node.
     pub id_hash: IdHash,
+    /// The holder kind of the person's codes (`Dependent` when declared by proxy).
     pub kind: HolderKind,
+    /// Online, by proxy or on paper.
     pub channel: Channel,
+    /// The automatic review of `form`.
     pub review: Review,
+    /// When the latest declaration was recorded (node clock, Unix seconds).
     pub declared_at: UnixTime,
     /// The adult relative who declared for this person.
     pub declared_by: Option<HolderId>,
@@ -26,19 +33,28 @@ pub struct PersonRecord {
     pub staff: Option<String>,
     /// The code now in force, if the person is cleared.
     pub cred: Option<CredId>,
+    /// A photo is stored for the printed pass (tree `roster`, key `f` + holder).
     pub has_photo: bool,
+    /// Printed passes handed out, kept across declarations (a reprint is visible).
     pub passes_printed: u32,
 }
 
+/// Where an issued code stands at its node. Only `Active` ever changes: the other two are
+/// final.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CredStatus {
+    /// In force.
     Active,
+    /// Revoked for good.
     Revoked {
+        /// When (node clock, Unix seconds).
         at: UnixTime,
+        /// For staff and logs: "replaced by a new declaration", "district health list: ...".
         why: String,
     },
     /// A visitor code whose host withdrew consent.
     ConsentWithdrawn {
+        /// When (node clock, Unix seconds).
         at: UnixTime,
     },
 }
@@ -46,20 +62,31 @@ pub enum CredStatus {
 /// An issued code: the exact signed bytes, who holds it and whether it still stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredRecord {
+    /// The code's id (the record's key).
     pub id: CredId,
+    /// The person it was issued to.
     pub holder: HolderId,
+    /// The holder kind it was issued for.
     pub kind: HolderKind,
+    /// The exact signed bytes ([`crate::SignedCode::as_bytes`]): a scanned code with the
+    /// same bytes skips the signature check.
     pub code: Vec<u8>,
+    /// When it was signed (node clock, Unix seconds).
     pub issued_at: UnixTime,
+    /// In force, revoked or withdrawn.
     pub status: CredStatus,
     /// For visitor codes: the resident who consented, and who the visitor is.
     pub visit: Option<Visit>,
 }
 
+/// A resident's consent to one visitor (order item 6).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Visit {
+    /// The consenting resident; the consent lapses when they no longer hold a valid code.
     pub host: HolderId,
+    /// The visitor's name, as the host gave it.
     pub visitor_name: String,
+    /// The visitor's phone, as the host gave it.
     pub visitor_phone: String,
 }
 
@@ -67,8 +94,11 @@ pub struct Visit {
 /// hub is unreachable). Stored at the node, reported to the hub when the link is up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalLockdown {
+    /// Locked down, or lifted.
     pub locked: bool,
+    /// Why, as staff typed it.
     pub reason: String,
+    /// The staff member who decided it.
     pub by: String,
     /// When staff decided it (node clock, Unix seconds).
     pub at: UnixTime,

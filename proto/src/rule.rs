@@ -8,6 +8,7 @@ use crate::credential::HolderKind;
 pub const FEVER_DC: i16 = 373;
 /// Readings outside 30.0..=45.0 °C are thermometer errors, not people: refuse the request.
 pub const TEMPERATURE_DC_MIN: i16 = 300;
+/// The upper end of [`TEMPERATURE_DC_MIN`]'s range (45.0 °C, tenths of a degree).
 pub const TEMPERATURE_DC_MAX: i16 = 450;
 
 /// Why a gate allowed or refused someone. The names are stable: logs, JSON and the demo's
@@ -18,17 +19,30 @@ pub const TEMPERATURE_DC_MAX: i16 = 450;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Reason {
+    /// Let through.
     Ok,
+    /// Not a Menjin code, or damaged: prefix, base45, layout ([`crate::CodeError::Malformed`]).
     Malformed,
+    /// A code version this side does not read (a newer system issued it).
     UnknownVersion,
+    /// Forged or altered: the signature does not verify, a node signed for a community not
+    /// its own, or the bytes differ from what the node issued under that id.
     BadSignature,
+    /// Signed by a key other than the community node's certified one (or the gate has no
+    /// valid trust data).
     UnknownIssuer,
+    /// Past the code's `valid_until`.
     Expired,
+    /// Before the code's `valid_from`.
     NotYetValid,
+    /// A code of another community, whoever signed it.
     WrongCommunity,
+    /// Revoked: replaced by a new declaration, or a district health list took the
+    /// holder's clearance away.
     Revoked,
     /// Signed by this community's node, but the node has no record of it (restored backup?).
     UnknownCode,
+    /// [`FEVER_DC`] or more with a code that is otherwise fine.
     Fever,
     /// A visitor whose host withdrew consent, or whose host is no longer cleared.
     NoConsent,
@@ -40,6 +54,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order: for tables and counters that list them all.
     pub const ALL: [Reason; 14] = [
         Reason::Ok,
         Reason::Malformed,
@@ -57,6 +72,7 @@ impl Reason {
         Reason::Lockdown,
     ];
 
+    /// The stable snake_case name (the serde form), as logs and JSON carry it.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",
@@ -114,6 +130,7 @@ pub struct Facts {
     pub revoked: bool,
     /// For visitors: the host's consent is in force (`None` for everyone else).
     pub consent_active: Option<bool>,
+    /// Body temperature in tenths of a degree Celsius; [`FEVER_DC`] or more is a fever.
     pub temperature_dc: i16,
     /// The person is in a vehicle.
     pub in_vehicle: bool,
@@ -129,7 +146,9 @@ pub struct Facts {
 /// The outcome at the gate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {
+    /// The lock opens: exactly when `reason` is [`Reason::Ok`].
     pub allowed: bool,
+    /// Why; the first that applies in [`decide`]'s order.
     pub reason: Reason,
     /// 37.3 °C or more: the guard must act whatever the code says.
     pub fever: bool,

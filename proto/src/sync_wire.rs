@@ -34,16 +34,28 @@ pub struct SyncFrame {
     /// from sessions older than the newest it has seen, and resets its per-document sync
     /// state when a newer one appears.
     pub session: u64,
+    /// A summary or one document's sync message.
     pub body: SyncBody,
 }
 
+/// What a frame carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncBody {
     /// What the sender holds of the documents this pair shares. `reply` is false for a probe
     /// (the receiver answers with its own summary) and true for the answer.
-    Summary { reply: bool, docs: Vec<DocDigest> },
+    Summary {
+        /// True for the answer to a probe, false for the probe.
+        reply: bool,
+        /// At most [`SUMMARY_DOCS_MAX`] documents.
+        docs: Vec<DocDigest>,
+    },
     /// One Automerge sync message (`automerge::sync::Message::encode`) for one document.
-    Doc { doc: String, msg: Vec<u8> },
+    Doc {
+        /// The document's string form, at most [`DOC_ID_LEN_MAX`] bytes.
+        doc: String,
+        /// The encoded message, not empty; decoded and checked by the sync crate.
+        msg: Vec<u8>,
+    },
 }
 
 /// One document in a summary.

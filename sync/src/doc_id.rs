@@ -39,7 +39,13 @@ impl fmt::Display for Role {
 pub enum DocId {
     /// One shard of a community's roster: persons and their codes whose holder id's first
     /// byte modulo the community's shard count is `shard`.
-    Roster { community: CommunityId, shard: u8 },
+    Roster {
+        /// The community whose node writes this shard.
+        community: CommunityId,
+        /// Below the community's shard count (`Config::roster_shards`,
+        /// [`ROSTER_SHARDS_DEFAULT`]).
+        shard: u8,
+    },
     /// The district policy: enrolled nodes, lockdowns, health flags.
     Policy,
 }

@@ -134,7 +134,7 @@
 //! This crate must never do IO, read the clock, or merge a change that breaks the
 //! authority rule.
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, missing_docs)]
 
 mod doc_id;
 mod error;

@@ -29,42 +29,60 @@ pub const POLICY_TEXT_LEN_MAX: usize = 200;
 /// A community node the hub replicates with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEnrolment {
+    /// The community the node serves; one enrolment per community (a new one replaces it).
     pub community: CommunityId,
     /// The node's ed25519 public key.
     pub node_key: [u8; 32],
+    /// The operator's label for the node, at most [`POLICY_TEXT_LEN_MAX`] bytes.
     pub name: String,
 }
 
 /// A community's lockdown state. Ordered by `epoch`, which the hub raises at every change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lockdown {
+    /// The community the record is for.
     pub community: CommunityId,
+    /// True while the community is locked down (a confirmed case: outsiders and vehicles
+    /// refused at every gate); false once it is lifted.
     pub locked: bool,
+    /// Starts at 1 and rises by one at every change ([`PolicyView::next_epoch`]); a write
+    /// that does not rise is refused. Of two concurrent records the higher epoch wins, and
+    /// `locked` at equal epochs.
     pub epoch: u64,
+    /// Why, as the operator typed it, at most [`POLICY_TEXT_LEN_MAX`] bytes.
     pub reason: String,
-    /// The operator who decided it.
+    /// The operator who decided it, at most [`POLICY_TEXT_LEN_MAX`] bytes.
     pub by: String,
+    /// When the hub wrote it (the hub's clock); for display and audit, not for ordering.
     pub at: UnixTime,
 }
 
 /// A health status set by the district for one person, by keyed ID hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthFlag {
+    /// The person's keyed ID hash, as in the roster's [`crate::RosterEntry::id_hash`].
     pub id_hash: IdHash,
-    /// A short status label ("red", "yellow", "green", "central_quarantine", ...).
+    /// A short status label ("red", "yellow", "green", "central_quarantine", ...), not
+    /// empty, at most [`POLICY_TEXT_LEN_MAX`] bytes.
     pub status: String,
+    /// When the district set it (the hub's clock). Of two concurrent flags for one person
+    /// the later `at` wins.
     pub at: UnixTime,
 }
 
 /// One logical policy change, committed as one Automerge change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyBatch {
+    /// Enrolments to add or update; of several for one community the last counts.
     pub enrol: Vec<NodeEnrolment>,
+    /// Lockdown records, each with an epoch above the one before it for its community.
     pub lockdowns: Vec<Lockdown>,
+    /// Health flags to set, each replacing the person's previous flag.
     pub health: Vec<HealthFlag>,
 }
 
 impl PolicyBatch {
+    /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.enrol.is_empty() && self.lockdowns.is_empty() && self.health.is_empty()
     }
@@ -73,8 +91,12 @@ impl PolicyBatch {
 /// The policy as plain data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyView {
+    /// Enrolled nodes by community.
     pub nodes: BTreeMap<CommunityId, NodeEnrolment>,
+    /// The lockdown record in force per community (conflicts resolved); a community never
+    /// locked down has none.
     pub lockdowns: BTreeMap<CommunityId, Lockdown>,
+    /// The flag in force per person (conflicts resolved).
     pub health: BTreeMap<IdHash, HealthFlag>,
     /// Entries skipped because a field was missing or malformed.
     pub malformed: usize,

@@ -52,10 +52,20 @@ pub const FRESH_STATE_AFTER_RESTARTS: u32 = 3;
 /// Tunables; the defaults are the production values, tests shorten the periods.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// Milliseconds between summary probes on an idle session
+    /// ([`ANTI_ENTROPY_INTERVAL_MS_DEFAULT`]).
     pub anti_entropy_interval_ms: u64,
+    /// Milliseconds to wait for an expected answer before the session is restarted
+    /// ([`STALL_TIMEOUT_MS_DEFAULT`]).
     pub stall_timeout_ms: u64,
+    /// Documents per peer with a sync message awaiting its answer
+    /// ([`DOCS_IN_FLIGHT_MAX_DEFAULT`]).
     pub docs_in_flight_max: usize,
+    /// Chunks per document before [`Persist::Snapshot`] compacts them
+    /// ([`SNAPSHOT_AFTER_CHUNKS_DEFAULT`]).
     pub snapshot_after_chunks: usize,
+    /// Bytes of chunks per document before a snapshot, or half the last snapshot's size if
+    /// that is larger ([`SNAPSHOT_AFTER_BYTES_DEFAULT`]).
     pub snapshot_after_bytes: usize,
     /// Shards of this node's roster. Fixed for the life of a community's roster: holders
     /// are placed by it. Hubs ignore it (they read whatever shards exist).
@@ -81,13 +91,26 @@ impl Default for Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Persist {
     /// Append to the document's chunk list.
-    Chunk { doc: DocId, bytes: Vec<u8> },
+    Chunk {
+        /// The document.
+        doc: DocId,
+        /// Automerge's incremental save since the last persist; stored after the others.
+        bytes: Vec<u8>,
+    },
     /// Replace the document's snapshot and delete every chunk stored for it before this.
-    Snapshot { doc: DocId, bytes: Vec<u8> },
+    Snapshot {
+        /// The document.
+        doc: DocId,
+        /// The whole compressed document (`Automerge::save`).
+        bytes: Vec<u8>,
+    },
     /// Replace the stored sync state for this peer and document (a few hashes).
     PeerState {
+        /// The peer.
         peer: Role,
+        /// The document.
         doc: DocId,
+        /// Encoded `automerge::sync::State`; give it back with [`Replica::load_peer_state`].
         bytes: Vec<u8>,
     },
 }
@@ -95,9 +118,14 @@ pub enum Persist {
 /// Counters for logs and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SyncStats {
+    /// Frames returned by [`Replica::poll_transmit`].
     pub frames_sent: u64,
+    /// Their encoded bytes.
     pub bytes_sent: u64,
+    /// Frames that decoded and passed the checks in [`Replica::handle_message`] (stale
+    /// ones included).
     pub frames_received: u64,
+    /// Their bytes.
     pub bytes_received: u64,
     /// Frames refused with an error (malformed, wrong peer, not shared).
     pub frames_refused: u64,

@@ -27,30 +27,38 @@ pub(crate) const CODE_PREFIX: &str = "c/";
 /// A person as the district sees them: no name, no ID number (only its keyed hash).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RosterEntry {
+    /// The person's holder id: what their codes name, and what places them in a shard.
     pub holder: HolderId,
     /// Keyed hash of the person's document (type and number); matches the hub's health
     /// lists.
     pub id_hash: IdHash,
+    /// The building of the person's home, at most [`LABEL_LEN_MAX`] bytes.
     pub building: String,
+    /// The door (flat) number, at most [`LABEL_LEN_MAX`] bytes.
     pub door: String,
+    /// Resident, dependent, visitor or staff: what the gate rule lets them do.
     pub kind: HolderKind,
     /// Outcome of the person's latest declaration.
     pub outcome: Outcome,
     /// The code now in force, if any.
     pub cred: Option<CredId>,
+    /// When the node recorded the latest declaration (its own clock).
     pub declared_at: UnixTime,
 }
 
 /// Where a code stands. `Revoked` and `ConsentWithdrawn` are final: see the crate doc.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CodeStatus {
+    /// In force: gates let it through if the rule does.
     Active,
+    /// Replaced by a new declaration or withdrawn by staff; refused for good.
     Revoked,
     /// A visitor code whose host withdrew consent.
     ConsentWithdrawn,
 }
 
 impl CodeStatus {
+    /// The stored form in the roster document (`active`, `revoked`, `consent_withdrawn`).
     pub fn as_str(self) -> &'static str {
         match self {
             CodeStatus::Active => "active",
@@ -59,6 +67,7 @@ impl CodeStatus {
         }
     }
 
+    /// Parses the stored form written by [`CodeStatus::as_str`]; `None` for anything else.
     pub fn parse(s: &str) -> Option<CodeStatus> {
         Some(match s {
             "active" => CodeStatus::Active,
@@ -86,11 +95,17 @@ impl CodeStatus {
 /// An issued code.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeEntry {
+    /// The code's id, as carried in the signed credential.
     pub id: CredId,
+    /// The person it was issued to; the code lives in that person's shard.
     pub holder: HolderId,
+    /// The holder kind the code was issued for.
     pub kind: HolderKind,
+    /// Once final, it never changes (see the crate doc's merge rules).
     pub status: CodeStatus,
+    /// Start of the validity window, as in the signed credential.
     pub valid_from: UnixTime,
+    /// End of the validity window; not before `valid_from`.
     pub valid_until: UnixTime,
     /// For visitor codes: the resident who consented.
     pub host: Option<HolderId>,
@@ -102,21 +117,26 @@ pub struct CodeEntry {
 /// import): committed as one Automerge change per shard it touches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RosterBatch {
+    /// Persons to add or update; of several entries for one holder the last counts.
     pub persons: Vec<RosterEntry>,
+    /// Codes to add or update; of several entries for one code the last counts.
     pub codes: Vec<CodeEntry>,
 }
 
 impl RosterBatch {
+    /// Adds a person entry (a new person, or a new version of one).
     pub fn put_person(&mut self, entry: RosterEntry) -> &mut Self {
         self.persons.push(entry);
         self
     }
 
+    /// Adds a code entry (a new code, or a status change of one).
     pub fn put_code(&mut self, entry: CodeEntry) -> &mut Self {
         self.codes.push(entry);
         self
     }
 
+    /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.persons.is_empty() && self.codes.is_empty()
     }
@@ -125,7 +145,9 @@ impl RosterBatch {
 /// A roster (one shard, or a whole community when shards are merged) as plain data.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RosterView {
+    /// Persons by holder id.
     pub persons: BTreeMap<HolderId, RosterEntry>,
+    /// Codes by id, with the conflict rule for `status` and `revoked_at` applied.
     pub codes: BTreeMap<CredId, CodeEntry>,
     /// Entries skipped because a field was missing or malformed (none in documents written
     /// through this crate).

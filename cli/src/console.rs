@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use menjin_net::client::NodeClient;
-use menjin_proto::wire::{Request, Response};
+use menjin_proto::wire::{ConsoleRequest, HubRequest, Response};
 use menjin_store::files::{NodeDir, read_public_key, read_signing_key};
 
 /// Connects to the running node of a node directory with its console key.
@@ -44,7 +44,7 @@ async fn connect(
 }
 
 /// One request to the running node of `node_dir`.
-pub async fn ask(node_dir: &Path, req: Request) -> Result<Response> {
+pub async fn ask(node_dir: &Path, req: ConsoleRequest) -> Result<Response> {
     let client = node(node_dir).await?;
     let resp = client.request(&req).await?;
     client.close().await;
@@ -52,7 +52,7 @@ pub async fn ask(node_dir: &Path, req: Request) -> Result<Response> {
 }
 
 /// One request to the running hub of `hub_dir`.
-pub async fn ask_hub(hub_dir: &Path, req: Request) -> Result<Response> {
+pub async fn ask_hub(hub_dir: &Path, req: HubRequest) -> Result<Response> {
     let client = hub(hub_dir).await?;
     let resp = client.request(&req).await?;
     client.close().await;

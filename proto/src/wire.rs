@@ -11,7 +11,7 @@ use crate::declaration::{Declaration, Outcome};
 use crate::rule::Reason;
 use crate::{CommunityId, UnixTime};
 
-/// A gate's check request is a code (≤ 210 characters), a gate id and a plate; its largest
+/// A gate's check request is a code (≤ 210 characters) and a plate; its largest
 /// request is an upload of [`crate::feed::UPLOAD_BATCH_MAX`] offline events (about 150 bytes
 /// each). A small limit keeps a misbehaving gate from tying up memory.
 pub const GATE_REQUEST_LEN_MAX: usize = 64 * 1024;
@@ -115,8 +115,6 @@ impl Direction {
 pub struct CheckRequest {
     /// The scanned text (`MJ:...`).
     pub code: String,
-    /// Must be the id the gate was enrolled under.
-    pub gate_id: String,
     pub direction: Direction,
     /// Body temperature in tenths of a degree Celsius.
     pub temperature_dc: i16,
@@ -205,95 +203,159 @@ pub enum Channel {
     Offline,
 }
 
-/// Requests from the community workstation (the console) and from gates.
+/// The request types, one per role of peer: [`GateRequest`], [`ConsoleRequest`],
+/// [`HubRequest`]. A client sends only these; a server decodes the one its peer's role
+/// allows (sealed: nothing else is a request).
+pub trait RoleRequest: Serialize + DeserializeOwned + sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::GateRequest {}
+    impl Sealed for super::ConsoleRequest {}
+    impl Sealed for super::HubRequest {}
+}
+
+impl RoleRequest for GateRequest {}
+impl RoleRequest for ConsoleRequest {}
+impl RoleRequest for HubRequest {}
+
+/// What a gate may ask its node, one request per stream. Which gate asks is the key that
+/// authenticated the connection: no request names a gate, so none can speak for another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
+pub enum GateRequest {
+    /// Decide on one scanned person; answered with [`Response::Check`] once logged.
     Check(CheckRequest),
+    /// Subscribe to the trust feed (see [`crate::feed`]); answered with feed frames on the
+    /// same stream for as long as the connection lives.
+    Subscribe,
+    /// The feed version the gate has applied and flushed, and its state.
+    Ack(crate::feed::GateAck),
+    /// Events the gate decided alone, in `gate_seq` order. Answered with
+    /// [`Response::Uploaded`]; events at or below the node's cursor for that gate are
+    /// skipped, so a resent upload is harmless.
+    Upload {
+        /// At most [`crate::feed::UPLOAD_BATCH_MAX`].
+        events: Vec<crate::feed::OfflineEvent>,
+    },
+}
+
+/// What the community workstation (the node's console key) may ask its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConsoleRequest {
+    /// A resident's own declaration.
     Declare {
+        /// The five groups of fields.
         form: Declaration,
     },
+    /// A declaration by an adult relative of the same household (`by`).
     DeclareProxy {
+        /// The declaring relative, who must hold a valid code at the same door.
         by: HolderId,
+        /// The dependent's form.
         form: Declaration,
     },
+    /// A paper declaration typed in at the office, with its photo: gets a printed pass.
     DeclareOffline {
+        /// The form as written on paper.
         form: Declaration,
+        /// PNG or JPEG, at most [`PHOTO_LEN_MAX`] bytes.
         photo: Vec<u8>,
+        /// The staff member who typed it in (written to the record).
         staff: String,
     },
     /// A person declared by a relative asks for a printed pass with a photo.
     AttachPhoto {
+        /// The person the photo shows.
         holder: HolderId,
+        /// PNG or JPEG, at most [`PHOTO_LEN_MAX`] bytes.
         photo: Vec<u8>,
     },
+    /// The printable pass of a person with a photo.
     PrintPass {
+        /// Whose pass.
         holder: HolderId,
     },
     /// "My declarations": the current status and the code again.
     ShowHolder {
+        /// Whose status.
         holder: HolderId,
     },
+    /// A resident's consent for a visitor within a time window.
     InviteVisitor {
+        /// The consenting resident, who must hold a valid code.
         host: HolderId,
+        /// As the visitor gives it.
         visitor_name: String,
+        /// As the visitor gives it.
         visitor_phone: String,
+        /// Start of the window (Unix seconds).
         from: UnixTime,
+        /// End of the window (Unix seconds), at most a week after `from`.
         until: UnixTime,
     },
+    /// Withdraws a visitor's consent: the code is refused from then on.
     WithdrawConsent {
+        /// The visitor's code.
         visitor_code: CredId,
     },
+    /// A page of the gate log.
     QueryLog(LogQuery),
+    /// Progress per building against the deadline.
     RosterSummary,
+    /// Admits a gate by its public key.
     EnrolGate {
+        /// 1 to [`GATE_ID_LEN_MAX`] letters, digits, `-` or `_`.
         gate_id: String,
+        /// Its ed25519 public key.
         public_key: [u8; 32],
     },
+    /// The node's status.
     Status,
-    /// Hub console: admit a community node by its certificate (from the district root).
+    /// A lockdown decided at the node (staff on a phone call, hub unreachable).
+    LocalLockdown {
+        /// Start (`true`) or lift.
+        locked: bool,
+        /// Why, for the log and the guard.
+        reason: String,
+        /// Who decided.
+        by: String,
+    },
+}
+
+/// What the district operator's console (the hub's console key) may ask the hub.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HubRequest {
+    /// Admit a community node by its certificate (from the district root).
     EnrolNode {
+        /// The encoded [`crate::NodeCert`].
         cert: Vec<u8>,
     },
-    /// Hub console: gate events across the district, or of one community.
+    /// Gate events across the district, or of one community.
     QueryDistrictLog {
+        /// One community, or all.
         community: Option<CommunityId>,
+        /// Time, gate, holder and paging.
         query: LogQuery,
     },
-    /// Node console: a lockdown decided at the node (staff on a phone call, hub unreachable).
-    LocalLockdown {
-        locked: bool,
-        reason: String,
-        by: String,
-    },
-    /// Hub console: health statuses by keyed ID hash (hashed by the operator's console, so
-    /// plain ID numbers never travel), at most [`HEALTH_BATCH_MAX`] per request.
+    /// Health statuses by keyed ID hash (hashed by the operator's console, so plain ID
+    /// numbers never travel), at most [`HEALTH_BATCH_MAX`] per request.
     SetHealth {
+        /// The statuses.
         flags: Vec<HealthEntry>,
     },
-    /// Hub console: start (`locked`) or lift a community's lockdown.
+    /// Start (`locked`) or lift a community's lockdown.
     SetLockdown {
+        /// Which community.
         community: CommunityId,
+        /// Start (`true`) or lift.
         locked: bool,
+        /// Why, for the log and the guard.
         reason: String,
+        /// Who decided.
         by: String,
     },
-    /// Gate: subscribe to the trust feed (see [`crate::feed`]); answered with feed frames on
-    /// the same stream for as long as the connection lives.
-    Subscribe {
-        gate_id: String,
-    },
-    /// Gate: the feed version it has applied and flushed, and its state.
-    GateAck {
-        gate_id: String,
-        ack: crate::feed::GateAck,
-    },
-    /// Gate: events it decided alone, in `gate_seq` order. Answered with
-    /// [`Response::Uploaded`]; events at or below the node's cursor for that gate are
-    /// skipped, so a resent upload is harmless.
-    UploadEvents {
-        gate_id: String,
-        events: Vec<crate::feed::OfflineEvent>,
-    },
+    /// The hub's status: each community's link, its gates, the district's log.
+    Status,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -474,47 +536,50 @@ mod tests {
 
     #[test]
     fn request_round_trips() {
-        let req = Request::Check(CheckRequest {
+        let req = GateRequest::Check(CheckRequest {
             code: "MJ:ABC".into(),
-            gate_id: "north-1".into(),
             direction: Direction::In,
             temperature_dc: 365,
             plate: Some("粤B12345".into()),
         });
         let bytes = encode(&req);
         assert_eq!(
-            decode::<Request>(&bytes, GATE_REQUEST_LEN_MAX).unwrap(),
+            decode::<GateRequest>(&bytes, GATE_REQUEST_LEN_MAX).unwrap(),
             req
         );
     }
 
     #[test]
     fn truncated_oversized_and_trailing_messages_are_refused() {
-        let req = Request::Status;
-        let mut bytes = encode(&Request::Check(CheckRequest {
+        let req = GateRequest::Subscribe;
+        let mut bytes = encode(&GateRequest::Check(CheckRequest {
             code: "MJ:ABC".into(),
-            gate_id: "g".into(),
             direction: Direction::Out,
             temperature_dc: 360,
             plate: None,
         }));
         assert!(matches!(
-            decode::<Request>(&bytes[..bytes.len() - 2], 100),
+            decode::<GateRequest>(&bytes[..bytes.len() - 2], 100),
             Err(WireError::Malformed(_))
         ));
         assert!(matches!(
-            decode::<Request>(&bytes, 3),
+            decode::<GateRequest>(&bytes, 3),
             Err(WireError::TooLong(_, 3))
         ));
         bytes.push(0);
-        assert_eq!(decode::<Request>(&bytes, 100), Err(WireError::Trailing(1)));
-        assert_eq!(decode::<Request>(&encode(&req), 100).unwrap(), req);
+        assert_eq!(
+            decode::<GateRequest>(&bytes, 100),
+            Err(WireError::Trailing(1))
+        );
+        assert_eq!(decode::<GateRequest>(&encode(&req), 100).unwrap(), req);
     }
 
     proptest::proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
-            let _ = decode::<Request>(&bytes, CONSOLE_REQUEST_LEN_MAX);
+            let _ = decode::<GateRequest>(&bytes, GATE_REQUEST_LEN_MAX);
+            let _ = decode::<ConsoleRequest>(&bytes, CONSOLE_REQUEST_LEN_MAX);
+            let _ = decode::<HubRequest>(&bytes, CONSOLE_REQUEST_LEN_MAX);
             let _ = decode::<Response>(&bytes, RESPONSE_LEN_MAX);
             let _ = decode::<GateEvent>(&bytes, RESPONSE_LEN_MAX);
         }

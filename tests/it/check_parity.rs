@@ -16,7 +16,7 @@ use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind, encode_
 use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
 use menjin_proto::idnum::{DocumentType, complete_resident_id};
 use menjin_proto::rule::Reason;
-use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, Receipt, Request, Response};
+use menjin_proto::wire::{CheckAnswer, CheckRequest, ConsoleRequest, Direction, Receipt, Response};
 use menjin_proto::{KeyId, SignedCode, UnixTime};
 use menjin_store::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
 use menjin_store::provision::{NodeSpec, create_district, create_gate, create_node};
@@ -147,24 +147,24 @@ impl World {
         }
     }
 
-    fn console(&self, req: Request) -> Response {
+    fn console(&self, req: ConsoleRequest) -> Response {
         let now = now_ms() / 1000;
         tokio::task::block_in_place(|| self.node.console(req, now))
     }
 
-    fn declare(&self, req: Request) -> Receipt {
+    fn declare(&self, req: ConsoleRequest) -> Receipt {
         match self.console(req) {
             Response::Declared(r) => r,
             other => panic!("declaration refused: {other:?}"),
         }
     }
 
-    fn code(&self, req: Request) -> String {
+    fn code(&self, req: ConsoleRequest) -> String {
         self.declare(req).code.expect("cleared: a code")
     }
 
     fn invite(&self, host: HolderId, from: UnixTime, until: UnixTime) -> (CredId, String) {
-        let req = Request::InviteVisitor {
+        let req = ConsoleRequest::InviteVisitor {
             host,
             visitor_name: "访客 钱先生".into(),
             visitor_phone: "13900139000".into(),
@@ -197,7 +197,6 @@ impl World {
         };
         let req = CheckRequest {
             code: c.code.clone(),
-            gate_id: gate.into(),
             direction: c.direction,
             temperature_dc: c.temperature_dc,
             plate: c.plate.map(str::to_string),
@@ -284,7 +283,7 @@ async fn gate(
 ) -> GateAgent {
     let dir = GateDir(tmp.path().join(gate_id));
     let public_key = create_gate(&dir, gate_id, node_dir, addr).expect("gate dir");
-    let req = Request::EnrolGate {
+    let req = ConsoleRequest::EnrolGate {
         gate_id: gate_id.into(),
         public_key,
     };
@@ -329,51 +328,51 @@ async fn the_node_and_a_gate_alone_decide_every_demo_case_alike() {
     let w = World::start().await;
     let now = now_ms() / 1000;
 
-    let resident = w.declare(Request::Declare {
+    let resident = w.declare(ConsoleRequest::Declare {
         form: person("李伟", 1, "1", "101"),
     });
     let resident_code = resident.code.clone().expect("cleared");
     let mut staff = person("刘洋", 3, "2", "102");
     staff.person_type = PersonType::ShopStaff;
     staff.tenure = Tenure::Rented;
-    let staff = w.code(Request::Declare { form: staff });
+    let staff = w.code(ConsoleRequest::Declare { form: staff });
     let mut grandma = person("李秀英", 4, "1", "101");
     grandma.person_type = PersonType::Household;
-    let dependent = w.code(Request::DeclareProxy {
+    let dependent = w.code(ConsoleRequest::DeclareProxy {
         by: resident.holder,
         form: grandma,
     });
-    let pass = w.code(Request::DeclareOffline {
+    let pass = w.code(ConsoleRequest::DeclareOffline {
         form: person("马桂兰", 6, "3", "102"),
         photo: png_photo(),
         staff: "工作站 陈主任".into(),
     });
     let sick = person("陈静", 8, "2", "202");
-    let revoked = w.code(Request::Declare { form: sick.clone() });
-    w.declare(Request::Declare {
+    let revoked = w.code(ConsoleRequest::Declare { form: sick.clone() });
+    w.declare(ConsoleRequest::Declare {
         form: Declaration {
             symptoms: true,
             ..sick
         },
     });
-    let host = w.declare(Request::Declare {
+    let host = w.declare(ConsoleRequest::Declare {
         form: person("杨磊", 9, "3", "301"),
     });
     let (_, visitor) = w.invite(host.holder, now, now + 4 * 3600);
     let (withdrawn_id, withdrawn) = w.invite(host.holder, now, now + 4 * 3600);
-    w.console(Request::WithdrawConsent {
+    w.console(ConsoleRequest::WithdrawConsent {
         visitor_code: withdrawn_id,
     });
     let (_, tomorrow) = w.invite(host.holder, now + 86_400, now + 90_000);
     // A visitor whose host is no longer cleared: the consent falls with the host's code.
     let host2 = person("赵丽", 10, "3", "302");
     let host2_holder = w
-        .declare(Request::Declare {
+        .declare(ConsoleRequest::Declare {
             form: host2.clone(),
         })
         .holder;
     let (_, orphan) = w.invite(host2_holder, now, now + 4 * 3600);
-    w.declare(Request::Declare {
+    w.declare(ConsoleRequest::Declare {
         form: Declaration {
             symptoms: true,
             ..host2
@@ -445,7 +444,7 @@ async fn the_node_and_a_gate_alone_decide_every_demo_case_alike() {
     ];
     w.run(&cases).await;
 
-    let locked = w.console(Request::LocalLockdown {
+    let locked = w.console(ConsoleRequest::LocalLockdown {
         locked: true,
         reason: "confirmed case in building 2".into(),
         by: "staff 陈".into(),

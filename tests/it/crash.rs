@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use menjin_net::client::NodeClient;
-use menjin_proto::wire::{CheckRequest, Direction, Request, Response};
+use menjin_proto::wire::{CheckRequest, Direction, GateRequest, Response};
 use serde_json::Value;
 
 use crate::support::*;
@@ -21,10 +21,9 @@ struct Acked {
     temperature_dc: i16,
 }
 
-fn check(code: &str, temperature_dc: i16) -> Request {
-    Request::Check(CheckRequest {
+fn check(code: &str, temperature_dc: i16) -> GateRequest {
+    GateRequest::Check(CheckRequest {
         code: code.to_string(),
-        gate_id: "north-1".into(),
         direction: Direction::In,
         temperature_dc,
         plate: None,

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use menjin_proto::wire::{Direction, Request, Response};
+use menjin_proto::wire::{ConsoleRequest, Direction, Response};
 use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -121,7 +121,7 @@ async fn declare_roster(console: &menjin_net::client::NodeClient) -> Result<Vec<
                     &building,
                     &door,
                 );
-                match console.request(&Request::Declare { form }).await? {
+                match console.request(&ConsoleRequest::Declare { form }).await? {
                     Response::Declared(r) => match r.code {
                         Some(code) => codes.push(code),
                         None => bail!("resident {i} was not cleared: {}", r.why),
@@ -183,7 +183,7 @@ fn process_cpu_ms() -> Option<u64> {
 }
 
 async fn events_logged(console: &menjin_net::client::NodeClient) -> Result<u64> {
-    match console.request(&Request::Status).await? {
+    match console.request(&ConsoleRequest::Status).await? {
         Response::Status(s) => Ok(s.events_logged),
         other => bail!("status: {other:?}"),
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use menjin_proto::wire::Request;
+use menjin_proto::wire::ConsoleRequest;
 
 use crate::console::ask;
 use crate::form::{FormArgs, parse_holder};
@@ -36,20 +36,20 @@ pub struct Declare {
 pub async fn run(cmd: Declare, json: bool) -> Result<ExitCode> {
     let form = cmd.form.to_declaration()?;
     let req = match (cmd.by, cmd.offline) {
-        (Some(by), _) => Request::DeclareProxy {
+        (Some(by), _) => ConsoleRequest::DeclareProxy {
             by: parse_holder(&by)?,
             form,
         },
         (None, true) => {
             let path = cmd.photo.expect("clap requires --photo");
             let photo = super::pass::read_photo(&path)?;
-            Request::DeclareOffline {
+            ConsoleRequest::DeclareOffline {
                 form,
                 photo,
                 staff: cmd.staff.expect("clap requires --staff"),
             }
         }
-        (None, false) => Request::Declare { form },
+        (None, false) => ConsoleRequest::Declare { form },
     };
     let resp = ask(&cmd.node_dir, req).await?;
     write_qr(&resp, &cmd.qr, json)?;

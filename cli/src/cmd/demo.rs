@@ -9,7 +9,9 @@ use menjin_proto::KeyId;
 use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind};
 use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
 use menjin_proto::idnum::{DocumentType, complete_resident_id};
-use menjin_proto::wire::{CheckAnswer, Direction, Receipt, Request, Response, VisitorReceipt};
+use menjin_proto::wire::{
+    CheckAnswer, ConsoleRequest, Direction, HubRequest, Receipt, Response, VisitorReceipt,
+};
 use menjin_render::qr as render;
 use menjin_store::files::{NodeDir, read_signing_key};
 use serde_json::json;
@@ -103,7 +105,7 @@ impl Demo {
         }
     }
 
-    async fn declare(&mut self, req: Request) -> Result<Option<Receipt>> {
+    async fn declare(&mut self, req: ConsoleRequest) -> Result<Option<Receipt>> {
         match self.console.request(&req).await? {
             Response::Declared(r) => {
                 self.tally.declared += 1;
@@ -316,7 +318,7 @@ impl Demo {
                 form.person_type = PersonType::ShopStaff;
                 form.tenure = Tenure::Rented;
             }
-            if let Some(r) = self.declare(Request::Declare { form }).await? {
+            if let Some(r) = self.declare(ConsoleRequest::Declare { form }).await? {
                 residents.push(r);
             }
         }
@@ -332,10 +334,12 @@ impl Demo {
     async fn not_cleared(&mut self) -> Result<()> {
         let mut home = person("郑浩", true, "19910202", 40, "2", "301");
         home.travel_high_risk = true;
-        let home = self.declare(Request::Declare { form: home }).await?;
+        let home = self.declare(ConsoleRequest::Declare { form: home }).await?;
         let mut contact = person("冯雪", false, "19860606", 41, "3", "302");
         contact.contact_with_case = true;
-        let contact = self.declare(Request::Declare { form: contact }).await?;
+        let contact = self
+            .declare(ConsoleRequest::Declare { form: contact })
+            .await?;
         for r in [&home, &contact].into_iter().flatten() {
             self.say(&format!(
                 "  {}: {} ({}), no code",
@@ -352,7 +356,7 @@ impl Demo {
         let mut grandma = person("李秀英", false, "19400101", 42, "1", "101");
         grandma.person_type = PersonType::Household;
         let grandma = self
-            .declare(Request::DeclareProxy {
+            .declare(ConsoleRequest::DeclareProxy {
                 by: adult.holder,
                 form: grandma,
             })
@@ -360,7 +364,7 @@ impl Demo {
         let mut child = person("李小宝", true, "20160808", 43, "1", "101");
         child.person_type = PersonType::Household;
         let child = self
-            .declare(Request::DeclareProxy {
+            .declare(ConsoleRequest::DeclareProxy {
                 by: adult.holder,
                 form: child,
             })
@@ -373,7 +377,7 @@ impl Demo {
             // A child cannot declare for others.
             let mut cousin = person("李小妹", false, "20180303", 44, "1", "101");
             cousin.person_type = PersonType::Household;
-            self.declare(Request::DeclareProxy {
+            self.declare(ConsoleRequest::DeclareProxy {
                 by: c.holder,
                 form: cousin,
             })
@@ -392,7 +396,7 @@ impl Demo {
                 .enumerate()
         {
             let form = person(name, *male, birth, 50 + i as u32, "3", "102");
-            let req = Request::DeclareOffline {
+            let req = ConsoleRequest::DeclareOffline {
                 form,
                 photo: photo.clone(),
                 staff: "工作站 陈主任".into(),
@@ -400,7 +404,7 @@ impl Demo {
             if let Some(r) = self.declare(req).await? {
                 if let Response::Pass { html, .. } = self
                     .console
-                    .request(&Request::PrintPass { holder: r.holder })
+                    .request(&ConsoleRequest::PrintPass { holder: r.holder })
                     .await?
                 {
                     let path = node.dir.0.join(format!("pass-{}.html", r.holder));
@@ -485,7 +489,7 @@ impl Demo {
     async fn revocation(&mut self, r2: &Receipt) -> Result<()> {
         let mut sick = person(&r2.name, false, "19881230", 4, "2", "202");
         sick.symptoms = true;
-        if let Some(r) = self.declare(Request::Declare { form: sick }).await? {
+        if let Some(r) = self.declare(ConsoleRequest::Declare { form: sick }).await? {
             self.say(&format!(
                 "  {} declared again with symptoms: {}; earlier code revoked: {}",
                 r.name,
@@ -512,7 +516,7 @@ impl Demo {
         from: u64,
         until: u64,
     ) -> Result<VisitorReceipt> {
-        let req = Request::InviteVisitor {
+        let req = ConsoleRequest::InviteVisitor {
             host: host.holder,
             visitor_name: name.into(),
             visitor_phone: "13900139000".into(),
@@ -544,7 +548,7 @@ impl Demo {
             .invite(host, "访客 孙女士", now, now + 4 * 3600)
             .await?;
         self.console
-            .request(&Request::WithdrawConsent {
+            .request(&ConsoleRequest::WithdrawConsent {
                 visitor_code: v2.cred,
             })
             .await?;
@@ -628,7 +632,7 @@ impl Demo {
     ) -> Result<u64> {
         self.say("lockdown:");
         let hub_console = hub.console().await?;
-        let lockdown = |locked: bool| Request::SetLockdown {
+        let lockdown = |locked: bool| HubRequest::SetLockdown {
             community: COMMUNITY,
             locked,
             reason: if locked {
@@ -708,7 +712,7 @@ impl Demo {
     }
 
     async fn progress_per_building(&mut self) -> Result<()> {
-        if let Response::Summary(s) = self.console.request(&Request::RosterSummary).await? {
+        if let Response::Summary(s) = self.console.request(&ConsoleRequest::RosterSummary).await? {
             self.say("progress per building:");
             for b in &s.buildings {
                 self.say(&format!(
@@ -928,7 +932,7 @@ async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
             "8",
             &format!("80{}", 1 + i % 2),
         );
-        if let Some(r) = d.declare(Request::Declare { form }).await? {
+        if let Some(r) = d.declare(ConsoleRequest::Declare { form }).await? {
             hosts.push(r.holder);
             let code = r.code.clone().unwrap_or_default();
             d.check(&r.name, true, &code, Direction::In, NORMAL_DC, None)
@@ -939,7 +943,7 @@ async fn small_community(node: &LocalNode, json: bool) -> Result<Tally> {
     }
     if let Some(host) = hosts.first() {
         let now = now_secs();
-        let req = Request::InviteVisitor {
+        let req = ConsoleRequest::InviteVisitor {
             host: *host,
             visitor_name: "访客 王女士".into(),
             visitor_phone: "13700137000".into(),
@@ -1042,7 +1046,7 @@ async fn offline_roster(
             "9",
             "901",
         );
-        match console.request(&Request::Declare { form }).await? {
+        match console.request(&ConsoleRequest::Declare { form }).await? {
             Response::Declared(r) => {
                 declared += 1;
                 codes.extend(r.code);
@@ -1053,14 +1057,17 @@ async fn offline_roster(
     // One more, whose code is revoked by a new declaration (symptoms): refused offline too.
     let mut sick = person("住户4", false, "19820707", 73, "9", "902");
     if let Response::Declared(r) = console
-        .request(&Request::Declare { form: sick.clone() })
+        .request(&ConsoleRequest::Declare { form: sick.clone() })
         .await?
     {
         declared += 1;
         codes.extend(r.code);
     }
     sick.symptoms = true;
-    if let Response::Declared(_) = console.request(&Request::Declare { form: sick }).await? {
+    if let Response::Declared(_) = console
+        .request(&ConsoleRequest::Declare { form: sick })
+        .await?
+    {
         declared += 1;
     }
     Ok((codes, declared))

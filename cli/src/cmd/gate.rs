@@ -17,7 +17,7 @@ use clap::Subcommand;
 use menjin_discovery::{self as discovery, ProbeOutcome};
 use menjin_gate::{Decision, GateAgent, GateError, Notice};
 use menjin_net::client::NodeClient;
-use menjin_proto::wire::{CheckRequest, Direction, Request, Response};
+use menjin_proto::wire::{CheckRequest, ConsoleRequest, Direction, GateRequest, Response};
 use menjin_store::files::{GateDir, NodeDir, read_secret, read_signing_key};
 use menjin_store::provision;
 use serde_json::json;
@@ -146,7 +146,7 @@ async fn enrol(
     }
     let resp = ask(
         &node_dir,
-        Request::EnrolGate {
+        ConsoleRequest::EnrolGate {
             gate_id,
             public_key,
         },
@@ -178,9 +178,8 @@ async fn check(
     } else {
         code
     };
-    let req = Request::Check(CheckRequest {
+    let req = GateRequest::Check(CheckRequest {
         code,
-        gate_id: cfg.gate_id.clone(),
         direction: match direction {
             Some("out") => Direction::Out,
             Some(_) => Direction::In,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use menjin_proto::wire::{LogQuery, Request};
+use menjin_proto::wire::{HubRequest, LogQuery};
 use menjin_store::files::{DistrictDir, NodeDir};
 use menjin_store::provision;
 
@@ -120,9 +120,9 @@ pub async fn run(cmd: HubCmd, json: bool) -> Result<ExitCode> {
         HubCmd::Enrol { dir, cert } => {
             let cert =
                 std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
-            ask_hub(&dir, Request::EnrolNode { cert }).await?
+            ask_hub(&dir, HubRequest::EnrolNode { cert }).await?
         }
-        HubCmd::Status { dir } => ask_hub(&dir, Request::Status).await?,
+        HubCmd::Status { dir } => ask_hub(&dir, HubRequest::Status).await?,
         HubCmd::Lockdown {
             dir,
             community,
@@ -149,7 +149,7 @@ pub async fn run(cmd: HubCmd, json: bool) -> Result<ExitCode> {
                 limit,
                 ..LogQuery::default()
             };
-            ask_hub(&dir, Request::QueryDistrictLog { community, query }).await?
+            ask_hub(&dir, HubRequest::QueryDistrictLog { community, query }).await?
         }
     };
     Ok(output::response(json, &resp))
@@ -162,7 +162,7 @@ async fn set_lockdown(
     reason: String,
     by: String,
 ) -> Result<menjin_proto::wire::Response> {
-    let req = Request::SetLockdown {
+    let req = HubRequest::SetLockdown {
         community,
         locked,
         reason,

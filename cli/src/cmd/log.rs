@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use menjin_net::clock::now_ms;
-use menjin_proto::wire::{LogQuery, Request};
+use menjin_proto::wire::{ConsoleRequest, LogQuery};
 
 use crate::console::ask;
 use crate::form::parse_holder;
@@ -48,6 +48,6 @@ pub async fn run(cmd: Log, json: bool) -> Result<ExitCode> {
         after_seq: cmd.after_seq,
         limit: cmd.limit,
     };
-    let resp = ask(&cmd.node_dir, Request::QueryLog(q)).await?;
+    let resp = ask(&cmd.node_dir, ConsoleRequest::QueryLog(q)).await?;
     Ok(output::response(json, &resp))
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use menjin_proto::wire::Request;
+use menjin_proto::wire::ConsoleRequest;
 use menjin_store::files::{DistrictDir, MdnsConfig, NodeDir};
 use menjin_store::provision::{self, NodeSpec};
 
@@ -116,7 +116,7 @@ pub async fn run(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
         }
         NodeCmd::Rekey { district, dir } => return rekey(district, dir, json),
         NodeCmd::Lockdown { dir, reason, by } => {
-            let req = Request::LocalLockdown {
+            let req = ConsoleRequest::LocalLockdown {
                 locked: true,
                 reason,
                 by,
@@ -124,14 +124,14 @@ pub async fn run(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
             ask(&dir, req).await?
         }
         NodeCmd::Lift { dir, by, reason } => {
-            let req = Request::LocalLockdown {
+            let req = ConsoleRequest::LocalLockdown {
                 locked: false,
                 reason,
                 by,
             };
             ask(&dir, req).await?
         }
-        NodeCmd::Status { dir } => ask(&dir, Request::Status).await?,
+        NodeCmd::Status { dir } => ask(&dir, ConsoleRequest::Status).await?,
     };
     Ok(output::response(json, &resp))
 }

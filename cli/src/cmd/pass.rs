@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use menjin_proto::wire::{Request, Response};
+use menjin_proto::wire::{ConsoleRequest, Response};
 
 use crate::console::ask;
 use crate::exit::Refused;
@@ -42,7 +42,7 @@ pub async fn run(cmd: PassCmd, json: bool) -> Result<ExitCode> {
             photo,
         } => {
             let photo = read_photo(&photo)?;
-            let req = Request::AttachPhoto {
+            let req = ConsoleRequest::AttachPhoto {
                 holder: parse_holder(&holder)?,
                 photo,
             };
@@ -53,7 +53,7 @@ pub async fn run(cmd: PassCmd, json: bool) -> Result<ExitCode> {
             holder,
             out,
         } => {
-            let req = Request::PrintPass {
+            let req = ConsoleRequest::PrintPass {
                 holder: parse_holder(&holder)?,
             };
             let resp = ask(&node_dir, req).await?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use menjin_proto::wire::Request;
+use menjin_proto::wire::ConsoleRequest;
 
 use crate::console::ask;
 use crate::output;
@@ -18,6 +18,6 @@ pub struct Roster {
 }
 
 pub async fn run(cmd: Roster, json: bool) -> Result<ExitCode> {
-    let resp = ask(&cmd.node_dir, Request::RosterSummary).await?;
+    let resp = ask(&cmd.node_dir, ConsoleRequest::RosterSummary).await?;
     Ok(output::response(json, &resp))
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use menjin_proto::wire::Request;
+use menjin_proto::wire::ConsoleRequest;
 
 use crate::console::ask;
 use crate::form::parse_holder;
@@ -23,7 +23,7 @@ pub struct Show {
 }
 
 pub async fn run(cmd: Show, json: bool) -> Result<ExitCode> {
-    let req = Request::ShowHolder {
+    let req = ConsoleRequest::ShowHolder {
         holder: parse_holder(&cmd.holder)?,
     };
     let resp = ask(&cmd.node_dir, req).await?;

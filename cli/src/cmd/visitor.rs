@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use menjin_proto::credential::CredId;
-use menjin_proto::wire::Request;
+use menjin_proto::wire::ConsoleRequest;
 
 use crate::console::ask;
 use crate::exit::usage;
@@ -56,7 +56,7 @@ pub async fn run(cmd: VisitorCmd, json: bool) -> Result<ExitCode> {
             qr,
         } => {
             let now = now_secs();
-            let req = Request::InviteVisitor {
+            let req = ConsoleRequest::InviteVisitor {
                 host: parse_holder(&host)?,
                 visitor_name: name,
                 visitor_phone: phone,
@@ -74,7 +74,11 @@ pub async fn run(cmd: VisitorCmd, json: bool) -> Result<ExitCode> {
                     .map_err(|e: menjin_proto::credential::HexIdError| {
                         usage(format!("--code-id: {e}"))
                     })?;
-            ask(&node_dir, Request::WithdrawConsent { visitor_code: id }).await?
+            ask(
+                &node_dir,
+                ConsoleRequest::WithdrawConsent { visitor_code: id },
+            )
+            .await?
         }
     };
     Ok(output::response(json, &resp))

@@ -8,7 +8,9 @@ use menjin_net::clock::now_ms;
 use menjin_net::server::{Reply, Server, Service, serve_requests};
 use menjin_net::tls::{self, PeerRole, PeerTable};
 use menjin_proto::feed::{GateFeed, HEARTBEAT_MS, frame};
-use menjin_proto::wire::{ErrorKind, Request, Response};
+use menjin_proto::wire::{
+    CONSOLE_REQUEST_LEN_MAX, ConsoleRequest, ErrorKind, GATE_REQUEST_LEN_MAX, GateRequest, Response,
+};
 
 use crate::service::{Node, Refusal};
 
@@ -29,55 +31,52 @@ impl Service for Node {
     }
 
     async fn on_connection(self: Arc<Self>, role: PeerRole, conn: quinn::Connection) {
-        serve_requests(conn, role, move |role, req| {
-            dispatch(self.clone(), role, req)
-        })
-        .await;
+        match role {
+            PeerRole::Gate(gate) => {
+                let gate: Arc<str> = gate.into();
+                serve_requests(conn, GATE_REQUEST_LEN_MAX, move |req| {
+                    gate_request(self.clone(), gate.clone(), req)
+                })
+                .await;
+            }
+            PeerRole::Console => {
+                serve_requests(conn, CONSOLE_REQUEST_LEN_MAX, move |req| {
+                    console_request(self.clone(), req)
+                })
+                .await;
+            }
+            PeerRole::Node(_) => conn.close(3u32.into(), b"nodes talk to hubs"),
+        }
     }
 }
 
-async fn dispatch(node: Arc<Node>, role: PeerRole, req: Request) -> Reply {
+/// A gate's request, as the gate its connection authenticated.
+async fn gate_request(node: Arc<Node>, gate: Arc<str>, req: GateRequest) -> Reply {
     let refused = |r: Refusal| Response::Error {
         kind: r.kind,
         message: r.message,
     };
-    let response = match (role, req) {
-        (PeerRole::Gate(gate), Request::Check(check)) => match node.check(&gate, check).await {
+    let response = match req {
+        GateRequest::Check(check) => match node.check(&gate, check).await {
             Ok(answer) => Response::Check(answer),
             Err(r) => refused(r),
         },
-        (PeerRole::Gate(gate), Request::Subscribe { gate_id }) => {
-            return Reply::Frames(subscribe(node, gate, gate_id));
-        }
-        (PeerRole::Gate(gate), Request::GateAck { gate_id, ack }) => {
-            node.gate_ack(&gate, &gate_id, &ack)
-        }
-        (PeerRole::Gate(gate), Request::UploadEvents { gate_id, events }) => node
-            .upload(&gate, &gate_id, events)
-            .await
-            .unwrap_or_else(refused),
-        (PeerRole::Gate(gate), _) => {
-            tracing::warn!(%gate, "gate asked for a console operation");
-            Response::Error {
-                kind: ErrorKind::Forbidden,
-                message: "gates may only check codes".into(),
-            }
-        }
-        (PeerRole::Console, req) => {
-            // Console operations flush sled and render pages: keep them off the event loop.
-            tokio::task::spawn_blocking(move || node.console(req, now_ms() / 1000))
-                .await
-                .unwrap_or_else(|e| Response::Error {
-                    kind: ErrorKind::Internal,
-                    message: e.to_string(),
-                })
-        }
-        (PeerRole::Node(_), _) => Response::Error {
-            kind: ErrorKind::Forbidden,
-            message: "nodes talk to hubs".into(),
-        },
+        GateRequest::Subscribe => return Reply::Frames(subscribe(node, gate.to_string())),
+        GateRequest::Ack(ack) => node.gate_ack(&gate, &ack),
+        GateRequest::Upload { events } => node.upload(&gate, events).await.unwrap_or_else(refused),
     };
     Reply::Once(response)
+}
+
+async fn console_request(node: Arc<Node>, req: ConsoleRequest) -> Reply {
+    // Console operations flush sled and render pages: keep them off the event loop.
+    tokio::task::spawn_blocking(move || node.console(req, now_ms() / 1000))
+        .await
+        .unwrap_or_else(|e| Response::Error {
+            kind: ErrorKind::Internal,
+            message: e.to_string(),
+        })
+        .into()
 }
 
 /// Frames a subscriber may have waiting before the feed stops producing for it.
@@ -85,22 +84,9 @@ const FEED_QUEUE_MAX: usize = 64;
 
 /// A gate's feed: the snapshot, then every update as it is made, heartbeats in between.
 /// The gate's link shows connected while it runs.
-fn subscribe(
-    node: Arc<Node>,
-    gate: String,
-    asked_as: String,
-) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+fn subscribe(node: Arc<Node>, gate: String) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = tokio::sync::mpsc::channel(FEED_QUEUE_MAX);
     tokio::spawn(async move {
-        if asked_as != gate {
-            tracing::warn!(%gate, %asked_as, "gate subscribed under another gate's name");
-            let _ = tx
-                .send(frame(&GateFeed::Refused(format!(
-                    "this connection is gate {gate}, the subscription says {asked_as}"
-                ))))
-                .await;
-            return;
-        }
         let mut updates = node.feed.subscribe();
         let snapshot = node.feed_snapshot();
         let mut version = snapshot.version;

@@ -12,8 +12,8 @@ use menjin_proto::declaration::{Declaration, NAME_LEN_MAX, Outcome, PHONE_LEN_MA
 use menjin_proto::idnum::{IdHash, IdHashKey};
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord, Visit};
 use menjin_proto::wire::{
-    BuildingProgress, Channel, CheckAnswer, CheckRequest, ErrorKind, NodeStatus, Receipt, Request,
-    Response, RosterSummary, VisitorReceipt,
+    BuildingProgress, Channel, CheckAnswer, CheckRequest, ConsoleRequest, ErrorKind, NodeStatus,
+    Receipt, Response, RosterSummary, VisitorReceipt,
 };
 use menjin_proto::{KeyId, NodeCert, UnixTime};
 
@@ -459,40 +459,26 @@ impl Node {
     }
 
     /// Runs a console request (blocking: call from a blocking thread).
-    pub fn console(&self, req: Request, now: UnixTime) -> Response {
+    pub fn console(&self, req: ConsoleRequest, now: UnixTime) -> Response {
         let result = match req {
-            Request::Check(_)
-            | Request::Subscribe { .. }
-            | Request::GateAck { .. }
-            | Request::UploadEvents { .. } => Err(Refusal {
-                kind: ErrorKind::Forbidden,
-                message: "checks, feeds and uploads come from enrolled gates, not the console"
-                    .into(),
-            }),
-            Request::LocalLockdown { locked, reason, by } => {
+            ConsoleRequest::LocalLockdown { locked, reason, by } => {
                 self.set_local_lockdown(locked, reason, by, now)
             }
-            Request::EnrolNode { .. }
-            | Request::QueryDistrictLog { .. }
-            | Request::SetLockdown { .. }
-            | Request::SetHealth { .. } => {
-                Err(bad("that is a hub operation; ask the district hub"))
-            }
-            Request::Declare { form } => self
+            ConsoleRequest::Declare { form } => self
                 .declare(form, Channel::Online, None, None, None, now)
                 .map(Response::Declared),
-            Request::DeclareProxy { by, form } => self
+            ConsoleRequest::DeclareProxy { by, form } => self
                 .declare(form, Channel::Proxy, Some(by), None, None, now)
                 .map(Response::Declared),
-            Request::DeclareOffline { form, photo, staff } => self
+            ConsoleRequest::DeclareOffline { form, photo, staff } => self
                 .declare(form, Channel::Offline, None, Some(photo), Some(staff), now)
                 .map(Response::Declared),
-            Request::AttachPhoto { holder, photo } => self
+            ConsoleRequest::AttachPhoto { holder, photo } => self
                 .attach_photo(holder, photo, now)
                 .map(Response::Declared),
-            Request::PrintPass { holder } => self.print_pass(holder, now),
-            Request::ShowHolder { holder } => self.show(holder).map(Response::Declared),
-            Request::InviteVisitor {
+            ConsoleRequest::PrintPass { holder } => self.print_pass(holder, now),
+            ConsoleRequest::ShowHolder { holder } => self.show(holder).map(Response::Declared),
+            ConsoleRequest::InviteVisitor {
                 host,
                 visitor_name,
                 visitor_phone,
@@ -501,14 +487,16 @@ impl Node {
             } => self
                 .invite(host, visitor_name, visitor_phone, from, until, now)
                 .map(Response::Visitor),
-            Request::WithdrawConsent { visitor_code } => self.withdraw(visitor_code, now),
-            Request::QueryLog(q) => self.log.query(&q).map(Response::Log).map_err(Refusal::from),
-            Request::RosterSummary => self.summary().map(Response::Summary),
-            Request::EnrolGate {
+            ConsoleRequest::WithdrawConsent { visitor_code } => self.withdraw(visitor_code, now),
+            ConsoleRequest::QueryLog(q) => {
+                self.log.query(&q).map(Response::Log).map_err(Refusal::from)
+            }
+            ConsoleRequest::RosterSummary => self.summary().map(Response::Summary),
+            ConsoleRequest::EnrolGate {
                 gate_id,
                 public_key,
             } => self.enrol_gate(gate_id, public_key),
-            Request::Status => Ok(Response::Status(self.status())),
+            ConsoleRequest::Status => Ok(Response::Status(self.status())),
         };
         result.unwrap_or_else(|r| Response::Error {
             kind: r.kind,
@@ -1175,19 +1163,11 @@ impl Node {
     }
 
     /// A gate check: decide (`menjin_proto::check`, as at a gate alone), log (flushed), answer.
+    /// `gate_id` is the gate its connection authenticated as.
     ///
     /// # Errors
     /// A [`Refusal`] for a malformed request (nothing is logged) or a storage failure.
     pub async fn check(&self, gate_id: &str, req: CheckRequest) -> Result<CheckAnswer, Refusal> {
-        if req.gate_id != gate_id {
-            return Err(Refusal {
-                kind: ErrorKind::Forbidden,
-                message: format!(
-                    "this connection is gate {gate_id}, the request says {}",
-                    req.gate_id
-                ),
-            });
-        }
         let now_ms = now_ms();
         let scan = check::Scan {
             code: &req.code,
@@ -1232,22 +1212,16 @@ impl Node {
         })
     }
 
-    /// A gate's offline events (see [`GateLog::append_offline`]).
+    /// A gate's offline events (see [`GateLog::append_offline`]), filed under the gate its
+    /// connection authenticated as.
     ///
     /// # Errors
     /// A [`Refusal`] for a malformed upload (nothing stored) or a storage failure.
     pub async fn upload(
         &self,
         gate_id: &str,
-        req_gate: &str,
         events: Vec<OfflineEvent>,
     ) -> Result<Response, Refusal> {
-        if req_gate != gate_id {
-            return Err(Refusal {
-                kind: ErrorKind::Forbidden,
-                message: format!("this connection is gate {gate_id}, the upload says {req_gate}"),
-            });
-        }
         if events.len() > UPLOAD_BATCH_MAX {
             return Err(bad(format!("at most {UPLOAD_BATCH_MAX} events per upload")));
         }
@@ -1275,13 +1249,7 @@ impl Node {
     }
 
     /// A gate's acknowledgment of the feed.
-    pub fn gate_ack(&self, gate_id: &str, req_gate: &str, ack: &GateAck) -> Response {
-        if req_gate != gate_id {
-            return Response::Error {
-                kind: ErrorKind::Forbidden,
-                message: format!("this connection is gate {gate_id}, the ack says {req_gate}"),
-            };
-        }
+    pub fn gate_ack(&self, gate_id: &str, ack: &GateAck) -> Response {
         self.feed.acked(gate_id, ack, now_ms());
         Response::Done(format!("version {} noted", ack.version))
     }
@@ -1385,13 +1353,13 @@ mod tests {
     fn same_declaration_again_keeps_the_code() {
         let (_tmp, node) = node();
         let a = declared(node.console(
-            Request::Declare {
+            ConsoleRequest::Declare {
                 form: form("A", "19800101", 1, "101"),
             },
             now(),
         ));
         let b = declared(node.console(
-            Request::Declare {
+            ConsoleRequest::Declare {
                 form: form("A", "19800101", 1, "101"),
             },
             now(),
@@ -1405,13 +1373,13 @@ mod tests {
     fn moving_home_revokes_and_reissues() {
         let (_tmp, node) = node();
         let a = declared(node.console(
-            Request::Declare {
+            ConsoleRequest::Declare {
                 form: form("A", "19800101", 1, "101"),
             },
             now(),
         ));
         let b = declared(node.console(
-            Request::Declare {
+            ConsoleRequest::Declare {
                 form: form("A", "19800101", 1, "102"),
             },
             now(),
@@ -1428,11 +1396,11 @@ mod tests {
         let (_tmp, node) = node();
         let mut f = form("A", "19800101", 1, "101");
         f.quarantine = Quarantine::Home;
-        let a = declared(node.console(Request::Declare { form: f.clone() }, now()));
+        let a = declared(node.console(ConsoleRequest::Declare { form: f.clone() }, now()));
         assert_eq!(a.outcome, Outcome::HomeQuarantine);
         assert!(a.code.is_none() && a.cred.is_none());
         f.quarantine = Quarantine::None;
-        let b = declared(node.console(Request::Declare { form: f }, now()));
+        let b = declared(node.console(ConsoleRequest::Declare { form: f }, now()));
         assert_eq!(b.outcome, Outcome::Cleared);
         assert!(b.code.is_some());
         assert_eq!(a.holder, b.holder);
@@ -1450,7 +1418,7 @@ mod tests {
                 "0"
             },
         );
-        match node.console(Request::Declare { form: f }, now()) {
+        match node.console(ConsoleRequest::Declare { form: f }, now()) {
             Response::Error {
                 kind: ErrorKind::BadRequest,
                 message,
@@ -1465,13 +1433,13 @@ mod tests {
     fn proxy_must_be_an_adult_of_the_same_home() {
         let (_tmp, node) = node();
         let adult = declared(node.console(
-            Request::Declare {
+            ConsoleRequest::Declare {
                 form: form("A", "19800101", 1, "101"),
             },
             now(),
         ));
         let child = declared(node.console(
-            Request::DeclareProxy {
+            ConsoleRequest::DeclareProxy {
                 by: adult.holder,
                 form: form("C", "20180101", 2, "101"),
             },
@@ -1480,7 +1448,7 @@ mod tests {
         assert_eq!(child.kind, HolderKind::Dependent);
         assert_eq!(child.declared_by, Some(adult.holder));
         let other_home = node.console(
-            Request::DeclareProxy {
+            ConsoleRequest::DeclareProxy {
                 by: adult.holder,
                 form: form("D", "19400101", 4, "999"),
             },
@@ -1497,7 +1465,7 @@ mod tests {
             "{other_home:?}"
         );
         let by_child = node.console(
-            Request::DeclareProxy {
+            ConsoleRequest::DeclareProxy {
                 by: child.holder,
                 form: form("E", "19400101", 6, "101"),
             },
@@ -1520,14 +1488,14 @@ mod tests {
     fn visitor_consent_falls_with_its_host() {
         let (_tmp, node) = node();
         let host = declared(node.console(
-            Request::Declare {
+            ConsoleRequest::Declare {
                 form: form("H", "19800101", 1, "101"),
             },
             now(),
         ));
         let t = now();
         let v = match node.console(
-            Request::InviteVisitor {
+            ConsoleRequest::InviteVisitor {
                 host: host.holder,
                 visitor_name: "V".into(),
                 visitor_phone: "139".into(),
@@ -1544,11 +1512,11 @@ mod tests {
         assert!(node.roster.holder_active(&host.holder));
         let mut sick = form("H", "19800101", 1, "101");
         sick.symptoms = true;
-        declared(node.console(Request::Declare { form: sick }, now()));
+        declared(node.console(ConsoleRequest::Declare { form: sick }, now()));
         assert!(!node.roster.holder_active(&host.holder));
         // And a host without a code cannot invite.
         let again = node.console(
-            Request::InviteVisitor {
+            ConsoleRequest::InviteVisitor {
                 host: host.holder,
                 visitor_name: "V".into(),
                 visitor_phone: "139".into(),
@@ -1576,13 +1544,13 @@ mod tests {
         let (a, b) = {
             let node = Node::open(&dir).unwrap();
             let a = declared(node.console(
-                Request::Declare {
+                ConsoleRequest::Declare {
                     form: form("A", "19800101", 1, "101"),
                 },
                 now(),
             ));
             let b = declared(node.console(
-                Request::Declare {
+                ConsoleRequest::Declare {
                     form: form("A", "19800101", 1, "102"),
                 },
                 now(),

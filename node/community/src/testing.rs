@@ -80,7 +80,6 @@ pub async fn gate_check(node: &Node, gate: &str, code: String) -> CheckAnswer {
         gate,
         CheckRequest {
             code,
-            gate_id: gate.into(),
             direction: Direction::In,
             temperature_dc: 365,
             plate: None,

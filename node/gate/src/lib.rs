@@ -22,7 +22,9 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::check;
 use menjin_proto::credential::{CredId, HolderId};
 use menjin_proto::feed::{GateAck, GateClock, GateFeed, GateLockdown, UPLOAD_BATCH_MAX};
-use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, HolderDisplay, Request, Response};
+use menjin_proto::wire::{
+    CheckAnswer, CheckRequest, Direction, GateRequest, HolderDisplay, Response,
+};
 use tokio::sync::{mpsc, watch};
 
 use cache::{CacheError, GateCache};
@@ -296,9 +298,8 @@ impl GateAgent {
     ) -> Result<Decision, GateError> {
         let client = self.inner.link.lock().expect("link lock").client.clone();
         if let Some(client) = client {
-            let req = Request::Check(CheckRequest {
+            let req = GateRequest::Check(CheckRequest {
                 code: code.to_string(),
-                gate_id: self.inner.cfg.gate_id.clone(),
                 direction: self.inner.cfg.direction,
                 temperature_dc,
                 plate: plate.map(str::to_string),
@@ -544,8 +545,7 @@ impl GateAgent {
     }
 
     async fn serve_link(&self, client: NodeClient, node: &str) -> Result<(), LinkError> {
-        let gate_id = self.inner.cfg.gate_id.clone();
-        let mut feed = client.subscribe(&gate_id).await?;
+        let mut feed = client.subscribe().await?;
         // Reading a frame is not cancel-safe: a task of its own reads them.
         let (tx, mut frames) = mpsc::channel(16);
         let reader = tokio::spawn(async move {
@@ -641,17 +641,14 @@ impl GateAgent {
                 cache.clock().offset_ms,
             )
         };
-        let req = Request::GateAck {
-            gate_id: self.inner.cfg.gate_id.clone(),
-            ack: GateAck {
-                incarnation,
-                version: applied.version,
-                lockdown_epoch: applied.lockdown.epoch,
-                locked: applied.lockdown.locked,
-                pending_events: pending,
-                skew_ms: -offset,
-            },
-        };
+        let req = GateRequest::Ack(GateAck {
+            incarnation,
+            version: applied.version,
+            lockdown_epoch: applied.lockdown.epoch,
+            locked: applied.lockdown.locked,
+            pending_events: pending,
+            skew_ms: -offset,
+        });
         // Acknowledge without holding up the feed.
         let client = client.clone();
         tokio::spawn(async move {
@@ -681,10 +678,7 @@ impl GateAgent {
                 return Ok(());
             };
             sent = true;
-            let req = Request::UploadEvents {
-                gate_id: self.inner.cfg.gate_id.clone(),
-                events: batch,
-            };
+            let req = GateRequest::Upload { events: batch };
             match client.request(&req).await {
                 Ok(Response::Uploaded {
                     upto_gate_seq,

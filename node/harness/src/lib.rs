@@ -19,7 +19,9 @@ use menjin_net::client::NodeClient;
 use menjin_net::clock::now_ms;
 use menjin_proto::CommunityId;
 use menjin_proto::cert::HUB_COMMUNITY;
-use menjin_proto::wire::{CheckAnswer, CheckRequest, Direction, Request, Response};
+use menjin_proto::wire::{
+    CheckAnswer, CheckRequest, ConsoleRequest, Direction, GateRequest, HubRequest, Response,
+};
 use menjin_store::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_signing_key};
 use menjin_store::provision::{NodeSpec, create_district, create_gate, create_hub, create_node};
 use tokio::sync::oneshot;
@@ -145,7 +147,7 @@ impl LocalDistrict {
         let mut node = self.start_node(community, name)?;
         let cert = std::fs::read(node.dir.cert())?;
         let console = hub.console().await?;
-        match console.request(&Request::EnrolNode { cert }).await? {
+        match console.request(&HubRequest::EnrolNode { cert }).await? {
             Response::Done(_) => {}
             other => bail!("enrolling community {community} at the hub: {other:?}"),
         }
@@ -215,7 +217,7 @@ impl LocalNode {
         );
         let public_key = create_gate(&dir, gate_id, &self.dir, self.addr)?;
         match console
-            .request(&Request::EnrolGate {
+            .request(&ConsoleRequest::EnrolGate {
                 gate_id: gate_id.to_string(),
                 public_key,
             })
@@ -312,9 +314,8 @@ impl LocalGate {
         temperature_dc: i16,
         plate: Option<&str>,
     ) -> Result<CheckAnswer> {
-        let req = Request::Check(CheckRequest {
+        let req = GateRequest::Check(CheckRequest {
             code: code.to_string(),
-            gate_id: self.id.clone(),
             direction,
             temperature_dc,
             plate: plate.map(str::to_string),

@@ -8,7 +8,7 @@ use menjin_community::testing::{new_node, resident};
 use menjin_gate::{Clock, GateAgent, Notice};
 use menjin_net::clock::now_ms;
 use menjin_proto::declaration::Declaration;
-use menjin_proto::wire::{Request, Response};
+use menjin_proto::wire::{ConsoleRequest, Response};
 use menjin_store::files::{GateDir, read_public_key, read_signing_key};
 use menjin_store::provision::create_gate;
 
@@ -33,14 +33,15 @@ async fn a_gate_with_a_wound_back_clock_decides_by_the_node_time() {
     let public_key = create_gate(&gate_dir, "lane-1", &node_dir, addr).unwrap();
     let now = now_ms() / 1000;
     let enrolled = node.console(
-        Request::EnrolGate {
+        ConsoleRequest::EnrolGate {
             gate_id: "lane-1".into(),
             public_key,
         },
         now,
     );
     assert!(matches!(enrolled, Response::Done(_)), "{enrolled:?}");
-    let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now) else {
+    let Response::Declared(receipt) = node.console(ConsoleRequest::Declare { form: form() }, now)
+    else {
         panic!("declaration refused")
     };
     let code = receipt.code.expect("cleared");

@@ -8,7 +8,7 @@ use menjin_community::Node;
 use menjin_community::testing::{COMMUNITY, district, gate_check, node_in, now, resident};
 use menjin_hub::Hub;
 use menjin_proto::declaration::Declaration;
-use menjin_proto::wire::{Receipt, Request, Response};
+use menjin_proto::wire::{ConsoleRequest, HubRequest, Receipt, Response};
 use menjin_store::files::NodeDir;
 use menjin_store::provision::create_hub;
 
@@ -25,7 +25,7 @@ fn form(serial: u32) -> Declaration {
 }
 
 fn declare(node: &Node, serial: u32) -> Receipt {
-    match node.console(Request::Declare { form: form(serial) }, now()) {
+    match node.console(ConsoleRequest::Declare { form: form(serial) }, now()) {
         Response::Declared(r) => r,
         other => panic!("{other:?}"),
     }
@@ -59,10 +59,10 @@ async fn node_serves_gates_while_its_replica_loads_and_mirrors_to_the_hub_after(
     let dir = node_in(&district, tmp.path());
     let cert = std::fs::read(dir.cert()).unwrap();
     assert!(matches!(
-        hub.console(Request::EnrolNode { cert }),
+        hub.console(HubRequest::EnrolNode { cert }),
         Response::Done(_)
     ));
-    let lockdown = Request::SetLockdown {
+    let lockdown = HubRequest::SetLockdown {
         community: COMMUNITY,
         locked: true,
         reason: "a case in building 1".into(),

@@ -17,8 +17,8 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::cert::HUB_COMMUNITY;
 use menjin_proto::link::{LOG_BATCH_MAX, LinkFrame};
 use menjin_proto::wire::{
-    self, CommunityLink, DistrictEvent, ErrorKind, GateEvent, HubStatus, LOG_PAGE_MAX, LogQuery,
-    Request, Response,
+    self, CONSOLE_REQUEST_LEN_MAX, CommunityLink, DistrictEvent, ErrorKind, GateEvent, HubRequest,
+    HubStatus, LOG_PAGE_MAX, LogQuery, Response,
 };
 use menjin_proto::{CommunityId, NodeCert};
 
@@ -324,23 +324,22 @@ impl Hub {
     }
 
     /// Answers one request of the district operator's console.
-    pub fn console(&self, req: Request) -> Response {
+    pub fn console(&self, req: HubRequest) -> Response {
         let result = match req {
-            Request::EnrolNode { cert } => self.enrol(&cert),
-            Request::QueryDistrictLog { community, query } => self
+            HubRequest::EnrolNode { cert } => self.enrol(&cert),
+            HubRequest::QueryDistrictLog { community, query } => self
                 .log
                 .query(community, &query)
                 .map(Response::DistrictLog)
                 .map_err(|e| (ErrorKind::Internal, e.to_string())),
-            Request::Status => Ok(Response::HubStatus(self.status())),
-            Request::SetHealth { flags } => self.set_health(flags),
-            Request::SetLockdown {
+            HubRequest::Status => Ok(Response::HubStatus(self.status())),
+            HubRequest::SetHealth { flags } => self.set_health(flags),
+            HubRequest::SetLockdown {
                 community,
                 locked,
                 reason,
                 by,
             } => self.set_lockdown(community, locked, &reason, &by),
-            _ => Err((ErrorKind::BadRequest, "not a hub operation".to_string())),
         };
         result.unwrap_or_else(|(kind, message)| Response::Error { kind, message })
     }
@@ -706,7 +705,7 @@ impl Service for Hub {
             PeerRole::Node(community) => self.serve_link(community, conn).await,
             PeerRole::Console => {
                 let hub = self.clone();
-                serve_requests(conn, role, move |_, req| {
+                serve_requests(conn, CONSOLE_REQUEST_LEN_MAX, move |req| {
                     let hub = hub.clone();
                     async move {
                         tokio::task::spawn_blocking(move || hub.console(req))

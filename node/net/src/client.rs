@@ -7,7 +7,7 @@ use std::time::Duration;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use menjin_proto::CommunityId;
 use menjin_proto::feed::{FEED_FRAME_LEN_MAX, GateFeed};
-use menjin_proto::wire::{self, RESPONSE_LEN_MAX, Request, Response};
+use menjin_proto::wire::{self, GateRequest, RESPONSE_LEN_MAX, Response, RoleRequest};
 
 use crate::tls;
 
@@ -125,7 +125,7 @@ impl NodeClient {
     /// # Errors
     /// [`ClientError`] on transport failure, timeout or a malformed answer. A refusal by the
     /// node is an `Ok(Response::Error { .. })`.
-    pub async fn request(&self, req: &Request) -> Result<Response, ClientError> {
+    pub async fn request<R: RoleRequest>(&self, req: &R) -> Result<Response, ClientError> {
         self.request_raw(&wire::encode(req)).await
     }
 
@@ -164,14 +164,12 @@ impl NodeClient {
     ///
     /// # Errors
     /// [`ClientError`] if the stream cannot be opened.
-    pub async fn subscribe(&self, gate_id: &str) -> Result<FeedStream, ClientError> {
+    pub async fn subscribe(&self) -> Result<FeedStream, ClientError> {
         let stream = |e: StreamError| ClientError::Stream(e);
         let (mut send, recv) = self.conn.open_bi().await.map_err(|e| stream(e.into()))?;
-        send.write_all(&wire::encode(&Request::Subscribe {
-            gate_id: gate_id.to_string(),
-        }))
-        .await
-        .map_err(|e| stream(e.into()))?;
+        send.write_all(&wire::encode(&GateRequest::Subscribe))
+            .await
+            .map_err(|e| stream(e.into()))?;
         send.finish().map_err(|e| stream(e.into()))?;
         Ok(FeedStream { recv })
     }

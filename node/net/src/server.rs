@@ -8,9 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use menjin_proto::wire::{
-    self, CONSOLE_REQUEST_LEN_MAX, ErrorKind, GATE_REQUEST_LEN_MAX, Request, Response,
-};
+use menjin_proto::wire::{self, ErrorKind, Response, RoleRequest};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -112,16 +110,19 @@ impl From<Response> for Reply {
     }
 }
 
-/// Answers requests, one per bidirectional stream, until the peer goes away.
-pub async fn serve_requests<F, Fut>(conn: quinn::Connection, role: PeerRole, handler: F)
+/// Answers requests of one type `R` (the peer's role decides which: a gate's, a console's),
+/// one per bidirectional stream, until the peer goes away. A stream longer than `limit` or
+/// that does not decode as `R` is answered with `BadRequest` and never reaches `handler`.
+pub async fn serve_requests<R, F, Fut>(conn: quinn::Connection, limit: usize, handler: F)
 where
-    F: Fn(PeerRole, Request) -> Fut + Clone + Send + 'static,
+    R: RoleRequest + Send + 'static,
+    F: Fn(R) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Reply> + Send,
 {
-    let limit = match role {
-        PeerRole::Gate(_) => GATE_REQUEST_LEN_MAX,
-        PeerRole::Console | PeerRole::Node(_) => CONSOLE_REQUEST_LEN_MAX,
-    };
+    let role = std::any::type_name::<R>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("request");
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -131,11 +132,10 @@ where
             }
         };
         let handler = handler.clone();
-        let role = role.clone();
         tokio::spawn(async move {
             let reply = match recv.read_to_end(limit).await {
                 Err(quinn::ReadToEndError::TooLong) => {
-                    tracing::warn!(?role, limit, "oversized request refused");
+                    tracing::warn!(role, limit, "oversized request refused");
                     Reply::Once(Response::Error {
                         kind: ErrorKind::BadRequest,
                         message: format!("request exceeds {limit} bytes"),
@@ -145,15 +145,15 @@ where
                     tracing::info!(error = %e, "request stream failed");
                     return;
                 }
-                Ok(bytes) => match wire::decode::<Request>(&bytes, limit) {
+                Ok(bytes) => match wire::decode::<R>(&bytes, limit) {
                     Err(e) => {
-                        tracing::warn!(?role, error = %e, "malformed request refused");
+                        tracing::warn!(role, error = %e, "malformed request refused");
                         Reply::Once(Response::Error {
                             kind: ErrorKind::BadRequest,
                             message: e.to_string(),
                         })
                     }
-                    Ok(req) => handler(role, req).await,
+                    Ok(req) => handler(req).await,
                 },
             };
             match reply {

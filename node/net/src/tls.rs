@@ -20,8 +20,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-/// ALPN of Menjin's gate and console protocol.
-pub const ALPN: &[u8] = b"menjin/1";
+/// ALPN of Menjin's gate and console protocol. 2: requests by role (`GateRequest`,
+/// `ConsoleRequest`, `HubRequest`); a peer of protocol 1 fails the handshake, not a decode.
+pub const ALPN: &[u8] = b"menjin/2";
 /// The name clients put in the handshake; identity comes from keys, not names.
 pub const SERVER_NAME: &str = "menjin-node";
 /// 1.3.6.1.4.1.59151.1.1: a private arc for the node certificate extension.

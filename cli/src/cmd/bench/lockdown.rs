@@ -17,7 +17,7 @@ use menjin_gate::{Applied, GateAgent};
 use menjin_net::client::NodeClient;
 use menjin_proto::CommunityId;
 use menjin_proto::idnum::{DocumentType, IdHashKey};
-use menjin_proto::wire::{HealthEntry, Request, Response};
+use menjin_proto::wire::{ConsoleRequest, HealthEntry, HubRequest, Response};
 use menjin_store::files::read_secret;
 use serde_json::json;
 use tokio::net::UdpSocket;
@@ -221,7 +221,7 @@ impl Community {
                 &format!("{}", 100 + r),
             );
             let number = form.document_number.clone();
-            match console.request(&Request::Declare { form }).await? {
+            match console.request(&ConsoleRequest::Declare { form }).await? {
                 Response::Declared(rcpt) if rcpt.code.is_some() => residents.push(number),
                 other => bail!("declaring a bench resident: {other:?}"),
             }
@@ -324,7 +324,10 @@ impl Samples {
             })
             .collect();
         let since = Instant::now();
-        match hub_console.request(&Request::SetHealth { flags }).await? {
+        match hub_console
+            .request(&HubRequest::SetHealth { flags })
+            .await?
+        {
             Response::Done(_) => {}
             other => bail!("hub health list: {other:?}"),
         }
@@ -351,7 +354,7 @@ async fn set_lockdown(
     reason: String,
 ) -> Result<()> {
     match hub_console
-        .request(&Request::SetLockdown {
+        .request(&HubRequest::SetLockdown {
             community,
             locked,
             reason,

@@ -40,7 +40,9 @@ use menjin_net::clock::now_ms;
 use menjin_proto::credential::CredId;
 use menjin_proto::declaration::{Declaration, Outcome};
 use menjin_proto::rule::Reason;
-use menjin_proto::wire::{CheckRequest, Direction, Request, Response};
+use menjin_proto::wire::{
+    CheckRequest, ConsoleRequest, Direction, GateRequest, HubRequest, Response,
+};
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
@@ -280,9 +282,8 @@ async fn gate_client(gate: &GateDir, dir: &NodeDir, addr: SocketAddr) -> Result<
 }
 
 async fn check(gate: &NodeClient, code: &str) -> Result<(bool, Reason)> {
-    let req = Request::Check(CheckRequest {
+    let req = GateRequest::Check(CheckRequest {
         code: code.to_string(),
-        gate_id: GATE_ID.to_string(),
         direction: Direction::In,
         temperature_dc: TEMPERATURE_DC,
         plate: None,
@@ -297,7 +298,10 @@ async fn code_of(
     console: &NodeClient,
     holder: menjin_proto::credential::HolderId,
 ) -> Result<String> {
-    match console.request(&Request::ShowHolder { holder }).await? {
+    match console
+        .request(&ConsoleRequest::ShowHolder { holder })
+        .await?
+    {
         Response::Declared(r) => r.code.context("resident without a code"),
         other => bail!("showing {holder}: {other:?}"),
     }
@@ -607,7 +611,7 @@ impl Bench {
         let console_client = console(&dir, running.addr).await?;
         let gate_dir = GateDir(district.base.join(format!("gate-{COMMUNITY}-{GATE_ID}")));
         let public_key = create_gate(&gate_dir, GATE_ID, &dir, running.addr)?;
-        let enrol = Request::EnrolGate {
+        let enrol = ConsoleRequest::EnrolGate {
             gate_id: GATE_ID.to_string(),
             public_key,
         };
@@ -702,7 +706,10 @@ impl Bench {
         form.symptoms = true;
         let t = Instant::now();
         let receipt = match bounded("the revoking declaration", async {
-            Ok(self.console.request(&Request::Declare { form }).await?)
+            Ok(self
+                .console
+                .request(&ConsoleRequest::Declare { form })
+                .await?)
         })
         .await?
         {
@@ -864,7 +871,7 @@ impl Restart {
 async fn enrol_node(hub: &LocalHub, dir: &NodeDir) -> Result<()> {
     let hub_console = hub.console().await?;
     let cert = std::fs::read(dir.cert())?;
-    match hub_console.request(&Request::EnrolNode { cert }).await? {
+    match hub_console.request(&HubRequest::EnrolNode { cert }).await? {
         Response::Done(_) => {}
         other => bail!("enrolling the node at the hub: {other:?}"),
     }

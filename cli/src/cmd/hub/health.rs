@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use menjin_proto::civil::Date;
 use menjin_proto::idnum::{DocumentType, IdHashKey, check_document};
-use menjin_proto::wire::{HEALTH_STATUSES, HealthEntry, Request, Response};
+use menjin_proto::wire::{HEALTH_STATUSES, HealthEntry, HubRequest, Response};
 use menjin_store::files::NodeDir;
 
 use crate::exit::EXIT_REFUSED;
@@ -37,7 +37,7 @@ pub async fn import(hub_dir: &Path, file: &Path, json: bool) -> Result<ExitCode>
     let mut applied = 0usize;
     for chunk in good.chunks(menjin_proto::wire::HEALTH_BATCH_MAX) {
         match client
-            .request(&Request::SetHealth {
+            .request(&HubRequest::SetHealth {
                 flags: chunk.to_vec(),
             })
             .await?

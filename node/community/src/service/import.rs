@@ -55,7 +55,7 @@ pub struct Imported {
 impl Node {
     /// Imports residents who are not declared here yet, as paper declarations typed in by
     /// `staff` (channel offline, no photo yet: attach one before printing a pass). Each form
-    /// is checked and reviewed like [`Request::Declare`]; the cleared get a code valid for
+    /// is checked and reviewed like [`ConsoleRequest::Declare`]; the cleared get a code valid for
     /// the node's `code_validity_days`. Blocking (validation, signing, one flush): call from
     /// a blocking thread.
     ///
@@ -190,7 +190,7 @@ mod tests {
     }
 
     fn code_text(node: &Node, holder: HolderId) -> String {
-        match node.console(Request::ShowHolder { holder }, now()) {
+        match node.console(ConsoleRequest::ShowHolder { holder }, now()) {
             Response::Declared(r) => r.code.expect("a code"),
             other => panic!("{other:?}"),
         }
@@ -233,7 +233,7 @@ mod tests {
         // An imported person declares again like anyone else.
         let mut sick = form(1, "101");
         sick.symptoms = true;
-        match node.console(Request::Declare { form: sick }, now()) {
+        match node.console(ConsoleRequest::Declare { form: sick }, now()) {
             Response::Declared(r) => {
                 assert_eq!(r.holder, imported[0].holder);
                 assert_eq!(r.revoked, imported[0].cred);

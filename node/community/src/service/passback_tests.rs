@@ -18,13 +18,13 @@ async fn the_node_flags_a_resident_let_in_twice_without_going_out() {
     node_dir.write_config(&cfg).unwrap();
     let node = Node::open(&node_dir).unwrap();
     let now = now_ms() / 1000;
-    let Response::Declared(receipt) = node.console(Request::Declare { form: form() }, now) else {
+    let Response::Declared(receipt) = node.console(ConsoleRequest::Declare { form: form() }, now)
+    else {
         panic!("declaration refused")
     };
     let code = receipt.code.expect("cleared");
     let check = |direction| CheckRequest {
         code: code.clone(),
-        gate_id: "lane-1".into(),
         direction,
         temperature_dc: 365,
         plate: None,

@@ -14,7 +14,7 @@ fn form(serial: u32) -> Declaration {
 }
 
 fn declare(node: &Node, serial: u32) -> Receipt {
-    match node.console(Request::Declare { form: form(serial) }, now()) {
+    match node.console(ConsoleRequest::Declare { form: form(serial) }, now()) {
         Response::Declared(r) => r,
         other => panic!("{other:?}"),
     }

@@ -998,64 +998,74 @@ impl Replica {
                 }
                 Ok(Vec::new())
             }
-            Parsed::Doc { doc, msg } => {
-                let slot = self.peers.get_mut(&peer).expect("connected");
-                let session = slot.session.as_mut().expect("connected");
-                let local = self
-                    .docs
-                    .entry(doc)
-                    .or_insert_with(|| DocSlot::empty(&self.actor));
-                let ds = ensure_ds(session, me, peer, doc, &slot.saved, Some(&local.doc));
-                let before = local.doc.get_heads();
-                let their_before = ds.state.their_heads.clone();
-                let reset = is_reset(&msg);
-                let result = local.doc.receive_sync_message(&mut ds.state, msg);
-                limit_whole_doc_sends(&mut ds.state);
-                resend_needed(&mut ds.state);
-                if reset {
-                    // The peer does not know the shared heads we claimed (it lost data, or we
-                    // kept a state from before it did): start over from nothing, or both
-                    // sides repeat themselves forever.
-                    ds.state.shared_heads.clear();
-                    ds.state.sent_hashes.clear();
-                }
-                if !accepts_changes(peer, me, doc) {
-                    // Automerge learns this from a flag that its reset messages lack.
-                    ds.state.peer_read_only = true;
-                }
-                ds.last_rx_ms = Some(now_ms);
-                ds.deadline_ms = None;
-                ds.wanted = true;
-                ds.answer_due = true;
-                let after = local.doc.get_heads();
-                let changed = after != before;
-                let converged = ds
-                    .state
-                    .their_heads
-                    .as_ref()
-                    .is_some_and(|t| same_heads(t, &after));
-                if changed || converged || ds.state.their_heads != their_before {
-                    ds.idle_rounds = 0;
-                } else {
-                    ds.idle_rounds += 1;
-                }
-                let spinning =
-                    ds.idle_rounds >= IDLE_ROUNDS_MAX && !explained(ds, Some(&local.doc));
-                self.dirty_peer_states.insert((peer, doc));
-                if changed {
-                    self.dirty_docs.insert(doc);
-                    self.want_everywhere(doc, Some(peer));
-                }
-                if spinning {
-                    self.restart_session(peer, "sync messages without progress");
-                }
-                result.map_err(|e| SyncError::Apply {
-                    doc,
-                    why: e.to_string(),
-                })?;
-                Ok(if changed { vec![doc] } else { Vec::new() })
-            }
+            Parsed::Doc { doc, msg } => self.handle_doc(peer, doc, msg, now_ms),
         }
+    }
+
+    /// One document's Automerge sync message from `peer`, already checked by `parse_frame`:
+    /// merge it, update the per-peer state, and notice a session that spins without progress.
+    fn handle_doc(
+        &mut self,
+        peer: Role,
+        doc: DocId,
+        msg: sync::Message,
+        now_ms: u64,
+    ) -> Result<Vec<DocId>, SyncError> {
+        let me = self.me;
+        let slot = self.peers.get_mut(&peer).expect("connected");
+        let session = slot.session.as_mut().expect("connected");
+        let local = self
+            .docs
+            .entry(doc)
+            .or_insert_with(|| DocSlot::empty(&self.actor));
+        let ds = ensure_ds(session, me, peer, doc, &slot.saved, Some(&local.doc));
+        let before = local.doc.get_heads();
+        let their_before = ds.state.their_heads.clone();
+        let reset = is_reset(&msg);
+        let result = local.doc.receive_sync_message(&mut ds.state, msg);
+        limit_whole_doc_sends(&mut ds.state);
+        resend_needed(&mut ds.state);
+        if reset {
+            // The peer does not know the shared heads we claimed (it lost data, or we
+            // kept a state from before it did): start over from nothing, or both
+            // sides repeat themselves forever.
+            ds.state.shared_heads.clear();
+            ds.state.sent_hashes.clear();
+        }
+        if !accepts_changes(peer, me, doc) {
+            // Automerge learns this from a flag that its reset messages lack.
+            ds.state.peer_read_only = true;
+        }
+        ds.last_rx_ms = Some(now_ms);
+        ds.deadline_ms = None;
+        ds.wanted = true;
+        ds.answer_due = true;
+        let after = local.doc.get_heads();
+        let changed = after != before;
+        let converged = ds
+            .state
+            .their_heads
+            .as_ref()
+            .is_some_and(|t| same_heads(t, &after));
+        if changed || converged || ds.state.their_heads != their_before {
+            ds.idle_rounds = 0;
+        } else {
+            ds.idle_rounds += 1;
+        }
+        let spinning = ds.idle_rounds >= IDLE_ROUNDS_MAX && !explained(ds, Some(&local.doc));
+        self.dirty_peer_states.insert((peer, doc));
+        if changed {
+            self.dirty_docs.insert(doc);
+            self.want_everywhere(doc, Some(peer));
+        }
+        if spinning {
+            self.restart_session(peer, "sync messages without progress");
+        }
+        result.map_err(|e| SyncError::Apply {
+            doc,
+            why: e.to_string(),
+        })?;
+        Ok(if changed { vec![doc] } else { Vec::new() })
     }
 
     /// Compares a peer's summary with ours, marks the documents that differ for sync, and

@@ -160,21 +160,20 @@ async fn connect(
     Ok((endpoint, conn))
 }
 
-async fn serve(
-    node: &Arc<Node>,
-    repl: &Arc<menjin_replication::Replication>,
-    conn: &quinn::Connection,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), UplinkError> {
-    let (mut send, mut recv) = conn.open_bi().await?;
+/// Says hello with the log's length and reads the hub's cursor: where to stream from.
+async fn hello(
+    node: &Node,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<u64, UplinkError> {
     write_frame(
-        &mut send,
+        send,
         &LinkFrame::Hello {
             events_logged: node.events_logged(),
         },
     )
     .await?;
-    let LinkFrame::LogCursor { next_seq } = read_frame(&mut recv).await? else {
+    let LinkFrame::LogCursor { next_seq } = read_frame(recv).await? else {
         return Err(UplinkError::NoCursor);
     };
     let logged = node.events_logged();
@@ -190,6 +189,70 @@ async fn serve(
             next_seq - 1
         );
     }
+    Ok(next_seq)
+}
+
+/// Streams log batches after `sent` while the window of unacknowledged batches has room;
+/// returns the last sequence number sent.
+async fn send_log(
+    node: &Node,
+    send: &mut quinn::SendStream,
+    mut sent: u64,
+    acked: u64,
+) -> Result<u64, UplinkError> {
+    while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
+        let q = LogQuery {
+            after_seq: Some(sent),
+            limit: LOG_BATCH_MAX as u32,
+            ..LogQuery::default()
+        };
+        let log = node.gate_log().clone();
+        let events = tokio::task::spawn_blocking(move || log.query(&q)).await??;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            break;
+        };
+        write_frame(send, &LinkFrame::LogBatch { events }).await?;
+        sent = last;
+    }
+    Ok(sent)
+}
+
+/// A sync frame from the hub. Policy changes (lockdowns, health flags) go straight into the
+/// node's views; health flags may revoke codes, which writes sled: off the event loop.
+async fn receive_sync(
+    node: &Arc<Node>,
+    repl: &Arc<menjin_replication::Replication>,
+    bytes: Vec<u8>,
+) -> Result<(), UplinkError> {
+    let (repl, node) = (repl.clone(), node.clone());
+    tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
+        let changed = receive_frame(&repl, Role::Hub, &bytes)?;
+        let t_recv = t.elapsed();
+        if changed.contains(&menjin_sync::DocId::Policy) {
+            node.refresh_policy();
+        }
+        tracing::debug!(
+            len = bytes.len(),
+            ?changed,
+            recv_us = t_recv.as_micros() as u64,
+            total_us = t.elapsed().as_micros() as u64,
+            "sync frame from the hub"
+        );
+        Ok::<_, StoreError>(())
+    })
+    .await??;
+    Ok(())
+}
+
+async fn serve(
+    node: &Arc<Node>,
+    repl: &Arc<menjin_replication::Replication>,
+    conn: &quinn::Connection,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), UplinkError> {
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let next_seq = hello(node, &mut send, &mut recv).await?;
     let (tx, mut frames) = mpsc::channel(16);
     let reader = tokio::spawn(async move {
         loop {
@@ -213,44 +276,22 @@ async fn serve(
     let result = async {
         loop {
             if std::mem::take(&mut report_local)
-                && let Some(l) = node.local_lockdown() {
-                    write_frame(&mut send, &LinkFrame::LocalLockdown(l)).await?;
-                }
+                && let Some(l) = node.local_lockdown()
+            {
+                write_frame(&mut send, &LinkFrame::LocalLockdown(l)).await?;
+            }
             if std::mem::take(&mut report_gates) {
                 write_frame(&mut send, &LinkFrame::GateLinks(node.gate_links())).await?;
             }
             send_frames(repl, Role::Hub, &mut send).await?;
-            while sent < node.events_logged() && sent - acked < LOG_WINDOW_BATCHES * LOG_BATCH_MAX as u64 {
-                let q = LogQuery { after_seq: Some(sent), limit: LOG_BATCH_MAX as u32, ..LogQuery::default() };
-                let log = node.gate_log().clone();
-                let events = tokio::task::spawn_blocking(move || log.query(&q)).await??;
-                let Some(last) = events.last().map(|e| e.seq) else { break };
-                write_frame(&mut send, &LinkFrame::LogBatch { events }).await?;
-                sent = last;
-            }
+            sent = send_log(node, &mut send, sent, acked).await?;
             tokio::select! {
                 frame = frames.recv() => match frame {
                     Some(Ok(LinkFrame::LogAck { upto_seq })) => {
                         acked = upto_seq.max(acked);
                         node.hub_link.acked.store(acked, Ordering::Relaxed);
                     }
-                    Some(Ok(LinkFrame::Sync(bytes))) => {
-                        let (repl, node) = (repl.clone(), node.clone());
-                        // Policy changes (lockdowns, health flags) go straight into the node's
-                        // views; health flags may revoke codes, which writes sled: off the
-                        // event loop.
-                        tokio::task::spawn_blocking(move || {
-                            let t = std::time::Instant::now();
-                            let changed = receive_frame(&repl, Role::Hub, &bytes)?;
-                            let t_recv = t.elapsed();
-                            if changed.contains(&menjin_sync::DocId::Policy) {
-                                node.refresh_policy();
-                            }
-                            tracing::debug!(len = bytes.len(), ?changed, recv_us = t_recv.as_micros() as u64, total_us = t.elapsed().as_micros() as u64, "sync frame from the hub");
-                            Ok::<_, StoreError>(())
-                        })
-                        .await??;
-                    }
+                    Some(Ok(LinkFrame::Sync(bytes))) => receive_sync(node, repl, bytes).await?,
                     Some(Ok(other)) => return Err(UplinkError::Unexpected(Box::new(other))),
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(FrameError::Closed.into()),

@@ -601,19 +601,8 @@ impl Node {
         staff: Option<String>,
         now: UnixTime,
     ) -> Result<Receipt, Refusal> {
-        trim_form(&mut form);
         let today = Self::today(now);
-        let mut checked = form.check(today).map_err(|e| bad(e.to_string()))?;
-        if let Some(photo) = &photo {
-            photo::check_photo(photo).map_err(|e| bad(e.to_string()))?;
-        }
-        if let Some(staff) = &staff
-            && (staff.trim().is_empty() || staff.len() > NAME_LEN_MAX)
-        {
-            return Err(bad(
-                "staff: the name of the staff member who typed the form is required",
-            ));
-        }
+        let mut checked = check_form(&mut form, photo.as_deref(), staff.as_deref(), today)?;
         let _guard = self.write.lock().expect("declaration lock");
         let id_hash = self.idhash.hash(form.document_type, &form.document_number);
         // The district's health list outranks what the person declares.
@@ -623,78 +612,26 @@ impl Node {
             checked.review = menjin_proto::declaration::Review { outcome, why };
         }
         let existing = self.roster.person_by_hash(&id_hash)?;
-        let mut kind = checked.kind;
-        if let Some(by) = by {
-            let proxy = self
-                .roster
-                .person(&by)?
-                .ok_or_else(|| not_found(format!("no declared person {by}")))?;
-            if proxy.id_hash == id_hash {
-                return Err(refused(
-                    "a proxy declaration is for someone else; declare yourself online",
-                ));
+        let kind = match by {
+            Some(by) => {
+                self.check_proxy(by, &id_hash, &form, today)?;
+                HolderKind::Dependent
             }
-            let proxy_birth = proxy
-                .form
-                .check(today)
-                .map(|c| c.birth)
-                .map_err(|e| refused(format!("proxy's own declaration: {e}")))?;
-            if proxy_birth.age_on(today) < menjin_proto::declaration::ADULT_AGE {
-                return Err(refused("a proxy must be an adult (18 or older)"));
-            }
-            if proxy.form.building != form.building || proxy.form.door != form.door {
-                return Err(refused(format!(
-                    "a proxy must live in the same home: proxy lives at {}-{}, the form says {}-{}",
-                    proxy.form.building, proxy.form.door, form.building, form.door
-                )));
-            }
-            kind = HolderKind::Dependent;
-        }
+            None => checked.kind,
+        };
         let holder = existing
             .as_ref()
             .map_or_else(|| HolderId(menjin_store::files::random8()), |p| p.holder);
-        let old = match existing.as_ref().and_then(|p| p.cred) {
-            Some(id) => self.roster.cred(&id)?,
-            None => None,
-        };
-        let cleared = checked.review.outcome == Outcome::Cleared;
-        let old_code = old.as_ref().and_then(|c| SignedCode::decode(&c.code).ok());
-        // The earlier code stands only if it still says the right thing: same kind, same home,
-        // still active, and not expiring within a day.
-        let keep = cleared
-            && old_code.as_ref().is_some_and(|c| {
-                let c = &c.credential;
-                c.kind == kind
-                    && c.building == form.building
-                    && c.door == form.door
-                    && u64::from(c.valid_until) > now + DAY_SECS
-            })
-            && old.as_ref().is_some_and(|c| c.status == CredStatus::Active);
         let mut change = Change::default();
-        let mut revoked = None;
-        if let Some(mut o) = old
-            .clone()
-            .filter(|o| !keep && o.status == CredStatus::Active)
-        {
-            let why = if cleared {
-                "replaced by a new declaration".to_string()
-            } else {
-                format!("new declaration: {}", checked.review.why)
-            };
-            o.status = CredStatus::Revoked { at: now, why };
-            revoked = Some(o.id);
-            change.creds.push(o);
-        }
-        let cred = if keep {
-            old.as_ref().map(|o| o.id)
-        } else if cleared {
-            let record = self.issue_declared(kind, holder, &form, now);
-            let id = record.id;
-            change.creds.push(record);
-            Some(id)
-        } else {
-            None
-        };
+        let (cred, revoked) = self.recode(
+            existing.as_ref(),
+            &checked.review,
+            kind,
+            holder,
+            &form,
+            now,
+            &mut change,
+        )?;
         let has_photo = photo.is_some() || existing.as_ref().is_some_and(|p| p.has_photo);
         if let Some(photo) = photo {
             change.photos.push((holder, photo));
@@ -722,6 +659,98 @@ impl Node {
         self.commit(change)?;
         tracing::info!(holder = %holder, channel = ?channel, outcome = person.review.outcome.as_str(), revoked = ?revoked, "declaration stored");
         self.receipt(&person, revoked)
+    }
+
+    /// The proxy rule: an adult of the same home, declaring someone else.
+    fn check_proxy(
+        &self,
+        by: HolderId,
+        id_hash: &IdHash,
+        form: &Declaration,
+        today: Date,
+    ) -> Result<(), Refusal> {
+        let proxy = self
+            .roster
+            .person(&by)?
+            .ok_or_else(|| not_found(format!("no declared person {by}")))?;
+        if proxy.id_hash == *id_hash {
+            return Err(refused(
+                "a proxy declaration is for someone else; declare yourself online",
+            ));
+        }
+        let proxy_birth = proxy
+            .form
+            .check(today)
+            .map(|c| c.birth)
+            .map_err(|e| refused(format!("proxy's own declaration: {e}")))?;
+        if proxy_birth.age_on(today) < menjin_proto::declaration::ADULT_AGE {
+            return Err(refused("a proxy must be an adult (18 or older)"));
+        }
+        if proxy.form.building != form.building || proxy.form.door != form.door {
+            return Err(refused(format!(
+                "a proxy must live in the same home: proxy lives at {}-{}, the form says {}-{}",
+                proxy.form.building, proxy.form.door, form.building, form.door
+            )));
+        }
+        Ok(())
+    }
+
+    /// The person's code after this declaration: the earlier one kept, or revoked and (when
+    /// cleared) a new one issued, into `change`. Returns the code in force and the one
+    /// revoked.
+    #[allow(clippy::too_many_arguments)]
+    fn recode(
+        &self,
+        existing: Option<&PersonRecord>,
+        review: &menjin_proto::declaration::Review,
+        kind: HolderKind,
+        holder: HolderId,
+        form: &Declaration,
+        now: UnixTime,
+        change: &mut Change,
+    ) -> Result<(Option<CredId>, Option<CredId>), Refusal> {
+        let old = match existing.and_then(|p| p.cred) {
+            Some(id) => self.roster.cred(&id)?,
+            None => None,
+        };
+        let cleared = review.outcome == Outcome::Cleared;
+        let old_code = old.as_ref().and_then(|c| SignedCode::decode(&c.code).ok());
+        // The earlier code stands only if it still says the right thing: same kind, same home,
+        // still active, and not expiring within a day.
+        let keep = cleared
+            && old_code.as_ref().is_some_and(|c| {
+                let c = &c.credential;
+                c.kind == kind
+                    && c.building == form.building
+                    && c.door == form.door
+                    && u64::from(c.valid_until) > now + DAY_SECS
+            })
+            && old.as_ref().is_some_and(|c| c.status == CredStatus::Active);
+        let mut revoked = None;
+        if let Some(mut o) = old
+            .clone()
+            .filter(|o| !keep && o.status == CredStatus::Active)
+        {
+            let why = if cleared {
+                "replaced by a new declaration".to_string()
+            } else {
+                format!("new declaration: {}", review.why)
+            };
+            o.status = CredStatus::Revoked { at: now, why };
+            revoked = Some(o.id);
+            change.creds.push(o);
+        }
+        let cred = if keep {
+            old.as_ref().map(|o| o.id)
+        } else if cleared {
+            let record = self.issue_declared(kind, holder, form, now);
+            let id = record.id;
+            change.creds.push(record);
+            Some(id)
+        } else {
+            None
+        };
+        Ok((cred, revoked))
     }
 
     fn attach_photo(
@@ -1306,6 +1335,29 @@ pub fn health_outcome(status: &str) -> Option<Outcome> {
         "hospital" => Some(Outcome::Hospital),
         _ => None,
     }
+}
+
+/// The form as typed (trimmed), its photo and the staff member's name, checked before
+/// anything is read or written: what is wrong comes back with the field it concerns.
+fn check_form(
+    form: &mut Declaration,
+    photo: Option<&[u8]>,
+    staff: Option<&str>,
+    today: Date,
+) -> Result<menjin_proto::declaration::Checked, Refusal> {
+    trim_form(form);
+    let checked = form.check(today).map_err(|e| bad(e.to_string()))?;
+    if let Some(photo) = photo {
+        photo::check_photo(photo).map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(staff) = staff
+        && (staff.trim().is_empty() || staff.len() > NAME_LEN_MAX)
+    {
+        return Err(bad(
+            "staff: the name of the staff member who typed the form is required",
+        ));
+    }
+    Ok(checked)
 }
 
 fn trim_form(f: &mut Declaration) {

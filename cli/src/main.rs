@@ -7,6 +7,11 @@
 //!
 //! This file parses the command line and hands each command group to its module in `cmd/`.
 
+#![warn(unused_crate_dependencies)]
+// Used by the integration tests (tests/it), which share the dev-dependencies.
+#[cfg(test)]
+use sled as _;
+
 mod cmd;
 mod console;
 mod exit;

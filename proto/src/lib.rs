@@ -10,7 +10,7 @@
 //! Architecture invariant: every type that is written to the wire or to disk is defined here,
 //! and every decoder returns a typed error instead of panicking.
 
-#![warn(unreachable_pub, missing_docs)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod cert;
 pub mod check;

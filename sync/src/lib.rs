@@ -134,7 +134,7 @@
 //! This crate must never do IO, read the clock, or merge a change that breaks the
 //! authority rule.
 
-#![warn(unreachable_pub, missing_docs)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 mod doc_id;
 mod error;

@@ -21,7 +21,7 @@
 //! registers its service again whenever the daemon starts serving a new address on a
 //! selected interface (see [`readvertise`]).
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, unused_crate_dependencies)]
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@
 //! never earlier than the latest node time seen, so a wound-back device clock does not make
 //! an expired code valid again.
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, unused_crate_dependencies)]
 
 pub mod cache;
 

@@ -4,7 +4,7 @@
 //!
 //! What it must never do: be a dependency of a daemon; listen beyond loopback.
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, unused_crate_dependencies)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

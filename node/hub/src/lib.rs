@@ -7,7 +7,7 @@
 //! authenticated with the key the hub enrolled for that community; the community of every
 //! stored event is the connection's, never a field the node sends.
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, unused_crate_dependencies)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;

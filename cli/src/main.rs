@@ -11,6 +11,7 @@ mod demo;
 mod form;
 mod gate;
 mod health;
+mod household;
 mod output;
 
 use std::net::SocketAddr;
@@ -249,6 +250,11 @@ enum HubCmd {
 
 #[derive(Subcommand)]
 enum NodeCmd {
+    /// Household codes for the resident pages: issue, revoke.
+    Household {
+        #[command(subcommand)]
+        cmd: household::HouseholdCmd,
+    },
     /// Create a node: its key, a certificate from the district root, a console key.
     Create {
         #[arg(long)]
@@ -763,6 +769,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             cmd: NodeCmd::Status { dir },
         } => ask(&dir, Request::Status).await?,
+        Command::Node {
+            cmd: NodeCmd::Household { cmd },
+        } => {
+            let (dir, req) = household::request(cmd);
+            ask(&dir, req).await?
+        }
         Command::Node {
             cmd: NodeCmd::Rekey { district, dir },
         } => {

@@ -172,8 +172,21 @@ pub fn response(json: bool, resp: &Response) -> ExitCode {
                 upto_gate_seq,
                 stored,
             } => print_json(&json!({ "upto_gate_seq": upto_gate_seq, "stored": stored })),
+            Response::HouseholdCode {
+                building,
+                door,
+                code,
+            } => print_json(&json!({ "building": building, "door": door, "code": code })),
             Response::Error { .. } => unreachable!("handled above"),
         },
+        Response::HouseholdCode {
+            building,
+            door,
+            code,
+        } => {
+            // The only time the code is shown: the office prints or copies it now.
+            println!("household code for building {building} door {door}: {code}");
+        }
         Response::Check(a) => {
             print!("{}", check_text(a));
             println!("logged as #{}", a.seq);

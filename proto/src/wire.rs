@@ -294,6 +294,18 @@ pub enum Request {
         gate_id: String,
         events: Vec<crate::feed::OfflineEvent>,
     },
+    /// Node console: a new household code for a home (replaces the one in force, if any).
+    /// Answered with [`Response::HouseholdCode`]: the only time the code is seen. (Last, so
+    /// the postcard indices of the variants above stay as they were.)
+    IssueHouseholdCode {
+        building: String,
+        door: String,
+    },
+    /// Node console: the home's household code stops working (its sessions end).
+    RevokeHouseholdCode {
+        building: String,
+        door: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +435,12 @@ pub enum Response {
     Error {
         kind: ErrorKind,
         message: String,
+    },
+    /// A household code just issued (grouped for reading: `ABCD-EFGH-JKMN-PQRS`).
+    HouseholdCode {
+        building: String,
+        door: String,
+        code: String,
     },
 }
 

@@ -12,6 +12,7 @@
 pub mod feed;
 pub mod gatelog;
 pub mod gates;
+pub mod households;
 pub mod local_policy;
 pub mod mirror;
 pub mod roster;

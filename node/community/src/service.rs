@@ -34,7 +34,9 @@ use menjin_store::files::{
 };
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
+mod household;
 mod import;
+pub use household::{CodeState, Member};
 pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).
@@ -56,6 +58,8 @@ pub enum NodeError {
     Log(#[from] LogError),
     #[error(transparent)]
     Gates(#[from] crate::gates::GateError),
+    #[error(transparent)]
+    Households(#[from] crate::households::HouseholdError),
     #[error("{0}")]
     Invalid(String),
     #[error("cannot listen on {addr}: {source}")]
@@ -121,6 +125,8 @@ pub struct Node {
     roster: Roster,
     log: GateLog,
     gates: Gates,
+    /// Household codes for the resident pages (see `households`).
+    households: crate::households::Households,
     peers: PeerTable,
     /// Declarations read, decide and write: one at a time, so two declarations of the same
     /// person cannot both issue a code. Every roster commit holds it (see `commit`).
@@ -249,6 +255,7 @@ impl Node {
         let mirror_pending = roster.mirror_pending()?;
         let log = GateLog::open(&db)?;
         let gates = Gates::open(&db)?;
+        let households = crate::households::Households::open(&db, &key.to_bytes())?;
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         for (gate_id, key) in gates.all()? {
@@ -272,6 +279,7 @@ impl Node {
             roster,
             log,
             gates,
+            households,
             peers,
             write: Mutex::new(()),
             root,
@@ -502,6 +510,12 @@ impl Node {
                 public_key,
             } => self.enrol_gate(gate_id, public_key),
             Request::Status => Ok(Response::Status(self.status())),
+            Request::IssueHouseholdCode { building, door } => {
+                self.issue_household(&building, &door, now)
+            }
+            Request::RevokeHouseholdCode { building, door } => {
+                self.revoke_household(&building, &door, now)
+            }
         };
         result.unwrap_or_else(|r| Response::Error {
             kind: r.kind,

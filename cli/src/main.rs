@@ -13,6 +13,7 @@ mod gate;
 mod health;
 mod household;
 mod output;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -763,7 +764,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Node {
             cmd: NodeCmd::Run { dir, listen },
         } => {
-            menjin_community::run_node(&NodeDir(dir), listen, shutdown_signal()).await?;
+            let start_web = web::start(NodeDir(dir.clone()));
+            menjin_community::run_node_with(
+                &NodeDir(dir),
+                listen,
+                shutdown_signal(),
+                Some(start_web),
+            )
+            .await?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Node {

@@ -256,7 +256,11 @@ impl Households {
     ///
     /// # Errors
     /// [`HouseholdError::TooManyMembers`] past [`MEMBERS_MAX`]; storage.
-    pub fn add_member(&self, household: &Household, holder: HolderId) -> Result<(), HouseholdError> {
+    pub fn add_member(
+        &self,
+        household: &Household,
+        holder: HolderId,
+    ) -> Result<(), HouseholdError> {
         let _guard = self.write.lock().expect("households lock");
         let hk = home_key(&household.building, &household.door);
         let mut record = self.record(&hk)?.ok_or_else(|| HouseholdError::NoCode {
@@ -313,7 +317,11 @@ mod tests {
         h.add_member(&home, HolderId([1; 8])).unwrap();
         let second = h.issue("12", "1203", 20).unwrap();
         assert_eq!(h.lookup(&first).unwrap(), None, "the old code is replaced");
-        assert_eq!(h.by_hash(&home.code_hash).unwrap(), None, "its sessions end");
+        assert_eq!(
+            h.by_hash(&home.code_hash).unwrap(),
+            None,
+            "its sessions end"
+        );
         let home = h.lookup(&second).unwrap().expect("in force");
         assert_eq!(h.members(&home).unwrap(), vec![HolderId([1; 8])]);
         h.revoke("12", "1203", 30).unwrap();

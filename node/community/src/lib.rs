@@ -23,6 +23,6 @@ pub mod service;
 pub mod testing;
 pub mod uplink;
 
-pub use run::run_node;
+pub use run::{ExtraService, StartExtra, run_node, run_node_with};
 pub use serve::bind;
 pub use service::{Node, NodeError};

@@ -299,7 +299,7 @@ fn resident_declares_on_a_phone_and_the_code_on_the_page_passes_a_gate() {
         shoot(&c, "01-code", None).await;
         // Typed as a person might: lower case, spaces for dashes.
         enter_code(&c, &n, &code.to_lowercase().replace('-', " ")).await;
-        assert!(text(&c, ".home-line").await.contains("12"));
+        assert_eq!(text(&c, ".home-line").await, "住址：12 栋 1203 室");
         assert!(c.current_url().await.unwrap().path().ends_with("/my"));
         shoot(&c, "02-mine-empty", None).await;
 
@@ -472,10 +472,16 @@ fn bad_forms_forged_posts_and_guessed_codes_are_refused_and_store_nothing() {
         }
         shoot(&c, "10-code-wrong", None).await;
         enter_code(&c, &n, "AAAA-BBBB-CCCC-DDDD").await;
-        assert_eq!(text(&c, "#login-error").await, "尝试次数过多，请稍后再试。");
+        assert_eq!(
+            text(&c, "#login-error").await,
+            "尝试次数过多，请 10 分钟后再试。"
+        );
         // Even the right code, from this address, until the window passes.
         enter_code(&c, &n, &code).await;
-        assert_eq!(text(&c, "#login-error").await, "尝试次数过多，请稍后再试。");
+        assert_eq!(
+            text(&c, "#login-error").await,
+            "尝试次数过多，请 10 分钟后再试。"
+        );
         shoot(&c, "11-code-limited", None).await;
         c.close().await.unwrap();
     }));

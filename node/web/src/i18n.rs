@@ -39,8 +39,6 @@ pub(crate) struct Text {
     pub(crate) limited: &'static str,
     pub(crate) expired_form: &'static str,
     pub(crate) home: &'static str,
-    pub(crate) building: &'static str,
-    pub(crate) door: &'static str,
     pub(crate) mine_title: &'static str,
     pub(crate) nobody: &'static str,
     pub(crate) declare_someone: &'static str,
@@ -107,6 +105,21 @@ pub(crate) struct Text {
 }
 
 impl Text {
+    /// A home as people say it: `12 栋 1203 室`, `Building 12, door 1203`.
+    pub(crate) fn home_of(&self, building: &str, door: &str) -> String {
+        if self.html_lang == "en" {
+            format!("Building {building}, door {door}")
+        } else {
+            format!("{building} 栋 {door} 室")
+        }
+    }
+
+    /// The rate limit's message, with the wait rounded up to whole minutes.
+    pub(crate) fn limited_for(&self, wait: std::time::Duration) -> String {
+        let minutes = wait.as_secs().div_ceil(60).max(1);
+        self.limited.replace("{n}", &minutes.to_string())
+    }
+
     pub(crate) fn outcome(&self, o: Outcome) -> &'static str {
         match o {
             Outcome::Cleared => self.cleared,
@@ -128,11 +141,9 @@ pub(crate) static ZH: Text = Text {
     code_label: "住户码",
     enter: "进入",
     wrong_code: "住户码不正确，或已作废。请核对纸条，或到物业办公室重新领取。",
-    limited: "尝试次数过多，请稍后再试。",
+    limited: "尝试次数过多，请 {n} 分钟后再试。",
     expired_form: "页面已过期，请返回刷新后重新提交。",
-    home: "住址",
-    building: "楼栋",
-    door: "门牌号",
+    home: "住址：",
     mine_title: "我的申报",
     nobody: "本户还没有人在线申报。",
     declare_someone: "申报（本人或同住家人）",
@@ -209,11 +220,9 @@ pub(crate) static EN: Text = Text {
     code_label: "Household code",
     enter: "Enter",
     wrong_code: "Wrong or revoked household code. Check the slip, or ask the property office for a new one.",
-    limited: "Too many attempts. Please try again later.",
+    limited: "Too many attempts. Please try again in {n} min.",
     expired_form: "This page has expired. Go back, reload it and submit again.",
-    home: "Home",
-    building: "Building",
-    door: "Door",
+    home: "Home: ",
     mine_title: "My declarations",
     nobody: "Nobody of this home has declared online yet.",
     declare_someone: "Declare (yourself or someone you live with)",

@@ -23,7 +23,7 @@ pub(crate) struct Login {
     pub(crate) p: Page,
     /// The login form's own token (no session yet): a cookie and the same value in the form.
     pub(crate) token: String,
-    pub(crate) error: &'static str,
+    pub(crate) error: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -33,7 +33,7 @@ pub(crate) struct Message {
     pub(crate) message: &'static str,
 }
 
-fn login_page(headers: &HeaderMap, status: StatusCode, error: &'static str) -> Response {
+fn login_page(headers: &HeaderMap, status: StatusCode, error: String) -> Response {
     let t = lang(headers).text();
     let existing = cookie(headers, LOGIN_COOKIE).filter(|v| v.len() == 32);
     let token = existing.map_or_else(token, str::to_string);
@@ -59,7 +59,7 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
     if open(&app, &headers).is_ok() {
         return axum::response::Redirect::to("/my").into_response();
     }
-    login_page(&headers, StatusCode::OK, "")
+    login_page(&headers, StatusCode::OK, String::new())
 }
 
 #[derive(Deserialize)]
@@ -94,9 +94,13 @@ pub(crate) async fn submit(
         },
         HouseholdCode::to_text,
     );
-    if app.limits.attempt(peer.ip(), &key, now).is_err() {
+    if let Err(limited) = app.limits.attempt(peer.ip(), &key, now) {
         tracing::warn!(source = %peer.ip(), "household code attempts rate-limited");
-        return login_page(&headers, StatusCode::TOO_MANY_REQUESTS, t.limited);
+        return login_page(
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            t.limited_for(limited.0),
+        );
     }
     let home = match parsed.map(|c| app.node.open_household(&c)) {
         Some(Ok(Some(home))) => home,
@@ -104,7 +108,7 @@ pub(crate) async fn submit(
         Some(Ok(None)) | None => {
             app.limits.failed(peer.ip(), now);
             tracing::info!(source = %peer.ip(), "wrong household code");
-            return login_page(&headers, StatusCode::UNAUTHORIZED, t.wrong_code);
+            return login_page(&headers, StatusCode::UNAUTHORIZED, t.wrong_code.to_string());
         }
     };
     let id = app.sessions.open(home.code_hash, now);

@@ -81,6 +81,7 @@ pub(crate) fn view(t: &'static Text, m: Member) -> MemberView {
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the page's answer, once per request
 fn members_of(
     app: &App,
     t: &'static Text,

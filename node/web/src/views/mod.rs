@@ -51,7 +51,9 @@ pub(crate) struct Open {
     pub(crate) home: Household,
 }
 
-/// The request's open home, or the answer to give instead (back to the code page).
+/// The request's open home, or the answer to give instead (back to the code page). (The
+/// error is the response itself, made once per request: its size does not matter.)
+#[allow(clippy::result_large_err)]
 pub(crate) fn open(app: &App, headers: &HeaderMap) -> Result<Open, Response> {
     let to_login = || Redirect::to("/").into_response();
     let id = cookie(headers, SESSION_COOKIE).ok_or_else(to_login)?;

@@ -10,13 +10,14 @@
 #![warn(unused_crate_dependencies)]
 // Used by the integration tests (tests/it), which share the dev-dependencies.
 #[cfg(test)]
-use sled as _;
+use {fantoccini as _, hyper_util as _, sled as _};
 
 mod cmd;
 mod console;
 mod exit;
 mod form;
 mod output;
+mod web;
 
 use std::process::ExitCode;
 

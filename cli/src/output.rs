@@ -222,6 +222,11 @@ fn response_json(resp: &Response) {
             upto_gate_seq,
             stored,
         } => print_json(&json!({ "upto_gate_seq": upto_gate_seq, "stored": stored })),
+        Response::HouseholdCode {
+            building,
+            door,
+            code,
+        } => print_json(&json!({ "building": building, "door": door, "code": code })),
         Response::Error { .. } => unreachable!("handled by response"),
     }
 }
@@ -229,6 +234,14 @@ fn response_json(resp: &Response) {
 /// The text of an answer other than an error.
 fn response_text(resp: &Response) {
     match resp {
+        Response::HouseholdCode {
+            building,
+            door,
+            code,
+        } => {
+            // The only time the code is shown: the office prints or copies it now.
+            println!("household code for building {building} door {door}: {code}");
+        }
         Response::Check(a) => {
             print!("{}", check_text(a));
             println!("logged as #{}", a.seq);

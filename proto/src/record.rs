@@ -90,6 +90,26 @@ pub struct Visit {
     pub visitor_phone: String,
 }
 
+/// A household's entry code for the resident pages (sled tree `households` at the node). The
+/// office hands the household the printed code; only a keyed hash of it is kept, so the
+/// node's disk cannot give a code back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HouseholdRecord {
+    /// The home's building, as on its residents' codes.
+    pub building: String,
+    /// The home's door, as on its residents' codes.
+    pub door: String,
+    /// Keyed hash of the code in force; `None` once revoked (until reissued).
+    pub code_hash: Option<[u8; 32]>,
+    /// When the code in force was issued (Unix seconds).
+    pub issued_at: UnixTime,
+    /// When the code was revoked (Unix seconds), if it was.
+    pub revoked_at: Option<UnixTime>,
+    /// People declared online through this household's sessions (what "my declarations"
+    /// shows).
+    pub members: Vec<HolderId>,
+}
+
 /// A lockdown decided at the community node itself (staff acting on a phone call while the
 /// hub is unreachable). Stored at the node, reported to the hub when the link is up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -320,6 +320,21 @@ pub enum ConsoleRequest {
         /// Who decided.
         by: String,
     },
+    /// A new household code for a home (replaces the one in force, if any). Answered with
+    /// [`Response::HouseholdCode`]: the only time the code is seen.
+    IssueHouseholdCode {
+        /// The home's building.
+        building: String,
+        /// The home's door.
+        door: String,
+    },
+    /// The home's household code stops working (its sessions end).
+    RevokeHouseholdCode {
+        /// The home's building.
+        building: String,
+        /// The home's door.
+        door: String,
+    },
 }
 
 /// What the district operator's console (the hub's console key) may ask the hub.
@@ -485,6 +500,12 @@ pub enum Response {
     Error {
         kind: ErrorKind,
         message: String,
+    },
+    /// A household code just issued (grouped for reading: `ABCD-EFGH-JKMN-PQRS`).
+    HouseholdCode {
+        building: String,
+        door: String,
+        code: String,
     },
 }
 

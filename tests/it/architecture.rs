@@ -140,6 +140,21 @@ fn the_crates_keep_their_walls() {
             "menjin-harness",
         ],
     );
+    // The pages sit on the node: community, render, store, net, proto and nothing of the
+    // hub, the gate, replication internals or the harness; only the cli links them.
+    assert_none(
+        &a,
+        "menjin-web",
+        &["menjin-hub", "menjin-gate", "menjin-harness", "menjin-cli"],
+    );
+    for (name, deps) in &a {
+        if name != "menjin-cli" && name != "menjin-web" {
+            assert!(
+                !deps.contains("menjin-web"),
+                "{name} must not depend on menjin-web (only the cli does)"
+            );
+        }
+    }
     for d in daemons {
         assert!(a[d].contains("menjin-proto"), "{d} builds on proto");
     }

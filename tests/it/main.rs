@@ -13,6 +13,7 @@
 //! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
 //! - `discovery`: gates find their node by mDNS inside network namespaces the test creates.
+//! - `web`: the resident pages in headless Chromium through the system chromedriver.
 //! - `architecture`: the walls between the crates, from `cargo metadata`.
 
 mod architecture;
@@ -29,3 +30,4 @@ mod node_cli;
 mod operations;
 mod quic;
 mod support;
+mod web;

@@ -6,6 +6,7 @@ pub mod declare;
 pub mod demo;
 pub mod district;
 pub mod gate;
+pub mod household;
 pub mod hub;
 pub mod log;
 pub mod node;

@@ -17,6 +17,11 @@ use crate::output;
 
 #[derive(Subcommand)]
 pub enum NodeCmd {
+    /// Household codes for the resident pages: issue, revoke.
+    Household {
+        #[command(subcommand)]
+        cmd: super::household::HouseholdCmd,
+    },
     /// Create a node: its key, a certificate from the district root, a console key.
     Create {
         #[arg(long)]
@@ -111,8 +116,19 @@ pub async fn run(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
             return create(district, dir, &spec, mdns, json);
         }
         NodeCmd::Run { dir, listen } => {
-            menjin_community::run_node(&NodeDir(dir), listen, super::shutdown_signal()).await?;
+            let start_web = crate::web::start(NodeDir(dir.clone()));
+            menjin_community::run_node_with(
+                &NodeDir(dir),
+                listen,
+                super::shutdown_signal(),
+                Some(start_web),
+            )
+            .await?;
             return Ok(ExitCode::SUCCESS);
+        }
+        NodeCmd::Household { cmd } => {
+            let (dir, req) = super::household::request(cmd);
+            ask(&dir, req).await?
         }
         NodeCmd::Rekey { district, dir } => return rekey(district, dir, json),
         NodeCmd::Lockdown { dir, reason, by } => {

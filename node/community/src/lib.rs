@@ -12,6 +12,7 @@
 pub mod feed;
 pub mod gatelog;
 pub mod gates;
+pub mod households;
 pub mod local_policy;
 pub mod mirror;
 pub mod roster;
@@ -22,6 +23,6 @@ pub mod service;
 pub mod testing;
 pub mod uplink;
 
-pub use run::run_node;
+pub use run::{ExtraService, StartExtra, run_node, run_node_with};
 pub use serve::bind;
 pub use service::{Node, NodeError};

@@ -34,7 +34,9 @@ use menjin_store::files::{
 };
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
+mod household;
 mod import;
+pub use household::{CodeState, Member};
 pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).
@@ -71,6 +73,11 @@ pub enum NodeError {
     Reconcile(menjin_replication::ReplicationError),
     #[error("loading the replica: {0}")]
     ReplicaLoad(Arc<menjin_replication::ReplicationError>),
+    #[error(transparent)]
+    Households(#[from] crate::households::HouseholdError),
+    /// A service started beside the node (the web pages) could not start.
+    #[error("{0}")]
+    Extra(Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -134,6 +141,8 @@ pub struct Node {
     roster: Roster,
     log: GateLog,
     gates: Gates,
+    /// Household codes for the resident pages (see `households`).
+    households: crate::households::Households,
     peers: PeerTable,
     /// Declarations read, decide and write: one at a time, so two declarations of the same
     /// person cannot both issue a code. Every roster commit holds it (see `commit`).
@@ -261,6 +270,7 @@ impl Node {
         let mirror_pending = roster.mirror_pending()?;
         let log = GateLog::open(&db)?;
         let gates = Gates::open(&db)?;
+        let households = crate::households::Households::open(&db, &key.to_bytes())?;
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         for (gate_id, key) in gates.all()? {
@@ -284,6 +294,7 @@ impl Node {
             roster,
             log,
             gates,
+            households,
             peers,
             write: Mutex::new(()),
             root,
@@ -497,6 +508,12 @@ impl Node {
                 public_key,
             } => self.enrol_gate(gate_id, public_key),
             ConsoleRequest::Status => Ok(Response::Status(self.status())),
+            ConsoleRequest::IssueHouseholdCode { building, door } => {
+                self.issue_household(&building, &door, now)
+            }
+            ConsoleRequest::RevokeHouseholdCode { building, door } => {
+                self.revoke_household(&building, &door, now)
+            }
         };
         result.unwrap_or_else(|r| Response::Error {
             kind: r.kind,

@@ -259,6 +259,19 @@ pub struct NodeConfig {
     /// Advertising on the LAN (`[mdns]`); off unless configured.
     #[serde(default)]
     pub mdns: MdnsConfig,
+    /// The resident pages over HTTP (`[web]`); off unless configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConfig>,
+}
+
+/// `[web]` in `node.toml`: serve the resident pages. Plain HTTP for now (HTTPS is not built
+/// yet): the node warns at start when it listens beyond loopback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// TCP address of the pages, e.g. `127.0.0.1:8080` (port 0 picks a free one; the bound
+    /// address is written to `web.addr`).
+    pub listen: SocketAddr,
 }
 
 /// `[mdns]` in `node.toml`: advertise `_menjin._udp.local.` so gates find the node.
@@ -437,6 +450,10 @@ impl NodeDir {
     /// Written by a running node: the address it actually bound (tests bind port 0).
     pub fn addr(&self) -> PathBuf {
         self.0.join("node.addr")
+    }
+    /// Written by a running node with `[web]`: the address its pages listen on.
+    pub fn web_addr(&self) -> PathBuf {
+        self.0.join("web.addr")
     }
     pub fn hub_config(&self) -> PathBuf {
         self.0.join("hub.toml")

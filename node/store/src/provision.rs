@@ -103,6 +103,7 @@ pub fn create_node(
         residents_may_leave_in_lockdown: false,
         anti_passback: false,
         mdns: MdnsConfig::default(),
+        web: None,
     })?;
     Ok(cert)
 }

@@ -1,0 +1,35 @@
+//! The pages' static files, embedded in the binary: nothing is loaded from anywhere else.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::App;
+
+/// htmx 2.0.11 as published on npm (`npm pack htmx.org@2`, `dist/htmx.min.js`).
+const HTMX: &[u8] = include_bytes!("../assets/htmx-2.0.11.min.js");
+const STYLE: &[u8] = include_bytes!("../assets/style.css");
+const CLOCK: &[u8] = include_bytes!("../assets/clock.js");
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new().route("/assets/{name}", get(asset))
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, mime) = match name.as_str() {
+        "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
+        "style.css" => (STYLE, "text/css; charset=utf-8"),
+        "clock.js" => (CLOCK, "text/javascript; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}

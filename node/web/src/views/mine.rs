@@ -1,0 +1,145 @@
+//! "My declarations": each member of the home with the review's outcome and their code as a
+//! QR, a running clock under it (a screenshot shows its time), refreshed by htmx every
+//! minute so a revocation shows without a reload.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use menjin_community::households::Household;
+use menjin_community::service::{CodeState, Member};
+use menjin_proto::declaration::Outcome;
+
+use super::{Page, cst, lang, open};
+use crate::App;
+use crate::i18n::Text;
+
+/// One member as the page shows them.
+pub(crate) struct MemberView {
+    pub(crate) holder: String,
+    pub(crate) name: String,
+    pub(crate) status: &'static str,
+    /// `ok`, `warn` or `bad`: the colour of the status.
+    pub(crate) class: &'static str,
+    pub(crate) why: String,
+    pub(crate) qr: Option<String>,
+    pub(crate) code: String,
+    /// The code may be shown at the gate (active, not expired).
+    pub(crate) live: bool,
+    pub(crate) until: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "mine.html")]
+pub(crate) struct Mine {
+    pub(crate) p: Page,
+    pub(crate) building: String,
+    pub(crate) door: String,
+    pub(crate) members: Vec<MemberView>,
+    pub(crate) now_ms: u64,
+    pub(crate) now_text: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "partials/members.html")]
+pub(crate) struct Members {
+    pub(crate) p: Page,
+    pub(crate) members: Vec<MemberView>,
+    pub(crate) now_ms: u64,
+    pub(crate) now_text: String,
+}
+
+pub(crate) fn view(t: &'static Text, m: Member) -> MemberView {
+    let (status, class, live, code) = match &m.code {
+        Some((_, _, CodeState::Active)) => (t.code_active, "ok", true, m.code.clone()),
+        Some((_, _, CodeState::Expired)) => (t.code_expired, "warn", false, m.code.clone()),
+        Some((_, _, CodeState::Revoked { .. })) => (t.code_revoked, "bad", false, m.code.clone()),
+        None if m.outcome == Outcome::Cleared => (t.no_code, "warn", false, None),
+        None => (t.outcome(m.outcome), "bad", false, None),
+    };
+    let why = match &m.code {
+        Some((_, _, CodeState::Revoked { why })) => why.clone(),
+        _ if m.outcome != Outcome::Cleared => m.why.clone(),
+        _ => String::new(),
+    };
+    let qr = code
+        .as_ref()
+        .and_then(|(text, _, _)| menjin_render::qr::qr_svg(text).ok());
+    MemberView {
+        holder: m.holder.to_string(),
+        name: m.name,
+        status,
+        class,
+        why,
+        qr,
+        live,
+        code: code.as_ref().map(|c| c.0.clone()).unwrap_or_default(),
+        until: code
+            .map(|(_, until, _)| cst(until, false))
+            .unwrap_or_default(),
+    }
+}
+
+#[allow(clippy::result_large_err)] // the error is the page's answer, once per request
+fn members_of(
+    app: &App,
+    t: &'static Text,
+    home: &Household,
+    now: u64,
+) -> Result<Vec<MemberView>, Response> {
+    let members = app
+        .node
+        .household_members(home, now)
+        .map_err(|r| super::internal(&r.message))?;
+    Ok(members.into_iter().map(|m| view(t, m)).collect())
+}
+
+pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
+    let o = match open(&app, &headers) {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
+    let t = lang(&headers).text();
+    let now_ms = menjin_net::clock::now_ms();
+    let members = match members_of(&app, t, &o.home, now_ms / 1000) {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    Mine {
+        p: Page {
+            t,
+            csrf: o.session.csrf,
+            back: "/my",
+        },
+        building: o.home.building,
+        door: o.home.door,
+        members,
+        now_ms,
+        now_text: cst(now_ms / 1000, true),
+    }
+    .into_response()
+}
+
+pub(crate) async fn members(State(app): State<App>, headers: HeaderMap) -> Response {
+    let o = match open(&app, &headers) {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
+    let t = lang(&headers).text();
+    let now_ms = menjin_net::clock::now_ms();
+    match members_of(&app, t, &o.home, now_ms / 1000) {
+        Ok(members) => Members {
+            p: Page {
+                t,
+                csrf: o.session.csrf,
+                back: "/my",
+            },
+            members,
+            now_ms,
+            now_text: cst(now_ms / 1000, true),
+        }
+        .into_response(),
+        Err(resp) => resp,
+    }
+}

@@ -11,6 +11,7 @@ mod cmd;
 mod console;
 mod exit;
 mod form;
+mod json;
 mod output;
 
 use std::process::ExitCode;

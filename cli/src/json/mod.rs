@@ -9,7 +9,9 @@
 //! Key order: objects that come from wire answers keep the order of their fields here;
 //! objects that were built with `serde_json::json!` before these types existed had their keys
 //! in alphabetical order, and their fields are declared in that order so the bytes stay the
-//! same.
+//! same. `gate run --json` lines are sorted at every level (see [`gate::print_line`]).
+
+pub mod gate;
 
 use std::path::PathBuf;
 

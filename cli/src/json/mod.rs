@@ -11,6 +11,7 @@
 //! in alphabetical order, and their fields are declared in that order so the bytes stay the
 //! same. `gate run --json` lines are sorted at every level (see [`gate::print_line`]).
 
+pub mod figures;
 pub mod gate;
 
 use std::path::PathBuf;

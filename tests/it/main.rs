@@ -10,6 +10,7 @@
 //! - `crash`: SIGKILL loses nothing that was acknowledged.
 //! - `check_parity`: the node and a gate deciding alone answer every demo case alike.
 //! - `gate`: the gate daemon reading a scanner on standard input.
+//! - `json_output`: the field names of the `--json` objects and `gate run --json` lines.
 //! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
 //! - `discovery`: gates find their node by mDNS inside network namespaces the test creates.
@@ -25,6 +26,7 @@ mod discovery;
 mod gate;
 mod gate_offline;
 mod hub;
+mod json_output;
 mod node_cli;
 mod operations;
 mod quic;

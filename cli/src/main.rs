@@ -16,6 +16,7 @@ mod cmd;
 mod console;
 mod exit;
 mod form;
+mod json;
 mod output;
 mod web;
 

@@ -10,9 +10,9 @@ use menjin_proto::civil::Date;
 use menjin_proto::wire::{
     CheckAnswer, GateEvent, HubStatus, NodeStatus, Receipt, Response, RosterSummary,
 };
-use serde_json::json;
 
 use crate::exit::{EXIT_DENIED, EXIT_REFUSED};
+use crate::json;
 
 /// Where a command that issues a code shows it, besides its text.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -50,17 +50,13 @@ pub fn write_qr(resp: &Response, qr: &QrArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string(value).expect("wire types serialize to JSON")
-    );
-}
-
 pub fn created_district(json: bool, dir: &Path, root: &ed25519_dalek::VerifyingKey) {
     let public = menjin_proto::keys::public_key_hex(root);
     if json {
-        print_json(&json!({ "dir": dir, "root_public_key": public }));
+        json::print(&json::DistrictCreated {
+            dir: dir.to_path_buf(),
+            root_public_key: public,
+        });
     } else {
         println!("district created in {}", dir.display());
         println!("root public key: {public}");
@@ -70,13 +66,13 @@ pub fn created_district(json: bool, dir: &Path, root: &ed25519_dalek::VerifyingK
 
 pub fn created_node(json: bool, dir: &Path, cert: &NodeCert) {
     if json {
-        print_json(&json!({
-            "dir": dir,
-            "community": cert.community,
-            "community_name": cert.community_name,
-            "node_key_id": cert.key_id().to_string(),
-            "not_after": cert.not_after,
-        }));
+        json::print(&json::NodeCreated {
+            community: cert.community,
+            community_name: cert.community_name.clone(),
+            dir: dir.to_path_buf(),
+            node_key_id: cert.key_id().to_string(),
+            not_after: cert.not_after,
+        });
     } else {
         println!(
             "node for community {} ({}) created in {}",
@@ -183,51 +179,19 @@ pub fn check_text(a: &CheckAnswer) -> String {
 pub fn response(json: bool, resp: &Response) -> ExitCode {
     if let Response::Error { kind, message } = resp {
         if json {
-            print_json(&json!({ "error": kind, "message": message }));
+            json::print_response(resp);
         }
-        eprintln!(
-            "refused ({}): {message}",
-            serde_json::to_value(kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default()
-        );
+        eprintln!("refused ({}): {message}", json::error_kind(*kind));
         return ExitCode::from(EXIT_REFUSED);
     }
     if json {
-        response_json(resp);
+        json::print_response(resp);
     } else {
         response_text(resp);
     }
     match resp {
         Response::Check(a) if !a.allowed => ExitCode::from(EXIT_DENIED),
         _ => ExitCode::SUCCESS,
-    }
-}
-
-/// The `--json` object of an answer other than an error.
-fn response_json(resp: &Response) {
-    match resp {
-        Response::Check(a) => print_json(a),
-        Response::Declared(r) => print_json(r),
-        Response::Pass { holder, .. } => print_json(&json!({ "holder": holder, "written": true })),
-        Response::Visitor(v) => print_json(v),
-        Response::Log(events) => print_json(events),
-        Response::Summary(s) => print_json(s),
-        Response::Status(s) => print_json(s),
-        Response::Done(m) => print_json(&json!({ "done": m })),
-        Response::HubStatus(s) => print_json(s),
-        Response::DistrictLog(events) => print_json(events),
-        Response::Uploaded {
-            upto_gate_seq,
-            stored,
-        } => print_json(&json!({ "upto_gate_seq": upto_gate_seq, "stored": stored })),
-        Response::HouseholdCode {
-            building,
-            door,
-            code,
-        } => print_json(&json!({ "building": building, "door": door, "code": code })),
-        Response::Error { .. } => unreachable!("handled by response"),
     }
 }
 

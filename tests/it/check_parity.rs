@@ -321,8 +321,6 @@ fn signed(key: &SigningKey, f: impl FnOnce(&mut Credential)) -> String {
     c.sign(key).to_text()
 }
 
-// Mostly the table of cases, one row each: a data table, not logic to split.
-#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_and_a_gate_alone_decide_every_demo_case_alike() {
     use Reason::*;

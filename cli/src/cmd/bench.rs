@@ -11,7 +11,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use menjin_proto::wire::{ConsoleRequest, Direction, Response};
-use serde_json::json;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
@@ -244,18 +243,15 @@ async fn gate_offline(checks: usize, json: bool) -> Result<ExitCode> {
     );
     let buffered = agent.pending();
     if json {
-        println!(
-            "{}",
-            json!({
-                "checks": checks,
-                "allowed": allowed,
-                "checks_per_s": per_s.round(),
-                "p50_us": p50,
-                "p99_us": p99,
-                "max_us": max,
-                "buffered": buffered,
-            })
-        );
+        crate::json::print(&crate::json::figures::BenchGateOffline {
+            allowed,
+            buffered,
+            checks,
+            checks_per_s: per_s.round(),
+            max_us: max,
+            p50_us: p50,
+            p99_us: p99,
+        });
     } else {
         println!(
             "{checks} offline decisions: {per_s:.0} per s, p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs [target p99 ≤ 1000 µs: {}]",
@@ -394,22 +390,21 @@ impl GateRun {
         let p999 = percentile_us(sorted_ns, 99.9);
         let max = sorted_ns.last().map_or(0.0, |&ns| ns as f64 / 1_000.0);
         if json {
-            println!(
-                "{}",
-                json!({
-                    "gates": gates,
-                    "checks": done,
-                    "allowed": allowed,
-                    "checks_per_s": checks_per_s.round(),
-                    "p50_us": p50.round(),
-                    "p99_us": p99.round(),
-                    "p999_us": p999.round(),
-                    "max_us": max.round(),
-                    "events_logged": logged,
-                    "elapsed_ms": self.elapsed.as_millis() as u64,
-                    "cpu_us_per_check": self.cpu_ms.map(|ms| (ms as f64 * 1_000.0 / done as f64).round()),
-                })
-            );
+            crate::json::print(&crate::json::figures::BenchGate {
+                allowed,
+                checks: done,
+                checks_per_s: checks_per_s.round(),
+                cpu_us_per_check: self
+                    .cpu_ms
+                    .map(|ms| (ms as f64 * 1_000.0 / done as f64).round()),
+                elapsed_ms: self.elapsed.as_millis() as u64,
+                events_logged: logged,
+                gates,
+                max_us: max.round(),
+                p50_us: p50.round(),
+                p999_us: p999.round(),
+                p99_us: p99.round(),
+            });
             return;
         }
         println!(

@@ -14,7 +14,6 @@ use menjin_proto::wire::{
 };
 use menjin_render::qr as render;
 use menjin_store::files::{NodeDir, read_signing_key};
-use serde_json::json;
 
 use crate::form::now_secs;
 use menjin_harness::{LocalDistrict, LocalGate, LocalHub, LocalNode};
@@ -811,28 +810,27 @@ impl Summary {
     fn print(&self, json: bool, elapsed_ms: u64) {
         let (t, h) = (&self.tally, &self.at_hub);
         if json {
-            let summary = json!({
-                "communities": self.communities,
-                "declared": t.declared,
-                "refused_declarations": t.refused_declarations,
-                "not_cleared": t.not_cleared,
-                "codes_issued": t.codes_issued,
-                "passes_printed": t.passes_printed,
-                "checks": t.checks,
-                "allowed": t.allowed,
-                "denied": t.denied,
-                "fever_flagged": t.fever_flagged,
-                "denied_by_reason": t.by_reason,
-                "events_logged": h.events,
-                "hub_events": h.hub_events,
-                "hub_residents": h.hub_residents,
-                "lockdown_propagation_ms": self.propagation_ms,
-                "offline_decisions": self.offline.decisions,
-                "uploaded_after_reconnect": self.offline.uploaded,
-                "converged": h.converged,
-                "elapsed_ms": elapsed_ms,
+            crate::json::print(&crate::json::figures::Demo {
+                allowed: t.allowed,
+                checks: t.checks,
+                codes_issued: t.codes_issued,
+                communities: self.communities,
+                converged: h.converged,
+                declared: t.declared,
+                denied: t.denied,
+                denied_by_reason: t.by_reason.clone(),
+                elapsed_ms,
+                events_logged: h.events,
+                fever_flagged: t.fever_flagged,
+                hub_events: h.hub_events,
+                hub_residents: h.hub_residents,
+                lockdown_propagation_ms: self.propagation_ms,
+                not_cleared: t.not_cleared,
+                offline_decisions: self.offline.decisions,
+                passes_printed: t.passes_printed,
+                refused_declarations: t.refused_declarations,
+                uploaded_after_reconnect: self.offline.uploaded,
             });
-            println!("{summary}");
             return;
         }
         println!(

@@ -20,12 +20,14 @@ use menjin_net::client::NodeClient;
 use menjin_proto::wire::{CheckRequest, ConsoleRequest, Direction, GateRequest, Response};
 use menjin_store::files::{GateDir, NodeDir, read_secret, read_signing_key};
 use menjin_store::provision;
-use serde_json::json;
 use tokio::io::AsyncBufReadExt;
 
 use crate::console::ask;
 use crate::exit::usage;
 use crate::form::{parse_interfaces, parse_temperature};
+use crate::json::gate::{
+    DecisionLine, DiscoverReport, NoticeLine, ProblemLine, VehicleLine, print_line,
+};
 use crate::output;
 
 /// Code texts start with this; anything else on a line is the path of an image.
@@ -217,10 +219,7 @@ impl Gate {
 
     fn show(&self, line: usize, d: &Decision, plate: Option<&str>) {
         if self.json {
-            println!(
-                "{}",
-                json!({ "line": line, "plate": plate, "answer": d.answer, "offline": d.offline, "degraded": d.degraded, "gate_seq": d.gate_seq })
-            );
+            print_line(&DecisionLine::new(line, d, plate));
             return;
         }
         print!("{}", output::check_text(&d.answer));
@@ -239,7 +238,10 @@ impl Gate {
 
     fn problem(&self, line: usize, why: &str) {
         if self.json {
-            println!("{}", json!({ "line": line, "error": why }));
+            print_line(&ProblemLine {
+                error: why.to_string(),
+                line,
+            });
         } else {
             println!("?? line {line}: {why}");
         }
@@ -261,10 +263,11 @@ impl Gate {
             }
         }
         if self.json {
-            println!(
-                "{}",
-                json!({ "vehicle": plate, "occupants": occupants.len(), "allowed": all_allowed })
-            );
+            print_line(&VehicleLine {
+                allowed: all_allowed,
+                occupants: occupants.len(),
+                vehicle: plate.to_string(),
+            });
         } else {
             println!(
                 "{} VEHICLE {plate} ({} occupants)",
@@ -297,7 +300,7 @@ impl Gate {
 
     fn notice(&self, n: &Notice) {
         if self.json {
-            println!("{}", json!(n));
+            print_line(&NoticeLine::from(n));
             return;
         }
         let text = match n {
@@ -454,7 +457,7 @@ async fn discover(
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
     let d = discovery::discover(&cfg, &key, root).await;
     if json {
-        discovery_json(&cfg, &d);
+        crate::json::print(&DiscoverReport::new(&cfg, &d));
     } else {
         discovery_text(&cfg, &d);
     }
@@ -465,65 +468,6 @@ async fn discover(
         }
         None => Ok(ExitCode::FAILURE),
     }
-}
-
-/// `gate discover --json`: the discovery settings, what mDNS saw, each candidate probed, the
-/// node chosen.
-fn discovery_json(cfg: &menjin_store::files::GateConfig, d: &discovery::Discovery) {
-    let probes: Vec<serde_json::Value> = d
-        .probes
-        .iter()
-        .map(|p| {
-            let (verified, rtt_us, handshake_us, error) = match &p.outcome {
-                ProbeOutcome::Verified {
-                    rtt_us,
-                    handshake_us,
-                } => (true, Some(*rtt_us), Some(*handshake_us), None),
-                ProbeOutcome::Refused(why) => (false, None, None, Some(format!("refused: {why}"))),
-                ProbeOutcome::Unreachable(why) => {
-                    (false, None, None, Some(format!("unreachable: {why}")))
-                }
-            };
-            json!({
-                "via": p.via.as_str(),
-                "instance": p.instance,
-                "fingerprint": p.fingerprint,
-                "addr": p.addr.to_string(),
-                "verified": verified,
-                "rtt_us": rtt_us,
-                "handshake_us": handshake_us,
-                "error": error,
-            })
-        })
-        .collect();
-    let chosen = d.found.as_ref().map(|f| {
-        json!({
-            "addr": f.addr.to_string(),
-            "via": f.via.as_str(),
-            "rtt_us": f.rtt_us,
-            "fingerprint": f.fingerprint,
-        })
-    });
-    let (advertised, mdns_error) = match &d.browsed {
-        Some(Ok(n)) => (Some(*n), None),
-        Some(Err(e)) => (None, Some(e.to_string())),
-        None => (None, None),
-    };
-    println!(
-        "{}",
-        json!({
-            "community": cfg.community,
-            "discovery": {
-                "enabled": cfg.discovery.enabled,
-                "interfaces": cfg.discovery.interfaces,
-                "browse_ms": cfg.discovery.browse_ms,
-            },
-            "advertised": advertised,
-            "mdns_error": mdns_error,
-            "candidates": probes,
-            "chosen": chosen,
-        })
-    );
 }
 
 /// `gate discover`: one line for mDNS, one per candidate, one for the node chosen.

@@ -38,9 +38,9 @@ pub const ONLINE_CHECK_TIMEOUT_MS: u64 = 1_500;
 pub const RECONNECT_MIN_MS: u64 = 100;
 pub const RECONNECT_MAX_MS: u64 = 2_000;
 
-/// Something the guard must see.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case", tag = "notice")]
+/// Something the guard must see. Not serializable: `menjin gate run --json` prints its own
+/// counterpart of it (cli `json::gate::NoticeLine`), so this type can change freely.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     /// Connected to the node and subscribed.
     Online {
@@ -92,8 +92,8 @@ pub struct Applied {
     pub at: Option<std::time::Instant>,
 }
 
-/// A decision, with how it was reached.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A decision, with how it was reached. Not serializable, as [`Notice`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
     pub answer: CheckAnswer,
     /// Decided by the gate alone (the node was unreachable).

@@ -19,7 +19,6 @@ use menjin_proto::CommunityId;
 use menjin_proto::idnum::{DocumentType, IdHashKey};
 use menjin_proto::wire::{ConsoleRequest, HealthEntry, HubRequest, Response};
 use menjin_store::files::read_secret;
-use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -443,27 +442,26 @@ impl Figures {
         let max = self.all.last().copied().unwrap_or(f64::NAN);
         let total_gates = nodes * gates_per_node;
         if json {
-            let out = json!({
-                "nodes": nodes,
-                "gates_per_node": gates_per_node,
-                "gates": total_gates,
-                "applied": self.last_applied,
-                "rounds": rounds,
-                "samples": self.all.len(),
-                "missing": self.missing,
-                "p50_ms": p50,
-                "p99_ms": p99,
-                "max_ms": max,
-                "hub_answer_p50_ms": percentile(&self.answered_ms, 0.5),
-                "node_has_it_p50_ms": percentile(&self.node_ms, 0.5),
-                "lockdown_p50_ms": percentile(&self.lockdown_ms, 0.5),
-                "lockdown_p99_ms": percentile(&self.lockdown_ms, 0.99),
-                "revocation_p50_ms": percentile(&self.revocation_ms, 0.5),
-                "revocation_p99_ms": percentile(&self.revocation_ms, 0.99),
-                "partition_ms": PARTITION.as_millis() as u64,
-                "after_partition_ms": self.after_partition,
+            crate::json::print(&crate::json::figures::BenchLockdown {
+                after_partition_ms: self.after_partition,
+                applied: self.last_applied,
+                gates: total_gates,
+                gates_per_node,
+                hub_answer_p50_ms: percentile(&self.answered_ms, 0.5),
+                lockdown_p50_ms: percentile(&self.lockdown_ms, 0.5),
+                lockdown_p99_ms: percentile(&self.lockdown_ms, 0.99),
+                max_ms: max,
+                missing: self.missing,
+                node_has_it_p50_ms: percentile(&self.node_ms, 0.5),
+                nodes,
+                p50_ms: p50,
+                p99_ms: p99,
+                partition_ms: PARTITION.as_millis() as u64,
+                revocation_p50_ms: percentile(&self.revocation_ms, 0.5),
+                revocation_p99_ms: percentile(&self.revocation_ms, 0.99),
+                rounds,
+                samples: self.all.len(),
             });
-            println!("{out}");
             return;
         }
         println!(

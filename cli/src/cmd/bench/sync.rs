@@ -43,7 +43,6 @@ use menjin_proto::rule::Reason;
 use menjin_proto::wire::{
     CheckRequest, ConsoleRequest, Direction, GateRequest, HubRequest, Response,
 };
-use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use crate::cmd::demo::person;
@@ -507,28 +506,25 @@ pub async fn run(residents: usize, json: bool) -> Result<ExitCode> {
         println!("bench finished in {:.1} s", started.elapsed().as_secs_f64());
     }
     if json {
-        println!(
-            "{}",
-            json!({
-                "residents": residents,
-                "initial_sync_ms": ms(initial.elapsed),
-                "initial_sync_bytes": initial.traffic.bytes(),
-                "initial_sync_frames": initial.traffic.frames(),
-                "revocation_sync_ms": ms(revocation.elapsed),
-                "revocation_declare_ms": ms(revocation.declared),
-                "revocation_bytes": revocation.traffic.bytes(),
-                "revocation_frames": revocation.traffic.frames(),
-                "node_cold_start_ms": ms(restart.cold_start),
-                "node_open_ms": ms(restart.open_time),
-                "restart_resync_bytes": restart.resync_bytes,
-                "node_rss_mb": restart.rss,
-                "bench_process_rss_mb": bench_rss,
-                "bench_process_peak_rss_mb": bench_peak_rss,
-                "import_ms": ms(import_time),
-                "session_restarts": restarts,
-                "elapsed_s": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-            })
-        );
+        crate::json::print(&crate::json::figures::BenchSync {
+            bench_process_peak_rss_mb: bench_peak_rss,
+            bench_process_rss_mb: bench_rss,
+            elapsed_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+            import_ms: ms(import_time),
+            initial_sync_bytes: initial.traffic.bytes(),
+            initial_sync_frames: initial.traffic.frames(),
+            initial_sync_ms: ms(initial.elapsed),
+            node_cold_start_ms: ms(restart.cold_start),
+            node_open_ms: ms(restart.open_time),
+            node_rss_mb: restart.rss,
+            residents,
+            restart_resync_bytes: restart.resync_bytes,
+            revocation_bytes: revocation.traffic.bytes(),
+            revocation_declare_ms: ms(revocation.declared),
+            revocation_frames: revocation.traffic.frames(),
+            revocation_sync_ms: ms(revocation.elapsed),
+            session_restarts: restarts,
+        });
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -63,10 +63,18 @@ pub async fn import(hub_dir: &Path, file: &Path, json: bool) -> Result<ExitCode>
 
 fn report(file: &Path, rows: usize, applied: usize, bad: &[RowError], json: bool) {
     if json {
-        println!(
-            "{}",
-            serde_json::json!({ "rows": rows, "applied": applied, "refused": bad.len(), "errors": bad })
-        );
+        crate::json::print(&crate::json::HealthImport {
+            applied,
+            errors: bad
+                .iter()
+                .map(|e| crate::json::RowError {
+                    line: e.line,
+                    why: e.why.clone(),
+                })
+                .collect(),
+            refused: bad.len(),
+            rows,
+        });
         return;
     }
     for e in bad.iter().take(BAD_ROWS_SHOWN_MAX) {
@@ -79,7 +87,7 @@ fn report(file: &Path, rows: usize, applied: usize, bad: &[RowError], json: bool
 }
 
 /// A row that was refused, with its line number (1-based) and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowError {
     pub line: usize,
     pub why: String,

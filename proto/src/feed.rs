@@ -1,14 +1,14 @@
 //! The gate feed: what a node pushes to each connected gate so that the gate can decide alone
 //! when the node is unreachable, and what the gate answers.
 //!
-//! A gate subscribes with [`crate::wire::Request::Subscribe`] on one bidirectional stream of
+//! A gate subscribes with [`crate::wire::GateRequest::Subscribe`] on one bidirectional stream of
 //! its QUIC connection; the node answers on that stream with length-prefixed [`GateFeed`]
 //! frames (4-byte big-endian length, then postcard) for as long as the connection lives: one
 //! [`TrustSnapshot`] first, then a [`TrustUpdate`] for every change (a revoked code, a visitor
 //! consent given or withdrawn, a lockdown started or lifted) the moment it is committed, and a
 //! heartbeat every [`HEARTBEAT_MS`] so that the gate knows the node is alive and learns the
 //! node's clock. The gate acknowledges every version it has applied (and flushed to its own
-//! cache) with [`crate::wire::Request::GateAck`], one short request each.
+//! cache) with [`crate::wire::GateRequest::Ack`], one short request each.
 //!
 //! The trust data is a *deny* list for people and an *allow* list for visitors: a resident's
 //! or staff code is good offline if its signature, community and window check out and it is

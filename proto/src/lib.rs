@@ -24,7 +24,6 @@ pub mod link;
 pub mod record;
 pub mod rule;
 pub mod sync_wire;
-#[allow(missing_docs)] // documented when Request is split by role (issue 11, item 3)
 pub mod wire;
 
 pub use cert::{CertError, NodeCert};

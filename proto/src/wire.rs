@@ -56,15 +56,20 @@ pub fn check_gate_id(id: &str) -> Result<(), BadGateId> {
     }
     Ok(())
 }
+/// Bytes of a number plate in a check request (Chinese plates are 7 or 8 characters).
 pub const PLATE_LEN_MAX: usize = 16;
 
+/// Why a message could not be decoded (see [`decode`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
+    /// The message's length and the limit it exceeds, in bytes.
     #[error("message of {0} bytes exceeds the limit of {1}")]
     TooLong(usize, usize),
+    /// postcard could not decode it (truncated, wrong type, bad variant); postcard's reason.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// A whole message decoded and this many bytes were left over.
     #[error("malformed message: {0} trailing bytes")]
     Trailing(usize),
 }
@@ -93,15 +98,19 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, Wire
     Ok(msg)
 }
 
+/// Which way a person passes the gate; the rule treats going out in a lockdown differently.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
+    /// Into the compound (the default: a gate that does not say checks people coming in).
     #[default]
     In,
+    /// Out of the compound.
     Out,
 }
 
 impl Direction {
+    /// The stable name used in logs and JSON (`in`, `out`).
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::In => "in",
@@ -115,6 +124,7 @@ impl Direction {
 pub struct CheckRequest {
     /// The scanned text (`MJ:...`).
     pub code: String,
+    /// In or out (anti-passback and the lockdown rule depend on it).
     pub direction: Direction,
     /// Body temperature in tenths of a degree Celsius.
     pub temperature_dc: i16,
@@ -125,22 +135,33 @@ pub struct CheckRequest {
 /// What the guard must see.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderDisplay {
+    /// As declared; empty when the code is known but its holder is not in the roster.
     pub name: String,
+    /// The building as declared.
     pub building: String,
+    /// The door number as declared.
     pub door: String,
+    /// Resident, dependent, staff or visitor, as the code says.
     pub kind: HolderKind,
     /// Set for printed-pass holders: the guard compares the face with this photo.
     pub photo: Option<String>,
 }
 
+/// The node's answer to a [`CheckRequest`]: given only once the event is flushed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckAnswer {
+    /// Whether the gate opens.
     pub allowed: bool,
+    /// Why: `Reason::Ok` when allowed, otherwise the first rule that refused.
     pub reason: Reason,
+    /// 37.3 °C or more: flagged even when the person is refused for another reason.
     pub fever: bool,
+    /// Who the code belongs to, when the code decoded and is known; `None` for a malformed or
+    /// unknown code.
     pub holder: Option<HolderDisplay>,
     /// The gate-log sequence number under which the node stored this check (flushed).
     pub seq: u64,
+    /// The node's clock when it decided (Unix milliseconds); the gate measures its skew from it.
     pub node_time_ms: u64,
     /// Anti-passback: this resident went in before and has not gone out since. The guard
     /// must look (a lent code?); the rule itself does not refuse.
@@ -150,17 +171,31 @@ pub struct CheckAnswer {
 /// One line of the gate log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateEvent {
+    /// Position in the node's gate log, from 1, without gaps.
     pub seq: u64,
+    /// When the node stored it (Unix milliseconds), non-decreasing in `seq` order; an offline
+    /// event's decision time is in [`OfflineMark::decided_ms`].
     pub time_ms: u64,
+    /// The gate's id ([`check_gate_id`]), from the key its connection authenticated.
     pub gate: String,
+    /// In or out.
     pub direction: Direction,
+    /// Whether the gate opened.
     pub allowed: bool,
+    /// Why it opened or did not.
     pub reason: Reason,
+    /// 37.3 °C or more.
     pub fever: bool,
+    /// The reading in tenths of a degree Celsius, within [`crate::rule::TEMPERATURE_DC_MIN`] to
+    /// [`crate::rule::TEMPERATURE_DC_MAX`] unless the check was refused for it.
     pub temperature_dc: i16,
+    /// The code's id; `None` when the code did not decode.
     pub cred: Option<CredId>,
+    /// The code's holder; `None` when the code did not decode.
     pub holder: Option<HolderId>,
+    /// The holder's kind as the code says; `None` when the code did not decode.
     pub kind: Option<HolderKind>,
+    /// The vehicle's plate (at most [`PLATE_LEN_MAX`] bytes), when the person was in one.
     pub plate: Option<String>,
     /// Decided by the gate alone while its node was unreachable.
     pub offline: Option<OfflineMark>,
@@ -183,12 +218,17 @@ pub struct OfflineMark {
 /// Filters for a log query; all optional, combined with "and".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogQuery {
+    /// Events stored at or after this time (Unix milliseconds).
     pub from_ms: Option<u64>,
+    /// Events stored at or before this time (Unix milliseconds).
     pub until_ms: Option<u64>,
+    /// Events of this gate only.
     pub gate: Option<String>,
+    /// Events of this holder only.
     pub holder: Option<HolderId>,
     /// Only events after this sequence number (paging).
     pub after_seq: Option<u64>,
+    /// Most events to return, within 1 to [`LOG_PAGE_MAX`] (0 is taken as 1).
     pub limit: u32,
 }
 
@@ -196,6 +236,7 @@ pub struct LogQuery {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
+    /// By the resident on their own phone.
     Online,
     /// Online by an adult relative of the same household.
     Proxy,
@@ -373,64 +414,104 @@ pub enum HubRequest {
     Status,
 }
 
+/// What a declaration produced, for the console and the resident's "my declarations".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
+    /// The declared person.
     pub holder: HolderId,
+    /// As declared.
     pub name: String,
+    /// The kind the review gave (resident, dependent, staff, ...).
     pub kind: HolderKind,
+    /// How the form came in.
     pub channel: Channel,
+    /// The automatic (or staff) review's result.
     pub outcome: Outcome,
+    /// The review's reason in words, shown to the resident and the staff.
     pub why: String,
     /// The code text, when the outcome is cleared.
     pub code: Option<String>,
+    /// The code's id, when the outcome is cleared.
     pub cred: Option<CredId>,
     /// The earlier code this declaration revoked.
     pub revoked: Option<CredId>,
+    /// The relative who declared, for proxy declarations.
     pub declared_by: Option<HolderId>,
+    /// A photo is on file, so a printed pass can be made.
     pub has_photo: bool,
 }
 
+/// A visitor's code, issued on a resident's consent ([`ConsoleRequest::InviteVisitor`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VisitorReceipt {
+    /// The visitor code's id (to withdraw the consent).
     pub cred: CredId,
+    /// The code text (`MJ:...`) to send to the visitor.
     pub code: String,
+    /// The consenting resident.
     pub host: HolderId,
+    /// As the visitor gave it.
     pub visitor_name: String,
+    /// Start of the consent window (Unix seconds).
     pub from: UnixTime,
+    /// End of the consent window (Unix seconds).
     pub until: UnixTime,
 }
 
+/// One building's progress towards the declaration deadline.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildingProgress {
+    /// The building as residents declared it.
     pub building: String,
+    /// Distinct door numbers declared in it.
     pub households: u32,
+    /// People declared in it.
     pub residents: u32,
+    /// Of those, cleared by the review.
     pub cleared: u32,
+    /// Of those, needing quarantine or treatment (no code).
     pub not_cleared: u32,
+    /// Of those, holding a current code.
     pub codes_active: u32,
+    /// Of those, with at least one printed pass.
     pub passes_printed: u32,
 }
 
+/// Progress of a community's declarations, per building (rule 9: 5 days).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterSummary {
+    /// The community's number in its district.
     pub community: u32,
+    /// The community's name, from `node.toml`.
     pub community_name: String,
+    /// When the declaration campaign started (Unix seconds), from `node.toml`.
     pub campaign_start: UnixTime,
     /// Every resident declared and every pass out by then (5 days after the start).
     pub deadline: UnixTime,
+    /// Sorted by building.
     pub buildings: Vec<BuildingProgress>,
 }
 
+/// A node's state, for `menjin node status` and the console.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// The community's number in its district.
     pub community: u32,
+    /// The community's name, from `node.toml`.
     pub community_name: String,
+    /// The node key's id, as in its certificate.
     pub node_key_id: String,
+    /// People in the roster (counted in sled: about 150 ms at 100,000).
     pub residents: u64,
+    /// Codes in force.
     pub codes_active: u64,
+    /// Codes revoked (by a later declaration or a health flag).
     pub codes_revoked: u64,
+    /// Ids of the enrolled gates.
     pub gates: Vec<String>,
+    /// Gate events in the log (the last sequence number).
     pub events_logged: u64,
+    /// The node's clock (Unix milliseconds).
     pub node_time_ms: u64,
     /// Whether the link to the district hub is up (always false without a hub).
     pub hub_connected: bool,
@@ -438,7 +519,9 @@ pub struct NodeStatus {
     pub hub_acked_seq: u64,
     /// The lockdown this node enforces, as the district policy last said.
     pub locked: bool,
+    /// The epoch of that lockdown decision (rises with each one).
     pub lockdown_epoch: u64,
+    /// Why, as its decider gave it.
     pub lockdown_reason: String,
     /// Every enrolled gate: connection, applied feed version and lockdown epoch, last contact.
     pub gate_links: Vec<GateLink>,
@@ -447,6 +530,7 @@ pub struct NodeStatus {
 /// One gate as its node sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateLink {
+    /// The gate's id.
     pub gate: String,
     /// A feed subscription is open now.
     pub connected: bool,
@@ -454,7 +538,9 @@ pub struct GateLink {
     pub last_contact_ms: u64,
     /// The feed version and lockdown epoch the gate last acknowledged as applied.
     pub applied_version: u64,
+    /// The lockdown epoch the gate last acknowledged as applied.
     pub lockdown_epoch: u64,
+    /// Whether the gate's applied lockdown is in force.
     pub locked: bool,
     /// Offline events the gate reported still waiting in its buffer.
     pub pending_events: u64,
@@ -464,47 +550,73 @@ pub struct GateLink {
     pub skew_ms: i64,
 }
 
+/// The kind of failure in [`Response::Error`], so a client can tell its own mistake from the
+/// node's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The request is malformed or a field is invalid: fix it and send again.
     BadRequest,
+    /// The person, code, photo or gate named does not exist here.
     NotFound,
     /// This peer may not do this (a gate asking for console operations, ...).
     Forbidden,
     /// A rule refuses it (a proxy who is not an adult of the household, ...).
     Refused,
+    /// A storage failure at the node (logged there): the request may succeed later; tell the
+    /// node's operator if it persists.
     Internal,
 }
 
+/// The one answer to a request, on the same stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
+    /// A gate check, logged.
     Check(CheckAnswer),
+    /// A declaration stored.
     Declared(Receipt),
+    /// A printed pass.
     Pass {
+        /// The person on the pass.
         holder: HolderId,
+        /// A self-contained HTML page (photo embedded) to print.
         html: String,
     },
+    /// A visitor's consent stored and their code issued.
     Visitor(VisitorReceipt),
+    /// A page of the gate log, in sequence order (at most [`LOG_PAGE_MAX`] events).
     Log(Vec<GateEvent>),
+    /// The roster's progress per building.
     Summary(RosterSummary),
+    /// The node's state.
     Status(NodeStatus),
+    /// The request was carried out; a sentence for the operator.
     Done(String),
+    /// The hub's state.
     HubStatus(HubStatus),
+    /// A page of the district's gate log.
     DistrictLog(Vec<DistrictEvent>),
     /// Every offline event of this gate up to `upto_gate_seq` is stored (flushed).
     Uploaded {
+        /// The gate's offline events stored up to this `gate_seq` (its cursor at the node).
         upto_gate_seq: u64,
+        /// Events of this upload newly stored (resent ones are not counted).
         stored: u32,
     },
+    /// The request was refused; nothing changed.
     Error {
+        /// Whose fault and what to do.
         kind: ErrorKind,
+        /// What went wrong, in words for the operator.
         message: String,
     },
     /// A household code just issued (grouped for reading: `ABCD-EFGH-JKMN-PQRS`).
     HouseholdCode {
+        /// The home's building.
         building: String,
+        /// The home's door.
         door: String,
+        /// The code, shown this once: only its keyed hash is kept.
         code: String,
     },
 }
@@ -512,22 +624,29 @@ pub enum Response {
 /// A gate event at the hub, with the community it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistrictEvent {
+    /// The community whose node uploaded it (from the node's authenticated key).
     pub community: CommunityId,
+    /// The event as its node logged it.
     pub event: GateEvent,
 }
 
 /// One row of a health list, as the hub receives it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthEntry {
+    /// The person's keyed ID hash (hashed by the operator's console).
     pub id_hash: crate::idnum::IdHash,
+    /// One of [`HEALTH_STATUSES`].
     pub status: String,
 }
 
 /// One community as the hub sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommunityLink {
+    /// The community's number in the district.
     pub community: CommunityId,
+    /// The community's name, from its node certificate.
     pub name: String,
+    /// The node's link to the hub is up now.
     pub connected: bool,
     /// Last frame received from the node, hub clock (0: never).
     pub last_contact_ms: u64,
@@ -537,17 +656,24 @@ pub struct CommunityLink {
     pub residents: u64,
     /// Codes in force in that roster.
     pub codes_active: u64,
+    /// The community is locked down in the district policy.
     pub locked: bool,
+    /// The epoch of the district's latest lockdown decision for it (0: none).
     pub lockdown_epoch: u64,
     /// The community's gates as its node last reported them.
     pub gates: Vec<GateLink>,
 }
 
+/// A hub's state, for `menjin hub status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubStatus {
+    /// The hub's name, from `hub.toml`.
     pub name: String,
+    /// Every enrolled community, sorted by number.
     pub communities: Vec<CommunityLink>,
+    /// Gate events stored at the hub, all communities.
     pub events: u64,
+    /// The hub's clock (Unix milliseconds).
     pub hub_time_ms: u64,
 }
 

@@ -25,14 +25,18 @@ const BACKLOG_MAX: usize = 256;
 /// What a roster commit did to one code, as far as gates care.
 #[derive(Clone, Copy, Debug)]
 pub struct CodeTouch {
+    /// The code.
     pub id: CredId,
+    /// Its holder's kind: visitor codes go to the gates' consent list, others to revocations.
     pub kind: HolderKind,
     /// Active (true) or revoked/withdrawn.
     pub active: bool,
+    /// For a visitor code, the consenting resident (whose own code must stay in force).
     pub host: Option<HolderId>,
 }
 
 impl CodeTouch {
+    /// What `c` means for gates after the commit that wrote it.
     pub fn of(c: &CredRecord) -> CodeTouch {
         CodeTouch {
             id: c.id,
@@ -88,10 +92,12 @@ impl Feed {
         }
     }
 
+    /// The incarnation this process's feed carries (gates compare it with what they hold).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
     }
 
+    /// The latest version sent, rising by one per update.
     pub fn version(&self) -> u64 {
         self.state.lock().expect("feed lock").version
     }
@@ -102,6 +108,8 @@ impl Feed {
         self.tx.subscribe()
     }
 
+    /// Everything a gate needs to decide alone, as of the current version. `node_cert` is the
+    /// encoded node certificate, `now_ms` the node's clock (Unix milliseconds).
     pub fn snapshot(
         &self,
         node_cert: Vec<u8>,
@@ -231,6 +239,7 @@ impl Feed {
         self.with_link(gate, |l| l.last_contact_ms = now_ms, false);
     }
 
+    /// A gate's feed subscription opened (`true`) or ended.
     pub fn connected(&self, gate: &str, connected: bool, now_ms: u64) {
         self.with_link(
             gate,
@@ -242,6 +251,8 @@ impl Feed {
         );
     }
 
+    /// A gate's acknowledgment: what it applied and flushed, its buffer and clock skew. A version
+    /// of another incarnation (the gate has not yet the new snapshot) is not recorded.
     pub fn acked(&self, gate: &str, ack: &GateAck, now_ms: u64) {
         let current = ack.incarnation == self.incarnation;
         self.with_link(
@@ -260,6 +271,7 @@ impl Feed {
         );
     }
 
+    /// An upload from the gate was stored up to `upto` (its `gate_seq` cursor here).
     pub fn uploaded(&self, gate: &str, upto: u64, now_ms: u64) {
         self.with_link(
             gate,

@@ -39,15 +39,27 @@ const JOIN_YIELDS: usize = 2;
 const LEGACY_TREE: &str = "gate_log";
 const TREE: &str = "gate_log_batches";
 
+/// Why the gate log could not store or read events. A check whose event was not stored is
+/// refused as unlogged; nothing is answered that is not on disk.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {
+    /// sled failed (disk full, IO error): the record is written again under the same key by the
+    /// next commit.
     #[error("gate log storage: {0}")]
     Storage(#[from] sled::Error),
+    /// The commit task went away without an answer (the runtime shutting down, or a panic):
+    /// the event may not be stored, so it is not acknowledged.
     #[error("gate log writer has stopped")]
     Stopped,
+    /// A stored record does not decode, or its events are not consecutive from its key.
     #[error("gate log record {seq} is corrupt: {why}")]
-    Corrupt { seq: u64, why: String },
+    Corrupt {
+        /// The first sequence number of the record.
+        seq: u64,
+        /// What does not decode or does not follow.
+        why: String,
+    },
 }
 
 type Ack = oneshot::Sender<Result<(u64, u64), sled::Error>>;
@@ -68,13 +80,18 @@ struct Upload {
     ack: UploadAck,
 }
 
+/// Why a gate's upload of offline events was refused. Nothing of it is stored; the gate keeps
+/// the events and sends them again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError {
+    /// A `gate_seq` not above the one before it in the upload: the whole upload is refused.
     #[error("offline events must come in rising gate_seq order ({0} after {1})")]
     Order(u64, u64),
+    /// An uploaded event without its offline mark.
     #[error("offline event {0} is not marked offline")]
     NotOffline(u64),
+    /// Storing the upload failed.
     #[error(transparent)]
     Log(#[from] LogError),
 }
@@ -233,6 +250,7 @@ impl GateLog {
         self.shared.count.load(Ordering::Acquire)
     }
 
+    /// No event stored yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

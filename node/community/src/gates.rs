@@ -1,17 +1,22 @@
 //! Enrolled gates (sled tree `gates`: gate id → ed25519 public key). The only module that
 //! reads or writes that tree.
 
+/// Why the `gates` tree could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GateError {
+    /// sled failed (disk full, IO error).
     #[error("gate storage: {0}")]
     Storage(#[from] sled::Error),
+    /// A gate of this id is enrolled already; re-keying a gate is a separate, deliberate act.
     #[error("gate {0} is already enrolled")]
     Exists(String),
+    /// A stored record is not a UTF-8 id → 32-byte key (shown as the id, or hex of the key).
     #[error("gate record {0} is corrupt")]
     Corrupt(String),
 }
 
+/// The owner of sled tree `gates`: gate id → ed25519 public key.
 #[derive(Clone)]
 pub struct Gates {
     db: sled::Db,
@@ -19,6 +24,10 @@ pub struct Gates {
 }
 
 impl Gates {
+    /// Opens (or creates) the `gates` tree.
+    ///
+    /// # Errors
+    /// [`GateError::Storage`] if sled fails.
     pub fn open(db: &sled::Db) -> Result<Gates, GateError> {
         Ok(Gates {
             db: db.clone(),
@@ -38,6 +47,10 @@ impl Gates {
         Ok(())
     }
 
+    /// Every enrolled gate and its key, by id.
+    ///
+    /// # Errors
+    /// [`GateError::Storage`], or [`GateError::Corrupt`] naming the record.
     pub fn all(&self) -> Result<Vec<(String, [u8; 32])>, GateError> {
         self.tree
             .iter()

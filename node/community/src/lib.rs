@@ -7,7 +7,7 @@
 //! accept a peer whose key is not enrolled; let an ID number leave in plain text (only the
 //! holder's own printed pass shows it); depend on the hub's or the gate's code.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod feed;
 pub mod gatelog;

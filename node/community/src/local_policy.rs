@@ -6,6 +6,7 @@ use menjin_proto::wire;
 
 const LOCKDOWN: &[u8] = b"lockdown";
 
+/// The owner of sled tree `local_policy`: decisions staff take at the node itself.
 #[derive(Clone)]
 pub struct LocalPolicy {
     db: sled::Db,
@@ -13,6 +14,10 @@ pub struct LocalPolicy {
 }
 
 impl LocalPolicy {
+    /// Opens (or creates) the `local_policy` tree.
+    ///
+    /// # Errors
+    /// If sled fails.
     pub fn open(db: &sled::Db) -> Result<LocalPolicy, sled::Error> {
         Ok(LocalPolicy {
             db: db.clone(),

@@ -23,22 +23,36 @@ const MIRROR_PENDING: &[u8] = b"mirror-pending";
 /// Records are small; anything bigger than this read back from disk is corruption.
 const RECORD_LEN_MAX: usize = 64 * 1024;
 
+/// Why the roster could not be read or written. A failed commit changed nothing, in sled or
+/// in memory.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RosterError {
+    /// sled failed (disk full, IO error).
     #[error("roster storage: {0}")]
     Storage(#[from] sled::Error),
+    /// A stored record does not decode.
     #[error("roster record {key} is corrupt: {why}")]
-    Corrupt { key: String, why: String },
+    Corrupt {
+        /// The record's key (lossy UTF-8).
+        key: String,
+        /// What does not decode.
+        why: String,
+    },
 }
 
 /// What a gate check needs to know about one code, kept in memory.
 #[derive(Clone, Debug)]
 pub struct CredView {
+    /// The code's bytes as issued: a scanned code with identical bytes skips the signature check.
     pub code: Vec<u8>,
+    /// Resident, dependent, staff or visitor.
     pub kind: HolderKind,
+    /// Whose code it is.
     pub holder: HolderId,
+    /// In force, revoked, or (visitors) consent withdrawn.
     pub status: CredStatus,
+    /// What the guard is shown for this code.
     pub display: HolderDisplay,
     /// For visitor codes: the consenting resident.
     pub host: Option<HolderId>,
@@ -54,11 +68,16 @@ struct View {
 /// One atomic change to the roster.
 #[derive(Default)]
 pub struct Change {
+    /// People added or replaced (keyed by holder).
     pub persons: Vec<PersonRecord>,
+    /// Codes added or replaced (keyed by code id).
     pub creds: Vec<CredRecord>,
+    /// Photos stored for printed passes (PNG or JPEG, at most `PHOTO_LEN_MAX` bytes).
     pub photos: Vec<(HolderId, Vec<u8>)>,
 }
 
+/// The owner of sled tree `roster` (people, codes, ID-hash index, photos) and of the
+/// in-memory view gate checks read. Cheap to clone.
 #[derive(Clone)]
 pub struct Roster {
     db: sled::Db,
@@ -263,11 +282,19 @@ impl Roster {
             .contains_key(holder)
     }
 
+    /// A person's record, read from sled.
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or the record is corrupt.
     pub fn person(&self, holder: &HolderId) -> Result<Option<PersonRecord>, RosterError> {
         let k = key(b'p', &holder.0);
         self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
     }
 
+    /// The person with this keyed ID hash, if declared here.
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or a record is corrupt.
     pub fn person_by_hash(&self, id_hash: &IdHash) -> Result<Option<PersonRecord>, RosterError> {
         let k = key(b'h', &id_hash.0);
         let Some(v) = self.tree.get(&k)? else {
@@ -281,11 +308,19 @@ impl Roster {
         self.person(&holder)
     }
 
+    /// A code's record, read from sled.
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or the record is corrupt.
     pub fn cred(&self, id: &CredId) -> Result<Option<CredRecord>, RosterError> {
         let k = key(b'c', &id.0);
         self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
     }
 
+    /// A person's photo (PNG or JPEG), if one was attached.
+    ///
+    /// # Errors
+    /// [`RosterError::Storage`] if sled fails.
     pub fn photo(&self, holder: &HolderId) -> Result<Option<Vec<u8>>, RosterError> {
         Ok(self.tree.get(key(b'f', &holder.0))?.map(|v| v.to_vec()))
     }

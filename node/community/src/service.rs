@@ -45,42 +45,62 @@ pub const DEADLINE_DAYS: u64 = 5;
 pub const VISIT_SECS_MAX: u64 = 7 * 86_400;
 const DAY_SECS: u64 = 86_400;
 
+/// Why a node could not be opened or started; the node does not serve until it is fixed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
+    /// A file of the node directory could not be read or is refused (see [`FileError`]).
     #[error(transparent)]
     File(#[from] FileError),
+    /// sled could not open `db/` or one of its trees (held by another process, corrupt).
     #[error("opening the database: {0}")]
     Db(#[from] sled::Error),
+    /// The roster could not be read at start (see [`RosterError`]).
     #[error(transparent)]
     Roster(#[from] RosterError),
+    /// The gate log could not be opened or migrated.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The enrolled gates could not be read.
     #[error(transparent)]
     Gates(#[from] crate::gates::GateError),
+    /// The thread that loads the replicated rosters could not be started.
     #[error("starting the replica loader: {0}")]
     Spawn(std::io::Error),
+    /// `node.cert` does not verify against `root.pub` (another district's, or expired: renew it
+    /// with `rekey`).
     #[error("{}: {source}", .path.display())]
     Cert {
+        /// The certificate file.
         path: std::path::PathBuf,
+        /// Why it does not verify.
         source: menjin_proto::CertError,
     },
+    /// `node.cert` is for another key than `node.key`, or another community than `node.toml`'s.
     #[error("{} does not match node.key and the community in node.toml", .0.display())]
     NotThisNode(std::path::PathBuf),
+    /// The replica could not be opened, or its district policy loaded or applied.
     #[error(transparent)]
     Replication(#[from] menjin_replication::ReplicationError),
+    /// Bringing the replicated roster in line with sled failed (after a crash, or too many
+    /// changes queued while it loaded).
     #[error("reconciling the replicated roster: {0}")]
     Reconcile(menjin_replication::ReplicationError),
+    /// The replicated rosters could not be loaded; shared by everyone waiting for them.
     #[error("loading the replica: {0}")]
     ReplicaLoad(Arc<menjin_replication::ReplicationError>),
+    /// The household codes' tree could not be read or written.
     #[error(transparent)]
     Households(#[from] crate::households::HouseholdError),
     /// A service started beside the node (the web pages) could not start.
     #[error("{0}")]
     Extra(Box<dyn std::error::Error + Send + Sync>),
+    /// The QUIC endpoint could not bind its address (in use, or not this host's).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address in `node.toml` (or given on the command line).
         addr: std::net::SocketAddr,
+        /// What the operating system said.
         source: std::io::Error,
     },
 }
@@ -88,7 +108,9 @@ pub enum NodeError {
 /// A refused operation: what the console or gate is told.
 #[derive(Debug)]
 pub struct Refusal {
+    /// Whose fault, as the client is told it.
     pub kind: ErrorKind,
+    /// What went wrong, in words for the operator.
     pub message: String,
 }
 
@@ -133,6 +155,7 @@ use menjin_net::clock::now_ms;
 
 /// A running community node's state.
 pub struct Node {
+    /// `node.toml` as read at open.
     pub config: NodeConfig,
     key: SigningKey,
     key_id: KeyId,
@@ -330,21 +353,28 @@ impl Node {
         Ok((node, loader))
     }
 
+    /// The node's signing key (TLS and codes).
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
     }
+    /// The node's certificate from the district root.
     pub fn cert(&self) -> &NodeCert {
         &self.cert
     }
+    /// The keys admitted and their roles (console, gates); gates enrolled while running are
+    /// added here.
     pub fn peers(&self) -> PeerTable {
         self.peers.clone()
     }
+    /// Gate events stored (the highest sequence number).
     pub fn events_logged(&self) -> u64 {
         self.log.len()
     }
+    /// The district root public key.
     pub fn root(&self) -> &VerifyingKey {
         &self.root
     }
+    /// The gate log, for the uplink and tools that read it directly.
     pub fn gate_log(&self) -> &GateLog {
         &self.log
     }
@@ -449,6 +479,7 @@ impl Node {
         self.roster.mirror_pending()
     }
 
+    /// The replica, once loaded; `None` while it loads.
     pub fn replica(&self) -> Option<Arc<Replication>> {
         self.mirror.get()
     }
@@ -1008,6 +1039,8 @@ impl Node {
         self.roster.code_counts()
     }
 
+    /// The node's state for `menjin node status`. Counts residents by walking sled (about
+    /// 150 ms at 100,000): not for a hot path.
     pub fn status(&self) -> NodeStatus {
         let (active, revoked) = self.roster.code_counts();
         let lockdown = self.lockdown();

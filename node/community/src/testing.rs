@@ -17,6 +17,7 @@ use menjin_store::provision::{NodeSpec, create_district, create_node};
 /// The community of [`node_in`] and [`new_node`].
 pub const COMMUNITY: CommunityId = 7;
 
+/// The wall clock in Unix seconds, as the node reads it.
 pub fn now() -> UnixTime {
     now_ms() / 1000
 }

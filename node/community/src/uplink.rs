@@ -84,9 +84,11 @@ pub struct LinkStatus {
 }
 
 impl LinkStatus {
+    /// The link to the hub is up now (false without a hub).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
+    /// The highest gate-log sequence number the hub has acknowledged (stored and flushed there).
     pub fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
     }

@@ -21,7 +21,7 @@
 //! registers its service again whenever the daemon starts serving a new address on a
 //! selected interface (see [`readvertise`]).
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
@@ -87,16 +87,23 @@ const READVERTISE_ADDRESSES_LOGGED_MAX: usize = 16;
 /// Interfaces listed from /sys/class/net for the log line.
 const SYSFS_INTERFACES_MAX: usize = 256;
 
+/// Why mDNS could not be used, or no node was found. A node that cannot advertise logs it and
+/// serves anyway; a gate falls back to its static `node` address.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
+    /// The mDNS daemon did not start (no multicast-capable interface, socket refused, ...).
     #[error("cannot start mDNS: {0}")]
     Mdns(#[from] mdns_sd::Error),
+    /// Called outside a tokio runtime, which watches the interfaces.
     #[error("cannot start mDNS: no runtime to watch the interfaces from: {0}")]
     NoRuntime(tokio::runtime::TryCurrentError),
+    /// Neither an advertised node nor the static address gave a verified connection.
     #[error("no node of community {community} could be used: {tried}")]
     NoNode {
+        /// The gate's community.
         community: CommunityId,
+        /// Each address tried and why it failed, for the log and `menjin gate discover`.
         tried: String,
     },
 }
@@ -105,14 +112,29 @@ pub enum DiscoveryError {
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdvertError {
+    /// A TXT record (`v`, `community`, `fp`, `port`) is absent.
     #[error("TXT record has no {0}")]
     Missing(&'static str),
+    /// A TXT record that does not parse.
     #[error("TXT {field}={value:?} is not valid")]
-    Bad { field: &'static str, value: String },
+    Bad {
+        /// The record's name.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// Another protocol version than [`PROTOCOL_VERSION`].
     #[error("protocol version {0:?}, this gate speaks {PROTOCOL_VERSION}")]
     Version(String),
+    /// The TXT `port` differs from the SRV record's port.
     #[error("TXT port {txt} differs from the service's port {srv}")]
-    PortMismatch { txt: u16, srv: u16 },
+    PortMismatch {
+        /// The TXT `port`.
+        txt: u16,
+        /// The SRV record's port.
+        srv: u16,
+    },
+    /// The advertisement resolved to no address.
     #[error("no address")]
     NoAddress,
 }
@@ -408,8 +430,11 @@ fn note_event(event: DaemonEvent, added: &mut Vec<IpAddr>) {
 /// A node seen on the LAN: not verified yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
+    /// The mDNS instance name (`menjin-<community>-<fingerprint>`).
     pub instance: String,
+    /// The community the TXT record claims (only the handshake proves it).
     pub community: CommunityId,
+    /// The `fp` TXT record: hex of the first 8 bytes of SHA-256 of the node's key.
     pub fingerprint: String,
     /// IPv4 first, at most [`ADDRESSES_PER_CANDIDATE_MAX`].
     pub addrs: Vec<SocketAddr>,
@@ -542,11 +567,14 @@ pub async fn browse(
 /// How a gate found its node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
+    /// Found by mDNS browsing.
     Mdns,
+    /// The `node` address in `gate.toml`.
     Static,
 }
 
 impl Via {
+    /// The stable name used in logs and `menjin gate discover` (`mdns`, `static`).
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Mdns => "mdns",
@@ -560,7 +588,12 @@ impl Via {
 pub enum ProbeOutcome {
     /// The chain verified; round trip as QUIC measured it during the handshake, and how long
     /// the whole connect took.
-    Verified { rtt_us: u64, handshake_us: u64 },
+    Verified {
+        /// Round trip in microseconds.
+        rtt_us: u64,
+        /// The whole connect in microseconds.
+        handshake_us: u64,
+    },
     /// The node answered but is not to be trusted: its certificate does not verify against
     /// the district root, is for another community, or does not match the advertisement.
     Refused(String),
@@ -571,21 +604,30 @@ pub enum ProbeOutcome {
 /// One node tried: an advertised one or the static address.
 #[derive(Clone, Debug)]
 pub struct Probe {
+    /// Advertised, or the static address.
     pub via: Via,
     /// The advertised instance and fingerprint (`None` for the static address).
     pub instance: Option<String>,
+    /// The advertised `fp`; for the static address, the verified key's, once the handshake
+    /// succeeded.
     pub fingerprint: Option<String>,
     /// The address that answered, or the last one tried.
     pub addr: SocketAddr,
+    /// Verified, refused, or unreachable.
     pub outcome: ProbeOutcome,
 }
 
 /// The node chosen, connected.
 pub struct Found {
+    /// The address connected to.
     pub addr: SocketAddr,
+    /// Advertised or static.
     pub via: Via,
+    /// The handshake's round trip (microseconds), as QUIC measured it.
     pub rtt_us: u64,
+    /// Hex of the first 8 bytes of SHA-256 of the node's verified key.
     pub fingerprint: String,
+    /// The connection, ready for the gate's feed and requests.
     pub client: NodeClient,
 }
 
@@ -594,7 +636,9 @@ pub struct Discovery {
     /// Nodes advertising the gate's community; `None` if discovery is off, `Err` if mDNS
     /// could not start.
     pub browsed: Option<Result<usize, DiscoveryError>>,
+    /// Every node and address tried, in order.
     pub probes: Vec<Probe>,
+    /// The node chosen (lowest round trip among the verified), if any.
     pub found: Option<Found>,
 }
 

@@ -31,21 +31,31 @@ const SNAPSHOT: &[u8] = b"snapshot";
 const CLOCK: &[u8] = b"clock";
 const NEXT_SEQ: &[u8] = b"next_seq";
 
+/// Why the gate's cache refused an operation. Nothing of a refused change is stored.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
+    /// sled failed (disk full, IO error).
     #[error("gate cache storage: {0}")]
     Storage(#[from] sled::Error),
+    /// Trust data from the node that is not for this gate: refused, the cache keeps what it had.
     #[error("the node's certificate does not check out: {0}")]
     Cert(#[from] TrustError),
+    /// An update that does not follow the version held, or is of another incarnation (the node
+    /// restarted): the gate resubscribes for a fresh snapshot.
     #[error(
         "feed update {got} does not follow version {have} of incarnation {incarnation}: resubscribe"
     )]
     Gap {
+        /// The feed version the cache holds.
         have: u64,
+        /// The update's version.
         got: u64,
+        /// The update's incarnation.
         incarnation: u64,
     },
+    /// The offline buffer holds `buffer_capacity` events: no more offline decisions until the
+    /// node takes some.
     #[error(
         "the gate's event buffer is full ({0} events waiting): reconnect the node or raise buffer_capacity"
     )]
@@ -56,11 +66,15 @@ pub enum CacheError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TrustError {
+    /// The node's certificate does not verify against the district root.
     #[error(transparent)]
     Cert(#[from] menjin_proto::CertError),
+    /// The trust data or certificate is for another community.
     #[error("trust data for community {data}, this gate is of community {gate}")]
     Community {
+        /// The data's community.
         data: CommunityId,
+        /// The gate's community, from `gate.toml`.
         gate: CommunityId,
     },
 }
@@ -104,13 +118,23 @@ enum TrustLoadError {
 /// The trust data in force.
 #[derive(Clone, Debug, Default)]
 pub struct Trust {
+    /// The node process whose feed this came from ([`TrustSnapshot::incarnation`]).
     pub incarnation: u64,
+    /// The feed version applied, rising by one per update.
     pub version: u64,
+    /// The community the trust data is for: the gate's own (data for another is refused).
     pub community: CommunityId,
+    /// The node's certificate, checked against the district root; `None` before the first
+    /// snapshot.
     pub cert: Option<NodeCert>,
+    /// The lockdown the node last sent.
     pub lockdown: GateLockdown,
+    /// Whether residents may go out in a lockdown (`residents_may_leave_in_lockdown` of the
+    /// node).
     pub residents_may_leave: bool,
+    /// Codes revoked, refused offline.
     pub revoked: HashSet<CredId>,
+    /// Visitor codes whose consent is in force; any other visitor code is refused offline.
     pub visitors: HashSet<CredId>,
 }
 
@@ -128,6 +152,8 @@ impl Trust {
     }
 }
 
+/// The gate's own sled cache: owner of trees `trust`, `events` and `meta`. Every value is
+/// sealed with an HMAC keyed from the gate's secret key, so changes on disk are found at open.
 pub struct GateCache {
     db: sled::Db,
     trust_tree: sled::Tree,
@@ -148,6 +174,7 @@ pub struct GateCache {
 /// What opening the cache found wrong (shown to the guard and logged).
 #[derive(Debug, Default)]
 pub struct OpenReport {
+    /// One line per problem, in words for the guard (the data concerned was discarded).
     pub problems: Vec<String>,
 }
 
@@ -354,10 +381,12 @@ impl GateCache {
         })
     }
 
+    /// The trust data in force.
     pub fn trust(&self) -> &Trust {
         &self.trust
     }
 
+    /// The node's clock as last measured (offset, floor, last heard).
     pub fn clock(&self) -> GateClock {
         self.clock
     }
@@ -482,6 +511,7 @@ impl GateCache {
         self.pending() * 10 >= self.capacity * 9
     }
 
+    /// `buffer_capacity` from `gate.toml`.
     pub fn capacity(&self) -> u64 {
         self.capacity
     }

@@ -10,7 +10,7 @@
 //! never earlier than the latest node time seen, so a wound-back device clock does not make
 //! an expired code valid again.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod cache;
 
@@ -36,6 +36,7 @@ use menjin_store::files::GateConfig;
 pub const ONLINE_CHECK_TIMEOUT_MS: u64 = 1_500;
 /// Reconnection back-off after a failure: doubles from the first to the last.
 pub const RECONNECT_MIN_MS: u64 = 100;
+/// The back-off's cap: a gate whose node is back connects again within about 2 s.
 pub const RECONNECT_MAX_MS: u64 = 2_000;
 
 /// Something the guard must see. Not serializable: `menjin gate run --json` prints its own
@@ -44,41 +45,55 @@ pub const RECONNECT_MAX_MS: u64 = 2_000;
 pub enum Notice {
     /// Connected to the node and subscribed.
     Online {
+        /// The node's address and how it was found (`192.168.10.2:7300 (via mdns)`).
         node: String,
     },
     /// The node cannot be reached: the gate decides alone.
     Offline {
+        /// The connection's failure, as the client reported it.
         why: String,
     },
     /// No word from the node for longer than the bound: visitors refused.
     Degraded {
+        /// Seconds since the node was last heard, on the node's clock.
         silent_s: u64,
     },
     /// Back in touch after degraded mode.
     Recovered,
     /// The gate's clock is this far from the node's.
     ClockSkew {
+        /// Gate clock minus node clock, in milliseconds; shown when its size is over
+        /// `clock_skew_max_s` in `gate.toml`.
         skew_ms: i64,
     },
+    /// The gate's clock is back within `clock_skew_max_s` of the node's.
     ClockAgrees,
     /// The offline buffer is at or above 90% of its capacity.
     BufferAlarm {
+        /// Events waiting in the buffer.
         pending: u64,
+        /// `buffer_capacity` from `gate.toml`: at that many, offline decisions stop.
         capacity: u64,
     },
     /// Buffered events reached the node.
     Uploaded {
+        /// Events of this upload newly stored at the node.
         stored: u32,
+        /// Every buffered event up to this `gate_seq` is stored at the node (and dropped here).
         upto_gate_seq: u64,
     },
     /// A problem found in the cache (tampering, a node of another district, ...).
     Problem {
+        /// What is wrong, in words for the guard and the log.
         what: String,
     },
     /// The lockdown the gate enforces changed.
     Lockdown {
+        /// Whether the community is locked down now.
         locked: bool,
+        /// The lockdown decision's epoch (rises with each decision).
         epoch: u64,
+        /// Why, as its decider gave it.
         reason: String,
     },
 }
@@ -86,7 +101,9 @@ pub enum Notice {
 /// What the feed task last applied, for tests and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// The feed version applied (flushed to the cache).
     pub version: u64,
+    /// The lockdown as that version says.
     pub lockdown: GateLockdown,
     /// When it was applied (flushed to the cache); `None` for what the cache held at start.
     pub at: Option<std::time::Instant>,
@@ -95,6 +112,7 @@ pub struct Applied {
 /// A decision, with how it was reached. Not serializable, as [`Notice`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
+    /// What the guard sees, the same whether the node or the gate decided.
     pub answer: CheckAnswer,
     /// Decided by the gate alone (the node was unreachable).
     pub offline: bool,
@@ -104,6 +122,8 @@ pub struct Decision {
     pub gate_seq: Option<u64>,
 }
 
+/// Why a scan got no decision. Nothing was logged and nothing opened: the guard scans or
+/// measures again.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GateError {
@@ -115,10 +135,15 @@ pub enum GateError {
     /// plate): nothing logged, the guard measures or types again.
     #[error(transparent)]
     Input(#[from] check::InputError),
+    /// The task that decides alone panicked or was cancelled (a bug; see the log).
     #[error("gate decision task failed: {0}")]
     Task(tokio::task::JoinError),
+    /// A failure talking to the node that left no decision ([`GateAgent::check`] decides
+    /// alone instead of returning it).
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The gate's cache failed: a full buffer ([`CacheError::Full`]) stops offline decisions
+    /// rather than letting people through unlogged.
     #[error(transparent)]
     Cache(#[from] CacheError),
 }

@@ -4,7 +4,7 @@
 //!
 //! What it must never do: be a dependency of a daemon; listen beyond loopback.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,15 +26,24 @@ use menjin_store::files::{DistrictDir, GateDir, NodeDir, read_public_key, read_s
 use menjin_store::provision::{NodeSpec, create_district, create_gate, create_hub, create_node};
 use tokio::sync::oneshot;
 
+/// A district in a temporary directory (deleted when this is dropped): its root and ID-hash
+/// keys, and the directories of the nodes, hub and gates made from it.
 pub struct LocalDistrict {
     _tmp: tempfile::TempDir,
+    /// The temporary directory holding every other directory.
     pub base: PathBuf,
+    /// The district's keys (`root.key`, `root.pub`, `idhash.key`).
     pub district: DistrictDir,
 }
 
+/// A community node serving on loopback in this process; stop it with [`LocalNode::stop`] to
+/// wait for its tasks.
 pub struct LocalNode {
+    /// The node's directory (keys, `node.toml`, `db/`).
     pub dir: NodeDir,
+    /// The running node, for reading its state directly.
     pub node: Arc<Node>,
+    /// The loopback address its QUIC endpoint bound.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -46,25 +55,38 @@ pub struct LocalNode {
 
 /// A node that was stopped to be restarted: where it lived.
 pub struct StoppedNode {
+    /// The node's directory.
     pub dir: NodeDir,
+    /// The address it served on, for its restart.
     pub addr: SocketAddr,
 }
 
 /// A district hub in this process.
 pub struct LocalHub {
+    /// The hub's directory (`hub.toml`, keys, `db/`).
     pub dir: NodeDir,
+    /// The running hub, for reading its state directly.
     pub hub: Arc<Hub>,
+    /// The loopback address its QUIC endpoint bound.
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// A gate connected to its node as a bare client (no agent, cache or feed): each check is
+/// answered by the node.
 pub struct LocalGate {
+    /// The gate id it was enrolled under.
     pub id: String,
+    /// Its connection, authenticated with the gate's enrolled key.
     pub client: NodeClient,
 }
 
 impl LocalDistrict {
+    /// Creates the district's keys in a new temporary directory.
+    ///
+    /// # Errors
+    /// If the directory or the keys cannot be written.
     pub fn new() -> Result<LocalDistrict> {
         let tmp = tempfile::Builder::new()
             .prefix("menjin-")
@@ -195,6 +217,10 @@ fn serve_node(dir: NodeDir, addr: SocketAddr) -> Result<LocalNode> {
 }
 
 impl LocalNode {
+    /// Connects to the node with its console key, as the community workstation does.
+    ///
+    /// # Errors
+    /// If the key files cannot be read or the connection fails.
     pub async fn console(&self) -> Result<NodeClient> {
         let key = read_signing_key(&self.dir.console_key())?;
         let root = read_public_key(&self.dir.root_pub())?;
@@ -275,6 +301,7 @@ impl LocalNode {
         Ok(StoppedNode { dir, addr })
     }
 
+    /// Stops the uplink, then the server, and waits for both tasks to end.
     pub async fn stop(mut self) {
         if let Some((stop, task)) = self.uplink.take() {
             let _ = stop.send(true);
@@ -290,12 +317,17 @@ impl LocalNode {
 }
 
 impl LocalHub {
+    /// Connects to the hub with its console key, as the district operator's console does.
+    ///
+    /// # Errors
+    /// If the key files cannot be read or the connection fails.
     pub async fn console(&self) -> Result<NodeClient> {
         let key = read_signing_key(&self.dir.console_key())?;
         let root = read_public_key(&self.dir.root_pub())?;
         Ok(NodeClient::connect(self.addr, &key, root, Some(HUB_COMMUNITY)).await?)
     }
 
+    /// Stops the server and waits for its task to end (connections closed, requests drained).
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -307,6 +339,11 @@ impl LocalHub {
 }
 
 impl LocalGate {
+    /// Asks the node to decide on `code` (temperature in tenths of °C, `plate` for a person in
+    /// a vehicle); the answer comes once the event is logged.
+    ///
+    /// # Errors
+    /// If the request fails or the node answers anything but a check (a refusal included).
     pub async fn check(
         &self,
         code: &str,

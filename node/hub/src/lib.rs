@@ -7,7 +7,7 @@
 //! authenticated with the key the hub enrolled for that community; the community of every
 //! stored event is the connection's, never a field the node sends.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,47 +36,71 @@ use menjin_sync::{DocId, NodeEnrolment, PolicyBatch, Role};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HubError {
+    /// A file of the hub directory could not be read (see [`FileError`]).
     #[error(transparent)]
     File(#[from] FileError),
+    /// sled failed opening `db/` or reading its trees (held by another process, corrupt).
     #[error("opening the database: {0}")]
     Db(#[from] sled::Error),
+    /// `node.cert` does not verify against `root.pub` (another district's, or expired: renew it
+    /// with `rekey`).
     #[error("{}: {source}", .path.display())]
     Cert {
+        /// The certificate file.
         path: PathBuf,
+        /// Why it does not verify.
         source: menjin_proto::CertError,
     },
+    /// `node.cert` is not for this hub: another key than `node.key`, or a community other than 0.
     #[error("{} is not this hub's certificate", .0.display())]
     NotThisHub(PathBuf),
+    /// The hub's gate log could not be opened.
     #[error(transparent)]
     Log(#[from] HubLogError),
+    /// A stored enrolled node certificate does not decode (tree `nodes` is corrupt).
     #[error("enrolled node certificate: {0}")]
     Enrolled(menjin_proto::CertError),
+    /// The replicated documents could not be loaded.
     #[error(transparent)]
     Replication(#[from] menjin_replication::ReplicationError),
+    /// The QUIC endpoint could not bind its address (in use, or not this host's).
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address in `hub.toml` (or given on the command line).
         addr: std::net::SocketAddr,
+        /// What the operating system said.
         source: std::io::Error,
     },
 }
 
+/// Why a node's log batch was refused or the hub log could not be read. A refused batch
+/// stores nothing; the node's link ends and it resends from the hub's cursor.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HubLogError {
+    /// sled failed (disk full, IO error).
     #[error("hub log storage: {0}")]
     Storage(#[from] sled::Error),
+    /// The batch starts after the next sequence number the hub needs: events would be missing.
     #[error("log batch from community {community} starts at {first}, the hub needs {next} first")]
     Gap {
+        /// The community whose node sent it (from its authenticated key).
         community: CommunityId,
+        /// The batch's first sequence number.
         first: u64,
+        /// The sequence number the hub needs next.
         next: u64,
     },
+    /// The batch's sequence numbers are not consecutive.
     #[error("log batch from community {0} is not in consecutive sequence order")]
     Disorder(CommunityId),
+    /// More than [`LOG_BATCH_MAX`] events in one batch.
     #[error("log batch of {0} events exceeds the limit")]
     TooBig(usize),
+    /// A key in `hub_log` is not community (4 bytes) ++ sequence (8 bytes).
     #[error("hub log record is corrupt: {}", hex::encode(.0))]
     CorruptKey(Vec<u8>),
+    /// A stored event does not decode.
     #[error("hub log record is corrupt: {0}")]
     Corrupt(menjin_proto::wire::WireError),
 }
@@ -115,6 +139,10 @@ fn log_key(community: CommunityId, seq: u64) -> [u8; 12] {
 }
 
 impl HubLog {
+    /// Opens (or creates) sled tree `hub_log`.
+    ///
+    /// # Errors
+    /// [`HubLogError::Storage`] if sled fails.
     pub fn open(db: &sled::Db) -> Result<HubLog, HubLogError> {
         Ok(HubLog {
             db: db.clone(),
@@ -214,10 +242,13 @@ impl HubLog {
         Ok(out)
     }
 
+    /// Events stored, all communities. Counts by walking the whole tree (sled's `len` is a scan),
+    /// so it costs time in proportion to the district's log.
     pub fn len(&self) -> u64 {
         self.tree.len() as u64
     }
 
+    /// No event stored from any community.
     pub fn is_empty(&self) -> bool {
         self.tree.is_empty()
     }
@@ -236,6 +267,7 @@ struct LinkState {
 
 /// A running district hub.
 pub struct Hub {
+    /// `hub.toml` as read at open.
     pub config: HubConfig,
     key: SigningKey,
     cert: NodeCert,
@@ -319,6 +351,7 @@ impl Hub {
         ))
     }
 
+    /// The hub's gate log (tree `hub_log`), to read it without a console request.
     pub fn log(&self) -> &HubLog {
         &self.log
     }
@@ -390,6 +423,8 @@ impl Hub {
         )))
     }
 
+    /// The hub's state for `menjin hub status`: each enrolled community's link, roster counts and
+    /// lockdown, the district's event count and the hub's clock.
     pub fn status(&self) -> HubStatus {
         let links = self.links.lock().expect("links lock").clone();
         // The policy once, and each community's counts from its shards: a shard is read
@@ -580,6 +615,8 @@ impl Hub {
         Ok(Response::Done(format!("{n} health statuses applied")))
     }
 
+    /// The hub's replica (the district policy and every community's roster), for tools that
+    /// compare heads or read the documents.
     pub fn replication(&self) -> &Arc<Replication> {
         &self.replication
     }

@@ -16,22 +16,33 @@ pub const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// A request that has had no answer by then fails (a node flushes within milliseconds).
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 
+/// Why a request to a node (or hub) got no answer. A refusal by the node is not one of these:
+/// it is an `Ok(Response::Error { .. })`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// Our own key or the district root could not make a TLS configuration (a bad key file).
     #[error("cannot set up TLS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// No local UDP socket could be bound.
     #[error("cannot open a UDP socket: {0}")]
     Socket(std::io::Error),
+    /// No connection to the node: unreachable, no handshake within [`CONNECT_TIMEOUT_MS`], or
+    /// the handshake refused (an unenrolled key, a node of another community or district).
     #[error("cannot reach the node at {addr}: {why}")]
     Connect {
+        /// Where we dialled.
         addr: SocketAddr,
+        /// What failed.
         why: ConnectFailure,
     },
+    /// No answer within this many milliseconds ([`REQUEST_TIMEOUT_MS`]).
     #[error("no answer from the node within {0} ms")]
     Timeout(u64),
+    /// The connection or the request's stream failed after it was set up.
     #[error("connection to the node failed: {0}")]
     Stream(StreamError),
+    /// The answer did not decode, or was over [`RESPONSE_LEN_MAX`] (a node of another version?).
     #[error("the node sent a malformed answer: {0}")]
     Malformed(#[from] wire::WireError),
 }
@@ -40,10 +51,13 @@ pub enum ClientError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectFailure {
+    /// quinn refused to start the attempt (an unusable address, the endpoint closing).
     #[error(transparent)]
     Endpoint(#[from] quinn::ConnectError),
+    /// No completed handshake within this many milliseconds ([`CONNECT_TIMEOUT_MS`]).
     #[error("no handshake within {0} ms")]
     Timeout(u64),
+    /// The handshake failed: the TLS alert or close reason says which side refused what.
     #[error(transparent)]
     Handshake(#[from] quinn::ConnectionError),
 }
@@ -52,21 +66,28 @@ pub enum ConnectFailure {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
+    /// The connection was lost before the stream could be opened.
     #[error(transparent)]
     Open(#[from] quinn::ConnectionError),
+    /// Writing the request failed.
     #[error(transparent)]
     Write(#[from] quinn::WriteError),
+    /// The stream was already finished or reset when the request was finished.
     #[error(transparent)]
     Finish(#[from] quinn::ClosedStream),
+    /// Reading the whole answer failed, or it was over [`RESPONSE_LEN_MAX`].
     #[error(transparent)]
     Read(#[from] quinn::ReadToEndError),
+    /// The stream ended or failed inside a feed frame.
     #[error(transparent)]
     ReadExact(#[from] quinn::ReadExactError),
     /// A stream error often says only "connection lost"; the connection's close reason says
     /// why (for example a node refusing an unenrolled key during the handshake).
     #[error("{failed}: {reason}")]
     Closed {
+        /// The stream error as quinn reported it.
         failed: Box<StreamError>,
+        /// The connection's close reason.
         reason: quinn::ConnectionError,
     },
 }
@@ -200,6 +221,8 @@ impl NodeClient {
         self.conn.close(1u32.into(), why.as_bytes());
     }
 
+    /// Closes the connection politely and waits up to a second for the peer to acknowledge, so
+    /// the node sees a clean close instead of an idle timeout.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_millis(1_000), self.endpoint.wait_idle()).await;

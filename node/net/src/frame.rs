@@ -3,17 +3,24 @@
 use menjin_proto::link::{LINK_FRAME_LEN_MAX, LinkFrame};
 use menjin_proto::wire;
 
+/// Why a link frame could not be written or read; any of them ends the link (the uplink
+/// reconnects).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
+    /// The peer finished the stream between frames (a clean end).
     #[error("link stream closed")]
     Closed,
+    /// The stream failed while writing (connection lost or reset).
     #[error("link stream: {0}")]
     Write(#[from] quinn::WriteError),
+    /// The stream failed or ended inside a frame.
     #[error("link stream: {0}")]
     Read(#[from] quinn::ReadExactError),
+    /// A frame's length (bytes) is over [`LINK_FRAME_LEN_MAX`]: refused before reading the body.
     #[error("link frame of {0} bytes exceeds the limit")]
     TooLong(usize),
+    /// The body is not a [`LinkFrame`].
     #[error("malformed link frame: {0}")]
     Malformed(#[from] wire::WireError),
 }

@@ -6,7 +6,7 @@
 //! What it must never do: know about rosters, gate logs, the hub or the gate; skip a
 //! certificate check.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod client;
 pub mod clock;

@@ -22,7 +22,10 @@ const DRAIN_MS: u64 = 3_000;
 
 /// What a daemon does with an authenticated connection.
 pub trait Service: Send + Sync + 'static {
+    /// The keys admitted and their roles, looked up once per connection after the handshake.
     fn peers(&self) -> PeerTable;
+    /// Runs one authenticated connection until it ends; `role` comes from the key the peer
+    /// proved in the handshake, never from anything the peer sends.
     fn on_connection(
         self: Arc<Self>,
         role: PeerRole,
@@ -42,6 +45,7 @@ impl<S: Service> Server<S> {
         Server { endpoint, service }
     }
 
+    /// The address the endpoint is bound to (with the port the OS chose for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
     }

@@ -32,19 +32,26 @@ const NODE_CERT_OID_STR: &str = "1.3.6.1.4.1.59151.1.1";
 /// reconnects; keep-alives every [`KEEP_ALIVE_MS`] keep healthy links open, and a second of
 /// keep-alive traffic per link is nothing next to the gate checks.
 pub const IDLE_TIMEOUT_MS: u64 = 6_000;
+/// Keep-alive interval, well under [`IDLE_TIMEOUT_MS`] so that a healthy idle link never
+/// times out.
 pub const KEEP_ALIVE_MS: u64 = 1_000;
 /// Concurrent checks one gate may have in flight; more wait (backpressure).
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 
+/// Why a TLS configuration could not be built from our key (a bad key file, not a peer).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// The ed25519 key would not encode as PKCS#8.
     #[error("cannot build certificate: {0}")]
     Key(ed25519_dalek::pkcs8::Error),
+    /// rcgen could not make the self-signed certificate.
     #[error("cannot build certificate: {0}")]
     Cert(rcgen::Error),
+    /// rustls refused the configuration.
     #[error("tls configuration: {0}")]
     Config(rustls::Error),
+    /// The configuration offers no TLS 1.3 suite QUIC can use.
     #[error("tls configuration: {0}")]
     Suite(quinn::crypto::rustls::NoInitialCipherSuite),
 }
@@ -53,18 +60,25 @@ pub enum TlsError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PeerCertError {
+    /// The certificate does not parse as X.509.
     #[error("not X.509: {0}")]
     NotX509(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// The certificate's key is of another algorithm.
     #[error("certificate key is not ed25519")]
     NotEd25519,
+    /// The certificate's key is not 32 bytes.
     #[error("ed25519 key is not 32 bytes")]
     KeyLength,
+    /// The 32 bytes are not a valid ed25519 point.
     #[error("invalid ed25519 key")]
     InvalidKey,
+    /// The node certificate extension is there but not an octet string.
     #[error("node certificate extension is not an octet string")]
     ExtensionNotOctetString,
+    /// The node certificate extension's value does not parse.
     #[error("bad node certificate extension")]
     BadExtension,
+    /// The node certificate inside does not verify (see [`menjin_proto::cert::CertError`]).
     #[error(transparent)]
     NodeCert(#[from] menjin_proto::cert::CertError),
 }
@@ -90,15 +104,19 @@ pub enum PeerRole {
 pub struct PeerTable(Arc<RwLock<HashMap<[u8; 32], PeerRole>>>);
 
 impl PeerTable {
+    /// Admits `key` with `role`, replacing any role it had; new connections see it at once.
     pub fn insert(&self, key: [u8; 32], role: PeerRole) {
         self.0.write().expect("peer table lock").insert(key, role);
     }
+    /// Forgets `key`: new connections with it are refused (open ones are not closed).
     pub fn remove(&self, key: &[u8; 32]) {
         self.0.write().expect("peer table lock").remove(key);
     }
+    /// What `key` may do here; `None` for a key that is not admitted.
     pub fn role(&self, key: &[u8; 32]) -> Option<PeerRole> {
         self.0.read().expect("peer table lock").get(key).cloned()
     }
+    /// The ids of the admitted gates, sorted.
     pub fn gates(&self) -> Vec<String> {
         let mut gates: Vec<String> = self
             .0

@@ -5,7 +5,7 @@
 //! What it must never do: open a socket, a database or a runtime; decode an image without a
 //! bound on its size.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod pass;
 pub mod photo;

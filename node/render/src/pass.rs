@@ -17,13 +17,19 @@ use crate::qr::{RenderError, qr_svg};
 /// which belongs in a log line.
 #[derive(Clone, Copy)]
 pub struct PassData<'a> {
+    /// Printed at the top, as in `node.toml`.
     pub community_name: &'a str,
+    /// As declared.
     pub name: &'a str,
     /// "男"/"女" or "male"/"female"; these four are shown bilingually, anything else as given.
     pub gender: &'a str,
+    /// The document's kind as declared (resident ID card, travel permit, passport, ...).
     pub document_type: &'a str,
+    /// Printed in full: the one place an ID number leaves the node (the holder's own pass).
     pub document_number: &'a str,
+    /// As declared.
     pub building: &'a str,
+    /// As declared.
     pub door: &'a str,
     /// The opaque holder id, printed small so staff can look the holder up.
     pub holder_id: &'a str,
@@ -31,7 +37,9 @@ pub struct PassData<'a> {
     pub photo: Option<(&'a str, &'a [u8])>,
     /// The signed code text (`MJ:...`), rendered as the QR code.
     pub code_text: &'a str,
+    /// Last day the code is valid, as a date (`YYYY-MM-DD`).
     pub valid_until: &'a str,
+    /// Day the pass was printed, as a date (`YYYY-MM-DD`).
     pub issued: &'a str,
 }
 

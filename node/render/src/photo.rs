@@ -22,26 +22,50 @@ const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 pub struct Photo {
     /// `image/jpeg` or `image/png`.
     pub mime: &'static str,
+    /// In pixels, within [`PHOTO_SIDE_PX_MIN`] to [`PHOTO_SIDE_PX_MAX`].
     pub width: u32,
+    /// In pixels, within [`PHOTO_SIDE_PX_MIN`] to [`PHOTO_SIDE_PX_MAX`].
     pub height: u32,
 }
 
+/// Why a photo was refused, worded for the staff member who uploaded it: nothing is stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PhotoError {
+    /// No bytes at all (an empty upload).
     #[error("photo is empty")]
     Empty,
+    /// Over [`PHOTO_LEN_MAX`]: ask for a smaller export from the camera or phone.
     #[error("photo is {}, the limit is {}", Size(*.len, *.max), Size(*.max, *.len))]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Bytes uploaded.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// Another kind of file (GIF, WebP, HEIC, a PDF, text, ...).
     #[error("photo is not a JPEG or PNG image (looks like {looks_like})")]
-    NotJpegOrPng { looks_like: &'static str },
+    NotJpegOrPng {
+        /// What the bytes look like ("GIF", "text", ...).
+        looks_like: &'static str,
+    },
+    /// Starts like a JPEG or PNG but its header does not parse (a cut-off upload?).
     #[error("photo looks like a {format} but its header is truncated or corrupt")]
-    Corrupt { format: &'static str },
+    Corrupt {
+        /// `JPEG` or `PNG`.
+        format: &'static str,
+    },
+    /// A side outside [`PHOTO_SIDE_PX_MIN`] to [`PHOTO_SIDE_PX_MAX`] pixels.
     #[error(
         "photo is {width}×{height} px, each side must be between \
          {PHOTO_SIDE_PX_MIN} and {PHOTO_SIDE_PX_MAX} px"
     )]
-    Dimensions { width: usize, height: usize },
+    Dimensions {
+        /// In pixels.
+        width: usize,
+        /// In pixels.
+        height: usize,
+    },
 }
 
 /// Checks that `bytes` are a JPEG or PNG photo of acceptable size and dimensions.

@@ -26,23 +26,35 @@ pub const MODULE_PX_MAX: u32 = 16;
 /// the SVG is opened on its own; the printed pass sets its size in millimetres with CSS.
 const SVG_DEFAULT_PX_PER_MODULE: u32 = 4;
 
+/// Why a code or a pass could not be rendered.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RenderError {
+    /// The text does not fit in the largest QR code (a code text is at most about 210 bytes,
+    /// so this means it is not a code).
     #[error("text of {len} bytes is too long for a QR code")]
-    TooLong { len: usize },
+    TooLong {
+        /// The text's length in bytes.
+        len: usize,
+    },
+    /// `module_px` is 0 or over [`MODULE_PX_MAX`].
     #[error("module size of {0} px is outside 1..={MODULE_PX_MAX}")]
     ModuleSize(u32),
     /// Any other refusal from the QR encoder; not expected for text input.
     #[error("qr encoder refused the text: {0}")]
     Encoder(#[source] QrError),
+    /// The png crate failed to write the image.
     #[error("png encoding failed: {0}")]
     Png(#[from] png::EncodingError),
+    /// The pass photo failed [`check_photo`](crate::photo::check_photo).
     #[error("pass photo refused: {0}")]
     Photo(#[from] crate::photo::PhotoError),
+    /// The pass photo's bytes are of another type than the MIME type stored with it.
     #[error("pass photo is declared as {declared:?} but its bytes are {actual}")]
     PhotoType {
+        /// The stored MIME type.
         declared: String,
+        /// What the bytes are (`image/jpeg` or `image/png`).
         actual: &'static str,
     },
 }

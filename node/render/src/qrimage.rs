@@ -15,24 +15,39 @@ pub const PIXELS_MAX: u64 = 16 * 1024 * 1024;
 /// What the png decoder may allocate: the expanded RGBA frame at the pixel limit, plus room.
 const DECODER_BYTES_MAX: usize = 80 * 1024 * 1024;
 
+/// Why no code text could be read from an image (a scan or screenshot of a code).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum QrImageError {
+    /// The file could not be read.
     #[error("cannot read image {path}: {source}")]
     Read {
+        /// The file as given.
         path: String,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The file is over [`FILE_LEN_MAX`] bytes.
     #[error("image file is {0} bytes, more than {FILE_LEN_MAX}")]
     FileTooLarge(u64),
+    /// Not a PNG, or a PNG the decoder refused (png's reason).
     #[error("not a readable PNG image: {0}")]
     NotPng(String),
+    /// More than [`PIXELS_MAX`] pixels.
     #[error("image is {width}x{height} pixels, more than {PIXELS_MAX}")]
-    TooLarge { width: u32, height: u32 },
+    TooLarge {
+        /// In pixels.
+        width: u32,
+        /// In pixels.
+        height: u32,
+    },
+    /// No QR code in the image.
     #[error("no QR code found in the image")]
     NoCode,
+    /// More than one QR code: crop to one.
     #[error("{0} QR codes in the image: show one code at a time")]
     SeveralCodes(usize),
+    /// A QR code is there but does not decode (blurred, cut off, damaged); rqrr's reason.
     #[error("QR code found but unreadable: {0}")]
     Unreadable(String),
 }

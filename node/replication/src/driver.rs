@@ -16,15 +16,20 @@ use tokio::sync::watch;
 
 use crate::syncstore::{StoreError, SyncStore};
 
+/// Why a replica operation failed. Nothing was sent; a write may be retried.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplicationError {
+    /// sled failed or a stored sync record is corrupt.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The replica refused the change (a document this role does not write, a stale epoch, ...).
     #[error("replica write refused: {0}")]
     Write(#[from] menjin_sync::WriteError),
 }
 
+/// A daemon's replica (node or hub) with its sled store, shared by the links and the code that
+/// writes documents. Every change through it is flushed before the links may send it.
 pub struct Replication {
     me: Role,
     replica: Mutex<Replica>,
@@ -95,6 +100,7 @@ impl Replication {
         Ok(PolicyLoaded { me, store, replica })
     }
 
+    /// Whose replica this is: a node of its community, or the hub.
     pub fn me(&self) -> Role {
         self.me
     }
@@ -163,6 +169,8 @@ impl Replication {
         Ok(self.with(|r| r.set_lockdown(community, locked, reason, by, now))??)
     }
 
+    /// Bumped after every change that may have given the replica something to send: a link
+    /// waits on it instead of polling.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -197,10 +205,17 @@ impl Replication {
         self.with(|r| r.handle_message(peer, bytes, now_ms))
     }
 
+    /// Advances the replica's timers (summaries, stall detection) at `now_ms` (Unix
+    /// milliseconds); call when [`Replication::next_timeout`] has passed.
+    ///
+    /// # Errors
+    /// [`StoreError`] if what the timers produced could not be flushed.
     pub fn timeout(&self, now_ms: u64) -> Result<(), StoreError> {
         self.with(|r| r.handle_timeout(now_ms))
     }
 
+    /// When [`Replication::timeout`] next has something to do (Unix milliseconds); `None`
+    /// when no timer is set.
     pub fn next_timeout(&self) -> Option<u64> {
         self.read(Replica::poll_timeout)
     }

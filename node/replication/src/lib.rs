@@ -5,7 +5,7 @@
 //!
 //! What it must never do: send what it has not persisted; know which program runs it.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod driver;
 pub mod syncstore;

@@ -20,15 +20,25 @@ const DECODE_THREADS_MAX: usize = 8;
 /// A stored document: its snapshot, if any, and the chunks stored after it, in order.
 type Stored = (Option<Vec<u8>>, Vec<Vec<u8>>);
 
+/// Why the `sync` tree could not be read or written. A corrupt record stops the start: the
+/// replica would otherwise send a partial document.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
+    /// sled failed (disk full, IO error).
     #[error("sync storage: {0}")]
     Storage(#[from] sled::Error),
+    /// A stored record does not decode.
     #[error("sync record {key} is corrupt: {why}")]
-    Corrupt { key: String, why: String },
+    Corrupt {
+        /// The record's key (lossy UTF-8).
+        key: String,
+        /// What does not decode.
+        why: String,
+    },
 }
 
+/// The owner of sled tree `sync`: documents, per-peer sync states, the incarnation counter.
 #[derive(Clone)]
 pub struct SyncStore {
     db: sled::Db,
@@ -65,6 +75,10 @@ fn corrupt(key: &[u8], why: impl ToString) -> StoreError {
 }
 
 impl SyncStore {
+    /// Opens (or creates) the `sync` tree in `db`.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] if sled fails.
     pub fn open(db: &sled::Db) -> Result<SyncStore, StoreError> {
         Ok(SyncStore {
             db: db.clone(),

@@ -17,33 +17,59 @@ use menjin_proto::wire::Direction;
 use menjin_proto::{CommunityId, NodeCert};
 use serde::{Deserialize, Serialize};
 
+/// Why a key, certificate or configuration file could not be read or written. Each names the
+/// file, so the operator knows which one to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FileError {
+    /// The operating system refused to read or write the file (missing, permissions, disk full).
     #[error("{path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
+    /// The file is there but its contents are not what it should hold (not hex, wrong length,
+    /// not a certificate, no socket address).
     #[error("{path}: {why}")]
-    Invalid { path: PathBuf, why: String },
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        why: String,
+    },
     /// A configuration file refused at start: where, and why.
     #[error("{path}:{line}:{column}: {why}")]
     Config {
+        /// The configuration file.
         path: PathBuf,
+        /// 1-based line of the refused value.
         line: usize,
+        /// 1-based column, in characters.
         column: usize,
+        /// What is wrong and, where it helps, what is expected.
         why: String,
     },
+    /// A secret key file that group or others may read: refused until `chmod 600`.
     #[error(
         "{path}: secret key file is readable by group or others (mode {mode:o}); run chmod 600"
     )]
-    TooOpen { path: PathBuf, mode: u32 },
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits (octal in the message).
+        mode: u32,
+    },
+    /// A key file that already exists: keys are never overwritten (only `rekey` replaces one).
     #[error("{0} already exists: refusing to overwrite a key")]
     Exists(PathBuf),
+    /// An interface list in the configuration is refused.
     #[error("{path}: {source}")]
     Interfaces {
+        /// The configuration file.
         path: PathBuf,
+        /// What is wrong with the list.
         source: InterfacesError,
     },
 }
@@ -52,12 +78,28 @@ pub enum FileError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InterfacesError {
+    /// `enabled` without any interface.
     #[error("{what} is empty: list interface names (e.g. eth0), or all")]
-    Empty { what: &'static str },
+    Empty {
+        /// The list's name in the configuration or on the command line (`mdns.interfaces`).
+        what: &'static str,
+    },
+    /// More than `INTERFACES_MAX` (16) names.
     #[error("{what} lists {count} names, at most {max}", max = INTERFACES_MAX)]
-    TooMany { what: &'static str, count: usize },
+    TooMany {
+        /// The list's name in the configuration or on the command line (`mdns.interfaces`).
+        what: &'static str,
+        /// How many names it lists.
+        count: usize,
+    },
+    /// A name that is empty, longer than 15 bytes, or holds a space, a control byte or `/`.
     #[error("{what}: {name:?} is not an interface name (1 to 15 characters, no spaces or /)")]
-    BadName { what: &'static str, name: String },
+    BadName {
+        /// The list's name in the configuration or on the command line (`mdns.interfaces`).
+        what: &'static str,
+        /// The refused name.
+        name: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
@@ -81,6 +123,7 @@ pub fn random32() -> [u8; 32] {
     seed
 }
 
+/// 8 bytes from the operating system's generator (holder and code ids).
 pub fn random8() -> [u8; 8] {
     let mut b = [0u8; 8];
     rand::fill(&mut b);
@@ -131,11 +174,18 @@ pub fn read_secret(path: &Path) -> Result<[u8; 32], FileError> {
         .map_err(|_| invalid(path, "a secret is 32 bytes"))
 }
 
+/// Reads a secret key file ([`read_secret`]) as an ed25519 key.
+///
+/// # Errors
+/// As [`read_secret`].
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, FileError> {
     read_secret(path).map(|seed| SigningKey::from_bytes(&seed))
 }
 
 /// Writes a file atomically (temporary file, fsync, rename).
+///
+/// # Errors
+/// [`FileError::Io`] naming the temporary file or the target.
 pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), FileError> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -144,15 +194,29 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), FileError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// Writes a public key as hex, atomically ([`write_public`]).
+///
+/// # Errors
+/// [`FileError::Io`] naming the file.
 pub fn write_public_key(path: &Path, key: &VerifyingKey) -> Result<(), FileError> {
     write_public(path, format!("{}\n", public_key_hex(key)).as_bytes())
 }
 
+/// Reads a public key written by [`write_public_key`] (`root.pub`).
+///
+/// # Errors
+/// [`FileError::Io`], or [`FileError::Invalid`] if it is not 32 bytes of hex of a valid
+/// ed25519 key.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, FileError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     parse_public_key_hex(&text).map_err(|why| invalid(path, why.to_string()))
 }
 
+/// Reads `node.cert` as issued by the district root (the signature is checked by whoever
+/// trusts it, not here).
+///
+/// # Errors
+/// [`FileError::Io`], or [`FileError::Invalid`] if the bytes are not a node certificate.
 pub fn read_node_cert(path: &Path) -> Result<NodeCert, FileError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     NodeCert::decode(&bytes).map_err(|e| invalid(path, e.to_string()))
@@ -236,7 +300,9 @@ fn write_toml<T: Serialize>(path: &Path, value: &T, header: &str) -> Result<(), 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
+    /// The community's number in its district, 1 or more (0 is the hub's); must match `node.cert`.
     pub community: CommunityId,
+    /// 1 to 64 bytes (`COMMUNITY_NAME_LEN_MAX`); shown on passes and at the hub.
     pub community_name: String,
     /// UDP address of the QUIC endpoint for gates and the console.
     pub listen: SocketAddr,
@@ -278,6 +344,7 @@ pub struct WebConfig {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MdnsConfig {
+    /// Advertise the node; `interfaces` is then required.
     #[serde(default)]
     pub enabled: bool,
     /// Interface names, or `all` (every interface except loopback and container bridges).
@@ -291,6 +358,7 @@ pub struct MdnsConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
+    /// Browse for the node at each (re)connection; `interfaces` is then required.
     #[serde(default)]
     pub enabled: bool,
     /// As [`MdnsConfig::interfaces`].
@@ -315,14 +383,15 @@ fn default_browse_ms() -> u64 {
     BROWSE_MS_DEFAULT
 }
 
-/// Interface names as `ip link` knows them (IFNAMSIZ is 16 with the terminating NUL).
 /// How long a gate listens for advertisements by default: mDNS responders answer within
 /// 20 to 120 ms, plus the queries to resolve each instance.
 pub const BROWSE_MS_DEFAULT: u64 = 1_500;
 /// Bounds of `browse_ms` in `gate.toml`.
 pub const BROWSE_MS_MIN: u64 = 100;
+/// The upper bound of `browse_ms`: every (re)connection waits this long at most.
 pub const BROWSE_MS_MAX: u64 = 10_000;
 
+/// Interface names as `ip link` knows them (IFNAMSIZ is 16 with the terminating NUL).
 const INTERFACE_NAME_LEN_MAX: usize = 15;
 /// More interfaces than a gate or node has; a longer list is a configuration mistake.
 const INTERFACES_MAX: usize = 16;
@@ -366,6 +435,7 @@ pub fn check_interfaces(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubConfig {
+    /// The hub's name, 1 to 64 bytes; shown in `menjin hub status`.
     pub name: String,
     /// UDP address for nodes and the hub console.
     pub listen: SocketAddr,
@@ -379,7 +449,10 @@ fn default_code_validity_days() -> u32 {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GateConfig {
+    /// 1 to 32 bytes; the name the node enrolled the gate's key under (see `check_gate_id`).
     pub gate_id: String,
+    /// The community the gate belongs to; a node of another community is refused at the
+    /// handshake.
     pub community: CommunityId,
     /// The node's QUIC address.
     pub node: SocketAddr,
@@ -426,24 +499,31 @@ fn default_buffer_capacity() -> u64 {
 pub struct NodeDir(pub PathBuf);
 
 impl NodeDir {
+    /// `node.toml` (or `hub.toml` for a hub: [`NodeDir::hub_config`]).
     pub fn config(&self) -> PathBuf {
         self.0.join("node.toml")
     }
+    /// `node.key`: the daemon's ed25519 secret key, mode 0600.
     pub fn key(&self) -> PathBuf {
         self.0.join("node.key")
     }
+    /// `node.cert`: the district root's certificate for `node.key`.
     pub fn cert(&self) -> PathBuf {
         self.0.join("node.cert")
     }
+    /// `root.pub`: the district root public key, the trust anchor.
     pub fn root_pub(&self) -> PathBuf {
         self.0.join("root.pub")
     }
+    /// `idhash.key`: the district's key for hashing ID numbers (the same at every node).
     pub fn idhash_key(&self) -> PathBuf {
         self.0.join("idhash.key")
     }
+    /// `console.key`: the workstation's key towards its own node.
     pub fn console_key(&self) -> PathBuf {
         self.0.join("console.key")
     }
+    /// `db/`: the sled database.
     pub fn db(&self) -> PathBuf {
         self.0.join("db")
     }
@@ -455,10 +535,15 @@ impl NodeDir {
     pub fn web_addr(&self) -> PathBuf {
         self.0.join("web.addr")
     }
+    /// `hub.toml`, present only in a hub's directory.
     pub fn hub_config(&self) -> PathBuf {
         self.0.join("hub.toml")
     }
 
+    /// Reads and checks `hub.toml`.
+    ///
+    /// # Errors
+    /// [`FileError::Config`] pointing at the refused value, or the IO error.
     pub fn read_hub_config(&self) -> Result<HubConfig, FileError> {
         let path = self.hub_config();
         let (cfg, text): (HubConfig, _) = read_toml(&path)?;
@@ -468,6 +553,10 @@ impl NodeDir {
         Ok(cfg)
     }
 
+    /// Writes `hub.toml` atomically.
+    ///
+    /// # Errors
+    /// [`FileError`] naming the file.
     pub fn write_hub_config(&self, cfg: &HubConfig) -> Result<(), FileError> {
         write_toml(
             &self.hub_config(),
@@ -476,6 +565,11 @@ impl NodeDir {
         )
     }
 
+    /// Reads and checks `node.toml`: every value in range before the node starts.
+    ///
+    /// # Errors
+    /// [`FileError::Config`] pointing at the refused value, [`FileError::Interfaces`], or the
+    /// IO error.
     pub fn read_config(&self) -> Result<NodeConfig, FileError> {
         let path = self.config();
         let (cfg, text): (NodeConfig, _) = read_toml(&path)?;
@@ -503,6 +597,10 @@ impl NodeDir {
         Ok(cfg)
     }
 
+    /// Writes `node.toml` atomically.
+    ///
+    /// # Errors
+    /// [`FileError`] naming the file.
     pub fn write_config(&self, cfg: &NodeConfig) -> Result<(), FileError> {
         write_toml(
             &self.config(),
@@ -526,9 +624,11 @@ impl NodeDir {
 pub struct GateDir(pub PathBuf);
 
 impl GateDir {
+    /// `gate.toml`.
     pub fn config(&self) -> PathBuf {
         self.0.join("gate.toml")
     }
+    /// `gate.key`: the gate's ed25519 secret key, mode 0600, enrolled at the node.
     pub fn key(&self) -> PathBuf {
         self.0.join("gate.key")
     }
@@ -536,6 +636,11 @@ impl GateDir {
     pub fn cache(&self) -> PathBuf {
         self.0.join("cache")
     }
+    /// Reads and checks `gate.toml`: every value in range before the gate starts.
+    ///
+    /// # Errors
+    /// [`FileError::Config`] pointing at the refused value, [`FileError::Interfaces`],
+    /// [`FileError::Invalid`] for `discovery.browse_ms`, or the IO error.
     pub fn read_config(&self) -> Result<GateConfig, FileError> {
         let path = self.config();
         let (cfg, text): (GateConfig, _) = read_toml(&path)?;
@@ -577,6 +682,10 @@ impl GateDir {
         }
         Ok(cfg)
     }
+    /// Writes `gate.toml` atomically.
+    ///
+    /// # Errors
+    /// [`FileError`] naming the file.
     pub fn write_config(&self, cfg: &GateConfig) -> Result<(), FileError> {
         write_toml(
             &self.config(),
@@ -591,12 +700,15 @@ impl GateDir {
 pub struct DistrictDir(pub PathBuf);
 
 impl DistrictDir {
+    /// `root.key`: the district root's secret key. Keep it offline; it signs node certificates.
     pub fn root_key(&self) -> PathBuf {
         self.0.join("root.key")
     }
+    /// `root.pub`: copied into every node, hub and gate.
     pub fn root_pub(&self) -> PathBuf {
         self.0.join("root.pub")
     }
+    /// `idhash.key`: copied into every node and hub.
     pub fn idhash_key(&self) -> PathBuf {
         self.0.join("idhash.key")
     }

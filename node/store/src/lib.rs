@@ -6,7 +6,7 @@
 //!
 //! What it must never do: open a socket; read a key file that others may read.
 
-#![warn(unreachable_pub, unused_crate_dependencies)]
+#![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
 pub mod db;
 pub mod files;

@@ -17,19 +17,28 @@ use crate::files::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProvisionError {
+    /// Reading or writing a key, certificate or configuration file failed.
     #[error(transparent)]
     File(#[from] FileError),
+    /// Community 0 is the hub's certificate; a node needs 1 or more.
     #[error("community {0} is reserved for the district hub")]
     ReservedCommunity(CommunityId),
+    /// The community or hub name is empty or longer than 64 bytes (`COMMUNITY_NAME_LEN_MAX`).
     #[error("name must be 1 to 64 bytes")]
     BadName,
+    /// `rekey` was pointed at a directory that is neither a node's nor a hub's.
     #[error("{} has neither node.toml nor hub.toml", .0.display())]
     NotADaemon(std::path::PathBuf),
+    /// `rekey` was given another district's root key than the one the daemon trusts: it would
+    /// certify a key no peer of this daemon accepts.
     #[error("{} is not the district root of {}", .key.display(), .root_pub.display())]
     OtherDistrict {
+        /// The root key given.
         key: std::path::PathBuf,
+        /// The daemon's `root.pub`.
         root_pub: std::path::PathBuf,
     },
+    /// The gate id is not 1 to 32 letters, digits, `-` or `_`.
     #[error(transparent)]
     GateId(#[from] menjin_proto::wire::BadGateId),
 }
@@ -71,11 +80,18 @@ pub fn create_district(dir: &DistrictDir) -> Result<ed25519_dalek::VerifyingKey,
 
 /// What a new node is for.
 pub struct NodeSpec {
+    /// 1 or more (0 is the hub's).
     pub community: CommunityId,
+    /// 1 to 64 bytes.
     pub community_name: String,
+    /// UDP address of the node's QUIC endpoint.
     pub listen: SocketAddr,
+    /// Unix seconds when declarations opened (the deadline is 5 days later).
     pub campaign_start: u64,
+    /// How long a resident's code stays valid, 1 to 366 (checked when `node.toml` is read, not
+    /// here).
     pub code_validity_days: u32,
+    /// The district hub's address; `None` for a node that runs alone.
     pub hub: Option<SocketAddr>,
 }
 

@@ -27,18 +27,39 @@ const IMPORT_THREADS_MAX: usize = 8;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
+    /// No forms, or more than `IMPORT_PERSONS_MAX`.
     #[error("an import holds 1 to {IMPORT_PERSONS_MAX} persons; this one holds {0}")]
     Size(usize),
+    /// The responsible staff member's name is missing or over `NAME_LEN_MAX` bytes.
     #[error(
         "staff: the name of who is responsible for the import is required (at most {NAME_LEN_MAX} bytes)"
     )]
     Staff,
+    /// A form fails validation.
     #[error("form {index}: {why}")]
-    Invalid { index: usize, why: String },
+    Invalid {
+        /// The form's position in the import, from 0.
+        index: usize,
+        /// Why the form is refused (validation).
+        why: String,
+    },
+    /// A form for a person (by keyed ID hash) already in the roster.
     #[error("form {index}: this person is already declared here (holder {holder})")]
-    AlreadyDeclared { index: usize, holder: HolderId },
+    AlreadyDeclared {
+        /// The form's position in the import, from 0.
+        index: usize,
+        /// The person as already declared.
+        holder: HolderId,
+    },
+    /// Two forms of the import for the same person (by keyed ID hash).
     #[error("forms {first} and {index} are the same person")]
-    Duplicate { first: usize, index: usize },
+    Duplicate {
+        /// The earlier form's position, from 0.
+        first: usize,
+        /// The later form's position, from 0.
+        index: usize,
+    },
+    /// The roster could not be read or written.
     #[error(transparent)]
     Roster(#[from] RosterError),
 }
@@ -46,7 +67,9 @@ pub enum ImportError {
 /// What the import did with one form (same order as the forms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Imported {
+    /// The person, new or as already declared.
     pub holder: HolderId,
+    /// The automatic review's result.
     pub outcome: Outcome,
     /// The code issued, if the person is cleared.
     pub cred: Option<CredId>,

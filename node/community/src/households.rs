@@ -32,15 +32,25 @@ pub const MEMBERS_MAX: usize = 64;
 const RECORD_LEN_MAX: usize = 16 * 1024;
 const KEY_LABEL: &[u8] = b"menjin household code v1";
 
+/// Why a household code could not be issued, revoked or used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HouseholdError {
+    /// sled failed: the node's disk.
     #[error("household storage: {0}")]
     Storage(#[from] sled::Error),
+    /// A record read back does not decode: the disk was changed or damaged.
     #[error("household record {0} is corrupt")]
     Corrupt(String),
+    /// Revoking a home that has no code in force.
     #[error("no household code is in force for building {building} door {door}")]
-    NoCode { building: String, door: String },
+    NoCode {
+        /// The home's building.
+        building: String,
+        /// The home's door.
+        door: String,
+    },
+    /// [`MEMBERS_MAX`] people were declared through the home's sessions already.
     #[error("the home has {MEMBERS_MAX} members declared online already; ask the office")]
     TooManyMembers,
 }
@@ -57,6 +67,7 @@ impl std::fmt::Debug for HouseholdCode {
 }
 
 impl HouseholdCode {
+    /// A new code from the operating system's random source (80 bits).
     pub fn random() -> HouseholdCode {
         let mut b = [0u8; CODE_BYTES];
         rand::fill(&mut b);
@@ -103,11 +114,15 @@ impl HouseholdCode {
 /// ends when the code is revoked or reissued) and the home.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Household {
+    /// Keyed hash of the code that opened it.
     pub code_hash: [u8; 32],
+    /// The home's building.
     pub building: String,
+    /// The home's door.
     pub door: String,
 }
 
+/// Owner of sled tree `households`: each home's code (as a keyed hash) and its members.
 pub struct Households {
     db: sled::Db,
     tree: sled::Tree,

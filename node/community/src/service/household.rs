@@ -11,18 +11,29 @@ use crate::households::{Household, HouseholdCode, HouseholdError};
 /// A code as "my declarations" shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodeState {
+    /// In force: the gate lets its holder through (the rule permitting).
     Active,
+    /// Past its validity: the person declares again for a new one.
     Expired,
-    Revoked { why: String },
+    /// Revoked (a new declaration, a health list, staff).
+    Revoked {
+        /// Why, in the words of the record.
+        why: String,
+    },
 }
 
 /// One person of a home, as the resident pages show them.
 #[derive(Clone, Debug)]
 pub struct Member {
+    /// The person's holder id (never their ID number).
     pub holder: HolderId,
+    /// As declared.
     pub name: String,
+    /// Resident, dependent, staff.
     pub kind: HolderKind,
+    /// The automatic review's outcome.
     pub outcome: Outcome,
+    /// Why the review decided so, in words.
     pub why: String,
     /// The code text (`MJ:...`), its end of validity and state, if the person has one.
     pub code: Option<(String, UnixTime, CodeState)>,

@@ -75,6 +75,23 @@ pub fn resident(name: &str, birth: &str, serial: u32, door: &str) -> Declaration
     }
 }
 
+/// Resident number `serial` of building 1, declared online at door `serial`: the receipt.
+///
+/// # Panics
+/// If the node refuses the declaration.
+pub fn declare(node: &Node, serial: u32) -> menjin_proto::wire::Receipt {
+    let form = resident(
+        &format!("R{serial}"),
+        "19800101",
+        serial,
+        &serial.to_string(),
+    );
+    match node.console(menjin_proto::wire::ConsoleRequest::Declare { form }, now()) {
+        menjin_proto::wire::Response::Declared(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// One person going in at gate `gate`, 36.5 °C, on foot.
 pub async fn gate_check(node: &Node, gate: &str, code: String) -> CheckAnswer {
     node.check(

@@ -5,31 +5,14 @@
 use std::time::Duration;
 
 use menjin_community::Node;
-use menjin_community::testing::{COMMUNITY, district, gate_check, node_in, now, resident};
+use menjin_community::testing::{COMMUNITY, declare, district, gate_check, node_in};
 use menjin_hub::Hub;
-use menjin_proto::declaration::Declaration;
-use menjin_proto::wire::{ConsoleRequest, HubRequest, Receipt, Response};
+use menjin_proto::wire::{HubRequest, Response};
 use menjin_store::files::NodeDir;
 use menjin_store::provision::create_hub;
 
 /// A functional bound for each step, never a timing.
 const STEP_TIMEOUT_MS: u64 = 20_000;
-
-fn form(serial: u32) -> Declaration {
-    resident(
-        &format!("R{serial}"),
-        "19800101",
-        serial,
-        &serial.to_string(),
-    )
-}
-
-fn declare(node: &Node, serial: u32) -> Receipt {
-    match node.console(ConsoleRequest::Declare { form: form(serial) }, now()) {
-        Response::Declared(r) => r,
-        other => panic!("{other:?}"),
-    }
-}
 
 /// Polls `done` until it holds; panics after [`STEP_TIMEOUT_MS`].
 async fn until(what: &str, mut done: impl FnMut() -> bool) {

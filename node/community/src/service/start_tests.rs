@@ -2,23 +2,7 @@
 //! whole start with a hub is `node/harness/tests/start.rs`.)
 
 use super::*;
-use crate::testing::{COMMUNITY, district, node_in, now, resident};
-
-fn form(serial: u32) -> Declaration {
-    resident(
-        &format!("R{serial}"),
-        "19800101",
-        serial,
-        &serial.to_string(),
-    )
-}
-
-fn declare(node: &Node, serial: u32) -> Receipt {
-    match node.console(ConsoleRequest::Declare { form: form(serial) }, now()) {
-        Response::Declared(r) => r,
-        other => panic!("{other:?}"),
-    }
-}
+use crate::testing::{COMMUNITY, declare, district, node_in};
 
 #[test]
 fn changes_past_the_queue_are_reconciled_from_sled() {

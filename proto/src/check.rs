@@ -160,6 +160,64 @@ pub enum InputError {
     Plate,
 }
 
+/// An event no check could have logged: a gate's upload is held to what the pipeline writes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// A temperature or plate the check refuses before deciding.
+    #[error("event: {0}")]
+    Input(InputError),
+    /// The fever flag disagrees with the reading ([`rule::FEVER_DC`] or more is a fever).
+    #[error("event: fever {fever} at {temperature_dc} tenths of a degree")]
+    Fever {
+        /// The flag as sent.
+        fever: bool,
+        /// The reading as sent.
+        temperature_dc: i16,
+    },
+    /// `allowed` disagrees with the reason (the lock opens exactly for [`Reason::Ok`]).
+    #[error("event: allowed {allowed} with reason {}", .reason.as_str())]
+    Verdict {
+        /// As sent.
+        allowed: bool,
+        /// As sent.
+        reason: Reason,
+    },
+    /// The code's id, its holder and kind are logged together or not at all.
+    #[error("event: code, holder and kind go together")]
+    Holder,
+}
+
+/// Checks that `event` is one this pipeline could have produced, field by field: what a node
+/// applies to the events a gate decided alone before it stores them (and streams them on).
+///
+/// # Errors
+/// [`EventError`] naming the first field that no check would have written.
+pub fn check_event(event: &GateEvent) -> Result<(), EventError> {
+    refuse_readings(event.temperature_dc, event.plate.as_deref()).map_err(EventError::Input)?;
+    if event.fever != (event.temperature_dc >= rule::FEVER_DC) {
+        return Err(EventError::Fever {
+            fever: event.fever,
+            temperature_dc: event.temperature_dc,
+        });
+    }
+    if event.allowed != (event.reason == Reason::Ok) {
+        return Err(EventError::Verdict {
+            allowed: event.allowed,
+            reason: event.reason,
+        });
+    }
+    let parts = [
+        event.cred.is_some(),
+        event.holder.is_some(),
+        event.kind.is_some(),
+    ];
+    if parts.iter().any(|p| *p != parts[0]) {
+        return Err(EventError::Holder);
+    }
+    Ok(())
+}
+
 /// Checks one person at one gate at `now_ms` (the decider's clock, milliseconds).
 ///
 /// # Errors
@@ -226,10 +284,15 @@ pub fn check<T: Trust + ?Sized>(
 }
 
 fn refuse_input(scan: &Scan<'_>) -> Result<(), InputError> {
-    if !(rule::TEMPERATURE_DC_MIN..=rule::TEMPERATURE_DC_MAX).contains(&scan.temperature_dc) {
-        return Err(InputError::Temperature(scan.temperature_dc));
+    refuse_readings(scan.temperature_dc, scan.plate)
+}
+
+/// The readings a check refuses before deciding: one rule for scans and uploaded events.
+fn refuse_readings(temperature_dc: i16, plate: Option<&str>) -> Result<(), InputError> {
+    if !(rule::TEMPERATURE_DC_MIN..=rule::TEMPERATURE_DC_MAX).contains(&temperature_dc) {
+        return Err(InputError::Temperature(temperature_dc));
     }
-    if let Some(plate) = scan.plate
+    if let Some(plate) = plate
         && (plate.trim().is_empty() || plate.len() > PLATE_LEN_MAX)
     {
         return Err(InputError::Plate);
@@ -426,6 +489,40 @@ mod tests {
 
     fn reason(scan: &Scan<'_>, ctx: &Context<'_>, trust: &mut Table) -> Reason {
         check(scan, NOW_MS, ctx, trust).unwrap().verdict.reason
+    }
+
+    /// What the pipeline logs passes `check_event`, fever, refusal and a bad code included;
+    /// each field no check writes fails it.
+    #[test]
+    fn check_event_accepts_what_the_pipeline_logs_and_nothing_else() {
+        let node = Node::new();
+        let code = node.code(HolderKind::Resident, 1).to_text();
+        for (text, temperature_dc) in [(code.as_str(), 365), (code.as_str(), 390), ("MJ:??", 365)] {
+            let mut s = scan(text);
+            s.temperature_dc = temperature_dc;
+            let c = check(&s, NOW_MS, &offline(&node, false), &mut Table::default()).unwrap();
+            assert_eq!(check_event(&c.event), Ok(()), "{text} at {temperature_dc}");
+        }
+        let good = check(
+            &scan(&code),
+            NOW_MS,
+            &offline(&node, false),
+            &mut Table::default(),
+        )
+        .unwrap()
+        .event;
+        let spoiled: [fn(&mut GateEvent); 5] = [
+            |e| e.plate = Some("A".repeat(PLATE_LEN_MAX + 1)),
+            |e| e.temperature_dc = rule::TEMPERATURE_DC_MAX + 1,
+            |e| e.fever = true,
+            |e| e.allowed = false,
+            |e| e.kind = None,
+        ];
+        for spoil in spoiled {
+            let mut e = good.clone();
+            spoil(&mut e);
+            assert!(check_event(&e).is_err(), "{e:?}");
+        }
     }
 
     #[test]

@@ -468,3 +468,44 @@ fn uploads_out_of_order_or_unmarked_store_nothing_and_a_good_one_is_stored_once(
         );
     });
 }
+
+/// An uploaded event is held to what an online check would have logged: a plate, a
+/// temperature, a fever flag, a verdict and a holder that the node itself could have written.
+#[test]
+fn uploaded_events_an_online_check_could_not_have_made_are_refused_and_store_nothing() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        let console = console_client(&f.c.node_dir, addr).await;
+        let before = status(&console).await;
+        let bad: [(&str, fn(&mut wire::GateEvent)); 6] = [
+            ("a 60 KiB plate", |e| e.plate = Some("A".repeat(60 * 1024))),
+            ("a blank plate", |e| e.plate = Some(" ".into())),
+            ("a thermometer error", |e| e.temperature_dc = 999),
+            ("a fever not flagged", |e| e.temperature_dc = 380),
+            ("allowed for a reason that refuses", |e| {
+                e.reason = menjin_proto::rule::Reason::Revoked
+            }),
+            ("a holder without a code", |e| {
+                e.holder = Some(menjin_proto::credential::HolderId([7; 8]))
+            }),
+        ];
+        for (what, spoil) in bad {
+            let mut event = offline_event(1);
+            spoil(&mut event.event);
+            let why = assert_error(
+                &ask(
+                    &gate,
+                    &GateRequest::Upload {
+                        events: vec![event],
+                    },
+                )
+                .await,
+                ErrorKind::BadRequest,
+            );
+            assert!(why.contains("event"), "{what}: {why}");
+        }
+        assert_eq!(status(&console).await.events_logged, before.events_logged);
+    });
+}

@@ -91,6 +91,10 @@ pub enum UploadError {
     /// An uploaded event without its offline mark.
     #[error("offline event {0} is not marked offline")]
     NotOffline(u64),
+    /// An uploaded event that no gate check could have written (a 60 KiB plate, a fever
+    /// not flagged, ...): the whole upload is refused.
+    #[error("offline {1} (gate_seq {0})")]
+    Invalid(u64, menjin_proto::check::EventError),
     /// Storing the upload failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -203,7 +207,7 @@ impl GateLog {
     /// how many were stored, once on disk.
     ///
     /// # Errors
-    /// [`UploadError`]: out of order or unmarked events refuse the whole upload.
+    /// [`UploadError`]: out of order, unmarked or invalid events refuse the whole upload.
     pub async fn append_offline(
         &self,
         gate: &str,
@@ -218,6 +222,8 @@ impl GateLog {
             if e.event.offline.is_none() {
                 return Err(UploadError::NotOffline(e.gate_seq));
             }
+            menjin_proto::check::check_event(&e.event)
+                .map_err(|why| UploadError::Invalid(e.gate_seq, why))?;
             last = e.gate_seq;
         }
         let (ack, done) = oneshot::channel();

@@ -479,7 +479,8 @@ fn uploaded_events_an_online_check_could_not_have_made_are_refused_and_store_not
         let gate = gate_client(&f.gate, addr).await;
         let console = console_client(&f.c.node_dir, addr).await;
         let before = status(&console).await;
-        let bad: [(&str, fn(&mut wire::GateEvent)); 6] = [
+        type Spoil = (&'static str, fn(&mut wire::GateEvent));
+        let bad: [Spoil; 6] = [
             ("a 60 KiB plate", |e| e.plate = Some("A".repeat(60 * 1024))),
             ("a blank plate", |e| e.plate = Some(" ".into())),
             ("a thermometer error", |e| e.temperature_dc = 999),

@@ -17,6 +17,14 @@ pub const LINK_FRAME_LEN_MAX: usize = 8 * 1024 * 1024;
 /// Events per log batch: big enough to catch up quickly after an outage, small enough that one
 /// batch is flushed in a few milliseconds at the hub.
 pub const LOG_BATCH_MAX: usize = 2_000;
+/// Encoded bytes of the events of one log batch: a batch is cut at [`LOG_BATCH_MAX`] events or
+/// at this, whichever comes first, so that it always fits a frame (events logged before
+/// uploads were checked can be 60 KiB each).
+pub const LOG_BATCH_BYTES_MAX: usize = LINK_FRAME_LEN_MAX / 2;
+
+/// The largest sync message a link frame carries: the frame's limit less its envelope (the
+/// variant tag and the length of the bytes).
+pub const LINK_SYNC_LEN_MAX: usize = LINK_FRAME_LEN_MAX - 64;
 
 /// One frame on the node–hub link; each variant says which side sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,9 +18,10 @@ use crate::wire::{self, WireError};
 /// sync message that carries a whole roster shard (Automerge sends the compressed document
 /// when a peer has nothing yet or lacks more than a third of it): about 17 bytes per
 /// resident plus history, so a 100,000-resident community in 16 shards sends about 110 KB
-/// per shard when fresh. 16 MiB leaves two orders of magnitude for history and keeps a
-/// misbehaving peer from making a replica buffer more than that per message.
-pub const SYNC_MESSAGE_LEN_MAX: usize = 16 * 1024 * 1024;
+/// per shard when fresh. It travels inside a link frame, so it is bounded by what a frame
+/// carries ([`crate::link::LINK_SYNC_LEN_MAX`], just under 8 MiB): a message the link could
+/// not send is never made, and one it could not receive is never accepted.
+pub const SYNC_MESSAGE_LEN_MAX: usize = crate::link::LINK_SYNC_LEN_MAX;
 /// A document id is `policy` or `roster/<u32>/<u8>`: at most 21 characters.
 pub const DOC_ID_LEN_MAX: usize = 32;
 /// One peer pair shares the policy and one community's roster shards (at most 256).

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use menjin_proto::cert::HUB_COMMUNITY;
-use menjin_proto::link::{LOG_BATCH_MAX, LinkFrame};
-use menjin_proto::wire::LogQuery;
+use menjin_proto::link::{LOG_BATCH_BYTES_MAX, LOG_BATCH_MAX, LinkFrame};
+use menjin_proto::wire::{GateEvent, LogQuery};
 use tokio::sync::{mpsc, watch};
 
 use crate::gatelog::LogError;
@@ -209,7 +209,8 @@ async fn send_log(
             ..LogQuery::default()
         };
         let log = node.gate_log().clone();
-        let events = tokio::task::spawn_blocking(move || log.query(&q)).await??;
+        let mut events = tokio::task::spawn_blocking(move || log.query(&q)).await??;
+        cut_to_bytes(&mut events, LOG_BATCH_BYTES_MAX);
         let Some(last) = events.last().map(|e| e.seq) else {
             break;
         };
@@ -217,6 +218,21 @@ async fn send_log(
         sent = last;
     }
     Ok(sent)
+}
+
+/// Cuts a batch to the longest prefix whose encoded events take at most `max` bytes, keeping
+/// at least one event (a single event is far below the frame's limit: a gate request is at
+/// most `GATE_REQUEST_LEN_MAX`).
+fn cut_to_bytes(events: &mut Vec<GateEvent>, max: usize) {
+    let mut total = 0;
+    let keep = events
+        .iter()
+        .position(|e| {
+            total += menjin_proto::wire::encode(e).len();
+            total > max
+        })
+        .unwrap_or(events.len());
+    events.truncate(keep.max(1));
 }
 
 /// A sync frame from the hub. Policy changes (lockdowns, health flags) go straight into the
@@ -314,4 +330,28 @@ async fn serve(
         tracing::error!(error = %e, "persisting replication state");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::gate_event;
+
+    #[test]
+    fn a_batch_is_cut_by_bytes_and_keeps_at_least_one_event() {
+        let heavy = |seq| {
+            let mut e = gate_event("g", seq);
+            e.plate = Some("A".repeat(1_000));
+            e
+        };
+        let one = menjin_proto::wire::encode(&heavy(1)).len();
+        let mut events: Vec<GateEvent> = (1..=10).map(heavy).collect();
+        cut_to_bytes(&mut events, 3 * one + one / 2);
+        assert_eq!(events.len(), 3);
+        cut_to_bytes(&mut events, 1);
+        assert_eq!(events.len(), 1, "one event always goes");
+        let mut light: Vec<GateEvent> = (1..=10).map(|s| gate_event("g", s)).collect();
+        cut_to_bytes(&mut light, LOG_BATCH_BYTES_MAX);
+        assert_eq!(light.len(), 10);
+    }
 }

@@ -110,6 +110,10 @@ pub struct HouseholdRecord {
     pub members: Vec<HolderId>,
 }
 
+/// The longest lockdown reason (bytes), wherever it is typed (the node's console, the hub's):
+/// the district policy that carries every lockdown holds at most this much.
+pub const LOCKDOWN_REASON_LEN_MAX: usize = 200;
+
 /// A lockdown decided at the community node itself (staff acting on a phone call while the
 /// hub is unreachable). Stored at the node, reported to the hub when the link is up.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -23,8 +23,9 @@ const LOCKDOWN_PREFIX: &str = "l/";
 const HEALTH_PREFIX: &str = "h/";
 
 /// Node and operator names, lockdown reasons and health statuses are short labels typed
-/// by staff; a bound keeps the policy document (which every node loads) small.
-pub const POLICY_TEXT_LEN_MAX: usize = 200;
+/// by staff; a bound keeps the policy document (which every node loads) small. The same
+/// bound refuses a lockdown reason where it is typed (`LOCKDOWN_REASON_LEN_MAX`).
+pub const POLICY_TEXT_LEN_MAX: usize = menjin_proto::record::LOCKDOWN_REASON_LEN_MAX;
 
 /// A community node the hub replicates with.
 #[derive(Clone, Debug, PartialEq, Eq)]

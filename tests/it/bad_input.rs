@@ -375,3 +375,28 @@ fn visitor_invitation_with_a_bad_window_or_contact_is_refused() {
     assert_eq!(snapshot(&f.c), before, "no visitor code was issued");
     f.still_serving();
 }
+
+/// A lockdown decided at the node goes into the district policy when the hub adopts it: a
+/// reason the policy cannot hold is refused at the node, not accepted there and lost later.
+#[test]
+fn a_lockdown_reason_longer_than_the_district_policy_holds_is_refused_at_the_node() {
+    let f = fixture();
+    let before = snapshot(&f.c);
+    let too_long = "例".repeat(67); // 201 bytes
+    let out = menjin_raw(&[
+        "--json",
+        "node",
+        "lockdown",
+        "--dir",
+        p(&f.c.node_dir),
+        "--reason",
+        &too_long,
+        "--by",
+        "staff",
+    ]);
+    assert_eq!(out.code(), EXIT_REFUSED, "{out:?}");
+    assert!(out.stderr.contains("200"), "names the limit: {out:?}");
+    assert_eq!(snapshot(&f.c), before);
+    assert_eq!(f.c.status()["locked"], false);
+    f.still_serving();
+}

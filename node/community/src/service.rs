@@ -1126,8 +1126,11 @@ impl Node {
         if locked && reason.is_empty() {
             return Err(bad("reason: say why (who called, which case)"));
         }
-        if reason.len() > 256 {
-            return Err(bad("reason: at most 256 bytes"));
+        if reason.trim().len() > menjin_proto::record::LOCKDOWN_REASON_LEN_MAX {
+            return Err(bad(format!(
+                "reason: at most {} bytes",
+                menjin_proto::record::LOCKDOWN_REASON_LEN_MAX
+            )));
         }
         let l = LocalLockdown {
             locked,

@@ -522,8 +522,11 @@ impl Hub {
         if locked && reason.trim().is_empty() {
             return Err(bad("reason: say why the community is locked down"));
         }
-        if reason.len() > 256 {
-            return Err(bad("reason: at most 256 bytes"));
+        if reason.trim().len() > menjin_proto::record::LOCKDOWN_REASON_LEN_MAX {
+            return Err(bad(&format!(
+                "reason: at most {} bytes",
+                menjin_proto::record::LOCKDOWN_REASON_LEN_MAX
+            )));
         }
         let l = self
             .replication

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use menjin_proto::NodeCert;
 use menjin_proto::civil::Date;
 use menjin_proto::wire::{
     CheckAnswer, GateEvent, HubStatus, NodeStatus, Receipt, Response, RosterSummary,
 };
+use menjin_store::files::write_private;
 
 use crate::exit::{EXIT_DENIED, EXIT_REFUSED};
 use crate::json;
@@ -37,12 +38,10 @@ pub fn write_qr(resp: &Response, qr: &QrArgs, json: bool) -> Result<()> {
     };
     let Some(code) = code else { return Ok(()) };
     if let Some(path) = &qr.qr_png {
-        std::fs::write(path, menjin_render::qr::qr_png(&code, 8)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_private(path, &menjin_render::qr::qr_png(&code, 8)?)?;
     }
     if let Some(path) = &qr.qr_svg {
-        std::fs::write(path, menjin_render::qr::qr_svg(&code)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_private(path, menjin_render::qr::qr_svg(&code)?.as_bytes())?;
     }
     if qr.qr && !json {
         println!("{}", menjin_render::qr::qr_terminal(&code)?);

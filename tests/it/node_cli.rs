@@ -207,6 +207,11 @@ fn offline_declaration_gets_a_printed_pass_with_photo_and_code() {
     let code = r["code"].as_str().expect("code").to_string();
     let png = std::fs::read(&qr).expect("--qr-png wrote the code");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert_eq!(
+        mode(&qr),
+        0o600,
+        "a code is a credential: only its owner reads the file"
+    );
 
     let html_path = c.file("pass.html");
     let out = menjin(&[
@@ -229,6 +234,11 @@ fn offline_declaration_gets_a_printed_pass_with_photo_and_code() {
     );
     assert!(html.contains("<svg"), "the pass carries the code as a QR");
     assert!(html.contains("102"), "the pass carries the door");
+    assert_eq!(
+        mode(&html_path),
+        0o600,
+        "a pass holds an ID number and a photo: only its owner reads the file"
+    );
 
     // "My declarations": the same code again, and the QR image again.
     let qr2 = c.file("code-again.png");
@@ -695,4 +705,14 @@ fn concurrent_declarations_of_one_person_issue_one_code() {
     assert_eq!(s["residents"], 1, "{s}");
     assert_eq!(s["codes_active"], 1, "{s}");
     assert_eq!(s["codes_revoked"], 0, "{s}");
+}
+
+/// The permission bits of a file.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
 }

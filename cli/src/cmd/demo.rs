@@ -407,7 +407,7 @@ impl Demo {
                     .await?
                 {
                     let path = node.dir.0.join(format!("pass-{}.html", r.holder));
-                    std::fs::write(&path, html)?;
+                    menjin_store::files::write_private(&path, html.as_bytes())?;
                     self.tally.passes_printed += 1;
                     self.say(&format!(
                         "  printed pass for {} ({})",

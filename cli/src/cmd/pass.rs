@@ -58,7 +58,7 @@ pub async fn run(cmd: PassCmd, json: bool) -> Result<ExitCode> {
             };
             let resp = ask(&node_dir, req).await?;
             if let Response::Pass { html, .. } = &resp {
-                std::fs::write(&out, html).with_context(|| format!("writing {}", out.display()))?;
+                menjin_store::files::write_private(&out, html.as_bytes())?;
             }
             resp
         }

@@ -194,6 +194,26 @@ pub fn write_public(path: &Path, contents: &[u8]) -> Result<(), FileError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// Writes a file only its owner may read (mode 0600), atomically (a temporary file beside it,
+/// renamed over it): printed passes and code images, which hold ID numbers, photos and codes.
+/// An existing file is replaced; the temporary file is made 0600 before anything is written.
+///
+/// # Errors
+/// [`FileError::Io`] naming the file.
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), FileError> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(contents).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
 /// Writes a public key as hex, atomically ([`write_public`]).
 ///
 /// # Errors

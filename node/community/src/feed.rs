@@ -284,10 +284,14 @@ impl Feed {
     }
 }
 
+/// The visitor codes whose host holds a code in force now. (A host's code that runs out
+/// between two roster commits leaves its visitors in gates' caches until the next commit;
+/// the node itself refuses them at once.)
 fn in_force(roster: &Roster, visitor_codes: &HashMap<CredId, HolderId>) -> HashSet<CredId> {
+    let now = menjin_net::clock::now_ms() / 1000;
     visitor_codes
         .iter()
-        .filter(|(_, host)| roster.holder_active(host))
+        .filter(|(_, host)| roster.holder_active(host, now))
         .map(|(id, _)| *id)
         .collect()
 }

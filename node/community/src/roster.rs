@@ -13,6 +13,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
+use menjin_proto::UnixTime;
 use menjin_proto::credential::{CredId, HolderId, HolderKind};
 use menjin_proto::idnum::IdHash;
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord};
@@ -61,8 +62,8 @@ pub struct CredView {
 #[derive(Default)]
 struct View {
     creds: HashMap<CredId, Arc<CredView>>,
-    /// Each cleared person's code in force.
-    active: HashMap<HolderId, CredId>,
+    /// Each cleared person's code in force, and the end of its validity (Unix seconds).
+    active: HashMap<HolderId, (CredId, UnixTime)>,
 }
 
 /// One atomic change to the roster.
@@ -176,10 +177,10 @@ impl Roster {
         if c.visit.is_none() {
             match c.status {
                 CredStatus::Active => {
-                    view.active.insert(c.holder, c.id);
+                    view.active.insert(c.holder, (c.id, valid_until(&c.code)));
                 }
                 _ => {
-                    if view.active.get(&c.holder) == Some(&c.id) {
+                    if view.active.get(&c.holder).map(|a| a.0) == Some(c.id) {
                         view.active.remove(&c.holder);
                     }
                 }
@@ -233,7 +234,7 @@ impl Roster {
         // A person's new details (a photo, a new name) change what the guard sees on codes
         // that are already out.
         for p in &change.persons {
-            if let Some(id) = view.active.get(&p.holder).copied()
+            if let Some(id) = view.active.get(&p.holder).map(|a| a.0)
                 && !creds.contains(&id)
                 && let Ok(Some(c)) = self.cred(&id)
             {
@@ -273,13 +274,15 @@ impl Roster {
             .cloned()
     }
 
-    /// The person holds a code in force (a visitor's consent stands only while its host does).
-    pub fn holder_active(&self, holder: &HolderId) -> bool {
+    /// The person holds a code in force at `now`: active and not expired (a visitor's consent
+    /// stands only while its host's code does).
+    pub fn holder_active(&self, holder: &HolderId, now: UnixTime) -> bool {
         self.view
             .read()
             .expect("roster view lock")
             .active
-            .contains_key(holder)
+            .get(holder)
+            .is_some_and(|(_, until)| *until > now)
     }
 
     /// A person's record, read from sled.
@@ -359,4 +362,10 @@ impl Roster {
             .count() as u64;
         (active, view.creds.len() as u64 - active)
     }
+}
+
+/// The end of a stored code's validity (Unix seconds); 0 for bytes that do not decode (the
+/// node wrote them, so that is corruption: such a code is in force for no one).
+fn valid_until(code: &[u8]) -> UnixTime {
+    menjin_proto::SignedCode::decode(code).map_or(0, |c| u64::from(c.credential.valid_until))
 }

@@ -921,7 +921,7 @@ impl Node {
             .roster
             .person(&host)?
             .ok_or_else(|| not_found(format!("no declared person {host}")))?;
-        if !self.roster.holder_active(&host) {
+        if !self.roster.holder_active(&host, now) {
             return Err(refused(format!(
                 "{} holds no valid code ({}): cannot consent to visitors",
                 h.form.name, h.review.why
@@ -1267,6 +1267,7 @@ impl Node {
             anti_passback: self.config.anti_passback,
         };
         let mut trust = RosterTrust {
+            now: now_ms / 1000,
             roster: &self.roster,
             last_direction: &self.last_direction,
             view: None,
@@ -1354,6 +1355,8 @@ struct RosterTrust<'a> {
     roster: &'a Roster,
     last_direction: &'a Mutex<std::collections::HashMap<HolderId, Direction>>,
     view: Option<Arc<CredView>>,
+    /// The check's time (Unix seconds): a host's code must be in force then.
+    now: UnixTime,
 }
 
 impl check::Trust for RosterTrust<'_> {
@@ -1370,7 +1373,8 @@ impl check::Trust for RosterTrust<'_> {
             // A visitor's consent stands while not withdrawn and while the host holds a code.
             consent: v.kind == HolderKind::Visitor
                 && v.status == CredStatus::Active
-                && v.host.is_some_and(|h| self.roster.holder_active(&h)),
+                && v.host
+                    .is_some_and(|h| self.roster.holder_active(&h, self.now)),
         })
     }
 
@@ -1589,6 +1593,43 @@ mod tests {
         assert_eq!(node.status().residents, 2);
     }
 
+    /// A host whose code has expired consents to nothing: not to a new visitor, and a visitor
+    /// invited before the host's code ran out is no longer let in.
+    #[test]
+    fn a_host_with_an_expired_code_cannot_invite_and_its_visitors_lose_their_consent() {
+        let (_tmp, node) = node();
+        let host = declared(node.console(
+            ConsoleRequest::Declare {
+                form: form("H", "19800101", 1, "101"),
+            },
+            now(),
+        ));
+        let code = SignedCode::from_text(host.code.as_deref().unwrap()).unwrap();
+        let expired = u64::from(code.credential.valid_until) + 1;
+        let invite = |t: UnixTime| {
+            node.console(
+                ConsoleRequest::InviteVisitor {
+                    host: host.holder,
+                    visitor_name: "V".into(),
+                    visitor_phone: "139".into(),
+                    from: t,
+                    until: t + 3600,
+                },
+                t,
+            )
+        };
+        assert!(matches!(invite(now()), Response::Visitor(_)));
+        assert!(node.roster.holder_active(&host.holder, now()));
+        assert!(!node.roster.holder_active(&host.holder, expired));
+        match invite(expired) {
+            Response::Error { kind, message } => {
+                assert_eq!(kind, ErrorKind::Refused, "{message}");
+                assert!(message.contains("no valid code"), "{message}");
+            }
+            other => panic!("an expired host invited a visitor: {other:?}"),
+        }
+    }
+
     #[test]
     fn visitor_consent_falls_with_its_host() {
         let (_tmp, node) = node();
@@ -1614,11 +1655,11 @@ mod tests {
         };
         let view = node.roster.lookup(&v.cred).unwrap();
         assert_eq!(view.host, Some(host.holder));
-        assert!(node.roster.holder_active(&host.holder));
+        assert!(node.roster.holder_active(&host.holder, now()));
         let mut sick = form("H", "19800101", 1, "101");
         sick.symptoms = true;
         declared(node.console(ConsoleRequest::Declare { form: sick }, now()));
-        assert!(!node.roster.holder_active(&host.holder));
+        assert!(!node.roster.holder_active(&host.holder, now()));
         // And a host without a code cannot invite.
         let again = node.console(
             ConsoleRequest::InviteVisitor {
@@ -1671,7 +1712,7 @@ mod tests {
             node.roster.lookup(&b.cred.unwrap()).unwrap().status,
             CredStatus::Active
         );
-        assert!(node.roster.holder_active(&b.holder));
+        assert!(node.roster.holder_active(&b.holder, now()));
     }
 }
 

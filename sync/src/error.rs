@@ -58,6 +58,29 @@ pub enum SyncError {
         /// Automerge's decode error.
         why: String,
     },
+    /// A Bloom filter in the message is inconsistent: entries with no bits per entry (which
+    /// makes Automerge 0.12 divide by zero), no or too many probes, bits that do not match
+    /// what its entry count and bits per entry imply, or more entries than
+    /// [`crate::BLOOM_ENTRIES_MAX`]. Refused whole, before Automerge sees it.
+    #[error("bad bloom filter in the sync message for {doc}: {why}")]
+    Bloom {
+        /// The document the message was for.
+        doc: DocId,
+        /// Which parameter is wrong.
+        why: String,
+    },
+    /// A list in the message is longer than its limit ([`crate::SYNC_HEADS_MAX`],
+    /// [`crate::SYNC_NEEDS_MAX`], [`crate::SYNC_HAVES_MAX`], [`crate::SYNC_CHANGES_MAX`]).
+    /// Refused whole, before Automerge sees it.
+    #[error("sync message for {doc} has {len} {what}: over the limit")]
+    OverLimit {
+        /// The document the message was for.
+        doc: DocId,
+        /// Which list.
+        what: MessageLimit,
+        /// Its length.
+        len: usize,
+    },
     /// Automerge refused the changes after decoding them (a change that does not parse or
     /// apply). Changes applied before the failing one may have been merged; the replica
     /// reports the document as changed through the usual persistence if so.
@@ -68,6 +91,31 @@ pub enum SyncError {
         /// Automerge's error.
         why: String,
     },
+}
+
+/// Which list of a sync message broke its limit ([`SyncError::OverLimit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageLimit {
+    /// `heads`, or a `have`'s `last_sync`.
+    Heads,
+    /// `need`.
+    Needs,
+    /// `have`.
+    Haves,
+    /// Change chunks.
+    Changes,
+}
+
+impl std::fmt::Display for MessageLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MessageLimit::Heads => "heads",
+            MessageLimit::Needs => "needs",
+            MessageLimit::Haves => "haves",
+            MessageLimit::Changes => "change chunks",
+        })
+    }
 }
 
 /// Why [`crate::Replica::connect`] refused a peer.

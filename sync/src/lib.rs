@@ -32,7 +32,10 @@
 //! Nobody accepts anything about a document it does not share with that peer. A frame
 //! that breaks this is refused whole with a typed [`SyncError`] (nothing merged, no state
 //! changed); sync messages without changes (heads, have, need) are fine in both directions,
-//! the protocol needs them. Sync states for a peer whose changes are refused are Automerge
+//! the protocol needs them. Every message, with changes or not, is first checked against
+//! the limits of [`SYNC_HEADS_MAX`] and its siblings and its Bloom filters against what an
+//! honest Automerge writes ([`SyncError::Bloom`]): Automerge 0.12 decodes filters that make
+//! it panic when it builds the reply. Sync states for a peer whose changes are refused are Automerge
 //! "read-only" states, which also tell an honest peer not to send changes at all.
 //!
 //! The peer's role comes from the driver, which authenticates the connection (node
@@ -138,14 +141,19 @@
 
 mod doc_id;
 mod error;
+mod message_check;
 mod policy;
 mod replica;
 mod roster;
 
 pub use automerge;
 pub use doc_id::{DocId, DocIdError, ROSTER_SHARDS_DEFAULT, Role, accepts_changes, holds, shared};
-pub use error::{ConnectError, LoadError, SyncError, WriteError};
+pub use error::{ConnectError, LoadError, MessageLimit, SyncError, WriteError};
 pub use menjin_proto::sync_wire::{SYNC_MESSAGE_LEN_MAX, SyncBody, SyncFrame};
+pub use message_check::{
+    BLOOM_BITS_PER_ENTRY_MAX, BLOOM_ENTRIES_MAX, BLOOM_PROBES_MAX, SYNC_CHANGES_MAX,
+    SYNC_HAVES_MAX, SYNC_HEADS_MAX, SYNC_NEEDS_MAX,
+};
 pub use policy::{
     HealthFlag, Lockdown, NodeEnrolment, POLICY_TEXT_LEN_MAX, PolicyBatch, PolicyView, read_policy,
 };

@@ -16,6 +16,7 @@ use menjin_proto::{CommunityId, UnixTime};
 
 use crate::doc_id::{DocId, ROSTER_SHARDS_DEFAULT, Role, accepts_changes, holds, shared};
 use crate::error::{ConnectError, LoadError, SyncError, WriteError};
+use crate::message_check::check_message;
 use crate::policy::{self, Lockdown, PolicyBatch, PolicyView};
 use crate::roster::{self, CodeStatus, RosterBatch, RosterView};
 
@@ -952,7 +953,9 @@ impl Replica {
     ///
     /// # Errors
     /// [`SyncError`]: the frame is malformed, names a document this pair does not share,
-    /// or carries changes to a document that `peer` may not change (the authority rule).
+    /// carries a list over its limit or an inconsistent Bloom filter (checked before
+    /// Automerge sees the message), or carries changes to a document that `peer` may not
+    /// change (the authority rule).
     /// Nothing is merged and no state changes. [`SyncError::Apply`] is the exception.
     pub fn handle_message(
         &mut self,
@@ -1403,6 +1406,10 @@ fn parse_frame(me: Role, peer: Role, bytes: &[u8]) -> Result<ParsedFrame, SyncEr
                 doc,
                 why: e.to_string(),
             })?;
+            // Automerge decodes messages it cannot process (a Bloom filter with entries and
+            // no bits divides by zero when it builds the reply): every message is checked,
+            // with changes or not.
+            check_message(doc, &msg)?;
             if !msg.changes.is_empty() && !accepts_changes(me, peer, doc) {
                 return Err(SyncError::NotWriter {
                     peer,

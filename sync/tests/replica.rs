@@ -644,3 +644,112 @@ fn writes_outside_ones_authority_are_refused() {
     assert!(node.connect(Role::Node(2), 0).is_err());
     assert!(node.docs().next().is_none() && hub.docs().next().is_none());
 }
+
+/// A sync message with no changes whose one `have` carries `bloom` (Automerge's encoding of
+/// a Bloom filter: LEB128 entries, bits per entry, probes, then the bits).
+fn message_with_bloom(bloom: &[u8]) -> Vec<u8> {
+    Message {
+        heads: vec![],
+        need: vec![],
+        have: vec![automerge::sync::Have {
+            last_sync: vec![],
+            bloom: automerge::sync::BloomFilter::try_from(bloom).unwrap(),
+        }],
+        changes: ChunkList::empty(),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode()
+}
+
+#[test]
+fn a_bloom_filter_without_bits_is_refused_and_the_hub_replies_on() {
+    let (mut node, mut sn, mut hub, mut sh) = synced_pair(20, Config::default());
+    let peer = Role::Node(7);
+    let session = node.session_id(Role::Hub).unwrap();
+    // One entry, zero bits per entry, seven probes: Automerge 0.12 decodes it, takes
+    // `ceil(1 * 0 / 8)` = 0 bytes of bits, and divides by `8 * bits.len()` when it builds
+    // the reply.
+    let crafted = frame(session, "policy", message_with_bloom(&[1, 0, 7]));
+    let heads: Vec<_> = hub.docs().map(|d| (d, hub.heads(d))).collect();
+    let r = hub.handle_message(peer, &crafted, 5);
+    assert!(matches!(r, Err(SyncError::Bloom { .. })), "{r:?}");
+    // Building the reply is where Automerge would panic.
+    while hub.poll_transmit(peer, 5).is_some() {}
+    let after: Vec<_> = hub.docs().map(|d| (d, hub.heads(d))).collect();
+    assert_eq!(heads, after);
+    // And the pair still syncs.
+    node.apply_roster(7, &batch_of(50..52), T0).unwrap();
+    pump(&mut node, &mut sn, &mut hub, &mut sh, 6);
+    assert_same_roster(&hub.roster(7), &node.roster(7));
+}
+
+/// `n` as unsigned LEB128, as Automerge writes a Bloom filter's header.
+fn leb128(mut n: u32, out: &mut Vec<u8>) {
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn bloom(entries: u32, bits_per_entry: u32, probes: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    for n in [entries, bits_per_entry, probes] {
+        leb128(n, &mut b);
+    }
+    let bits = (u64::from(entries) * u64::from(bits_per_entry)).div_ceil(8);
+    b.resize(b.len() + bits as usize, 0xff);
+    b
+}
+
+#[test]
+fn inconsistent_bloom_filters_and_oversized_lists_are_refused_before_automerge() {
+    let (_node, _sn, mut hub, _sh) = synced_pair(10, Config::default());
+    let peer = Role::Node(7);
+    let session = 7 << 32 | 1;
+    let bad_blooms = [
+        bloom(1, 0, 7),
+        bloom(3, 10, 0),
+        bloom(1, 10, menjin_sync::BLOOM_PROBES_MAX + 1),
+        bloom(1, menjin_sync::BLOOM_BITS_PER_ENTRY_MAX + 1, 7),
+        bloom(menjin_sync::BLOOM_ENTRIES_MAX + 1, 1, 7),
+    ];
+    for b in &bad_blooms {
+        let r = hub.handle_message(peer, &frame(session, "policy", message_with_bloom(b)), 5);
+        assert!(matches!(r, Err(SyncError::Bloom { .. })), "{b:?}: {r:?}");
+    }
+    let hash = automerge::ChangeHash([7; 32]);
+    let too_many = |heads: usize, need: usize, haves: usize| {
+        Message {
+            heads: vec![hash; heads],
+            need: vec![hash; need],
+            have: vec![automerge::sync::Have::default(); haves],
+            changes: ChunkList::empty(),
+            flags: None,
+            version: MessageVersion::V1,
+        }
+        .encode()
+    };
+    for msg in [
+        too_many(menjin_sync::SYNC_HEADS_MAX + 1, 0, 1),
+        too_many(0, menjin_sync::SYNC_NEEDS_MAX + 1, 1),
+        too_many(0, 0, menjin_sync::SYNC_HAVES_MAX + 1),
+    ] {
+        let r = hub.handle_message(peer, &frame(session, "policy", msg), 5);
+        assert!(matches!(r, Err(SyncError::OverLimit { .. })), "{r:?}");
+    }
+    // What an honest Automerge writes passes: a filter of its own making.
+    let good = bloom(3, 10, 7);
+    hub.handle_message(
+        peer,
+        &frame(session, "policy", message_with_bloom(&good)),
+        5,
+    )
+    .unwrap();
+    while hub.poll_transmit(peer, 5).is_some() {}
+}

@@ -68,12 +68,26 @@ enum UplinkError {
     NoCursor,
     #[error("link stream: {0}")]
     Store(#[from] StoreError),
+    /// The replica panicked on this peer's frames and ended its session.
+    #[error("link stream: {0}")]
+    Panicked(#[from] menjin_replication::PeerPanicked),
     #[error("link stream: {0}")]
     Log(#[from] LogError),
     #[error("link stream: {0}")]
     Task(#[from] tokio::task::JoinError),
     #[error("link stream: unexpected frame {0:?}")]
     Unexpected(Box<LinkFrame>),
+}
+
+impl From<menjin_replication::LinkStepError> for UplinkError {
+    fn from(e: menjin_replication::LinkStepError) -> UplinkError {
+        use menjin_replication::LinkStepError as E;
+        match e {
+            E::Store(e) => UplinkError::Store(e),
+            E::Frame(e) => UplinkError::Frame(e),
+            E::Panicked(e) => UplinkError::Panicked(e),
+        }
+    }
 }
 
 /// What `node status` shows about the hub link.
@@ -257,7 +271,7 @@ async fn receive_sync(
             total_us = t.elapsed().as_micros() as u64,
             "sync frame from the hub"
         );
-        Ok::<_, StoreError>(())
+        Ok::<_, menjin_replication::LinkStepError>(())
     })
     .await??;
     Ok(())

@@ -118,10 +118,24 @@ enum LinkError {
     Unexpected,
     #[error("link stream: {0}")]
     Store(#[from] menjin_replication::syncstore::StoreError),
+    /// The replica panicked on this peer's frames and ended its session.
+    #[error("link stream: {0}")]
+    Panicked(#[from] menjin_replication::PeerPanicked),
     #[error("link stream: {0}")]
     Log(#[from] HubLogError),
     #[error("link stream: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl From<menjin_replication::LinkStepError> for LinkError {
+    fn from(e: menjin_replication::LinkStepError) -> LinkError {
+        use menjin_replication::LinkStepError as E;
+        match e {
+            E::Store(e) => LinkError::Store(e),
+            E::Frame(e) => LinkError::Frame(e),
+            E::Panicked(e) => LinkError::Panicked(e),
+        }
+    }
 }
 
 /// Owner of sled tree `hub_log`: community (u32 BE) ++ sequence (u64 BE) → [`GateEvent`].

@@ -4,7 +4,12 @@
 //! Architecture invariant: after every replica event the driver drains `poll_persist` into
 //! sled and flushes *before* draining `poll_transmit`, so nothing is sent (and so nothing is
 //! acknowledged to a peer) that is not on disk. Gate checks never read the replica.
+//!
+//! Architecture invariant: a panic inside the replica never poisons its lock. Every call
+//! catches it under the guard (`Replication::run`); one that came from a peer's frames
+//! ends that peer's session and link ([`PeerPanicked`]), the other links go on.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Mutex};
 
 use menjin_proto::record::{CredRecord, CredStatus, PersonRecord};
@@ -26,6 +31,36 @@ pub enum ReplicationError {
     /// The replica refused the change (a document this role does not write, a stale epoch, ...).
     #[error("replica write refused: {0}")]
     Write(#[from] menjin_sync::WriteError),
+}
+
+/// A call into the replica panicked while it processed `peer`'s frame or built frames for
+/// it. The panic was caught with the replica lock still held (the lock is not poisoned),
+/// that peer's session was ended, and its link must close: the peer reconnects to a fresh
+/// session. Every other peer goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("replication with {peer} panicked while {during}: {panic}; its session was ended")]
+pub struct PeerPanicked {
+    /// The peer whose session was ended.
+    pub peer: Role,
+    /// What the replica was doing: `"handling a frame"` or `"building frames"`.
+    pub during: &'static str,
+    /// The panic's message.
+    pub panic: String,
+}
+
+/// Why one step of a link (a frame in, frames out) failed; the link closes. Exhaustive on
+/// purpose: the daemons map each case onto their own link error.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkStepError {
+    /// sled failed or a stored sync record is corrupt.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The connection failed while frames were sent.
+    #[error(transparent)]
+    Frame(#[from] menjin_net::frame::FrameError),
+    /// The replica panicked on this peer's input or output; its session was ended.
+    #[error(transparent)]
+    Panicked(#[from] PeerPanicked),
 }
 
 /// A daemon's replica (node or hub) with its sled store, shared by the links and the code that
@@ -105,21 +140,82 @@ impl Replication {
         self.me
     }
 
-    /// Runs `f` on the replica, then persists what it asked for (flushed) and wakes the
-    /// links.
-    fn with<T>(&self, f: impl FnOnce(&mut Replica) -> T) -> Result<T, StoreError> {
-        let mut r = self.replica.lock().expect("replica lock");
-        let out = f(&mut r);
-        let ops: Vec<_> = std::iter::from_fn(|| r.poll_persist()).collect();
-        self.store.write(ops)?;
+    /// Runs `f` on the replica under its lock and catches a panic in it *before* the guard
+    /// drops, so a panic never poisons the lock and never takes every link down with it.
+    ///
+    /// Why catch under the guard rather than recover a poisoned lock later
+    /// (`PoisonError::into_inner`): a poisoned lock says nothing about what the panic left
+    /// half done, while here we still know whose input or output it was. For a `peer` call,
+    /// the replica's per-peer state for that peer is thrown away ([`Replica::disconnect`]
+    /// keeps only the shared heads, which Automerge sets after a successful merge), which is
+    /// all that Automerge's message building (`&Automerge`, `&mut State`) can have touched;
+    /// the other peers' sessions and the documents are as before. Without a peer (local
+    /// writes, views, timers: our own code, not a peer's bytes) the panic is re-raised after
+    /// the guard was released normally: the caller's task fails, the lock stays usable.
+    fn run<T>(
+        &self,
+        peer: Option<(Role, &'static str)>,
+        f: impl FnOnce(&mut Replica) -> T,
+    ) -> Result<T, PeerPanicked> {
+        let mut r = self
+            .replica
+            .lock()
+            .expect("replica lock: never poisoned, every call catches panics under the guard");
+        let panic = match catch_unwind(AssertUnwindSafe(|| f(&mut r))) {
+            Ok(out) => return Ok(out),
+            Err(panic) => panic,
+        };
+        let Some((peer, during)) = peer else {
+            drop(r);
+            resume_unwind(panic);
+        };
+        let panic = panic_text(panic.as_ref());
+        tracing::error!(%peer, during, panic, "replica panicked on a peer's frames; ending that peer's session");
+        if catch_unwind(AssertUnwindSafe(|| r.disconnect(peer))).is_err() {
+            // Not even the session can be dropped: nothing is known to be coherent any more.
+            drop(r);
+            panic!("replica panicked twice on {peer}'s frames: {panic}");
+        }
         drop(r);
+        self.changed.send_modify(|n| *n += 1);
+        Err(PeerPanicked {
+            peer,
+            during,
+            panic,
+        })
+    }
+
+    /// Runs `f` on the replica (see [`Replication::run`]), then persists what it asked for
+    /// (flushed) and wakes the links.
+    fn with_peer<T>(
+        &self,
+        peer: Option<(Role, &'static str)>,
+        f: impl FnOnce(&mut Replica) -> T,
+    ) -> Result<Result<T, StoreError>, PeerPanicked> {
+        // sled is written under the lock: no other link may send what is not yet on disk.
+        let out = self.run(peer, |r| {
+            let out = f(r);
+            let ops: Vec<_> = std::iter::from_fn(|| r.poll_persist()).collect();
+            self.store.write(ops).map(|()| out)
+        })?;
         self.changed.send_modify(|n| *n += 1);
         Ok(out)
     }
 
+    /// [`Replication::with_peer`] for our own calls, whose panics are re-raised.
+    fn with<T>(&self, f: impl FnOnce(&mut Replica) -> T) -> Result<T, StoreError> {
+        match self.with_peer(None, f) {
+            Ok(out) => out,
+            Err(e) => unreachable!("a call without a peer re-raises its panic: {e}"),
+        }
+    }
+
     /// Reads the replica without writing (views, diagnostics).
     pub fn read<T>(&self, f: impl FnOnce(&Replica) -> T) -> T {
-        f(&self.replica.lock().expect("replica lock"))
+        match self.run(None, |r| f(r)) {
+            Ok(out) => out,
+            Err(e) => unreachable!("a call without a peer re-raises its panic: {e}"),
+        }
     }
 
     /// Mirrors a roster change of this node into its replicated roster.
@@ -196,13 +292,21 @@ impl Replication {
     }
 
     /// Applies a frame from `peer`; returns the documents that changed.
+    ///
+    /// # Errors
+    /// [`LinkStepError::Store`] if sled fails, [`LinkStepError::Panicked`] if the replica
+    /// panicked on the frame (that peer's session is ended; close its link). The inner
+    /// [`SyncError`] is a refused frame: nothing merged, the link goes on.
     pub fn handle(
         &self,
         peer: Role,
         bytes: &[u8],
         now_ms: u64,
-    ) -> Result<Result<Vec<DocId>, SyncError>, StoreError> {
-        self.with(|r| r.handle_message(peer, bytes, now_ms))
+    ) -> Result<Result<Vec<DocId>, SyncError>, LinkStepError> {
+        let out = self.with_peer(Some((peer, "handling a frame")), |r| {
+            r.handle_message(peer, bytes, now_ms)
+        })??;
+        Ok(out)
     }
 
     /// Advances the replica's timers (summaries, stall detection) at `now_ms` (Unix
@@ -221,9 +325,14 @@ impl Replication {
     }
 
     /// Everything the replica has to send `peer` now.
-    pub fn transmit(&self, peer: Role, now_ms: u64) -> Vec<Vec<u8>> {
-        let mut r = self.replica.lock().expect("replica lock");
-        std::iter::from_fn(|| r.poll_transmit(peer, now_ms)).collect()
+    ///
+    /// # Errors
+    /// [`PeerPanicked`] if building a frame panicked (a peer's crafted sync state, say):
+    /// that peer's session is ended; close its link.
+    pub fn transmit(&self, peer: Role, now_ms: u64) -> Result<Vec<Vec<u8>>, PeerPanicked> {
+        self.run(Some((peer, "building frames")), |r| {
+            std::iter::from_fn(|| r.poll_transmit(peer, now_ms)).collect()
+        })
     }
 
     /// Heads of every document this replica holds, for convergence checks.
@@ -280,13 +389,13 @@ pub fn code_entry(c: &CredRecord) -> CodeEntry {
 /// Sends `peer` every frame the replica has for it.
 ///
 /// # Errors
-/// The link's [`FrameError`](menjin_net::frame::FrameError).
+/// [`LinkStepError::Frame`] from the link, [`LinkStepError::Panicked`] from the replica.
 pub async fn send_frames(
     repl: &Replication,
     peer: Role,
     send: &mut quinn::SendStream,
-) -> Result<(), menjin_net::frame::FrameError> {
-    for frame in repl.transmit(peer, menjin_net::clock::now_ms()) {
+) -> Result<(), LinkStepError> {
+    for frame in repl.transmit(peer, menjin_net::clock::now_ms())? {
         menjin_net::frame::write_frame(send, &menjin_proto::link::LinkFrame::Sync(frame)).await?;
     }
     Ok(())
@@ -306,17 +415,138 @@ pub async fn next_timer(repl: &Replication) {
 /// Applies a replication frame from `peer`, logging (not merging) refused ones.
 ///
 /// # Errors
-/// Only storage failures; a refused frame is logged and the link goes on.
+/// Storage failures and a replica that panicked on the frame ([`LinkStepError`]: close the
+/// link); a refused frame is logged and the link goes on.
 pub fn receive_frame(
     repl: &Replication,
     peer: Role,
     bytes: &[u8],
-) -> Result<Vec<DocId>, StoreError> {
+) -> Result<Vec<DocId>, LinkStepError> {
     match repl.handle(peer, bytes, menjin_net::clock::now_ms())? {
         Ok(docs) => Ok(docs),
         Err(e) => {
             tracing::warn!(%peer, error = %e, "replication frame refused; nothing merged");
             Ok(Vec::new())
         }
+    }
+}
+
+/// The message of a caught panic (`panic!` with a literal or with formatting).
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use menjin_sync::automerge::sync::{BloomFilter, ChunkList, Have, Message, MessageVersion};
+    use menjin_sync::{SyncBody, SyncFrame};
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    /// A hub's real driver over a temporary sled, and two nodes' sans-IO replicas, linked.
+    fn district() -> (Arc<Replication>, Vec<Replica>) {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let hub = Replication::open(&db, Role::Hub).unwrap();
+        let mut nodes = Vec::new();
+        for community in [7, 8] {
+            let mut node = Replica::new(Role::Node(community), 1, Config::default());
+            node.connect(Role::Hub, NOW).unwrap();
+            hub.connect(Role::Node(community), NOW).unwrap();
+            nodes.push(node);
+        }
+        pump(&hub, &mut nodes);
+        (hub, nodes)
+    }
+
+    /// Moves frames both ways until neither side has any; panics in the hub fail the test.
+    fn pump(hub: &Replication, nodes: &mut [Replica]) {
+        for _ in 0..50 {
+            let mut moved = false;
+            for node in nodes.iter_mut() {
+                let peer = node.me();
+                for f in hub.transmit(peer, NOW).unwrap() {
+                    node.handle_message(Role::Hub, &f, NOW).unwrap();
+                    moved = true;
+                }
+                while let Some(f) = node.poll_transmit(Role::Hub, NOW) {
+                    hub.handle(peer, &f, NOW).unwrap().unwrap();
+                    moved = true;
+                }
+                while node.poll_persist().is_some() {}
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("no quiescence after 50 rounds");
+    }
+
+    fn lockdown_reaches(hub: &Replication, nodes: &mut [Replica], community: u32) -> bool {
+        hub.set_lockdown(community, true, "drill", "ops", NOW / 1000)
+            .unwrap();
+        pump(hub, nodes);
+        let node = nodes.iter().find(|n| n.me() == Role::Node(community));
+        node.unwrap().policy().lockdowns[&community].locked
+    }
+
+    #[test]
+    fn a_crafted_bloom_filter_is_refused_and_the_hub_replicates_on() {
+        let (hub, mut nodes) = district();
+        // One entry, zero bits per entry: Automerge 0.12 divides by zero building the reply.
+        let msg = Message {
+            heads: vec![],
+            need: vec![],
+            have: vec![Have {
+                last_sync: vec![],
+                bloom: BloomFilter::try_from(&[1u8, 0, 7][..]).unwrap(),
+            }],
+            changes: ChunkList::empty(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        let frame = SyncFrame {
+            session: nodes[0].session_id(Role::Hub).unwrap(),
+            body: SyncBody::Doc {
+                doc: "policy".into(),
+                msg: msg.encode(),
+            },
+        }
+        .encode();
+        let r = receive_frame(&hub, Role::Node(7), &frame).unwrap();
+        assert!(r.is_empty());
+        assert!(hub.transmit(Role::Node(7), NOW).is_ok());
+        assert!(lockdown_reaches(&hub, &mut nodes, 8));
+        assert!(lockdown_reaches(&hub, &mut nodes, 7));
+    }
+
+    #[test]
+    fn a_panic_on_one_peers_frames_ends_only_that_peers_session() {
+        let (hub, mut nodes) = district();
+        let peer = Role::Node(7);
+        let r = hub.run(Some((peer, "handling a frame")), |_| -> () {
+            panic!("automerge blew up")
+        });
+        let e = r.unwrap_err();
+        assert_eq!(e.peer, peer);
+        assert!(e.panic.contains("automerge blew up"), "{e}");
+        // Not poisoned: the other node's session is intact and replicates.
+        assert!(!hub.read(|r| r.is_connected(peer)));
+        assert!(hub.read(|r| r.is_connected(Role::Node(8))));
+        assert!(lockdown_reaches(&hub, &mut nodes[1..], 8));
+        // Our own code's panics reach the caller, and still leave the lock usable.
+        let own = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            hub.read(|_| -> () { panic!("a view blew up") })
+        }));
+        assert!(own.is_err());
+        // The failed peer reconnects to a fresh session and replicates again.
+        hub.connect(peer, NOW).unwrap();
+        nodes[0].connect(Role::Hub, NOW).unwrap();
+        assert!(lockdown_reaches(&hub, &mut nodes, 7));
     }
 }

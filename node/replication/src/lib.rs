@@ -11,7 +11,7 @@ pub mod driver;
 pub mod syncstore;
 
 pub use driver::{
-    PolicyLoaded, Replication, ReplicationError, code_entry, next_timer, receive_frame,
-    roster_entry, send_frames,
+    LinkStepError, PeerPanicked, PolicyLoaded, Replication, ReplicationError, code_entry,
+    next_timer, receive_frame, roster_entry, send_frames,
 };
 pub use syncstore::{StoreError, SyncStore};

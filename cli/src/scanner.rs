@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn control_characters_and_overrides_are_replaced() {
         assert_eq!(printable("36.6 MJ:ABC 王芳"), "36.6 MJ:ABC 王芳");
-        assert_eq!(printable("\x1b[2Jx\x07\u{9b}\u{202e}y\n"), "?[2Jx????y?");
+        assert_eq!(printable("\x1b[2Jx\x07\u{9b}\u{202e}y\n"), "?[2Jx???y?");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod exit;
 mod form;
 mod json;
 mod output;
+mod scanner;
 mod web;
 
 use std::process::ExitCode;

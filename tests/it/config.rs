@@ -158,7 +158,7 @@ fn gate_refuses_unknown_key_and_bad_values_with_file_and_line() {
     let cfg = d.gate.join("gate.toml");
     let original = std::fs::read_to_string(&cfg).expect("gate.toml");
     for (key, line, want) in [
-        ("", "scanner = \"/dev/ttyUSB0\"", "unknown field `scanner`"),
+        ("", "scaner = \"/dev/ttyUSB0\"", "unknown field `scaner`"),
         (
             "direction",
             "direction = \"sideways\"",
@@ -180,6 +180,11 @@ fn gate_refuses_unknown_key_and_bad_values_with_file_and_line() {
         let n = edit(&cfg, key, line);
         refused_at_start(&d, "gate", &d.gate, "gate.toml", n, want);
     }
+    // A table: the refused value is on the line after its header.
+    std::fs::write(&cfg, &original).expect("restore gate.toml");
+    let n = edit(&cfg, "", "[scanner]\nspool = \"scans\"");
+    let want = "spool: must be an absolute directory path";
+    refused_at_start(&d, "gate", &d.gate, "gate.toml", n + 1, want);
 }
 
 fn example(name: &str) -> PathBuf {

@@ -29,8 +29,9 @@ use crate::json::gate::{
     DecisionLine, DiscoverReport, NoticeLine, ProblemLine, VehicleLine, print_line,
 };
 use crate::output;
+use crate::scanner::{Spool, printable};
 
-/// Code texts start with this; anything else on a line is the path of an image.
+/// Code texts start with this; anything else on a line names an image in the spool.
 const CODE_PREFIX: &str = "MJ:";
 /// A scanner line longer than this is not a code (the longest code text is 207 characters).
 const LINE_LEN_MAX: usize = 1024;
@@ -199,6 +200,8 @@ async fn check(
 struct Gate {
     agent: GateAgent,
     json: bool,
+    /// Where the scanner's images are (`[scanner] spool`); none: only code texts.
+    spool: Option<Spool>,
 }
 
 impl Gate {
@@ -236,7 +239,9 @@ impl Gate {
         }
     }
 
+    /// `why` often quotes the scan: printed through [`printable`], like every echo of input.
     fn problem(&self, line: usize, why: &str) {
+        let why = printable(why);
         if self.json {
             print_line(&ProblemLine {
                 error: why.to_string(),
@@ -332,24 +337,38 @@ impl Gate {
             } => format!("!! LOCKDOWN (epoch {epoch}): {reason}"),
             Notice::Lockdown { epoch, .. } => format!("-- lockdown lifted (epoch {epoch})"),
         };
-        println!("{text}");
+        println!("{}", printable(&text));
+    }
+
+    /// Splits `36.6 MJ:...` into the temperature and the code; a second field that is not a
+    /// code text names a PNG image of the code in the spool (`36.6 0001.png`, or its full
+    /// path), read off the event loop; without a spool it is refused, never opened.
+    async fn person(&self, line: &str) -> Result<(i16, String), String> {
+        let (t, code) = split_person(line)?;
+        if code.starts_with(CODE_PREFIX) {
+            return Ok((t, code.to_string()));
+        }
+        let Some(spool) = &self.spool else {
+            return Err(format!(
+                "not a code ({CODE_PREFIX}...) and no [scanner] spool is configured: {}",
+                printable(code)
+            ));
+        };
+        let text = spool
+            .read_code(code)
+            .await
+            .map_err(|e| format!("not a code ({CODE_PREFIX}...) nor a readable code image: {e}"))?;
+        Ok((t, text))
     }
 }
 
-/// Splits `36.6 MJ:...` into the temperature and the code; a second field that is not a code
-/// text is the path of a PNG image of the code (`36.6 /var/spool/scans/0001.png`).
-fn person(line: &str) -> Result<(i16, String), String> {
+/// `36.6 <scan>`: the temperature and the scanned field, trimmed.
+fn split_person(line: &str) -> Result<(i16, &str), String> {
     let (t, code) = line
         .split_once(' ')
         .ok_or("expected: <temperature> <code>, e.g. 36.6 MJ:... or 36.6 scan.png")?;
     let t = parse_temperature(t).map_err(|e| e.to_string())?;
-    let code = code.trim();
-    if code.starts_with(CODE_PREFIX) {
-        return Ok((t, code.to_string()));
-    }
-    let text = menjin_render::qrimage::decode_file(std::path::Path::new(code))
-        .map_err(|e| format!("not a code ({CODE_PREFIX}...) nor a readable code image: {e}"))?;
-    Ok((t, text))
+    Ok((t, code.trim()))
 }
 
 /// `gate run`: decisions for the lines of a scanner until standard input ends.
@@ -357,8 +376,10 @@ async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
     let cfg = dir.read_config()?;
     let key = ed25519_dalek::SigningKey::from_bytes(&read_secret(&dir.key())?);
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
+    let spool = cfg.scanner.spool.as_deref().map(Spool::open).transpose();
+    let spool = spool.map_err(|why| anyhow::anyhow!("{}: {why}", dir.config().display()))?;
     let (agent, mut notices) = GateAgent::start(cfg, key, root, &dir.cache())?;
-    let mut gate = Gate { agent, json };
+    let mut gate = Gate { agent, json, spool };
     gate.agent
         .wait_online(std::time::Duration::from_millis(START_WAIT_MS))
         .await;
@@ -389,8 +410,14 @@ async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
         }
         if let Some(plate) = line.strip_prefix("CAR ") {
             let plate = plate.trim();
-            if plate.is_empty() || plate.len() > menjin_proto::wire::PLATE_LEN_MAX {
-                gate.problem(n, "CAR needs a plate of 1 to 16 bytes");
+            let bad = plate.is_empty()
+                || plate.len() > menjin_proto::wire::PLATE_LEN_MAX
+                || printable(plate) != plate;
+            if bad {
+                gate.problem(
+                    n,
+                    "CAR needs a plate of 1 to 16 bytes, no control characters",
+                );
             } else {
                 vehicle = Some((plate.to_string(), Vec::new()));
             }
@@ -403,7 +430,7 @@ async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
             }
             continue;
         }
-        let (t, code) = match person(line) {
+        let (t, code) = match gate.person(line).await {
             Ok(p) => p,
             Err(why) => {
                 gate.problem(n, &why);
@@ -513,26 +540,12 @@ mod tests {
     #[test]
     fn person_lines_parse_and_garbage_is_explained() {
         assert_eq!(
-            person("36.6 MJ:ABC DEF").unwrap(),
-            (366, "MJ:ABC DEF".to_string())
+            split_person("36.6 MJ:ABC DEF").unwrap(),
+            (366, "MJ:ABC DEF")
         );
-        assert!(person("MJ:ABC").is_err());
-        assert!(person("hot MJ:ABC").is_err());
-        assert!(person("25 MJ:ABC").is_err());
-        let why = person("36.6 /nonexistent/scan.png").unwrap_err();
-        assert!(why.contains("/nonexistent/scan.png"), "{why}");
-    }
-
-    #[test]
-    fn image_path_is_read_as_its_code() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("scan.png");
-        let code = "MJ:6BFA%O8P29*5ZB3I9PXY4";
-        std::fs::write(&path, menjin_render::qr::qr_png(code, 3).unwrap()).unwrap();
-        let line = format!("36.6 {}", path.display());
-        assert_eq!(person(&line).unwrap(), (366, code.to_string()));
-        std::fs::write(&path, b"not a png").unwrap();
-        let why = person(&line).unwrap_err();
-        assert!(why.contains("not a readable PNG"), "{why}");
+        assert_eq!(split_person("36.6  scan.png ").unwrap(), (366, "scan.png"));
+        assert!(split_person("MJ:ABC").is_err());
+        assert!(split_person("hot MJ:ABC").is_err());
+        assert!(split_person("25 MJ:ABC").is_err());
     }
 }

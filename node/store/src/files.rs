@@ -500,7 +500,30 @@ pub struct GateConfig {
     /// Finding the node by mDNS (`[discovery]`); off unless configured.
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    /// What the scanner may hand the gate besides code texts (`[scanner]`).
+    #[serde(default, skip_serializing_if = "ScannerConfig::is_unset")]
+    pub scanner: ScannerConfig,
 }
+
+/// `[scanner]` in `gate.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerConfig {
+    /// The directory a picture-taking scanner saves its PNG images in: a scan that is not a
+    /// code text names a file here, and nothing elsewhere is ever opened. Without it, such a
+    /// scan is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool: Option<PathBuf>,
+}
+
+impl ScannerConfig {
+    fn is_unset(&self) -> bool {
+        *self == ScannerConfig::default()
+    }
+}
+
+/// A spool path longer than this is a configuration mistake (Linux's PATH_MAX is 4096).
+const SPOOL_PATH_LEN_MAX: usize = 1024;
 
 fn default_stale_after_s() -> u64 {
     60
@@ -660,7 +683,8 @@ impl GateDir {
     ///
     /// # Errors
     /// [`FileError::Config`] pointing at the refused value, [`FileError::Interfaces`],
-    /// [`FileError::Invalid`] for `discovery.browse_ms`, or the IO error.
+    /// [`FileError::Invalid`] for `discovery.browse_ms`, [`FileError::Config`] for a
+    /// `scanner.spool` that is not an absolute path, or the IO error.
     pub fn read_config(&self) -> Result<GateConfig, FileError> {
         let path = self.config();
         let (cfg, text): (GateConfig, _) = read_toml(&path)?;
@@ -699,6 +723,19 @@ impl GateDir {
                     BROWSE_MS_MIN, BROWSE_MS_MAX
                 ),
             ));
+        }
+        if let Some(spool) = &cfg.scanner.spool {
+            let ok = spool.is_absolute()
+                && spool.as_os_str().len() <= SPOOL_PATH_LEN_MAX
+                && spool
+                    .to_str()
+                    .is_some_and(|s| !s.chars().any(char::is_control));
+            if !ok {
+                let why = format!(
+                    "must be an absolute directory path of at most {SPOOL_PATH_LEN_MAX} bytes, without control characters"
+                );
+                return Err(refuse_key(&path, &text, "spool", &why));
+            }
         }
         Ok(cfg)
     }

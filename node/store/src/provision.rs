@@ -262,6 +262,7 @@ pub fn create_gate(
         buffer_capacity: 100_000,
         anti_passback: false,
         discovery: DiscoveryConfig::default(),
+        scanner: crate::files::ScannerConfig::default(),
     })?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()

@@ -4,12 +4,10 @@
 use std::time::Duration;
 
 use menjin_community::Node;
-use menjin_community::testing::{COMMUNITY, district, gate_event, node_in};
-use menjin_hub::Hub;
+use menjin_community::testing::{COMMUNITY, gate_event};
+use menjin_harness::LocalDistrict;
 use menjin_proto::link::{LINK_FRAME_LEN_MAX, LOG_BATCH_MAX};
 use menjin_proto::wire::{HubRequest, Response};
-use menjin_store::files::NodeDir;
-use menjin_store::provision::create_hub;
 
 /// A functional bound, never a timing.
 const STEP_TIMEOUT_MS: u64 = 60_000;
@@ -26,21 +24,12 @@ async fn heavy_events_in_a_nodes_log_all_reach_the_hub() {
         HEAVY_EVENTS as usize <= LOG_BATCH_MAX,
         "one count-sized batch"
     );
-    let tmp = tempfile::tempdir().unwrap();
-    let district = district(tmp.path());
-    let hub_dir = NodeDir(tmp.path().join("hub"));
-    create_hub(&district, &hub_dir, "hub", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let hub = Hub::open(&hub_dir).unwrap();
-    let server = hub.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let hub_addr = server.local_addr().unwrap();
-    let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-    let hub_task = tokio::spawn(server.run(async move {
-        let _ = hub_stopped.await;
-    }));
-    let dir = node_in(&district, tmp.path());
+    let d = LocalDistrict::new().unwrap();
+    let hub = d.start_hub("hub").unwrap();
+    let dir = d.create_node(COMMUNITY, "seven").unwrap();
     let cert = std::fs::read(dir.cert()).unwrap();
     assert!(matches!(
-        hub.console(HubRequest::EnrolNode { cert }),
+        hub.hub.console(HubRequest::EnrolNode { cert }),
         Response::Done(_)
     ));
     let node = Node::open(&dir).unwrap();
@@ -52,12 +41,13 @@ async fn heavy_events_in_a_nodes_log_all_reach_the_hub() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let uplink = tokio::spawn(menjin_community::uplink::run_uplink(
         node.clone(),
-        hub_addr,
+        hub.addr,
         stopped,
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(STEP_TIMEOUT_MS);
     loop {
         let at_hub = hub
+            .hub
             .status()
             .communities
             .iter()
@@ -74,6 +64,5 @@ async fn heavy_events_in_a_nodes_log_all_reach_the_hub() {
     }
     stop.send(true).unwrap();
     uplink.await.unwrap();
-    stop_hub.send(()).unwrap();
-    hub_task.await.unwrap();
+    hub.stop().await;
 }

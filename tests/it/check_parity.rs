@@ -13,8 +13,7 @@ use menjin_community::Node;
 use menjin_gate::{Decision, GateAgent, GateError};
 use menjin_net::clock::now_ms;
 use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind, encode_text};
-use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
-use menjin_proto::idnum::{DocumentType, complete_resident_id};
+use menjin_proto::declaration::{Declaration, PersonType, Tenure};
 use menjin_proto::rule::Reason;
 use menjin_proto::wire::{CheckAnswer, CheckRequest, ConsoleRequest, Direction, Receipt, Response};
 use menjin_proto::{KeyId, SignedCode, UnixTime};
@@ -80,27 +79,8 @@ impl Case {
 
 /// A declaration that is cleared at once (the demo's form); `serial` keeps ID numbers apart.
 fn person(name: &str, serial: u32, building: &str, door: &str) -> Declaration {
-    let male = serial % 2 == 1;
-    let id = complete_resident_id(&format!("440304198203{:02}{serial:03}", 1 + serial % 28))
-        .expect("17 digits");
-    Declaration {
-        name: name.into(),
-        gender: if male { Gender::Male } else { Gender::Female },
-        document_type: DocumentType::ResidentId,
-        document_number: id,
-        birth_date: None,
-        nationality: "CN".into(),
-        phone: format!("1380013{serial:04}"),
-        person_type: PersonType::Owner,
-        quarantine: Quarantine::None,
-        building: building.into(),
-        door: door.into(),
-        tenure: Tenure::Owned,
-        travel_high_risk: false,
-        contact_with_case: false,
-        symptoms: false,
-        underlying_conditions: String::new(),
-    }
+    let birth = format!("198203{:02}", 1 + serial % 28);
+    menjin_harness::person(name, serial % 2 == 1, &birth, serial, building, door)
 }
 
 /// A node serving on loopback, and two gate agents fed by it (one lane in, one out).

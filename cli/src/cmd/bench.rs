@@ -14,7 +14,7 @@ use menjin_proto::wire::{ConsoleRequest, Direction, Response};
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::cmd::demo::person;
+use menjin_harness::person;
 use menjin_harness::{LocalDistrict, LocalGate};
 
 const COMMUNITY: u32 = 440_304_009;

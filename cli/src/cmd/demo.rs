@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use menjin_proto::KeyId;
 use menjin_proto::credential::{CredId, Credential, HolderId, HolderKind};
-use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
-use menjin_proto::idnum::{DocumentType, complete_resident_id};
+use menjin_proto::declaration::{PersonType, Tenure};
 use menjin_proto::wire::{
     CheckAnswer, ConsoleRequest, Direction, HubRequest, Receipt, Response, VisitorReceipt,
 };
@@ -16,7 +15,7 @@ use menjin_render::qr as render;
 use menjin_store::files::{NodeDir, read_signing_key};
 
 use crate::form::now_secs;
-use menjin_harness::{LocalDistrict, LocalGate, LocalHub, LocalNode};
+use menjin_harness::{LocalDistrict, LocalGate, LocalHub, LocalNode, person};
 
 const COMMUNITY: u32 = 440_304_001;
 const OTHER_COMMUNITY: u32 = 440_304_002;
@@ -24,38 +23,6 @@ const THIRD_COMMUNITY: u32 = 440_304_003;
 /// How long the demo waits for the hub to hold every node's events.
 const CONVERGE_SECS: u64 = 15;
 const NORMAL_DC: i16 = 364;
-
-/// A resident of the demo roster.
-pub fn person(
-    name: &str,
-    male: bool,
-    birth: &str,
-    serial: u32,
-    building: &str,
-    door: &str,
-) -> Declaration {
-    // Region 440304 (Futian, Shenzhen); the 17th digit is odd for men.
-    let serial = serial % 500 * 2 + u32::from(male);
-    let id = complete_resident_id(&format!("440304{birth}{serial:03}")).expect("17 digits");
-    Declaration {
-        name: name.to_string(),
-        gender: if male { Gender::Male } else { Gender::Female },
-        document_type: DocumentType::ResidentId,
-        document_number: id,
-        birth_date: None,
-        nationality: "CN".into(),
-        phone: format!("1380013{serial:04}"),
-        person_type: PersonType::Owner,
-        quarantine: Quarantine::None,
-        building: building.into(),
-        door: door.into(),
-        tenure: Tenure::Owned,
-        travel_high_risk: false,
-        contact_with_case: false,
-        symptoms: false,
-        underlying_conditions: String::new(),
-    }
-}
 
 #[derive(Default)]
 struct Tally {

@@ -19,6 +19,8 @@ use menjin_net::client::NodeClient;
 use menjin_net::clock::now_ms;
 use menjin_proto::CommunityId;
 use menjin_proto::cert::HUB_COMMUNITY;
+use menjin_proto::declaration::{Declaration, Gender, PersonType, Quarantine, Tenure};
+use menjin_proto::idnum::{DocumentType, complete_resident_id};
 use menjin_proto::wire::{
     CheckAnswer, CheckRequest, ConsoleRequest, Direction, GateRequest, HubRequest, Response,
 };
@@ -361,5 +363,41 @@ impl LocalGate {
             Response::Check(a) => Ok(a),
             other => bail!("gate {}: unexpected answer {other:?}", self.id),
         }
+    }
+}
+
+/// A resident of the demo roster, cleared at once: region 440304, `serial` keeps ID numbers
+/// apart (the 17th digit is odd for men).
+///
+/// # Panics
+/// Never for a `birth` of 8 digits (`YYYYMMDD`).
+pub fn person(
+    name: &str,
+    male: bool,
+    birth: &str,
+    serial: u32,
+    building: &str,
+    door: &str,
+) -> Declaration {
+    // Region 440304 (Futian, Shenzhen); the 17th digit is odd for men.
+    let serial = serial % 500 * 2 + u32::from(male);
+    let id = complete_resident_id(&format!("440304{birth}{serial:03}")).expect("17 digits");
+    Declaration {
+        name: name.to_string(),
+        gender: if male { Gender::Male } else { Gender::Female },
+        document_type: DocumentType::ResidentId,
+        document_number: id,
+        birth_date: None,
+        nationality: "CN".into(),
+        phone: format!("1380013{serial:04}"),
+        person_type: PersonType::Owner,
+        quarantine: Quarantine::None,
+        building: building.into(),
+        door: door.into(),
+        tenure: Tenure::Owned,
+        travel_high_risk: false,
+        contact_with_case: false,
+        symptoms: false,
+        underlying_conditions: String::new(),
     }
 }

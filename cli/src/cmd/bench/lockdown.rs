@@ -211,7 +211,7 @@ impl Community {
         let console = node.console().await?;
         let mut residents = Vec::new();
         for r in 0..rounds {
-            let form = crate::cmd::demo::person(
+            let form = menjin_harness::person(
                 "住户",
                 r % 2 == 0,
                 "19800101",

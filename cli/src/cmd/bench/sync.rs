@@ -45,7 +45,7 @@ use menjin_proto::wire::{
 };
 use tokio::sync::{oneshot, watch};
 
-use crate::cmd::demo::person;
+use menjin_harness::person;
 use menjin_harness::{LocalDistrict, LocalHub};
 
 const COMMUNITY: u32 = 440_304_010;

@@ -14,7 +14,8 @@
 //! - `operations`: the runbook's key rotation and backup/restore.
 //! - `hub`: gate logs reach the district hub exactly once, through outages.
 //! - `discovery`: gates find their node by mDNS inside network namespaces the test creates.
-//! - `web`: the resident pages in headless Chromium through the system chromedriver.
+//! - `web`: the pages in headless Chromium through the system chromedriver (`web/mod.rs` the
+//!   harness, one file per group of pages).
 //! - `architecture`: the walls between the crates, from `cargo metadata`.
 
 // The 100-line limit on functions holds outside tests (STYLE.md); a test reads top to

@@ -38,6 +38,19 @@ impl Date {
         Date { year, month, day }
     }
 
+    /// The Unix time of this date's midnight (UTC); `None` before 1970.
+    pub fn to_unix(self) -> Option<UnixTime> {
+        // Howard Hinnant's days_from_civil.
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days).ok().map(|d| d * 86_400)
+    }
+
     /// Whole years from `self` (a birth date) to `today`.
     pub fn age_on(self, today: Date) -> i32 {
         let mut age = today.year - self.year;
@@ -81,6 +94,21 @@ fn days_in_month(year: i32, month: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dates_go_back_to_unix_times() {
+        assert_eq!(Date::new(1970, 1, 1).unwrap().to_unix(), Some(0));
+        assert_eq!(Date::new(1969, 12, 31).unwrap().to_unix(), None);
+        // Every day over a few leap years and a century rule, both ways.
+        for day in (0..60_000u64).step_by(7) {
+            let d = Date::from_unix(day * 86_400 + 3_600);
+            assert_eq!(d.to_unix(), Some(day * 86_400), "{d}");
+        }
+        assert_eq!(
+            Date::new(2026, 12, 1).unwrap().to_unix(),
+            Some(1_796_083_200)
+        );
+    }
 
     #[test]
     fn unix_dates_match_known_days() {

@@ -64,6 +64,8 @@ struct View {
     creds: HashMap<CredId, Arc<CredView>>,
     /// Each cleared person's code in force, and the end of its validity (Unix seconds).
     active: HashMap<HolderId, (CredId, UnixTime)>,
+    /// Each host's visitor codes, whatever their state (a home's list of invitations).
+    visits: HashMap<HolderId, Vec<CredId>>,
 }
 
 /// One atomic change to the roster.
@@ -174,6 +176,12 @@ impl Roster {
                 (display, None)
             }
         };
+        if let Some(host) = host {
+            let ids = view.visits.entry(host).or_default();
+            if !ids.contains(&c.id) {
+                ids.push(c.id);
+            }
+        }
         if c.visit.is_none() {
             match c.status {
                 CredStatus::Active => {
@@ -283,6 +291,18 @@ impl Roster {
             .active
             .get(holder)
             .is_some_and(|(_, until)| *until > now)
+    }
+
+    /// The visitor codes `host` consented to, whatever their state, from the view (the
+    /// resident pages' list of a home's invitations; no sled read).
+    pub fn visits_of(&self, host: &HolderId) -> Vec<(CredId, Arc<CredView>)> {
+        let view = self.view.read().expect("roster view lock");
+        view.visits
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| view.creds.get(id).map(|c| (*id, c.clone())))
+            .collect()
     }
 
     /// A person's record, read from sled.

@@ -36,7 +36,10 @@ use menjin_sync::{Lockdown, Role, RosterBatch};
 
 mod household;
 mod import;
-pub use household::{CodeState, Member};
+pub use household::{
+    CodeState, HomeRefusal, INVITATIONS_ACTIVE_MAX, INVITATIONS_SHOWN_MAX, Invitation,
+    InvitationState, Member,
+};
 pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).

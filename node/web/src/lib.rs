@@ -15,6 +15,7 @@ mod i18n;
 mod limit;
 mod security;
 mod session;
+mod upload;
 mod views;
 
 use std::future::Future;
@@ -27,7 +28,7 @@ use menjin_community::Node;
 
 /// A request that takes longer than this is stuck (a declaration is one sled flush).
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// Forms are a few hundred bytes; a photo upload (not built yet) would be up to 1 MB.
+/// Forms are a few hundred bytes: every route but a photo upload reads at most this.
 const BODY_LEN_MAX: usize = 64 * 1024;
 
 /// What every handler shares.
@@ -53,7 +54,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(assets::routes())
         .layer(axum::middleware::from_fn(security::cross_site))
         .layer(axum::middleware::from_fn(security::headers))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LEN_MAX))
+        // Extractors read at most BODY_LEN_MAX, photo uploads (`upload::limit`) more; no
+        // request, whatever reads it, carries more than an upload may.
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LEN_MAX))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            upload::UPLOAD_LEN_MAX,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(REQUEST_TIMEOUT_MS),

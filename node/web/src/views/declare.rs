@@ -2,7 +2,8 @@
 //! is checked here field by field first (choices, control characters) and then with
 //! `Declaration::check`, the console's own validation, so each error is shown beside its
 //! field; only a form that passes is sent to the node, which checks it again and stores it.
-//! The home is the session's, whatever the form says.
+//! The home is the session's, whatever the form says. The same form declares a dependent
+//! of the home by proxy (`views::dependent`): then it also asks who declares (`by`).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -30,6 +31,8 @@ use crate::security::token_matches;
 #[serde(default)]
 pub(crate) struct DeclareForm {
     pub(crate) csrf: String,
+    /// The declaring member (a dependent's form only): a holder id.
+    pub(crate) by: String,
     pub(crate) name: String,
     pub(crate) gender: String,
     pub(crate) document_type: String,
@@ -51,7 +54,7 @@ pub(crate) struct DeclareForm {
 pub(crate) struct Errors(Vec<(&'static str, &'static str)>);
 
 impl Errors {
-    fn add(&mut self, field: &'static str, message: &'static str) {
+    pub(crate) fn add(&mut self, field: &'static str, message: &'static str) {
         if self.get(field).is_none() {
             self.0.push((field, message));
         }
@@ -81,6 +84,20 @@ pub(crate) struct DeclarePage {
     pub(crate) refusal: String,
     pub(crate) building: String,
     pub(crate) door: String,
+    /// Where the form posts, and its words.
+    pub(crate) action: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) help: &'static str,
+    /// A dependent's form: the members who may declare for them (holder id, name).
+    pub(crate) proxies: Vec<(String, String)>,
+}
+
+/// Which declaration the form is.
+pub(crate) enum Kind {
+    /// The person declares themself (or another adult of the home types it for them).
+    Own,
+    /// A dependent declared by one of these members (holder id, name): the proxy rule.
+    Dependent(Vec<(String, String)>),
 }
 
 #[derive(Template, WebTemplate)]
@@ -113,7 +130,12 @@ fn choice<T: Copy>(
 }
 
 /// The form as a declaration for `home`, or the errors to show beside each field.
-fn parse(f: &DeclareForm, home: &Household, t: &Text, today: Date) -> Result<Declaration, Errors> {
+pub(crate) fn parse(
+    f: &DeclareForm,
+    home: &Household,
+    t: &Text,
+    today: Date,
+) -> Result<Declaration, Errors> {
     let mut errors = Errors::default();
     let texts: [(&'static str, &str); 6] = [
         ("name", &f.name),
@@ -235,12 +257,7 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
         Ok(o) => o,
         Err(resp) => return resp,
     };
-    let f = DeclareForm {
-        nationality: "CN".into(),
-        document_type: "resident_id".into(),
-        quarantine: "none".into(),
-        ..DeclareForm::default()
-    };
+    let f = blank();
     form_page(
         lang(&headers).text(),
         o.session.csrf,
@@ -248,24 +265,48 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
         f,
         Errors::default(),
         String::new(),
+        Kind::Own,
     )
     .into_response()
 }
 
-fn form_page(
+/// A new form's defaults.
+pub(crate) fn blank() -> DeclareForm {
+    DeclareForm {
+        nationality: "CN".into(),
+        document_type: "resident_id".into(),
+        quarantine: "none".into(),
+        ..DeclareForm::default()
+    }
+}
+
+pub(crate) fn form_page(
     t: &'static Text,
     csrf: String,
     home: &Household,
     f: DeclareForm,
     errors: Errors,
     refusal: String,
+    kind: Kind,
 ) -> DeclarePage {
+    let (back, action, title, help, proxies) = match kind {
+        Kind::Own => (
+            "/declare",
+            "/declare",
+            t.declare_title,
+            t.declare_help,
+            vec![],
+        ),
+        Kind::Dependent(p) => (
+            "/my/dependent",
+            "/my/dependent",
+            t.dependent_title,
+            t.dependent_help,
+            p,
+        ),
+    };
     DeclarePage {
-        p: Page {
-            t,
-            csrf,
-            back: "/declare",
-        },
+        p: Page { t, csrf, back },
         f: DeclareForm {
             csrf: String::new(),
             ..f
@@ -274,6 +315,10 @@ fn form_page(
         refusal,
         building: home.building.clone(),
         door: home.door.clone(),
+        action,
+        title,
+        help,
+        proxies,
     }
 }
 
@@ -295,7 +340,15 @@ pub(crate) async fn submit(
     let form = match parse(&f, &o.home, t, Date::from_unix(now)) {
         Ok(form) => form,
         Err(errors) => {
-            let page = form_page(t, o.session.csrf, &o.home, f, errors, String::new());
+            let page = form_page(
+                t,
+                o.session.csrf,
+                &o.home,
+                f,
+                errors,
+                String::new(),
+                Kind::Own,
+            );
             return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
         }
     };
@@ -306,7 +359,15 @@ pub(crate) async fn submit(
     let receipt = match answer {
         Ok(NodeResponse::Declared(r)) => r,
         Ok(NodeResponse::Error { message, .. }) => {
-            let page = form_page(t, o.session.csrf, &o.home, f, Errors::default(), message);
+            let page = form_page(
+                t,
+                o.session.csrf,
+                &o.home,
+                f,
+                Errors::default(),
+                message,
+                Kind::Own,
+            );
             return (StatusCode::UNPROCESSABLE_ENTITY, page).into_response();
         }
         Ok(other) => {
@@ -317,6 +378,16 @@ pub(crate) async fn submit(
         }
         Err(e) => return super::internal(&e.to_string()),
     };
+    result_page(t, o.session.csrf, receipt, now_ms)
+}
+
+/// The review's outcome at once: the code as a QR when cleared.
+pub(crate) fn result_page(
+    t: &'static Text,
+    csrf: String,
+    receipt: menjin_proto::wire::Receipt,
+    now_ms: u64,
+) -> Response {
     let (class, outcome) = if receipt.outcome == Outcome::Cleared {
         ("ok", "cleared")
     } else {
@@ -326,7 +397,7 @@ pub(crate) async fn submit(
     ResultPage {
         p: Page {
             t,
-            csrf: o.session.csrf,
+            csrf,
             back: "/my",
         },
         name: receipt.name,
@@ -339,7 +410,7 @@ pub(crate) async fn submit(
             .and_then(|c| menjin_render::qr::qr_svg(c).ok()),
         code,
         now_ms,
-        now_text: cst(now, true),
+        now_text: cst(now_ms / 1000, true),
     }
     .into_response()
 }

@@ -159,6 +159,8 @@ pub(crate) async fn switch_lang(
     let back = match q.back.as_deref() {
         Some("/my") => "/my",
         Some("/declare") => "/declare",
+        Some("/my/dependent") => "/my/dependent",
+        Some("/my/visitors") => "/my/visitors",
         _ => "/",
     };
     redirect_with(

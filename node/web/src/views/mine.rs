@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use menjin_community::households::Household;
 use menjin_community::service::{CodeState, Member};
+use menjin_proto::credential::HolderKind;
 use menjin_proto::declaration::Outcome;
 
 use super::{Page, cst, lang, open};
@@ -28,6 +29,10 @@ pub(crate) struct MemberView {
     /// The code may be shown at the gate (active, not expired).
     pub(crate) live: bool,
     pub(crate) until: String,
+    /// Declared by a relative (the proxy rule): may ask for a printed pass here.
+    pub(crate) dependent: bool,
+    /// A photo is on file: the printed pass can be collected at the office.
+    pub(crate) has_photo: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -78,6 +83,8 @@ pub(crate) fn view(t: &'static Text, m: Member) -> MemberView {
         until: code
             .map(|(_, until, _)| cst(until, false))
             .unwrap_or_default(),
+        dependent: m.kind == HolderKind::Dependent,
+        has_photo: m.has_photo,
     }
 }
 

@@ -1,11 +1,15 @@
 //! The pages: `login` (the household code, log out, the language switch), `mine` ("my
 //! declarations": members, codes as QR, the running clock), `declare` (the form and the
-//! review's outcome). Every handler that changes state checks the CSRF token of its form;
+//! review's outcome), `dependent` (a dependent declared by proxy, on the same form),
+//! `photo` (a photo for a printed pass), `visitors` (invite, list, withdraw). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
+mod dependent;
 mod login;
 mod mine;
+mod photo;
+mod visitors;
 
 use std::time::Instant;
 
@@ -28,6 +32,18 @@ pub(crate) fn routes() -> Router<App> {
         .route("/my", get(mine::page))
         .route("/my/members", get(mine::members))
         .route("/declare", get(declare::page).post(declare::submit))
+        .route(
+            "/my/dependent",
+            get(dependent::page).post(dependent::submit),
+        )
+        .route(
+            "/my/photo",
+            get(photo::page)
+                .post(photo::submit)
+                .layer(crate::upload::limit()),
+        )
+        .route("/my/visitors", get(visitors::page).post(visitors::invite))
+        .route("/my/visitors/withdraw", post(visitors::withdraw))
 }
 
 /// What the base layout needs.

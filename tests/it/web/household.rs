@@ -172,6 +172,14 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
 
         assert!(gate_allows(&n, &child_code), "the dependent's code passes");
     }));
+    // Neither ID number in the node's log.
+    let log = n.node.log_text();
+    for person in [
+        Person::new("陈静", false, "19850312", 11, "5", "502"),
+        Person::new("陈小宇", true, "20180304", 12, "5", "502"),
+    ] {
+        assert!(!log.contains(&person.id_number()), "ID number in the log");
+    }
 }
 
 #[test]

@@ -159,6 +159,7 @@ pub(crate) struct Text {
     pub(crate) visitor_send: &'static str,
     pub(crate) window_label: &'static str,
     pub(crate) to_visitors: &'static str,
+    pub(crate) colon: &'static str,
 }
 
 impl Text {
@@ -321,6 +322,7 @@ pub(crate) static ZH: Text = Text {
     visitor_send: "请出示或截图发送给访客，访客在门岗出示此码。",
     window_label: "有效时间",
     to_visitors: "返回访客邀请",
+    colon: "：",
 };
 
 pub(crate) static EN: Text = Text {
@@ -457,4 +459,5 @@ pub(crate) static EN: Text = Text {
     visitor_send: "Show it or send a screenshot to the visitor, who shows it at the gate.",
     window_label: "Valid",
     to_visitors: "Back to visitors",
+    colon: ": ",
 };

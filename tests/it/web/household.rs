@@ -35,6 +35,29 @@ fn has_photo(n: &WebNode, holder: &str) -> bool {
     menjin(&["show", "--node-dir", p(&n.dir), "--holder", holder]).ok()["has_photo"] == true
 }
 
+/// The page at 360 px, the narrowest phones the residents use (`NAME-360.png`).
+async fn shoot_narrow(c: &Client, name: &str) {
+    c.set_window_size(360, 740).await.expect("window size");
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}-360.png")), png).expect("written");
+    c.set_window_size(390, 844).await.expect("window size");
+}
+
+/// Removes the form's CSRF token and submits it: the page says the form expired.
+async fn post_without_token(c: &Client, form: &str) {
+    c.execute(
+        "var f = document.querySelector(arguments[0]);\
+         f.querySelector('input[name=csrf]').remove(); f.submit();",
+        vec![json!(form)],
+    )
+    .await
+    .expect("posted");
+    assert_eq!(
+        text(c, "#message").await,
+        "页面已过期，请返回刷新后重新提交。"
+    );
+}
+
 /// Replaces the value of the first option of `select` (as a forged post would).
 async fn forge_option(c: &Client, select: &str, value: &str) {
     c.execute(
@@ -121,10 +144,24 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             .unwrap();
         assert_eq!(on_page.as_deref(), Some(child_code.as_str()));
         shoot(&c, "h05-mine-dependent", Some(".member:has(.tag)")).await;
+        shoot_narrow(&c, "h05-mine-dependent").await;
 
         // A printed pass: a wrong file first (its error, nothing stored), then a photo.
         click(&c, &format!("#photo-{holder}")).await;
         shoot(&c, "h06-photo", None).await;
+        shoot_narrow(&c, "h06-photo").await;
+        // A photo posted without the form's token: refused, nothing stored.
+        let good = files.path().join("face.png");
+        std::fs::write(&good, png_photo()).unwrap();
+        find(&c, Locator::Css("#photo"))
+            .await
+            .send_keys(good.to_str().unwrap())
+            .await
+            .unwrap();
+        post_without_token(&c, "form[action='/my/photo']").await;
+        assert!(!has_photo(&n, &holder), "nothing stored");
+        c.back().await.unwrap();
+        c.refresh().await.unwrap();
         let text_file = files.path().join("notes.txt");
         std::fs::write(&text_file, "not a photo").unwrap();
         find(&c, Locator::Css("#photo"))
@@ -150,8 +187,6 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             "照片超过 1 MB，请换一张较小的"
         );
         assert!(!has_photo(&n, &holder), "nothing stored");
-        let good = files.path().join("face.png");
-        std::fs::write(&good, png_photo()).unwrap();
         find(&c, Locator::Css("#photo"))
             .await
             .send_keys(good.to_str().unwrap())
@@ -204,6 +239,17 @@ fn visitor_invited_on_the_page_passes_until_the_consent_is_withdrawn() {
         c.goto(&n.url("/my/visitors")).await.unwrap();
         assert_eq!(text(&c, "h1").await, "访客邀请");
         shoot(&c, "h09-visitors", None).await;
+        shoot_narrow(&c, "h09-visitors").await;
+        fill(&c, "#visitor-name", "王五").await;
+        fill(&c, "#visitor-phone", "13900000000").await;
+        post_without_token(&c, "#invite").await;
+        c.goto(&n.url("/my/visitors")).await.unwrap();
+        assert!(
+            c.find_all(Locator::Css(".invitation"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
 
         // A control character, a phone with letters, a window over a week: each beside its
         // field; nothing stored.
@@ -273,6 +319,17 @@ fn visitor_invited_on_the_page_passes_until_the_consent_is_withdrawn() {
         );
         find(&c, Locator::Css(".invitation[data-state=withdrawn]")).await;
         shoot(&c, "h13-visitor-withdrawn", Some(".invitation")).await;
+        // In English, by the switch, back on the same page.
+        click(&c, "#lang-switch").await;
+        find(&c, Locator::Css("html[lang=en]")).await;
+        assert_eq!(text(&c, "h1").await, "Visitors");
+        assert_eq!(
+            text(&c, ".invitation[data-state=withdrawn] .status").await,
+            "Withdrawn"
+        );
+        shoot(&c, "h14-visitors-en", None).await;
+        click(&c, "#lang-switch").await;
+        find(&c, Locator::Css("html[lang=zh-CN]")).await;
         // Withdrawing it again (a second tab, a stale page): its error.
         c.execute(
             "var f = document.createElement('form'); f.method = 'post';\

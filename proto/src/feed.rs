@@ -121,10 +121,15 @@ pub struct GateAck {
     pub skew_ms: i64,
 }
 
-/// One event the gate decided alone, uploaded later. `gate_seq` rises by one per event at
-/// that gate; the node stores each (gate, gate_seq) once.
+/// One event the gate decided alone, uploaded later. `gate_seq` rises by one per event in
+/// one cache of that gate; the node stores each (gate, cache, gate_seq) once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfflineEvent {
+    /// The incarnation of the gate's cache that recorded it: a random number made when the
+    /// cache is created (0 for a cache made before incarnations). A reset cache counts
+    /// `gate_seq` from 1 again under a new incarnation, so its events are never taken for
+    /// ones the node already holds.
+    pub cache: u64,
     /// The gate's own sequence number for the event.
     pub gate_seq: u64,
     /// The event as decided, with its offline mark.

@@ -399,6 +399,7 @@ fn client_trusting_another_district_refuses_the_node() {
 /// One offline event as a gate would upload it.
 fn offline_event(gate_seq: u64) -> menjin_proto::feed::OfflineEvent {
     menjin_proto::feed::OfflineEvent {
+        cache: 0,
         gate_seq,
         event: wire::GateEvent {
             seq: 0,

@@ -30,6 +30,7 @@ const HEAD: &[u8] = b"head";
 const SNAPSHOT: &[u8] = b"snapshot";
 const CLOCK: &[u8] = b"clock";
 const NEXT_SEQ: &[u8] = b"next_seq";
+const INCARNATION: &[u8] = b"incarnation";
 
 /// Why the gate's cache refused an operation. Nothing of a refused change is stored.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +167,8 @@ pub struct GateCache {
     head: CacheHead,
     clock: GateClock,
     next_seq: u64,
+    /// This cache's incarnation (see [`OfflineEvent::cache`]).
+    incarnation: u64,
     capacity: u64,
     /// Events in the buffer (sled's `len` walks the whole tree: counted once at open).
     pending: u64,
@@ -211,6 +214,7 @@ impl GateCache {
             head: CacheHead::default(),
             clock: GateClock::default(),
             next_seq: 1,
+            incarnation: 0,
             capacity: capacity.max(1),
             pending: 0,
         };
@@ -230,13 +234,37 @@ impl GateCache {
                 "clock record in the gate cache is not intact ({why}): reset"
             )),
         }
-        match cache.read_meta::<u64>(NEXT_SEQ) {
-            Ok(Some(n)) => cache.next_seq = n,
-            Ok(None) => {}
-            Err(why) => report.problems.push(format!(
-                "event counter in the gate cache is not intact ({why})"
-            )),
-        }
+        // A counter that is missing or not intact may count again from numbers the node
+        // holds: such a cache gets a new incarnation (see `OfflineEvent::cache`).
+        let counter = match cache.read_meta::<u64>(NEXT_SEQ) {
+            Ok(Some(n)) => {
+                cache.next_seq = n;
+                true
+            }
+            Ok(None) => false,
+            Err(why) => {
+                report.problems.push(format!(
+                    "event counter in the gate cache is not intact ({why})"
+                ));
+                false
+            }
+        };
+        cache.incarnation = match cache.read_meta::<u64>(INCARNATION) {
+            Ok(Some(n)) if counter => n,
+            // A cache counting events from before incarnations: the node's cursor for it is
+            // the one of incarnation 0.
+            Ok(None) if counter => 0,
+            Ok(_) => new_incarnation(),
+            Err(why) => {
+                report.problems.push(format!(
+                    "cache incarnation in the gate cache is not intact ({why}): a new one"
+                ));
+                new_incarnation()
+            }
+        };
+        cache
+            .meta
+            .insert(INCARNATION, cache.seal(INCARNATION, &cache.incarnation))?;
         // Events: each must carry a good MAC and a sequence number below the counter.
         let mut bad = Vec::new();
         let mut highest = 0;
@@ -489,6 +517,7 @@ impl GateCache {
         }
         let key = seq.to_be_bytes();
         let rec = OfflineEvent {
+            cache: self.incarnation,
             gate_seq: seq,
             event,
         };
@@ -516,15 +545,22 @@ impl GateCache {
         self.capacity
     }
 
-    /// The oldest `n` events waiting.
+    /// This cache's incarnation (see [`OfflineEvent::cache`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The oldest `n` events waiting, all of one cache incarnation (the node keeps a cursor
+    /// per incarnation; one upload is for one cursor).
     ///
     /// # Errors
     /// [`CacheError::Storage`].
     pub fn oldest(&self, n: usize) -> Result<Vec<OfflineEvent>, CacheError> {
-        let mut out = Vec::new();
+        let mut out: Vec<OfflineEvent> = Vec::new();
         for item in self.events.iter().take(n) {
             let (k, v) = item?;
             match self.open_record::<OfflineEvent>(&k, &v) {
+                Ok(e) if out.first().is_some_and(|f| f.cache != e.cache) => break,
                 Ok(e) => out.push(e),
                 Err(why) => tracing::error!(%why, "buffered event modified on disk; not uploaded"),
             }
@@ -548,6 +584,12 @@ impl GateCache {
         self.pending = self.pending.saturating_sub(removed);
         Ok(())
     }
+}
+
+/// A random incarnation, never 0 (the incarnation of caches made before incarnations).
+fn new_incarnation() -> u64 {
+    let bytes = menjin_store::files::random32();
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")).max(1)
 }
 
 #[cfg(test)]

@@ -709,8 +709,15 @@ impl GateAgent {
                     upto_gate_seq,
                     stored,
                 }) => {
+                    // The node holds this cache's events up to its cursor; drop only those
+                    // sent here, never ones it did not confirm.
+                    if upto_gate_seq < last {
+                        return Err(LinkError::UploadRefused(format!(
+                            "the node confirmed events up to {upto_gate_seq} of {last} sent"
+                        )));
+                    }
                     let mut cache = self.inner.cache.lock().expect("cache lock");
-                    cache.uploaded(upto_gate_seq.max(last))?;
+                    cache.uploaded(last)?;
                     if !cache.alarm() {
                         self.inner.link.lock().expect("link lock").alarmed = false;
                     }

@@ -56,6 +56,9 @@ pub struct TrustSnapshot {
     /// The node's certificate (`NodeCert::encode`), signed by the district root: the gate
     /// checks it, then trusts codes signed by that node key.
     pub node_cert: Vec<u8>,
+    /// The node's certificate before its last rekey (`NodeCert::encode`), while codes its key
+    /// signed may still be in force; checked as `node_cert` is. None older is ever sent.
+    pub previous_node_cert: Option<Vec<u8>>,
     /// The lockdown the node enforces now.
     pub lockdown: GateLockdown,
     /// During a lockdown, may residents go out (staff always may)?

@@ -128,6 +128,7 @@ impl Feed {
             node_time_ms: now_ms,
             community,
             node_cert,
+            previous_node_cert: None,
             lockdown: s.lockdown.clone(),
             residents_may_leave,
             revoked,

@@ -125,9 +125,10 @@ pub struct Trust {
     pub version: u64,
     /// The community the trust data is for: the gate's own (data for another is refused).
     pub community: CommunityId,
-    /// The node's certificate, checked against the district root; `None` before the first
+    /// The node's certificates, checked against the district root: the current one first,
+    /// then the one before its last rekey if the node sent it; empty before the first
     /// snapshot.
-    pub cert: Option<NodeCert>,
+    pub certs: Vec<NodeCert>,
     /// The lockdown the node last sent.
     pub lockdown: GateLockdown,
     /// Whether residents may go out in a lockdown (`residents_may_leave_in_lockdown` of the
@@ -387,21 +388,30 @@ impl GateCache {
         Ok(())
     }
 
-    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, TrustError> {
-        let cert = NodeCert::decode(&s.node_cert)?;
-        // Validity is judged at use (with the node's time); here: signed by our root, for us.
+    /// A node certificate of the snapshot, checked: signed by our root, for us.
+    fn cert_of(&self, bytes: &[u8], community: CommunityId) -> Result<NodeCert, TrustError> {
+        let cert = NodeCert::decode(bytes)?;
+        // Validity is judged at use (with the node's time).
         cert.verify(&self.root, cert.not_before)?;
-        if cert.community != self.community || s.community != self.community {
+        if cert.community != self.community || community != self.community {
             return Err(TrustError::Community {
-                data: s.community,
+                data: community,
                 gate: self.community,
             });
+        }
+        Ok(cert)
+    }
+
+    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, TrustError> {
+        let mut certs = vec![self.cert_of(&s.node_cert, s.community)?];
+        if let Some(previous) = &s.previous_node_cert {
+            certs.push(self.cert_of(previous, s.community)?);
         }
         Ok(Trust {
             incarnation: s.incarnation,
             version: s.version,
             community: s.community,
-            cert: Some(cert),
+            certs,
             lockdown: s.lockdown,
             residents_may_leave: s.residents_may_leave,
             revoked: s.revoked.into_iter().collect(),
@@ -466,10 +476,11 @@ impl GateCache {
                 node_time_ms: u.node_time_ms,
                 community: trust.community,
                 node_cert: trust
-                    .cert
-                    .as_ref()
+                    .certs
+                    .first()
                     .map(NodeCert::encode)
                     .unwrap_or_default(),
+                previous_node_cert: trust.certs.get(1).map(NodeCert::encode),
                 lockdown: trust.lockdown.clone(),
                 residents_may_leave: trust.residents_may_leave,
                 revoked: trust.revoked.iter().copied().collect(),
@@ -615,6 +626,7 @@ mod tests {
             node_time_ms: 1_000,
             community,
             node_cert: cert.encode(),
+            previous_node_cert: None,
             lockdown: GateLockdown::default(),
             residents_may_leave: false,
             revoked: vec![CredId([1; 8])],
@@ -712,7 +724,7 @@ mod tests {
             let (c, report) = open(dir.path(), &root, 1_000);
             assert_eq!(report.problems.len(), 1, "{what}: {:?}", report.problems);
             assert!(report.problems[0].contains("not intact"), "{what}");
-            assert!(c.trust().cert.is_none(), "{what}: trust discarded");
+            assert!(c.trust().certs.is_empty(), "{what}: trust discarded");
         }
     }
 

@@ -407,7 +407,7 @@ impl GateAgent {
         };
         let ctx = check::Context {
             community: cfg.community,
-            issuer: check::Issuer::Cached(trust.cert.as_ref()),
+            issuer: check::Issuer::Cached(&trust.certs),
             mode: check::Mode::Offline { degraded },
             lockdown: trust.lockdown.locked,
             residents_may_leave: trust.residents_may_leave,

@@ -1109,6 +1109,25 @@ impl Node {
         }
     }
 
+    /// The district adopted this node's local decision (`record::adopts`): the node keeps it
+    /// no more, so its clock does not compete with later district decisions.
+    fn drop_adopted_local_lockdown(&self, district: &Lockdown) {
+        let mut local = self.local_lockdown.write().expect("lockdown lock");
+        let adopted = local.as_ref().is_some_and(|l| {
+            menjin_proto::record::adopts(district.locked, &district.reason, &district.by, l)
+        });
+        if !adopted {
+            return;
+        }
+        match self.local_policy.clear_lockdown() {
+            Ok(()) => {
+                *local = None;
+                tracing::info!("local lockdown adopted by the district; now the district's");
+            }
+            Err(e) => tracing::error!(error = %e, "local lockdown not cleared"),
+        }
+    }
+
     /// The local lockdown decision, for the uplink to report.
     pub fn local_lockdown(&self) -> Option<LocalLockdown> {
         self.local_lockdown.read().expect("lockdown lock").clone()
@@ -1178,6 +1197,7 @@ impl Node {
             let mut current = self.lockdown.write().expect("lockdown lock");
             if new.epoch > current.epoch {
                 tracing::warn!(community, locked = new.locked, epoch = new.epoch, reason = %new.reason, by = %new.by, "lockdown applied");
+                self.drop_adopted_local_lockdown(&new);
                 *current = new;
             }
         }

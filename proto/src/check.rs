@@ -5,7 +5,7 @@
 //!
 //! | | node | gate alone |
 //! |---|---|---|
-//! | signature checked against | its own certificate ([`Issuer::Own`]) | the cached one, inside its validity window ([`Issuer::Cached`]) |
+//! | signature checked against | its own certificate ([`Issuer::Own`]) | the cached ones (the current, and the one before a rekey), each inside its validity window ([`Issuer::Cached`]) |
 //! | records of codes | every code it issued ([`Known::Issued`], [`Known::NotIssued`]) | none ([`Known::Unrecorded`]): the signature vouches; revocations and consents from its lists |
 //! | visitors | the consent on the record | a cached consent, and not degraded ([`Mode::Offline`]) |
 //!
@@ -19,7 +19,7 @@
 use crate::credential::{CredId, Credential, HolderId, HolderKind, SignedCode};
 use crate::rule::{self, Facts, Reason, Verdict};
 use crate::wire::{Direction, GateEvent, OfflineMark, PLATE_LEN_MAX};
-use crate::{CommunityId, NodeCert, UnixTime};
+use crate::{CommunityId, KeyId, NodeCert, UnixTime};
 
 /// What the gate scanned and measured, for one person.
 #[derive(Clone, Copy, Debug)]
@@ -43,19 +43,20 @@ pub struct Scan<'a> {
 pub enum Issuer<'a> {
     /// The deciding node's own certificate (its identity: not re-checked per code).
     Own(&'a NodeCert),
-    /// The node's certificate as a gate cached it (checked against the district root when it
-    /// arrived): trusted only inside its own validity window. `None`: no trust data.
-    Cached(Option<&'a NodeCert>),
+    /// The node's certificates as a gate cached them (checked against the district root when
+    /// they arrived: the current one, and the one before the last rekey while its codes may
+    /// be in force), each trusted only inside its own validity window. Empty: no trust data.
+    Cached(&'a [NodeCert]),
 }
 
 impl<'a> Issuer<'a> {
-    /// The certificate to verify against at `now`, if any.
-    fn at(self, now: UnixTime) -> Option<&'a NodeCert> {
+    /// The certificate to verify a code signed by `key` against at `now`, if any.
+    fn at(self, key: KeyId, now: UnixTime) -> Option<&'a NodeCert> {
         match self {
             Issuer::Own(cert) => Some(cert),
-            Issuer::Cached(cert) => {
-                cert.filter(|cert| (cert.not_before..=cert.not_after).contains(&now))
-            }
+            Issuer::Cached(certs) => certs.iter().find(|cert| {
+                cert.key_id() == key && (cert.not_before..=cert.not_after).contains(&now)
+            }),
         }
     }
 }
@@ -323,7 +324,11 @@ fn judge<T: Trust + ?Sized>(
     if issued_here {
         code.check_context(ctx.community, now)?;
     } else {
-        code.verify(ctx.issuer.at(now), ctx.community, now)?;
+        code.verify(
+            ctx.issuer.at(code.credential.issuer, now),
+            ctx.community,
+            now,
+        )?;
     }
     let (kind, holder, revoked, consent) = match known {
         Known::NotIssued => return Err(Reason::UnknownCode),
@@ -367,8 +372,13 @@ mod tests {
 
     impl Node {
         fn new() -> Node {
+            Node::with_key(2)
+        }
+
+        /// A node of the same district and community with key seed `seed`.
+        fn with_key(seed: u8) -> Node {
             let root = SigningKey::from_bytes(&[1; 32]);
-            let key = SigningKey::from_bytes(&[2; 32]);
+            let key = SigningKey::from_bytes(&[seed; 32]);
             let cert = NodeCert::issue(
                 &root,
                 COMMUNITY,
@@ -481,7 +491,7 @@ mod tests {
 
     fn offline(node: &Node, degraded: bool) -> Context<'_> {
         Context {
-            issuer: Issuer::Cached(Some(&node.cert)),
+            issuer: Issuer::Cached(std::slice::from_ref(&node.cert)),
             mode: Mode::Offline { degraded },
             ..online(node)
         }
@@ -653,7 +663,7 @@ mod tests {
             reason(
                 &scan(&code.to_text()),
                 &Context {
-                    issuer: Issuer::Cached(Some(&other)),
+                    issuer: Issuer::Cached(std::slice::from_ref(&other)),
                     ..offline(&node, false)
                 },
                 &mut Table::default()
@@ -744,6 +754,24 @@ mod tests {
     }
 
     #[test]
+    fn a_gate_trusts_the_certificate_before_a_rekey_and_none_older() {
+        let (older, previous, current) = (Node::with_key(3), Node::with_key(4), Node::new());
+        let certs = [current.cert.clone(), previous.cert.clone()];
+        let ctx = Context {
+            issuer: Issuer::Cached(&certs),
+            ..offline(&current, false)
+        };
+        for (signer, want) in [
+            (&current, Reason::Ok),
+            (&previous, Reason::Ok),
+            (&older, Reason::UnknownIssuer),
+        ] {
+            let text = signer.code(HolderKind::Resident, 10).to_text();
+            assert_eq!(reason(&scan(&text), &ctx, &mut Table::default()), want);
+        }
+    }
+
+    #[test]
     fn a_cached_certificate_outside_its_window_vouches_for_nothing() {
         let node = Node::new();
         let code = node.code(HolderKind::Resident, 10);
@@ -751,7 +779,7 @@ mod tests {
         let mut late = node.cert.clone();
         late.not_before = NOW + 1;
         let ctx = Context {
-            issuer: Issuer::Cached(Some(&late)),
+            issuer: Issuer::Cached(std::slice::from_ref(&late)),
             ..offline(&node, false)
         };
         assert_eq!(
@@ -759,7 +787,7 @@ mod tests {
             Reason::UnknownIssuer
         );
         let ctx = Context {
-            issuer: Issuer::Cached(None),
+            issuer: Issuer::Cached(&[]),
             ..offline(&node, false)
         };
         assert_eq!(

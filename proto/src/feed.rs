@@ -56,6 +56,9 @@ pub struct TrustSnapshot {
     /// The node's certificate (`NodeCert::encode`), signed by the district root: the gate
     /// checks it, then trusts codes signed by that node key.
     pub node_cert: Vec<u8>,
+    /// The node's certificate before its last rekey (`NodeCert::encode`), while codes its key
+    /// signed may still be in force; checked as `node_cert` is. None older is ever sent.
+    pub previous_node_cert: Option<Vec<u8>>,
     /// The lockdown the node enforces now.
     pub lockdown: GateLockdown,
     /// During a lockdown, may residents go out (staff always may)?
@@ -121,10 +124,15 @@ pub struct GateAck {
     pub skew_ms: i64,
 }
 
-/// One event the gate decided alone, uploaded later. `gate_seq` rises by one per event at
-/// that gate; the node stores each (gate, gate_seq) once.
+/// One event the gate decided alone, uploaded later. `gate_seq` rises by one per event in
+/// one cache of that gate; the node stores each (gate, cache, gate_seq) once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfflineEvent {
+    /// The incarnation of the gate's cache that recorded it: a random number made when the
+    /// cache is created (0 for a cache made before incarnations). A reset cache counts
+    /// `gate_seq` from 1 again under a new incarnation, so its events are never taken for
+    /// ones the node already holds.
+    pub cache: u64,
     /// The gate's own sequence number for the event.
     pub gate_seq: u64,
     /// The event as decided, with its offline mark.

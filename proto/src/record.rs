@@ -148,9 +148,50 @@ pub fn effective_lockdown(hub: Option<(bool, UnixTime)>, local: Option<&LocalLoc
     }
 }
 
+/// How the district names who decided a lockdown it adopted from a node.
+pub fn adopted_by(by: &str) -> String {
+    format!("{by} (at the node)")
+}
+
+/// The time the hub files a node's local decision under: the node's, but never later than
+/// when the hub received it (its own clock), so a node clock ahead of the hub's cannot date a
+/// decision after district decisions that come later.
+pub fn adopted_at(local: &LocalLockdown, received: UnixTime) -> UnixTime {
+    local.at.min(received)
+}
+
+/// Whether a district decision (`locked`, `reason`, `by`) is the hub's adoption of `local`.
+/// The node then drops its local decision: it is the district's, and the node's clock (ahead
+/// of the hub's, perhaps) no longer competes with later district decisions.
+pub fn adopts(locked: bool, reason: &str, by: &str, local: &LocalLockdown) -> bool {
+    locked == local.locked && reason == local.reason && by == adopted_by(&local.by)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Defect 10 of the hardening issue: a local decision dated by a node clock ahead of the
+    /// hub's won over every district decision made within that lead.
+    #[test]
+    fn a_node_clock_ahead_of_the_hub_does_not_outlast_a_later_district_lift() {
+        let t: UnixTime = 1_800_000_000;
+        // Locked at the node, whose clock is an hour ahead; the hub receives it at t + 5.
+        let mut at_node = Some(local(true, t + 3_600));
+        let l = at_node.clone().unwrap();
+        let (at, by) = (adopted_at(&l, t + 5), adopted_by(&l.by));
+        assert_eq!(at, t + 5);
+        // The node sees its decision in the district policy: no longer its own.
+        if adopts(true, &l.reason, &by, &l) {
+            at_node = None;
+        }
+        assert!(effective_lockdown(Some((true, at)), at_node.as_ref()));
+        // The district lifts a minute later (hub clock): lifted at the node.
+        assert!(!effective_lockdown(Some((false, t + 60)), at_node.as_ref()));
+        // A district decision of its own is not an adoption.
+        assert!(!adopts(true, &l.reason, "operator", &l));
+        assert!(!adopts(false, &l.reason, &by, &l));
+    }
 
     fn local(locked: bool, at: UnixTime) -> LocalLockdown {
         LocalLockdown {

@@ -251,3 +251,41 @@ fn a_lockdown_is_pushed_to_subscribed_gates_which_acknowledge_it_and_enforce_it_
     assert_eq!(d["answer"]["allowed"], true, "residents come home: {d}");
     let _ = p(&gate_dir);
 }
+
+/// Defect 5 of the hardening issue: after the gate's cache was deleted, its new offline events
+/// began again at `gate_seq` 1, at or below the node's cursor for that gate; the node skipped
+/// them as resent, the gate dropped them as stored, and they were lost on both sides.
+#[test]
+fn offline_decisions_after_the_gate_cache_is_reset_reach_the_node_exactly_once() {
+    let mut c = Community::start();
+    let gate_dir = c.enrol_gate("lane-1");
+    let (_, resident) = c.declare_cleared(&Person::new("李伟", true, "19800312", 1, "12", "1203"));
+    let log = c.tmp.path().join("gate.log");
+    // Two rounds: online, the node goes down, two decisions alone, the node comes back.
+    let round = |c: &mut Community| {
+        let mut g = GateProc::start(&gate_dir, &log);
+        g.notice("online");
+        c.node.kill9();
+        for _ in 0..2 {
+            let d = g.scan("36.6", &resident);
+            assert_eq!(d["offline"], true, "{d}");
+            assert_eq!(d["answer"]["allowed"], true, "{d}");
+        }
+        c.node.restart_after_kill9();
+        let up = g.notice("uploaded");
+        assert_eq!(up["stored"], 2, "{up}");
+        assert_eq!(g.finish().code(), Some(0));
+    };
+    round(&mut c);
+    assert_eq!(offline_events(&c).len(), 2);
+    // The operator resets the gate's cache (a new SD card, a wiped directory).
+    std::fs::remove_dir_all(gate_dir.join("cache")).expect("delete the gate cache");
+    round(&mut c);
+    let events = offline_events(&c);
+    assert_eq!(events.len(), 4, "every decision stored once: {events:?}");
+    // A restart of the gate uploads nothing again.
+    let mut again = GateProc::start(&gate_dir, &log);
+    again.notice("online");
+    assert_eq!(again.finish().code(), Some(0));
+    assert_eq!(offline_events(&c).len(), 4);
+}

@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::support::{
-    DEADLINE, NodeProc, create_hub, create_node, declare_resident, enrol_at_hub, enrol_gate,
-    init_district, menjin, p,
+    DEADLINE, GateProc, NodeProc, create_hub, create_node, declare_resident, enrol_at_hub,
+    enrol_gate, init_district, menjin, p,
 };
 
 const C: u32 = 440_304_021;
@@ -95,6 +95,51 @@ impl Site {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
+}
+
+impl Site {
+    /// The runbook's rotation: stop, rekey, start again on the same address.
+    fn rekey(&mut self) {
+        let addr = self.node.addr.to_string();
+        assert!(self.node.terminate().success());
+        menjin(&[
+            "node",
+            "rekey",
+            "--district",
+            p(&self.district),
+            "--dir",
+            p(&self.node_dir),
+        ])
+        .ok();
+        self.node = NodeProc::start(&self.node_dir, &addr, &self.tmp.path().join("node.log"));
+    }
+}
+
+/// Defect 9 of the hardening issue: the trust feed carried only the node's current
+/// certificate, so after a rekey a gate deciding alone refused every code issued before it
+/// (`unknown_issuer`). It carries the previous one too (until the codes it signed have
+/// expired), and none older.
+#[test]
+fn after_a_rekey_an_offline_gate_still_allows_codes_of_the_previous_key_only() {
+    let mut s = Site::start();
+    let first = s.declare(1);
+    s.rekey();
+    let previous = s.declare(2);
+    s.rekey();
+    let current = s.declare(3);
+    let mut g = GateProc::start(&s.gate, &s.tmp.path().join("gate.log"));
+    g.notice("online");
+    s.node.kill9();
+    for (code, allowed) in [(&current, true), (&previous, true), (&first, false)] {
+        let d = g.scan("36.6", code);
+        assert_eq!(d["offline"], true, "{d}");
+        assert_eq!(d["answer"]["allowed"], allowed, "{d}");
+        if !allowed {
+            assert_eq!(d["answer"]["reason"], "unknown_issuer", "{d}");
+        }
+    }
+    assert_eq!(g.finish().code(), Some(0));
+    let _ = &s.hub;
 }
 
 /// `cp -a`: files with their modes (keys must stay 0600).

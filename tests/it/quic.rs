@@ -399,6 +399,7 @@ fn client_trusting_another_district_refuses_the_node() {
 /// One offline event as a gate would upload it.
 fn offline_event(gate_seq: u64) -> menjin_proto::feed::OfflineEvent {
     menjin_proto::feed::OfflineEvent {
+        cache: 0,
         gate_seq,
         event: wire::GateEvent {
             seq: 0,
@@ -509,4 +510,100 @@ fn uploaded_events_an_online_check_could_not_have_made_are_refused_and_store_not
         }
         assert_eq!(status(&console).await.events_logged, before.events_logged);
     });
+}
+
+/// The first datagrams of `count` QUIC handshakes (Initial packets with a ClientHello, each
+/// with its own connection id), caught on a socket that never answers.
+async fn client_hellos(
+    key: &SigningKey,
+    root: ed25519_dalek::VerifyingKey,
+    count: usize,
+) -> Vec<Vec<u8>> {
+    let trap = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let trap_addr = trap.local_addr().expect("local address");
+    let mut client =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
+    client.set_default_client_config(
+        menjin_net::tls::client_config(key, root, Some(COMMUNITY)).expect("client config"),
+    );
+    let mut pending = Vec::with_capacity(count);
+    let mut hellos = std::collections::BTreeMap::new();
+    let mut buf = vec![0u8; 2048];
+    while hellos.len() < count {
+        if pending.len() < count {
+            pending.push(
+                client
+                    .connect(trap_addr, menjin_net::tls::SERVER_NAME)
+                    .expect("connect"),
+            );
+        }
+        while let Ok((n, _)) = trap.try_recv_from(&mut buf) {
+            // Long header: flags, version (4), DCID length, DCID.
+            let dcid_len = usize::from(buf[5]);
+            hellos
+                .entry(buf[6..6 + dcid_len].to_vec())
+                .or_insert_with(|| buf[..n].to_vec());
+        }
+        if pending.len() == count {
+            within("client hellos", trap.readable())
+                .await
+                .expect("readable");
+        }
+    }
+    drop(pending);
+    client.close(0u32.into(), b"");
+    hellos.into_values().collect()
+}
+
+/// Sends each of `hellos` to `node` from a fresh socket, spread over 200 loopback addresses
+/// (127.0.0.2 to 127.0.0.201): each is a new handshake that never completes.
+fn flood(hellos: &[Vec<u8>], node: std::net::SocketAddr) {
+    for (i, hello) in hellos.iter().enumerate() {
+        let ip = std::net::Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i % 200).expect("small"));
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind a loopback address");
+        socket.send_to(hello, node).expect("send");
+    }
+}
+
+/// Defect 2 of the hardening issue: a flood of handshakes that never complete took every
+/// connection permit until the idle timeout, and the node refused its gates and console with
+/// "connection limit reached".
+#[test]
+fn a_handshake_flood_does_not_lock_out_the_gate_or_the_console() {
+    let f = fixture();
+    let addr = f.c.node.addr;
+    let root = read_public_key(&NodeDir(f.c.node_dir.clone()).root_pub()).expect("root.pub");
+    let stranger = SigningKey::from_bytes(&random32());
+    let hellos = f.rt.block_on(client_hellos(&stranger, root, 3_000));
+    assert!(
+        hellos.iter().all(|h| h.len() >= 1200),
+        "Initials are padded"
+    );
+    // Far more than the node's connection limit, then more all the while the test asks.
+    let (first, rest) = hellos.split_at(1_500);
+    flood(first, addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooder = {
+        let stop = stop.clone();
+        let rest = rest.to_vec();
+        std::thread::spawn(move || {
+            for burst in rest.chunks(100).cycle() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                flood(burst, addr);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        assert_allowed(&ask(&gate, &check(&f.code, 366)).await);
+        let console = console_client(&f.c.node_dir, addr).await;
+        assert_eq!(status(&console).await.events_logged, 1);
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flooder.join().expect("flooder");
 }

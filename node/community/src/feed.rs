@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use menjin_proto::UnixTime;
 use menjin_proto::credential::{CredId, HolderId, HolderKind};
 use menjin_proto::feed::{GateAck, GateLockdown, TrustSnapshot, TrustUpdate};
 use menjin_proto::record::{CredRecord, CredStatus};
@@ -21,6 +22,11 @@ use crate::roster::Roster;
 
 /// Updates a slow subscriber may fall behind by before it is sent a fresh snapshot instead.
 const BACKLOG_MAX: usize = 256;
+/// How long past its expiry a revoked code stays on the list gates get (seconds). An expired
+/// code is refused for that alone, so the list need not name it; the margin covers a node
+/// clock a little behind, and keeps the snapshot within `FEED_FRAME_LEN_MAX` as codes are
+/// revoked year after year.
+pub const REVOKED_KEEP_S: u64 = 86_400;
 
 /// What a roster commit did to one code, as far as gates care.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +37,9 @@ pub struct CodeTouch {
     pub kind: HolderKind,
     /// Active (true) or revoked/withdrawn.
     pub active: bool,
+    /// The end of the code's validity (Unix seconds): past it (and [`REVOKED_KEEP_S`]) a
+    /// revoked code leaves the list.
+    pub valid_until: UnixTime,
     /// For a visitor code, the consenting resident (whose own code must stay in force).
     pub host: Option<HolderId>,
 }
@@ -42,6 +51,8 @@ impl CodeTouch {
             id: c.id,
             kind: c.kind,
             active: c.status == CredStatus::Active,
+            valid_until: menjin_proto::SignedCode::decode(&c.code)
+                .map_or(0, |s| u64::from(s.credential.valid_until)),
             host: c.visit.as_ref().map(|v| v.host),
         }
     }
@@ -50,11 +61,18 @@ impl CodeTouch {
 struct State {
     version: u64,
     lockdown: GateLockdown,
-    revoked: HashSet<CredId>,
+    /// Revoked codes of people and the end of their validity (Unix seconds).
+    revoked: HashMap<CredId, UnixTime>,
     /// Every active visitor code and its host.
     visitor_codes: HashMap<CredId, HolderId>,
     /// Those whose host holds a code in force: what gates get.
     visitors: HashSet<CredId>,
+}
+
+/// Drops revoked codes that expired more than [`REVOKED_KEEP_S`] before `now` (Unix
+/// seconds): gates refuse them as expired.
+fn prune_revoked(revoked: &mut HashMap<CredId, UnixTime>, now: UnixTime) {
+    revoked.retain(|_, until| until.saturating_add(REVOKED_KEEP_S) >= now);
 }
 
 /// The trust feed and the gates' links.
@@ -117,8 +135,9 @@ impl Feed {
         residents_may_leave: bool,
         now_ms: u64,
     ) -> TrustSnapshot {
-        let s = self.state.lock().expect("feed lock");
-        let mut revoked: Vec<CredId> = s.revoked.iter().copied().collect();
+        let mut s = self.state.lock().expect("feed lock");
+        prune_revoked(&mut s.revoked, now_ms / 1000);
+        let mut revoked: Vec<CredId> = s.revoked.keys().copied().collect();
         let mut visitors: Vec<CredId> = s.visitors.iter().copied().collect();
         revoked.sort_unstable();
         visitors.sort_unstable();
@@ -128,6 +147,7 @@ impl Feed {
             node_time_ms: now_ms,
             community,
             node_cert,
+            previous_node_cert: None,
             lockdown: s.lockdown.clone(),
             residents_may_leave,
             revoked,
@@ -157,7 +177,7 @@ impl Feed {
                     s.visitor_codes.remove(&t.id);
                 }
                 (_, false) => {
-                    if s.revoked.insert(t.id) {
+                    if s.revoked.insert(t.id, t.valid_until).is_none() {
                         update.revoked.push(t.id);
                     }
                 }
@@ -294,4 +314,43 @@ fn in_force(roster: &Roster, visitor_codes: &HashMap<CredId, HolderId>) -> HashS
         .filter(|(_, host)| roster.holder_active(host, now))
         .map(|(id, _)| *id)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revoked(id: u8, valid_until: UnixTime) -> CodeTouch {
+        CodeTouch {
+            id: CredId([id; 8]),
+            kind: HolderKind::Resident,
+            active: false,
+            host: None,
+            valid_until,
+        }
+    }
+
+    /// Defect 10 of the hardening issue: the revoked list only grew, and the snapshot with
+    /// it, towards the feed's frame limit.
+    #[test]
+    fn revoked_codes_long_expired_leave_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let feed = Feed::new(Roster::open(&db).unwrap(), GateLockdown::default(), 1);
+        let now: UnixTime = 1_800_000_000;
+        feed.on_commit(
+            &[
+                revoked(1, now - REVOKED_KEEP_S - 1),
+                revoked(2, now - 10),
+                revoked(3, now + 86_400),
+            ],
+            now * 1000,
+        );
+        let snap = feed.snapshot(Vec::new(), 1, false, now * 1000);
+        assert_eq!(snap.revoked, vec![CredId([2; 8]), CredId([3; 8])]);
+        // Later, the second one has been expired long enough too.
+        let later = now + REVOKED_KEEP_S;
+        let snap = feed.snapshot(Vec::new(), 1, false, later * 1000);
+        assert_eq!(snap.revoked, vec![CredId([3; 8])]);
+    }
 }

@@ -88,6 +88,10 @@ pub enum UploadError {
     /// A `gate_seq` not above the one before it in the upload: the whole upload is refused.
     #[error("offline events must come in rising gate_seq order ({0} after {1})")]
     Order(u64, u64),
+    /// An upload with events of more than one cache incarnation of the gate (each has its
+    /// own cursor): the whole upload is refused.
+    #[error("offline event {0} is of another gate cache than the first of the upload")]
+    MixedCaches(u64),
     /// An uploaded event without its offline mark.
     #[error("offline event {0} is not marked offline")]
     NotOffline(u64),
@@ -113,7 +117,8 @@ pub struct GateLog {
 struct Shared {
     db: sled::Db,
     tree: sled::Tree,
-    /// Gate id → the highest `gate_seq` of its offline events stored (big-endian u64).
+    /// (Gate id, cache incarnation) → the highest `gate_seq` of the offline events of that
+    /// cache stored (big-endian u64); see [`cursor_key`].
     cursors: sled::Tree,
     /// Events stored so far (the highest sequence number).
     count: AtomicU64,
@@ -200,8 +205,9 @@ impl GateLog {
         }
     }
 
-    /// Stores events a gate decided alone, exactly once per (gate, `gate_seq`): those at or
-    /// below the gate's cursor are skipped (a resent upload), the rest get sequence numbers,
+    /// Stores events a gate decided alone, exactly once per (gate, cache, `gate_seq`): those
+    /// at or below the cursor of that gate's cache are skipped (a resent upload: only what
+    /// was stored is ever skipped), the rest get sequence numbers,
     /// the gate's name from the authenticated connection, and the node's time of storing
     /// (the decision time stays in their `OfflineMark`). Returns the gate's new cursor and
     /// how many were stored, once on disk.
@@ -215,7 +221,11 @@ impl GateLog {
         now_ms: u64,
     ) -> Result<(u64, u32), UploadError> {
         let mut last = 0;
+        let cache = events.first().map_or(0, |e| e.cache);
         for e in &events {
+            if e.cache != cache {
+                return Err(UploadError::MixedCaches(e.gate_seq));
+            }
             if e.gate_seq <= last {
                 return Err(UploadError::Order(e.gate_seq, last));
             }
@@ -241,13 +251,14 @@ impl GateLog {
         }
     }
 
-    /// The highest `gate_seq` of this gate's offline events stored here (0: none).
+    /// The highest `gate_seq` of the offline events of this gate's cache `cache` stored here
+    /// (0: none).
     ///
     /// # Errors
     /// [`LogError`] on a storage error.
-    pub fn upload_cursor(&self, gate: &str) -> Result<u64, LogError> {
+    pub fn upload_cursor(&self, gate: &str, cache: u64) -> Result<u64, LogError> {
         Ok(cursor_of(
-            self.shared.cursors.get(gate.as_bytes())?.as_deref(),
+            self.shared.cursors.get(cursor_key(gate, cache))?.as_deref(),
         ))
     }
 
@@ -334,6 +345,18 @@ impl GateLog {
         }
         Ok(out)
     }
+}
+
+/// The key of a gate cache's upload cursor: the gate id alone for incarnation 0 (the layout
+/// before incarnations, so those cursors stay valid), else the id, a 0 byte (never in a gate
+/// id) and the incarnation. One key per reset of a gate's cache: a handful per gate.
+fn cursor_key(gate: &str, cache: u64) -> Vec<u8> {
+    let mut k = gate.as_bytes().to_vec();
+    if cache != 0 {
+        k.push(0);
+        k.extend_from_slice(&cache.to_be_bytes());
+    }
+    k
 }
 
 fn cursor_of(v: Option<&[u8]>) -> u64 {
@@ -582,7 +605,8 @@ impl Shared {
         first: u64,
         last_time: u64,
     ) -> Result<((u64, u32), Option<(u64, u64)>), sled::Error> {
-        let cursor = cursor_of(self.cursors.get(gate.as_bytes())?.as_deref());
+        let key = cursor_key(gate, events.first().map_or(0, |e| e.cache));
+        let cursor = cursor_of(self.cursors.get(&key)?.as_deref());
         let mut fresh: Vec<GateEvent> = Vec::new();
         let mut upto = cursor;
         let (mut seq, mut last_time) = (first, last_time);
@@ -603,7 +627,7 @@ impl Shared {
         let result: sled::transaction::TransactionResult<(), ()> = (&self.tree, &self.cursors)
             .transaction(|(log, cursors)| {
                 log.insert(&first.to_be_bytes(), record.as_slice())?;
-                cursors.insert(gate.as_bytes(), &upto.to_be_bytes())?;
+                cursors.insert(key.as_slice(), &upto.to_be_bytes())?;
                 Ok(())
             });
         let written = match result {
@@ -685,7 +709,18 @@ mod tests {
             decided_ms: 5,
             degraded: false,
         });
-        OfflineEvent { gate_seq, event: e }
+        OfflineEvent {
+            cache: 0,
+            gate_seq,
+            event: e,
+        }
+    }
+
+    fn offline_of(cache: u64, gate_seq: u64) -> OfflineEvent {
+        OfflineEvent {
+            cache,
+            ..offline(gate_seq)
+        }
     }
 
     #[tokio::test]
@@ -725,7 +760,22 @@ mod tests {
         let db = menjin_store::db::open(dir.path()).unwrap();
         let log = GateLog::open(&db).unwrap();
         assert_eq!(log.len(), 5);
-        assert_eq!(log.upload_cursor("g1").unwrap(), 3);
+        assert_eq!(log.upload_cursor("g1", 0).unwrap(), 3);
+        // The gate's cache was reset: its new incarnation counts from 1 again and has its own
+        // cursor, so nothing of it is taken for what is stored.
+        assert_eq!(
+            log.append_offline("g1", vec![offline_of(7, 1), offline_of(7, 2)], 400)
+                .await
+                .unwrap(),
+            (2, 2)
+        );
+        assert!(matches!(
+            log.append_offline("g1", vec![offline_of(7, 3), offline_of(8, 4)], 400)
+                .await,
+            Err(UploadError::MixedCaches(4))
+        ));
+        assert_eq!(log.upload_cursor("g1", 0).unwrap(), 3);
+        assert_eq!(log.upload_cursor("g1", 7).unwrap(), 2);
         assert_eq!(
             log.append_offline("g1", vec![offline(3)], 400)
                 .await
@@ -739,7 +789,7 @@ mod tests {
             })
             .unwrap();
         // The gate's name comes from the connection, not the event; times stay in order.
-        assert_eq!(all.iter().filter(|e| e.gate == "g1").count(), 3);
+        assert_eq!(all.iter().filter(|e| e.gate == "g1").count(), 5);
         assert!(all.iter().all(|e| e.gate != "forged-name"));
         assert!(all.windows(2).all(|w| w[0].time_ms <= w[1].time_ms));
     }

@@ -40,6 +40,16 @@ impl LocalPolicy {
             }))
     }
 
+    /// Forgets the local lockdown decision (the district adopted it), flushed.
+    ///
+    /// # Errors
+    /// A sled error.
+    pub fn clear_lockdown(&self) -> Result<(), sled::Error> {
+        self.tree.remove(LOCKDOWN)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Stores a local lockdown decision, flushed before it returns.
     pub fn set_lockdown(&self, l: &LocalLockdown) -> Result<(), sled::Error> {
         self.tree.insert(LOCKDOWN, wire::encode(l))?;

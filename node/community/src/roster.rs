@@ -358,7 +358,7 @@ impl Roster {
 
     /// What gates cache (see `feed`): revoked codes of people, and active visitor codes
     /// with their hosts.
-    pub fn trust_lists(&self) -> (Vec<CredId>, Vec<(CredId, HolderId)>) {
+    pub fn trust_lists(&self) -> (Vec<RevokedCode>, Vec<(CredId, HolderId)>) {
         let view = self.view.read().expect("roster view lock");
         let mut revoked = Vec::new();
         let mut visitors = Vec::new();
@@ -366,7 +366,7 @@ impl Roster {
             match (c.kind, &c.status, c.host) {
                 (HolderKind::Visitor, CredStatus::Active, Some(host)) => visitors.push((*id, host)),
                 (HolderKind::Visitor, _, _) | (_, CredStatus::Active, _) => {}
-                _ => revoked.push(*id),
+                _ => revoked.push((*id, valid_until(&c.code))),
             }
         }
         (revoked, visitors)
@@ -383,6 +383,9 @@ impl Roster {
         (active, view.creds.len() as u64 - active)
     }
 }
+
+/// A revoked code of a person and the end of its validity (Unix seconds).
+pub type RevokedCode = (CredId, UnixTime);
 
 /// The end of a stored code's validity (Unix seconds); 0 for bytes that do not decode (the
 /// node wrote them, so that is corruption: such a code is in force for no one).

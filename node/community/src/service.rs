@@ -163,6 +163,8 @@ pub struct Node {
     key: SigningKey,
     key_id: KeyId,
     cert: NodeCert,
+    /// The certificate before the last rekey (`node.cert.previous`), if it checks out.
+    previous_cert: Option<NodeCert>,
     idhash: IdHashKey,
     roster: Roster,
     log: GateLog,
@@ -285,6 +287,7 @@ impl Node {
         if cert.node_key != key.verifying_key() || cert.community != config.community {
             return Err(NodeError::NotThisNode(dir.cert()));
         }
+        let previous_cert = previous_cert(dir, &root, &cert);
         let db = menjin_store::db::open(&dir.db())?;
         let db_ms = started.elapsed().as_millis() as u64;
         let community = config.community;
@@ -316,6 +319,7 @@ impl Node {
             key_id: KeyId::of(&key.verifying_key()),
             key,
             cert,
+            previous_cert,
             idhash,
             roster,
             log,
@@ -1108,6 +1112,25 @@ impl Node {
         }
     }
 
+    /// The district adopted this node's local decision (`record::adopts`): the node keeps it
+    /// no more, so its clock does not compete with later district decisions.
+    fn drop_adopted_local_lockdown(&self, district: &Lockdown) {
+        let mut local = self.local_lockdown.write().expect("lockdown lock");
+        let adopted = local.as_ref().is_some_and(|l| {
+            menjin_proto::record::adopts(district.locked, &district.reason, &district.by, l)
+        });
+        if !adopted {
+            return;
+        }
+        match self.local_policy.clear_lockdown() {
+            Ok(()) => {
+                *local = None;
+                tracing::info!("local lockdown adopted by the district; now the district's");
+            }
+            Err(e) => tracing::error!(error = %e, "local lockdown not cleared"),
+        }
+    }
+
     /// The local lockdown decision, for the uplink to report.
     pub fn local_lockdown(&self) -> Option<LocalLockdown> {
         self.local_lockdown.read().expect("lockdown lock").clone()
@@ -1177,6 +1200,7 @@ impl Node {
             let mut current = self.lockdown.write().expect("lockdown lock");
             if new.epoch > current.epoch {
                 tracing::warn!(community, locked = new.locked, epoch = new.epoch, reason = %new.reason, by = %new.by, "lockdown applied");
+                self.drop_adopted_local_lockdown(&new);
                 *current = new;
             }
         }
@@ -1342,12 +1366,64 @@ impl Node {
 
     /// The full trust data for a gate that subscribes.
     pub fn feed_snapshot(&self) -> TrustSnapshot {
-        self.feed.snapshot(
+        let now = now_ms();
+        let mut s = self.feed.snapshot(
             self.cert.encode(),
             self.config.community,
             self.config.residents_may_leave_in_lockdown,
-            now_ms(),
-        )
+            now,
+        );
+        s.previous_node_cert = self
+            .previous_cert
+            .as_ref()
+            .filter(|prev| {
+                previous_cert_needed(prev, &self.cert, self.config.code_validity_days, now / 1000)
+            })
+            .map(NodeCert::encode);
+        s
+    }
+}
+
+/// Whether gates still need the certificate before the last rekey: while a code its key
+/// signed may be in force (signed before the current certificate was made, valid at most
+/// `code_validity_days`) and the certificate itself is.
+fn previous_cert_needed(
+    previous: &NodeCert,
+    current: &NodeCert,
+    code_validity_days: u32,
+    now: UnixTime,
+) -> bool {
+    let rekeyed = current.not_before + menjin_store::provision::NODE_CERT_BACKDATE_S;
+    now < rekeyed + u64::from(code_validity_days) * DAY_SECS && now <= previous.not_after
+}
+
+/// `node.cert.previous`, if there is one that the district root signed for this community
+/// and another key; anything else is logged and left out of the feed (the node still starts).
+fn previous_cert(dir: &NodeDir, root: &VerifyingKey, current: &NodeCert) -> Option<NodeCert> {
+    let path = dir.previous_cert();
+    if !path.exists() {
+        return None;
+    }
+    let checked = read_node_cert(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| {
+            c.verify(root, now_ms() / 1000)
+                .map(|()| c)
+                .map_err(|e| e.to_string())
+        })
+        .and_then(|c| {
+            if c.community == current.community && c.node_key != current.node_key {
+                Ok(c)
+            } else {
+                Err("not an earlier certificate of this node".into())
+            }
+        });
+    match checked {
+        Ok(c) => Some(c),
+        Err(why) => {
+            tracing::warn!(path = %path.display(), %why, "previous node certificate not sent to gates");
+            None
+        }
     }
 }
 

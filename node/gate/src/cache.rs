@@ -30,6 +30,7 @@ const HEAD: &[u8] = b"head";
 const SNAPSHOT: &[u8] = b"snapshot";
 const CLOCK: &[u8] = b"clock";
 const NEXT_SEQ: &[u8] = b"next_seq";
+const INCARNATION: &[u8] = b"incarnation";
 
 /// Why the gate's cache refused an operation. Nothing of a refused change is stored.
 #[derive(Debug, thiserror::Error)]
@@ -124,9 +125,10 @@ pub struct Trust {
     pub version: u64,
     /// The community the trust data is for: the gate's own (data for another is refused).
     pub community: CommunityId,
-    /// The node's certificate, checked against the district root; `None` before the first
+    /// The node's certificates, checked against the district root: the current one first,
+    /// then the one before its last rekey if the node sent it; empty before the first
     /// snapshot.
-    pub cert: Option<NodeCert>,
+    pub certs: Vec<NodeCert>,
     /// The lockdown the node last sent.
     pub lockdown: GateLockdown,
     /// Whether residents may go out in a lockdown (`residents_may_leave_in_lockdown` of the
@@ -166,6 +168,8 @@ pub struct GateCache {
     head: CacheHead,
     clock: GateClock,
     next_seq: u64,
+    /// This cache's incarnation (see [`OfflineEvent::cache`]).
+    incarnation: u64,
     capacity: u64,
     /// Events in the buffer (sled's `len` walks the whole tree: counted once at open).
     pending: u64,
@@ -211,6 +215,7 @@ impl GateCache {
             head: CacheHead::default(),
             clock: GateClock::default(),
             next_seq: 1,
+            incarnation: 0,
             capacity: capacity.max(1),
             pending: 0,
         };
@@ -230,13 +235,37 @@ impl GateCache {
                 "clock record in the gate cache is not intact ({why}): reset"
             )),
         }
-        match cache.read_meta::<u64>(NEXT_SEQ) {
-            Ok(Some(n)) => cache.next_seq = n,
-            Ok(None) => {}
-            Err(why) => report.problems.push(format!(
-                "event counter in the gate cache is not intact ({why})"
-            )),
-        }
+        // A counter that is missing or not intact may count again from numbers the node
+        // holds: such a cache gets a new incarnation (see `OfflineEvent::cache`).
+        let counter = match cache.read_meta::<u64>(NEXT_SEQ) {
+            Ok(Some(n)) => {
+                cache.next_seq = n;
+                true
+            }
+            Ok(None) => false,
+            Err(why) => {
+                report.problems.push(format!(
+                    "event counter in the gate cache is not intact ({why})"
+                ));
+                false
+            }
+        };
+        cache.incarnation = match cache.read_meta::<u64>(INCARNATION) {
+            Ok(Some(n)) if counter => n,
+            // A cache counting events from before incarnations: the node's cursor for it is
+            // the one of incarnation 0.
+            Ok(None) if counter => 0,
+            Ok(_) => new_incarnation(),
+            Err(why) => {
+                report.problems.push(format!(
+                    "cache incarnation in the gate cache is not intact ({why}): a new one"
+                ));
+                new_incarnation()
+            }
+        };
+        cache
+            .meta
+            .insert(INCARNATION, cache.seal(INCARNATION, &cache.incarnation))?;
         // Events: each must carry a good MAC and a sequence number below the counter.
         let mut bad = Vec::new();
         let mut highest = 0;
@@ -359,21 +388,30 @@ impl GateCache {
         Ok(())
     }
 
-    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, TrustError> {
-        let cert = NodeCert::decode(&s.node_cert)?;
-        // Validity is judged at use (with the node's time); here: signed by our root, for us.
+    /// A node certificate of the snapshot, checked: signed by our root, for us.
+    fn cert_of(&self, bytes: &[u8], community: CommunityId) -> Result<NodeCert, TrustError> {
+        let cert = NodeCert::decode(bytes)?;
+        // Validity is judged at use (with the node's time).
         cert.verify(&self.root, cert.not_before)?;
-        if cert.community != self.community || s.community != self.community {
+        if cert.community != self.community || community != self.community {
             return Err(TrustError::Community {
-                data: s.community,
+                data: community,
                 gate: self.community,
             });
+        }
+        Ok(cert)
+    }
+
+    fn trust_of(&self, s: TrustSnapshot) -> Result<Trust, TrustError> {
+        let mut certs = vec![self.cert_of(&s.node_cert, s.community)?];
+        if let Some(previous) = &s.previous_node_cert {
+            certs.push(self.cert_of(previous, s.community)?);
         }
         Ok(Trust {
             incarnation: s.incarnation,
             version: s.version,
             community: s.community,
-            cert: Some(cert),
+            certs,
             lockdown: s.lockdown,
             residents_may_leave: s.residents_may_leave,
             revoked: s.revoked.into_iter().collect(),
@@ -438,10 +476,11 @@ impl GateCache {
                 node_time_ms: u.node_time_ms,
                 community: trust.community,
                 node_cert: trust
-                    .cert
-                    .as_ref()
+                    .certs
+                    .first()
                     .map(NodeCert::encode)
                     .unwrap_or_default(),
+                previous_node_cert: trust.certs.get(1).map(NodeCert::encode),
                 lockdown: trust.lockdown.clone(),
                 residents_may_leave: trust.residents_may_leave,
                 revoked: trust.revoked.iter().copied().collect(),
@@ -489,6 +528,7 @@ impl GateCache {
         }
         let key = seq.to_be_bytes();
         let rec = OfflineEvent {
+            cache: self.incarnation,
             gate_seq: seq,
             event,
         };
@@ -516,15 +556,22 @@ impl GateCache {
         self.capacity
     }
 
-    /// The oldest `n` events waiting.
+    /// This cache's incarnation (see [`OfflineEvent::cache`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The oldest `n` events waiting, all of one cache incarnation (the node keeps a cursor
+    /// per incarnation; one upload is for one cursor).
     ///
     /// # Errors
     /// [`CacheError::Storage`].
     pub fn oldest(&self, n: usize) -> Result<Vec<OfflineEvent>, CacheError> {
-        let mut out = Vec::new();
+        let mut out: Vec<OfflineEvent> = Vec::new();
         for item in self.events.iter().take(n) {
             let (k, v) = item?;
             match self.open_record::<OfflineEvent>(&k, &v) {
+                Ok(e) if out.first().is_some_and(|f| f.cache != e.cache) => break,
                 Ok(e) => out.push(e),
                 Err(why) => tracing::error!(%why, "buffered event modified on disk; not uploaded"),
             }
@@ -550,6 +597,12 @@ impl GateCache {
     }
 }
 
+/// A random incarnation, never 0 (the incarnation of caches made before incarnations).
+fn new_incarnation() -> u64 {
+    let bytes = menjin_store::files::random32();
+    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes")).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,6 +626,7 @@ mod tests {
             node_time_ms: 1_000,
             community,
             node_cert: cert.encode(),
+            previous_node_cert: None,
             lockdown: GateLockdown::default(),
             residents_may_leave: false,
             revoked: vec![CredId([1; 8])],
@@ -670,7 +724,7 @@ mod tests {
             let (c, report) = open(dir.path(), &root, 1_000);
             assert_eq!(report.problems.len(), 1, "{what}: {:?}", report.problems);
             assert!(report.problems[0].contains("not intact"), "{what}");
-            assert!(c.trust().cert.is_none(), "{what}: trust discarded");
+            assert!(c.trust().certs.is_empty(), "{what}: trust discarded");
         }
     }
 

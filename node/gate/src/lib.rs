@@ -193,6 +193,9 @@ struct Inner {
     online: watch::Sender<bool>,
     /// This device's clock (milliseconds since the Unix epoch).
     clock: Clock,
+    /// The monotonic clock's origin, and the last node time given (see [`node_time`]).
+    started: std::time::Instant,
+    last_time: Mutex<Option<(u64, u64)>>,
 }
 
 /// A device clock: the system's, or in tests one that is wrong on purpose.
@@ -263,6 +266,8 @@ impl GateAgent {
             upload: tokio::sync::Notify::new(),
             online: watch::channel(false).0,
             clock,
+            started: std::time::Instant::now(),
+            last_time: Mutex::new(None),
         });
         let agent = GateAgent { inner };
         tokio::spawn(agent.clone().run_link());
@@ -308,7 +313,7 @@ impl GateAgent {
     /// The node's time as this gate best knows it (milliseconds).
     pub fn node_now_ms(&self) -> u64 {
         let c = self.inner.cache.lock().expect("cache lock").clock();
-        estimate(c, (self.inner.clock)())
+        self.node_now(c)
     }
 
     /// Checks one person: by the node while it answers, alone otherwise.
@@ -395,7 +400,7 @@ impl GateAgent {
         let cfg = &self.inner.cfg;
         let mut cache = self.inner.cache.lock().expect("cache lock");
         let clock = cache.clock();
-        let node_ms = estimate(clock, (self.inner.clock)());
+        let node_ms = self.node_now(clock);
         let degraded = is_degraded(clock, node_ms, cfg.stale_after_s);
         let trust = cache.trust();
         let scan = check::Scan {
@@ -407,7 +412,7 @@ impl GateAgent {
         };
         let ctx = check::Context {
             community: cfg.community,
-            issuer: check::Issuer::Cached(trust.cert.as_ref()),
+            issuer: check::Issuer::Cached(&trust.certs),
             mode: check::Mode::Offline { degraded },
             lockdown: trust.lockdown.locked,
             residents_may_leave: trust.residents_may_leave,
@@ -506,7 +511,7 @@ impl GateAgent {
             let Some(inner) = weak.upgrade() else { return };
             let agent = GateAgent { inner };
             let clock = agent.inner.cache.lock().expect("cache lock").clock();
-            let node_ms = estimate(clock, (agent.inner.clock)());
+            let node_ms = agent.node_now(clock);
             // Never heard from a node at all: nothing to be stale about (and no trust data).
             if clock.last_heard_node_ms > 0
                 && is_degraded(clock, node_ms, agent.inner.cfg.stale_after_s)
@@ -709,8 +714,15 @@ impl GateAgent {
                     upto_gate_seq,
                     stored,
                 }) => {
+                    // The node holds this cache's events up to its cursor; drop only those
+                    // sent here, never ones it did not confirm.
+                    if upto_gate_seq < last {
+                        return Err(LinkError::UploadRefused(format!(
+                            "the node confirmed events up to {upto_gate_seq} of {last} sent"
+                        )));
+                    }
                     let mut cache = self.inner.cache.lock().expect("cache lock");
-                    cache.uploaded(upto_gate_seq.max(last))?;
+                    cache.uploaded(last)?;
                     if !cache.alarm() {
                         self.inner.link.lock().expect("link lock").alarmed = false;
                     }
@@ -727,6 +739,13 @@ impl GateAgent {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// The node's time now, as this gate best knows it (see [`node_time`]).
+    fn node_now(&self, clock: GateClock) -> u64 {
+        let mono_ms = self.inner.started.elapsed().as_millis() as u64;
+        let mut last = self.inner.last_time.lock().expect("time lock");
+        node_time(&mut last, clock, (self.inner.clock)(), mono_ms)
     }
 
     /// Asks the link task to upload now (after offline decisions, when the node is back).
@@ -748,6 +767,20 @@ impl Drop for AbortOnDrop {
 fn estimate(clock: GateClock, local_ms: u64) -> u64 {
     let est = (local_ms as i64).saturating_add(clock.offset_ms).max(0) as u64;
     est.max(clock.node_time_floor_ms)
+}
+
+/// The node time now, never behind the last one this process gave plus the time elapsed
+/// since on the monotonic clock (`mono_ms`): a device clock wound back neither stops the
+/// gate's time at its last contact (expired codes would pass, degraded mode never start) nor
+/// turns it back. `last` is this process's memory: (node time given, `mono_ms` then).
+fn node_time(last: &mut Option<(u64, u64)>, clock: GateClock, local_ms: u64, mono_ms: u64) -> u64 {
+    let est = estimate(clock, local_ms);
+    let t = match *last {
+        Some((at, mono)) => est.max(at.saturating_add(mono_ms.saturating_sub(mono))),
+        None => est,
+    };
+    *last = Some((t, mono_ms));
+    t
 }
 
 fn is_degraded(clock: GateClock, node_ms: u64, stale_after_s: u64) -> bool {
@@ -778,6 +811,25 @@ impl check::Trust for CachedTrust<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_clock_wound_back_does_not_stop_the_gates_time() {
+        let stale_after_s = 60;
+        let c = GateClock {
+            offset_ms: 0,
+            node_time_floor_ms: 10_000_000,
+            last_heard_node_ms: 10_000_000,
+        };
+        let mut last = None;
+        // Ten seconds after the last contact, on both clocks.
+        assert_eq!(node_time(&mut last, c, 10_010_000, 10_000), 10_010_000);
+        // The device clock is set back an hour; two minutes pass on the monotonic clock.
+        let t = node_time(&mut last, c, 10_010_000 - 3_600_000 + 120_000, 130_000);
+        assert_eq!(t, 10_130_000, "time runs on from the last estimate");
+        assert!(is_degraded(c, t, stale_after_s), "silent past the bound");
+        // And never goes back.
+        assert!(node_time(&mut last, c, 0, 130_001) >= t);
+    }
 
     #[test]
     fn the_node_time_estimate_never_goes_back() {

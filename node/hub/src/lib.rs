@@ -571,17 +571,18 @@ impl Hub {
         let current = self
             .replication
             .read(|r| r.policy().lockdowns.get(&community).cloned());
-        if current.as_ref().is_some_and(|c| c.at >= l.at) {
+        let at = menjin_proto::record::adopted_at(l, now_ms() / 1000);
+        if current.as_ref().is_some_and(|c| c.at >= at) {
             tracing::info!(
                 community,
                 "node's local lockdown is older than the district's decision; not adopted"
             );
             return;
         }
-        let by = format!("{} (at the node)", l.by);
+        let by = menjin_proto::record::adopted_by(&l.by);
         match self
             .replication
-            .set_lockdown(community, l.locked, &l.reason, &by, l.at)
+            .set_lockdown(community, l.locked, &l.reason, &by, at)
         {
             Ok(x) => tracing::warn!(
                 community,

@@ -3,9 +3,10 @@
 //! connection to the service. Request/response peers (gates, consoles) send one request per
 //! bidirectional stream; [`serve_requests`] runs that loop.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use menjin_proto::wire::{self, ErrorKind, Response, RoleRequest};
@@ -14,11 +15,104 @@ use tracing::Instrument;
 
 use crate::tls::{self, PeerRole, PeerTable};
 
-/// Gates, consoles and nodes connected at once; a community has at most a few dozen gates, a
-/// district hub at most a few hundred nodes.
+/// Authenticated gates, consoles and nodes connected at once; a community has at most a few
+/// dozen gates, a district hub at most a few hundred nodes. Only a peer that finished the
+/// handshake with an enrolled key takes a place: a handshake that never completes never holds
+/// one.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Handshakes in progress at once; beyond it new ones are refused until some finish or time
+/// out ([`HANDSHAKE_TIMEOUT_MS`]), which bounds what half-open handshakes cost.
+pub const HANDSHAKES_MAX: usize = 256;
+/// Handshakes in progress beyond which a peer whose address is not yet validated is sent a
+/// Retry (a stateless token it must echo): a flood from spoofed addresses then costs one
+/// packet each and holds no state, while real peers (quinn clients follow a Retry) pay one
+/// round trip.
+pub const HANDSHAKES_UNVALIDATED_MAX: usize = 64;
+/// Handshakes in progress from one source (an IPv4 address, an IPv6 /64): one host cannot
+/// take every handshake place; a community's gates each have their own address.
+pub const HANDSHAKES_PER_SOURCE_MAX: usize = 16;
+/// How long a handshake may take: a few round trips on the worst link a gate or node uses,
+/// far shorter than the idle timeout that bounded it before.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 4_000;
 /// How long shutdown waits for requests in flight.
 const DRAIN_MS: u64 = 3_000;
+
+/// Handshakes in progress, in total and by source; its entries exist only while a handshake
+/// does, so it is bounded by [`HANDSHAKES_MAX`].
+#[derive(Default)]
+struct Handshakes {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+    /// Whether the last admission sent a Retry (logged once per episode, not per packet).
+    under_load: bool,
+}
+
+/// What the accept loop does with a new handshake.
+enum Admission {
+    Accept(HandshakeSlot),
+    Retry,
+    Refuse,
+}
+
+/// The source a per-source limit counts: the address, or the /64 of an IPv6 one.
+fn source(addr: SocketAddr) -> IpAddr {
+    match addr.ip().to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Admits a handshake or says why not (see the limits above).
+fn admit(table: &Arc<Mutex<Handshakes>>, incoming: &quinn::Incoming) -> Admission {
+    let src = source(incoming.remote_address());
+    let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+    if !incoming.remote_address_validated() && t.total >= HANDSHAKES_UNVALIDATED_MAX {
+        if !t.under_load {
+            t.under_load = true;
+            tracing::warn!(
+                handshakes = t.total,
+                "many handshakes in progress; new peers must validate their address"
+            );
+        }
+        return Admission::Retry;
+    }
+    if t.under_load && t.total < HANDSHAKES_UNVALIDATED_MAX / 2 {
+        t.under_load = false;
+        tracing::info!(handshakes = t.total, "handshake load back to normal");
+    }
+    let from_source = t.by_source.get(&src).copied().unwrap_or(0);
+    if t.total >= HANDSHAKES_MAX || from_source >= HANDSHAKES_PER_SOURCE_MAX {
+        return Admission::Refuse;
+    }
+    t.total += 1;
+    *t.by_source.entry(src).or_insert(0) += 1;
+    Admission::Accept(HandshakeSlot {
+        table: table.clone(),
+        source: src,
+    })
+}
+
+/// One place among the handshakes in progress, given back when dropped.
+struct HandshakeSlot {
+    table: Arc<Mutex<Handshakes>>,
+    source: IpAddr,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        t.total -= 1;
+        if let Some(n) = t.by_source.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_source.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// What a daemon does with an authenticated connection.
 pub trait Service: Send + Sync + 'static {
@@ -53,7 +147,8 @@ impl<S: Service> Server<S> {
     /// Serves until `shutdown` completes, then closes connections and waits (bounded) for
     /// them to drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let limit = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+        let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
+        let handshakes = Arc::new(Mutex::new(Handshakes::default()));
         tokio::pin!(shutdown);
         loop {
             let incoming = tokio::select! {
@@ -63,31 +158,38 @@ impl<S: Service> Server<S> {
                     None => break,
                 },
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(remote = %incoming.remote_address(), "connection limit reached; refusing");
-                incoming.refuse();
-                continue;
+            let remote = incoming.remote_address();
+            let slot = match admit(&handshakes, &incoming) {
+                Admission::Accept(slot) => slot,
+                Admission::Retry if incoming.may_retry() => {
+                    if let Err(e) = incoming.retry() {
+                        e.into_incoming().ignore();
+                    }
+                    continue;
+                }
+                // An unvalidated peer that cannot be sent a Retry: no answer at all.
+                Admission::Retry => {
+                    incoming.ignore();
+                    continue;
+                }
+                Admission::Refuse => {
+                    tracing::debug!(%remote, "too many handshakes in progress; refusing");
+                    incoming.refuse();
+                    continue;
+                }
             };
             let service = self.service.clone();
-            let remote = incoming.remote_address();
+            let connections = connections.clone();
             tokio::spawn(
                 async move {
-                    let _permit = permit;
-                    let conn = match incoming.await {
-                        Ok(conn) => conn,
-                        Err(e) => {
-                            tracing::info!(error = %e, "handshake failed");
+                    if let Some((role, conn)) = handshake(&*service, incoming, slot).await {
+                        let Ok(_permit) = connections.try_acquire_owned() else {
+                            tracing::warn!("connection limit reached; closing");
+                            conn.close(2u32.into(), b"connection limit reached");
                             return;
-                        }
-                    };
-                    let role =
-                        tls::peer_key(&conn).and_then(|k| service.peers().role(k.as_bytes()));
-                    match role {
-                        Some(role) => {
-                            tracing::debug!(?role, "peer connected");
-                            service.on_connection(role, conn).await;
-                        }
-                        None => conn.close(1u32.into(), b"not enrolled"),
+                        };
+                        tracing::debug!(?role, "peer connected");
+                        service.on_connection(role, conn).await;
                     }
                 }
                 .instrument(tracing::info_span!("peer", %remote)),
@@ -97,6 +199,34 @@ impl<S: Service> Server<S> {
         let _ =
             tokio::time::timeout(Duration::from_millis(DRAIN_MS), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Runs the handshake (bounded by [`HANDSHAKE_TIMEOUT_MS`]) holding `slot`, and finds the
+/// peer's role; a peer whose key is not enrolled is closed here.
+async fn handshake<S: Service>(
+    service: &S,
+    incoming: quinn::Incoming,
+    slot: HandshakeSlot,
+) -> Option<(PeerRole, quinn::Connection)> {
+    let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+    // Dropping the unfinished handshake on timeout closes it.
+    let conn = match tokio::time::timeout(timeout, incoming).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!("handshake timed out");
+            return None;
+        }
+    };
+    drop(slot);
+    let role = tls::peer_key(&conn).and_then(|k| service.peers().role(k.as_bytes()));
+    if role.is_none() {
+        conn.close(1u32.into(), b"not enrolled");
+    }
+    role.map(|r| (r, conn))
 }
 
 /// What a request is answered with.

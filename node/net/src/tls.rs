@@ -37,6 +37,12 @@ pub const IDLE_TIMEOUT_MS: u64 = 6_000;
 pub const KEEP_ALIVE_MS: u64 = 1_000;
 /// Concurrent checks one gate may have in flight; more wait (backpressure).
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// Handshakes quinn queues before the accept loop sees them.
+const INCOMING_MAX: usize = 1024;
+/// Datagrams one queued handshake may buffer, in bytes (a ClientHello with its certificate).
+const INCOMING_BUFFER_LEN_MAX: u64 = 64 * 1024;
+/// Datagrams all queued handshakes may buffer, in bytes.
+const INCOMING_BUFFER_TOTAL_LEN_MAX: u64 = 8 * 1024 * 1024;
 
 /// Why a TLS configuration could not be built from our key (a bad key file, not a peer).
 #[derive(Debug, thiserror::Error)]
@@ -361,6 +367,12 @@ pub fn server_config(
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(TlsError::Suite)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(transport());
+    // Handshakes not yet taken by the accept loop (which admits or refuses them at once), and
+    // the datagrams each may buffer meanwhile: bounded far below quinn's defaults (65,536 and
+    // 100 MiB).
+    cfg.max_incoming(INCOMING_MAX);
+    cfg.incoming_buffer_size(INCOMING_BUFFER_LEN_MAX);
+    cfg.incoming_buffer_size_total(INCOMING_BUFFER_TOTAL_LEN_MAX);
     Ok(cfg)
 }
 

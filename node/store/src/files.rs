@@ -554,6 +554,12 @@ impl NodeDir {
     pub fn cert(&self) -> PathBuf {
         self.0.join("node.cert")
     }
+    /// `node.cert.previous`: the certificate before the last rekey; gates deciding alone
+    /// need it for the codes its key signed (the trust feed carries it while they may be in
+    /// force).
+    pub fn previous_cert(&self) -> PathBuf {
+        self.0.join("node.cert.previous")
+    }
     /// `root.pub`: the district root public key, the trust anchor.
     pub fn root_pub(&self) -> PathBuf {
         self.0.join("root.pub")

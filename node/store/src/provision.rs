@@ -52,6 +52,10 @@ fn now() -> u64 {
 
 /// How long a node certificate is valid; renewal is a district operator's yearly task.
 pub const NODE_CERT_DAYS: u64 = 365;
+/// How far before its issue a node certificate's validity starts (clocks of gates a little
+/// behind the workstation's still accept it). A certificate's `not_before` plus this is when
+/// it was made: for a rekeyed node, when its previous key stopped signing codes.
+pub const NODE_CERT_BACKDATE_S: u64 = 86_400;
 
 fn private_dir(path: &Path) -> Result<(), FileError> {
     std::fs::DirBuilder::new()
@@ -166,7 +170,7 @@ fn create_daemon_dir(
         community,
         name,
         key,
-        now - 86_400,
+        now - NODE_CERT_BACKDATE_S,
         now + NODE_CERT_DAYS * 86_400,
     );
     write_public(&dir.cert(), &cert.encode())?;
@@ -181,7 +185,8 @@ fn create_daemon_dir(
 /// rotation is for a key that may have leaked, or a certificate close to its end.
 ///
 /// What still works afterwards: codes the old key signed (the node recognises its own codes
-/// by their bytes), gates (they trust the root, not a node key), the hub's log cursor and the
+/// by their bytes; gates deciding alone check them against the old certificate, kept as
+/// `node.cert.previous` and carried in the trust feed), gates (they trust the root, not a node key), the hub's log cursor and the
 /// roster (both keyed by community). What the operator must do: restart the node, and enrol
 /// the new `node.cert` at the hub (which drops the old key). What this cannot do: the old
 /// certificate stays valid for gates until it expires (no revocation list for node
@@ -218,9 +223,14 @@ pub fn rekey(district: &DistrictDir, dir: &NodeDir) -> Result<NodeCert, Provisio
         community,
         &name,
         key,
-        now - 86_400,
+        now - NODE_CERT_BACKDATE_S,
         now + NODE_CERT_DAYS * 86_400,
     );
+    // The certificate being replaced: its codes stay in force (see `NodeDir::previous_cert`).
+    // Kept before anything is replaced, so a rekey run again after a crash keeps the same.
+    if let Ok(old) = std::fs::read(dir.cert()) {
+        write_public(&dir.previous_cert(), &old)?;
+    }
     let new_key = dir.key().with_extension("key.new");
     let _ = std::fs::remove_file(&new_key);
     write_secret(&new_key, &seed)?;

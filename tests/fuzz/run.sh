@@ -23,7 +23,9 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
 echo "== building the fuzz targets (tests/fuzz, profile fuzz, $triple)"
-CARGO_TARGET_DIR=$out cargo build --manifest-path tests/fuzz/Cargo.toml --locked \
+# The workspace's versions of everything (tests/fuzz/Cargo.toml says why).
+cp Cargo.lock tests/fuzz/Cargo.lock
+CARGO_TARGET_DIR=$out cargo build --manifest-path tests/fuzz/Cargo.toml \
 	--profile fuzz --target "$triple" --bin menjin-fuzz
 bin=$out/$triple/fuzz/menjin-fuzz
 unset RUSTFLAGS

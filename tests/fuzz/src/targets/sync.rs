@@ -114,7 +114,7 @@ pub fn drain(r: &mut Replica, peer: Role, now_ms: u64) -> Vec<Vec<u8>> {
 /// The receiving side named by an input's first byte: even → the hub, hearing its node;
 /// odd → the node, hearing its hub.
 fn receiver(selector: u8) -> (Replica, Role) {
-    if selector % 2 == 0 {
+    if selector.is_multiple_of(2) {
         (hub(), Role::Node(COMMUNITY))
     } else {
         (node(), Role::Hub)

@@ -459,7 +459,9 @@ impl GateCache {
     /// # Errors
     /// [`CacheError::Gap`] if it does not follow the version held: the caller resubscribes.
     pub fn apply_update(&mut self, u: &TrustUpdate) -> Result<(), CacheError> {
-        if u.incarnation != self.trust.incarnation || u.version != self.trust.version + 1 {
+        if u.incarnation != self.trust.incarnation
+            || Some(u.version) != self.trust.version.checked_add(1)
+        {
             return Err(CacheError::Gap {
                 have: self.trust.version,
                 got: u.version,
@@ -780,5 +782,27 @@ mod tests {
         assert!(report.problems.is_empty());
         assert_eq!(c.pending(), 50);
         assert_eq!(c.record(event).unwrap(), 101);
+    }
+
+    /// Seen while writing the `feed_frames` fuzz target and reproduced through it (the fuzzer
+    /// itself had not reached it in 56,000 runs): a snapshot at the last version, then an update,
+    /// overflowed `version + 1` (a panic under the cache lock in a debug build; a wrap to
+    /// version 0 in a release build).
+    #[test]
+    fn update_after_a_snapshot_at_the_last_version_is_a_gap_not_an_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = signing_key_from_seed([1; 32]);
+        let (mut c, _) = open(dir.path(), &root, 1_000);
+        let mut last = snapshot(&root, COMMUNITY);
+        last.version = u64::MAX;
+        c.apply_snapshot(last).unwrap();
+        for version in [0, u64::MAX] {
+            assert!(matches!(
+                c.apply_update(&update(version, 3)),
+                Err(CacheError::Gap { have: u64::MAX, .. })
+            ));
+        }
+        assert_eq!(c.trust().version, u64::MAX);
+        assert!(!c.trust().revoked.contains(&CredId([3; 8])));
     }
 }

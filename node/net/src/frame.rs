@@ -53,11 +53,29 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<LinkFrame, Frame
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(FrameError::Closed),
         Err(e) => return Err(FrameError::Read(e)),
     }
-    let len = u32::from_be_bytes(len) as usize;
+    let len = frame_len(len)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    decode_body(&body)
+}
+
+/// A frame's length from its 4-byte big-endian prefix, refused over [`LINK_FRAME_LEN_MAX`]
+/// before anything is allocated.
+///
+/// # Errors
+/// [`FrameError::TooLong`].
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
     if len > LINK_FRAME_LEN_MAX {
         return Err(FrameError::TooLong(len));
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await?;
-    Ok(wire::decode(&body, LINK_FRAME_LEN_MAX)?)
+    Ok(len)
+}
+
+/// A frame's body (what follows its length prefix).
+///
+/// # Errors
+/// [`FrameError::Malformed`].
+pub fn decode_body(body: &[u8]) -> Result<LinkFrame, FrameError> {
+    Ok(wire::decode(body, LINK_FRAME_LEN_MAX)?)
 }

@@ -102,6 +102,12 @@ pub(crate) struct Text {
     pub(crate) not_cleared_help: &'static str,
     pub(crate) to_mine: &'static str,
     pub(crate) refused: &'static str,
+    // The live part of "my declarations" (views/live.rs): the lockdown banner, an ended home.
+    pub(crate) lockdown_banner: &'static str,
+    pub(crate) lockdown_stay_in: &'static str,
+    pub(crate) lockdown_may_leave: &'static str,
+    pub(crate) live_ended: &'static str,
+    pub(crate) live_ended_link: &'static str,
 }
 
 impl Text {
@@ -207,6 +213,11 @@ pub(crate) static ZH: Text = Text {
     not_cleared_help: "不发放通行码。请按社区要求隔离或就医；情况变化后可重新申报。",
     to_mine: "查看我的申报",
     refused: "未能申报",
+    lockdown_banner: "本社区封闭管理中：外来人员和车辆一律不得进入。",
+    lockdown_stay_in: "居民暂不得外出。",
+    lockdown_may_leave: "居民可以外出。",
+    live_ended: "本次登录已结束（住户码已失效、已重新发放或长时间未操作）。",
+    live_ended_link: "重新输入住户码",
 };
 
 pub(crate) static EN: Text = Text {
@@ -286,4 +297,9 @@ pub(crate) static EN: Text = Text {
     not_cleared_help: "No code is issued. Follow the community's instructions; declare again when things change.",
     to_mine: "My declarations",
     refused: "Not declared",
+    lockdown_banner: "This community is in lockdown: no visitors or vehicles may enter.",
+    lockdown_stay_in: "Residents may not go out for now.",
+    lockdown_may_leave: "Residents may go out.",
+    live_ended: "This visit has ended (the household code was revoked or reissued, or the page was left idle).",
+    live_ended_link: "Enter the household code again",
 };

@@ -1,11 +1,12 @@
 //! The pages: `login` (the household code, log out, the language switch), `mine` ("my
-//! declarations": members, codes as QR, the running clock), `declare` (the form and the
+//! declarations": members, codes as QR, the running clock; its live stream is `crate::live`),
+//! `declare` (the form and the
 //! review's outcome). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
 mod login;
-mod mine;
+pub(crate) mod mine;
 
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/logout", post(login::logout))
         .route("/lang/{to}", get(login::switch_lang))
         .route("/my", get(mine::page))
-        .route("/my/members", get(mine::members))
+        .route("/my/live", get(crate::live::page))
         .route("/declare", get(declare::page).post(declare::submit))
 }
 

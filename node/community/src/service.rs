@@ -1736,6 +1736,8 @@ mod tests {
 }
 
 #[cfg(test)]
+mod changes_tests;
+#[cfg(test)]
 mod passback_tests;
 #[cfg(test)]
 mod start_tests;

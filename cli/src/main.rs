@@ -10,7 +10,7 @@
 #![warn(unused_crate_dependencies)]
 // Used by the integration tests (tests/it), which share the dev-dependencies.
 #[cfg(test)]
-use {fantoccini as _, hyper_util as _, quinn as _, sled as _};
+use {fantoccini as _, quinn as _, sled as _, tokio_rustls as _};
 
 mod cmd;
 mod console;

@@ -237,3 +237,60 @@ fn gate_run_json_lines_keep_their_field_names_in_alphabetical_order() {
         r#"{"allowed":true,"occupants":1,"vehicle":"粤B12345"}"#
     );
 }
+
+#[test]
+fn bench_web_reports_rate_latencies_and_the_size_of_every_page() {
+    // A short run through the real binary: the shape of its figures, never their values.
+    let out = menjin(&["bench", "web", "--clients", "3", "--declarations", "150"]).ok();
+    assert_keys(
+        "bench web",
+        &out,
+        &[
+            "clients",
+            "declarations",
+            "declarations_per_s",
+            "max_us",
+            "p50_us",
+            "p99_us",
+            "pages",
+            "seconds",
+            "setup_ms",
+        ],
+    );
+    assert_eq!(out["clients"], 3);
+    assert_eq!(out["declarations"], 150, "{out}");
+    for key in [
+        "declarations_per_s",
+        "p50_us",
+        "p99_us",
+        "max_us",
+        "seconds",
+    ] {
+        assert!(out[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {out}");
+    }
+    let pages = out["pages"].as_array().expect("pages");
+    let names: Vec<&str> = pages.iter().map(|p| p["page"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "code",
+            "form",
+            "result",
+            "mine",
+            "assets/style.css",
+            "assets/htmx.min.js",
+            "assets/sse.min.js",
+            "assets/clock.js"
+        ]
+    );
+    for page in pages {
+        assert_keys("bench web page", page, &["bytes", "page"]);
+        assert!(page["bytes"].as_u64().is_some_and(|b| b > 100), "{page}");
+    }
+    // The node's page answers are its own files: the asset sizes are the embedded files'.
+    let htmx = pages
+        .iter()
+        .find(|p| p["page"] == "assets/htmx.min.js")
+        .unwrap();
+    assert!(htmx["bytes"].as_u64().unwrap() > 52_182, "{htmx}");
+}

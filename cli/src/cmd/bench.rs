@@ -3,6 +3,7 @@
 
 mod lockdown;
 mod sync;
+mod web;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,6 +53,16 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
+    /// Concurrent phones declaring through the resident pages (HTTP on loopback).
+    Web {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 10_000)]
+        declarations: usize,
+        /// Run this long instead of a number of declarations.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
     /// Initial sync of one community to an empty hub, one revocation, a node restart.
     Sync {
         #[arg(long, default_value_t = sync::RESIDENTS_DEFAULT)]
@@ -73,6 +84,22 @@ pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
             rounds,
         } => lockdown::run(nodes, gates_per_node, rounds, json).await,
         BenchCmd::Sync { residents } => sync::run(residents, json).await,
+        BenchCmd::Web {
+            clients,
+            declarations,
+            seconds,
+        } => {
+            if clients == 0 || clients > web::CLIENTS_MAX {
+                bail!("--clients: 1 to {}", web::CLIENTS_MAX);
+            }
+            if declarations == 0 || declarations > web::DECLARATIONS_MAX {
+                bail!("--declarations: 1 to {}", web::DECLARATIONS_MAX);
+            }
+            if seconds.is_some_and(|s| s == 0 || s > web::SECONDS_MAX) {
+                bail!("--seconds: 1 to {}", web::SECONDS_MAX);
+            }
+            web::run(clients, declarations, seconds, json).await
+        }
     }
 }
 

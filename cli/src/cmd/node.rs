@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use menjin_proto::wire::ConsoleRequest;
 use menjin_store::files::{DistrictDir, MdnsConfig, NodeDir};
@@ -82,6 +82,19 @@ pub enum NodeCmd {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// A certificate for the resident pages' HTTPS (self-signed, ECDSA P-256): writes
+    /// `web.crt` and `web.key` (mode 0600) into the node directory; then set
+    /// `tls_cert = "web.crt"` and `tls_key = "web.key"` in `[web]` and restart the node.
+    WebCert {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The names phones reach the pages by: IP addresses or DNS names (repeat it).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// How long the certificate is valid.
+        #[arg(long, default_value_t = 730)]
+        days: u32,
+    },
     /// Counts and enrolled gates of a running node.
     Status {
         #[arg(long)]
@@ -116,7 +129,7 @@ pub async fn run(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
             return create(district, dir, &spec, mdns, json);
         }
         NodeCmd::Run { dir, listen } => {
-            let start_web = crate::web::start(NodeDir(dir.clone()));
+            let start_web = crate::web::start(NodeDir(dir.clone()))?;
             menjin_community::run_node_with(
                 &NodeDir(dir),
                 listen,
@@ -147,6 +160,7 @@ pub async fn run(cmd: NodeCmd, json: bool) -> Result<ExitCode> {
             };
             ask(&dir, req).await?
         }
+        NodeCmd::WebCert { dir, names, days } => return web_cert(&dir, &names, days, json),
         NodeCmd::Status { dir } => ask(&dir, ConsoleRequest::Status).await?,
     };
     Ok(output::response(json, &resp))
@@ -183,6 +197,55 @@ fn rekey(district: PathBuf, dir: PathBuf, json: bool) -> Result<ExitCode> {
             cert.key_id(),
             cert.community,
             NodeDir(dir).cert().display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Certificates longer than this are a mistake (and some browsers refuse them).
+const WEB_CERT_DAYS_MAX: u32 = 3650;
+
+fn web_cert(dir: &std::path::Path, names: &[String], days: u32, json: bool) -> Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if days == 0 || days > WEB_CERT_DAYS_MAX {
+        return Err(usage(anyhow::anyhow!("--days: 1 to {WEB_CERT_DAYS_MAX}")));
+    }
+    if let Some(bad) = names.iter().find(|n| {
+        n.is_empty() || n.len() > 253 || n.chars().any(|c| c.is_control() || c.is_whitespace())
+    }) {
+        return Err(usage(anyhow::anyhow!(
+            "--name {bad:?}: an IP address or a DNS name"
+        )));
+    }
+    // Not `read_config`: it refuses a [web] that names these files before they exist.
+    if !NodeDir(dir.to_path_buf()).config().exists() {
+        bail!("{}: not a node directory (no node.toml)", dir.display());
+    }
+    let (cert, key) = menjin_web::tls::self_signed(names, now_secs(), days)?;
+    let (cert_path, key_path) = (dir.join("web.crt"), dir.join("web.key"));
+    // Never over an existing key: a running node's certificate stays as it is.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .with_context(|| format!("{} (remove it first to make a new one)", key_path.display()))?;
+    file.write_all(key.as_bytes())?;
+    file.sync_all()?;
+    menjin_store::files::write_public(&cert_path, cert.as_bytes())?;
+    if json {
+        crate::json::print(&crate::json::WebCert {
+            cert: cert_path,
+            days,
+            key: key_path,
+            names: names.to_vec(),
+        });
+    } else {
+        println!(
+            "wrote {} and {}; in [web] of node.toml set\n  tls_cert = \"web.crt\"\n  tls_key = \"web.key\"\nthen restart the node",
+            cert_path.display(),
+            key_path.display()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -155,3 +155,32 @@ pub struct BenchSync {
     /// Sync sessions restarted (expected 0 on a healthy link).
     pub session_restarts: u64,
 }
+
+/// `bench web --json`: concurrent phones declaring through the resident pages over HTTP on
+/// loopback.
+#[derive(Serialize)]
+pub struct BenchWeb {
+    pub clients: usize,
+    /// Declarations answered (each one cleared, each one a resident of the node afterwards).
+    pub declarations: u64,
+    /// Declarations per second, rounded.
+    pub declarations_per_s: f64,
+    /// Latency of one submit (POST /declare until its result page), microseconds, rounded.
+    pub max_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// The largest answer of each page over the wire (head and body), bytes: `code`,
+    /// `form`, `result`, `mine`, then each asset.
+    pub pages: Vec<PageBytes>,
+    /// The measured phase, seconds.
+    pub seconds: f64,
+    /// District, node, pages, the first home of every client: milliseconds.
+    pub setup_ms: u64,
+}
+
+/// One page's size in `bench web`.
+#[derive(Serialize)]
+pub struct PageBytes {
+    pub bytes: u64,
+    pub page: String,
+}

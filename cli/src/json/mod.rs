@@ -49,6 +49,16 @@ pub struct NodeCreated {
     pub not_after: u64,
 }
 
+/// `node web-cert`: the files written for the pages' HTTPS.
+#[derive(Serialize)]
+pub struct WebCert {
+    pub cert: PathBuf,
+    pub days: u32,
+    pub key: PathBuf,
+    /// The names (IP addresses, DNS names) the certificate is for.
+    pub names: Vec<String>,
+}
+
 /// Any command the node or hub refused (exit 3).
 #[derive(Serialize)]
 pub struct Refusal {

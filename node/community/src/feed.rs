@@ -199,11 +199,11 @@ impl Feed {
         let _ = self.tx.send(Arc::new(update));
     }
 
-    /// The lockdown the node now enforces; gates get it if it changed.
-    pub fn on_lockdown(&self, lockdown: GateLockdown, now_ms: u64) {
+    /// The lockdown the node now enforces; gates get it if it changed (then `true`).
+    pub fn on_lockdown(&self, lockdown: GateLockdown, now_ms: u64) -> bool {
         let mut s = self.state.lock().expect("feed lock");
         if s.lockdown == lockdown {
-            return;
+            return false;
         }
         s.lockdown = lockdown.clone();
         s.version += 1;
@@ -215,6 +215,7 @@ impl Feed {
             ..Default::default()
         };
         let _ = self.tx.send(Arc::new(update));
+        true
     }
 
     /// Enrolled gates that have never been in touch still show, as never seen.

@@ -188,6 +188,9 @@ pub struct Node {
     local_policy: LocalPolicy,
     /// Wakes the uplink to report a local lockdown to the hub.
     pub(crate) local_changed: tokio::sync::Notify,
+    /// Rises on every roster commit, household code change and change of the lockdown in
+    /// force: what a resident's page shows may have changed (see [`Node::changes`]).
+    changes: tokio::sync::watch::Sender<u64>,
     /// The district health list as last applied: keyed ID hash → (status, time).
     health: std::sync::RwLock<std::collections::HashMap<IdHash, (String, UnixTime)>>,
     /// What gates cache, pushed to them as it changes; and their links.
@@ -343,6 +346,7 @@ impl Node {
             local_lockdown: std::sync::RwLock::new(local_policy.lockdown()?),
             local_policy,
             local_changed: tokio::sync::Notify::new(),
+            changes: tokio::sync::watch::Sender::new(0),
         });
         node.apply_policy(replica.policy());
         tracing::info!(
@@ -406,6 +410,7 @@ impl Node {
         }
         self.roster.commit(change)?;
         self.feed.on_commit(&touched, now_ms());
+        self.changed();
         let Some((replication, batch)) = self.mirror.ready_or_queue(batch) else {
             return Ok(());
         };
@@ -1088,7 +1093,21 @@ impl Node {
 
     /// Tells the gates about the lockdown in force (nothing is sent if it did not change).
     fn push_lockdown(&self) {
-        self.feed.on_lockdown(self.gate_lockdown(), now_ms());
+        if self.feed.on_lockdown(self.gate_lockdown(), now_ms()) {
+            self.changed();
+        }
+    }
+
+    /// A version that rises whenever a roster commit, a household code's issue or
+    /// revocation, or a change of the lockdown in force may have changed what a home's page
+    /// shows. Watchers (the web pages' live streams) look again when it moves; it says
+    /// nothing about what changed, so a watcher compares what it shows.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The lockdown in force here: the district's, or a later one decided at this node.
@@ -1795,6 +1814,8 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod changes_tests;
 #[cfg(test)]
 mod passback_tests;
 #[cfg(test)]

@@ -350,15 +350,27 @@ pub struct NodeConfig {
     pub web: Option<WebConfig>,
 }
 
-/// `[web]` in `node.toml`: serve the resident pages. Plain HTTP for now (HTTPS is not built
-/// yet): the node warns at start when it listens beyond loopback.
+/// `[web]` in `node.toml`: serve the resident pages. HTTPS with `tls_cert` and `tls_key`;
+/// plain HTTP without them, and then the node warns at start when it listens beyond
+/// loopback.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// TCP address of the pages, e.g. `127.0.0.1:8080` (port 0 picks a free one; the bound
     /// address is written to `web.addr`).
     pub listen: SocketAddr,
+    /// The pages' TLS certificate chain, PEM (leaf first); relative to the node directory.
+    /// Given together with `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, PEM (PKCS#8, PKCS#1 or SEC1); relative to the node
+    /// directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
+
+/// A TLS file path longer than this is a configuration mistake (as `SPOOL_PATH_LEN_MAX`).
+const TLS_PATH_LEN_MAX: usize = 1024;
 
 /// `[mdns]` in `node.toml`: advertise `_menjin._udp.local.` so gates find the node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -643,7 +655,66 @@ impl NodeDir {
                 source,
             },
         )?;
+        if let Some(web) = &cfg.web {
+            self.check_web_tls(web, &text)?;
+        }
         Ok(cfg)
+    }
+
+    /// `tls_cert` and `tls_key`: both or neither, plain paths, readable files. (Whether
+    /// they hold a certificate and its key is for the pages to check when they load them:
+    /// [`NodeDir::refuse_config`].)
+    fn check_web_tls(&self, web: &WebConfig, text: &str) -> Result<(), FileError> {
+        let path = self.config();
+        let refuse = |key, why: &str| Err(refuse_key(&path, text, key, why));
+        match (&web.tls_cert, &web.tls_key) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                return refuse(
+                    "tls_cert",
+                    "give tls_key with it (the certificate's private key)",
+                );
+            }
+            (None, Some(_)) => {
+                return refuse("tls_key", "give tls_cert with it (the key's certificate)");
+            }
+            (Some(_), Some(_)) => {}
+        }
+        for (key, file) in [("tls_cert", &web.tls_cert), ("tls_key", &web.tls_key)] {
+            let Some(file) = file else { continue };
+            let plain = !file.as_os_str().is_empty()
+                && file.as_os_str().len() <= TLS_PATH_LEN_MAX
+                && file
+                    .to_str()
+                    .is_some_and(|s| !s.chars().any(char::is_control));
+            if !plain {
+                let why = format!(
+                    "must be a file path of 1 to {TLS_PATH_LEN_MAX} bytes, without control characters"
+                );
+                return refuse(key, &why);
+            }
+            let full = self.resolve(file);
+            if let Err(e) = std::fs::File::open(&full) {
+                return refuse(key, &format!("cannot read {}: {e}", full.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A path of `node.toml`: relative paths are inside the node directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.0.join(path)
+    }
+
+    /// A refusal of `key`'s value in `node.toml`, found after reading it (a certificate that
+    /// does not parse, a key that is not the certificate's): `node.toml:LINE:COLUMN: key:
+    /// why`, as [`NodeDir::read_config`] reports its own refusals.
+    pub fn refuse_config(&self, key: &str, why: &str) -> FileError {
+        let path = self.config();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => refuse_key(&path, &text, key, why),
+            Err(e) => FileError::Io { path, source: e },
+        }
     }
 
     /// Writes `node.toml` atomically.

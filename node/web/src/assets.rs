@@ -10,6 +10,9 @@ use crate::App;
 
 /// htmx 2.0.11 as published on npm (`npm pack htmx.org@2`, `dist/htmx.min.js`).
 const HTMX: &[u8] = include_bytes!("../assets/htmx-2.0.11.min.js");
+/// htmx's SSE extension 2.2.4 as published on npm (`npm pack htmx-ext-sse@2`,
+/// `dist/sse.min.js`, 0BSD): the live part of "my declarations".
+const SSE: &[u8] = include_bytes!("../assets/htmx-ext-sse-2.2.4.min.js");
 const STYLE: &[u8] = include_bytes!("../assets/style.css");
 const CLOCK: &[u8] = include_bytes!("../assets/clock.js");
 
@@ -20,6 +23,7 @@ pub(crate) fn routes() -> Router<App> {
 async fn asset(Path(name): Path<String>) -> Response {
     let (body, mime) = match name.as_str() {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
+        "sse.min.js" => (SSE, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         "clock.js" => (CLOCK, "text/javascript; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),

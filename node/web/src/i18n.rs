@@ -160,6 +160,12 @@ pub(crate) struct Text {
     pub(crate) window_label: &'static str,
     pub(crate) to_visitors: &'static str,
     pub(crate) colon: &'static str,
+    // The live part of "my declarations" (views/live.rs): the lockdown banner, an ended home.
+    pub(crate) lockdown_banner: &'static str,
+    pub(crate) lockdown_stay_in: &'static str,
+    pub(crate) lockdown_may_leave: &'static str,
+    pub(crate) live_ended: &'static str,
+    pub(crate) live_ended_link: &'static str,
 }
 
 impl Text {
@@ -323,6 +329,11 @@ pub(crate) static ZH: Text = Text {
     window_label: "有效时间",
     to_visitors: "返回访客邀请",
     colon: "：",
+    lockdown_banner: "本社区封闭管理中：外来人员和车辆一律不得进入。",
+    lockdown_stay_in: "居民暂不得外出。",
+    lockdown_may_leave: "居民可以外出。",
+    live_ended: "本次登录已结束（住户码已失效、已重新发放或长时间未操作）。",
+    live_ended_link: "重新输入住户码",
 };
 
 pub(crate) static EN: Text = Text {
@@ -460,4 +471,9 @@ pub(crate) static EN: Text = Text {
     window_label: "Valid",
     to_visitors: "Back to visitors",
     colon: ": ",
+    lockdown_banner: "This community is in lockdown: no visitors or vehicles may enter.",
+    lockdown_stay_in: "Residents may not go out for now.",
+    lockdown_may_leave: "Residents may go out.",
+    live_ended: "This visit has ended (the household code was revoked or reissued, or the page was left idle).",
+    live_ended_link: "Enter the household code again",
 };

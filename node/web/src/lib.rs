@@ -13,8 +13,10 @@
 mod assets;
 mod i18n;
 mod limit;
+mod live;
 mod security;
 mod session;
+pub mod tls;
 mod upload;
 mod views;
 
@@ -25,8 +27,10 @@ use std::time::Duration;
 
 use axum::Router;
 use menjin_community::Node;
+use tokio_rustls::rustls::ServerConfig;
 
-/// A request that takes longer than this is stuck (a declaration is one sled flush).
+/// A request that takes longer than this is stuck (a declaration is one sled flush). (It
+/// bounds the time to an answer's head: a live stream's body runs on.)
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Forms are a few hundred bytes: every route but a photo upload reads at most this.
 const BODY_LEN_MAX: usize = 64 * 1024;
@@ -36,24 +40,27 @@ pub(crate) struct Web {
     pub(crate) node: Arc<Node>,
     pub(crate) sessions: session::Sessions,
     pub(crate) limits: limit::Limits,
-    /// Cookies carry `Secure` (only when served over HTTPS, which is not built yet).
+    /// Served over HTTPS: cookies carry `Secure`, answers `Strict-Transport-Security`.
     pub(crate) secure: bool,
+    /// The open live streams (bounded per session and in all).
+    pub(crate) live: live::Streams,
+    /// Becomes `true` when the server stops: live streams end so the drain finishes.
+    pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(crate) type App = Arc<Web>;
 
-/// The pages' routes and middleware, for the node's `Node`.
-pub fn router(node: Arc<Node>) -> Router {
-    let app: App = Arc::new(Web {
-        node,
-        sessions: session::Sessions::default(),
-        limits: limit::Limits::default(),
-        secure: false,
-    });
+/// The pages' routes and middleware over `app`.
+fn router(app: App) -> Router {
+    let secure = app.secure;
     views::routes()
         .merge(assets::routes())
         .layer(axum::middleware::from_fn(security::cross_site))
-        .layer(axum::middleware::from_fn(security::headers))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                security::headers(req, next, secure)
+            },
+        ))
         // Extractors read at most BODY_LEN_MAX, photo uploads (`upload::limit`) more; no
         // request, whatever reads it, carries more than an upload may.
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LEN_MAX))
@@ -70,30 +77,47 @@ pub fn router(node: Arc<Node>) -> Router {
 /// A bound web listener, ready to serve.
 pub struct WebServer {
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<ServerConfig>>,
     router: Router,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl WebServer {
-    /// Binds the pages' address (inside a tokio runtime). Warns when it listens beyond
-    /// loopback: the pages are plain HTTP, so household codes and declarations cross the LAN
-    /// unencrypted.
+    /// Binds the pages' address (inside a tokio runtime): HTTPS with `tls` (see
+    /// [`tls::load`]), plain HTTP without, and then a warning when it listens beyond
+    /// loopback (household codes and declarations would cross the LAN unencrypted).
     ///
     /// # Errors
     /// If the address cannot be bound.
-    pub fn bind(node: Arc<Node>, listen: SocketAddr) -> std::io::Result<WebServer> {
+    pub fn bind(
+        node: Arc<Node>,
+        listen: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> std::io::Result<WebServer> {
         let std_listener = std::net::TcpListener::bind(listen)?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        if !listen.ip().is_loopback() {
+        if tls.is_none() && !listen.ip().is_loopback() {
             tracing::warn!(
                 %listen,
                 "web pages served over plain HTTP beyond loopback: household codes and \
-                 declarations cross the network unencrypted (HTTPS is not built yet)"
+                 declarations cross the network unencrypted (set tls_cert and tls_key in [web])"
             );
         }
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let app = Arc::new(Web {
+            node,
+            sessions: session::Sessions::default(),
+            limits: limit::Limits::default(),
+            secure: tls.is_some(),
+            live: live::Streams::default(),
+            stopping,
+        });
         Ok(WebServer {
             listener,
-            router: router(node),
+            tls,
+            router: router(app),
+            stop,
         })
     }
 
@@ -103,17 +127,44 @@ impl WebServer {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown`, then waits for the requests in flight.
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Serves until `shutdown`, then ends the live streams and waits for the requests in
+    /// flight.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        use axum::serve::ListenerExt;
         let addr = self.listener.local_addr().ok();
-        tracing::info!(addr = ?addr, "web pages serving");
+        tracing::info!(addr = ?addr, scheme = self.scheme(), "web pages serving");
+        let stop = self.stop;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        let result = match self.tls {
+            Some(config) => match tls::TlsListener::new(self.listener, config) {
+                Ok(listener) => {
+                    axum::serve(listener.tap_io(|_| {}), service)
+                        .with_graceful_shutdown(shutdown)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            None => {
+                let listener = self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "web pages stopped");
         }
         tracing::info!("web pages stopped");

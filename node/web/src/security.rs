@@ -1,5 +1,6 @@
 //! Headers on every answer (a strict Content-Security-Policy: scripts and styles only from
-//! this node's embedded files, no inline script or style, no framing, no referrer), the
+//! this node's embedded files, no inline script or style, no framing, no referrer; HSTS
+//! under HTTPS), the
 //! cross-site check on every state-changing request, and the CSRF token comparison.
 
 use axum::extract::Request;
@@ -8,15 +9,27 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-/// Everything comes from the node itself; htmx's requests go back to it (`connect-src`);
+/// Everything comes from the node itself; htmx's requests and the live stream go back to it
+/// (`connect-src`);
 /// QR codes are inline SVG (markup, not images).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-pub(crate) async fn headers(req: Request, next: Next) -> Response {
+/// Under HTTPS: browsers come back over HTTPS only, for a year (a browser ignores it on a
+/// connection with a certificate error, so a self-signed certificate still lets a resident
+/// accept it).
+const HSTS: &str = "max-age=31536000";
+
+pub(crate) async fn headers(req: Request, next: Next, secure: bool) -> Response {
     let assets = req.uri().path().starts_with("/assets/");
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),

@@ -74,6 +74,13 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// The live session of an id, without counting as seen: a live stream is not the
+    /// resident using the page, so an open page still goes idle.
+    pub(crate) fn peek(&self, id: &str, now: Instant) -> Option<Session> {
+        let map = self.map.lock().expect("sessions lock");
+        map.get(id).filter(|s| live(s, now)).cloned()
+    }
+
     pub(crate) fn end(&self, id: &str) {
         self.map.lock().expect("sessions lock").remove(id);
     }

@@ -285,4 +285,6 @@ pub(crate) async fn fill_form(c: &Client, person: &Person) {
 }
 
 mod household;
+mod https;
+mod live;
 mod resident;

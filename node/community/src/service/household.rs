@@ -173,6 +173,8 @@ impl Node {
     ) -> Result<Response, Refusal> {
         let (building, door) = home_labels(building, door)?;
         let code = self.households.issue(&building, &door, now)?;
+        // A reissue ends the home's sessions: their live pages say so.
+        self.changed();
         tracing::info!(%building, %door, "household code issued");
         Ok(Response::HouseholdCode {
             building,
@@ -189,6 +191,7 @@ impl Node {
     ) -> Result<Response, Refusal> {
         let (building, door) = home_labels(building, door)?;
         self.households.revoke(&building, &door, now)?;
+        self.changed();
         tracing::info!(%building, %door, "household code revoked");
         Ok(Response::Done(format!(
             "household code of building {building} door {door} revoked"

@@ -33,7 +33,7 @@ pub(crate) struct Message {
     pub(crate) message: &'static str,
 }
 
-fn login_page(headers: &HeaderMap, status: StatusCode, error: String) -> Response {
+fn login_page(app: &App, headers: &HeaderMap, status: StatusCode, error: String) -> Response {
     let t = lang(headers).text();
     let existing = cookie(headers, LOGIN_COOKIE).filter(|v| v.len() == 32);
     let token = existing.map_or_else(token, str::to_string);
@@ -48,7 +48,7 @@ fn login_page(headers: &HeaderMap, status: StatusCode, error: String) -> Respons
     };
     let mut resp = (status, page).into_response();
     if existing.is_none()
-        && let Ok(v) = set_cookie(LOGIN_COOKIE, &token, None, false).parse()
+        && let Ok(v) = set_cookie(LOGIN_COOKIE, &token, None, app.secure).parse()
     {
         resp.headers_mut().append(axum::http::header::SET_COOKIE, v);
     }
@@ -59,7 +59,7 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
     if open(&app, &headers).is_ok() {
         return axum::response::Redirect::to("/my").into_response();
     }
-    login_page(&headers, StatusCode::OK, String::new())
+    login_page(&app, &headers, StatusCode::OK, String::new())
 }
 
 #[derive(Deserialize)]
@@ -97,6 +97,7 @@ pub(crate) async fn submit(
     if let Err(limited) = app.limits.attempt(peer.ip(), &key, now) {
         tracing::warn!(source = %peer.ip(), "household code attempts rate-limited");
         return login_page(
+            &app,
             &headers,
             StatusCode::TOO_MANY_REQUESTS,
             t.limited_for(limited.0),
@@ -108,7 +109,12 @@ pub(crate) async fn submit(
         Some(Ok(None)) | None => {
             app.limits.failed(peer.ip(), now);
             tracing::info!(source = %peer.ip(), "wrong household code");
-            return login_page(&headers, StatusCode::UNAUTHORIZED, t.wrong_code.to_string());
+            return login_page(
+                &app,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                t.wrong_code.to_string(),
+            );
         }
     };
     let id = app.sessions.open(home.code_hash, now);

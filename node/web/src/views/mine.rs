@@ -1,6 +1,6 @@
 //! "My declarations": each member of the home with the review's outcome and their code as a
-//! QR, a running clock under it (a screenshot shows its time), refreshed by htmx every
-//! minute so a revocation shows without a reload.
+//! QR, a running clock under it (a screenshot shows its time), the lockdown in force; kept
+//! up to date without a reload by the live stream (`crate::live`).
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -44,6 +44,8 @@ pub(crate) struct Mine {
     pub(crate) members: Vec<MemberView>,
     pub(crate) now_ms: u64,
     pub(crate) now_text: String,
+    pub(crate) lockdown: Option<&'static str>,
+    pub(crate) ended: bool,
 }
 
 #[derive(Template, WebTemplate)]
@@ -53,6 +55,10 @@ pub(crate) struct Members {
     pub(crate) members: Vec<MemberView>,
     pub(crate) now_ms: u64,
     pub(crate) now_text: String,
+    /// In a lockdown: whether residents may go out, in words.
+    pub(crate) lockdown: Option<&'static str>,
+    /// The home's session is over (the live stream's last word).
+    pub(crate) ended: bool,
 }
 
 pub(crate) fn view(t: &'static Text, m: Member) -> MemberView {
@@ -102,6 +108,36 @@ fn members_of(
     Ok(members.into_iter().map(|m| view(t, m)).collect())
 }
 
+/// The lockdown banner's second sentence, if the community is locked down.
+pub(crate) fn lockdown(app: &App, t: &'static Text) -> Option<&'static str> {
+    app.node.lockdown().locked.then(|| {
+        if app.node.config.residents_may_leave_in_lockdown {
+            t.lockdown_may_leave
+        } else {
+            t.lockdown_stay_in
+        }
+    })
+}
+
+/// The members partial as it is now (the live stream's event); `None` if the node failed
+/// (logged).
+pub(crate) fn render_members(app: &App, t: &'static Text, home: &Household) -> Option<Members> {
+    let now_ms = menjin_net::clock::now_ms();
+    let members = members_of(app, t, home, now_ms / 1000).ok()?;
+    Some(Members {
+        p: Page {
+            t,
+            csrf: String::new(),
+            back: "/my",
+        },
+        members,
+        now_ms,
+        now_text: cst(now_ms / 1000, true),
+        lockdown: lockdown(app, t),
+        ended: false,
+    })
+}
+
 pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
     let o = match open(&app, &headers) {
         Ok(o) => o,
@@ -114,6 +150,8 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
         Err(resp) => return resp,
     };
     Mine {
+        lockdown: lockdown(&app, t),
+        ended: false,
         p: Page {
             t,
             csrf: o.session.csrf,
@@ -126,27 +164,4 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
         now_text: cst(now_ms / 1000, true),
     }
     .into_response()
-}
-
-pub(crate) async fn members(State(app): State<App>, headers: HeaderMap) -> Response {
-    let o = match open(&app, &headers) {
-        Ok(o) => o,
-        Err(resp) => return resp,
-    };
-    let t = lang(&headers).text();
-    let now_ms = menjin_net::clock::now_ms();
-    match members_of(&app, t, &o.home, now_ms / 1000) {
-        Ok(members) => Members {
-            p: Page {
-                t,
-                csrf: o.session.csrf,
-                back: "/my",
-            },
-            members,
-            now_ms,
-            now_text: cst(now_ms / 1000, true),
-        }
-        .into_response(),
-        Err(resp) => resp,
-    }
 }

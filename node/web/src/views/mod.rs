@@ -1,13 +1,14 @@
 //! The pages: `login` (the household code, log out, the language switch), `mine` ("my
-//! declarations": members, codes as QR, the running clock), `declare` (the form and the
-//! review's outcome), `dependent` (a dependent declared by proxy, on the same form),
-//! `photo` (a photo for a printed pass), `visitors` (invite, list, withdraw). Every handler that changes state checks the CSRF token of its form;
+//! declarations": members, codes as QR, the running clock; its live stream is `crate::live`),
+//! `declare` (the form and the review's outcome), `dependent` (a dependent declared by proxy,
+//! on the same form), `photo` (a photo for a printed pass), `visitors` (invite, list,
+//! withdraw). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
 mod dependent;
 mod login;
-mod mine;
+pub(crate) mod mine;
 mod photo;
 mod visitors;
 
@@ -30,7 +31,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/logout", post(login::logout))
         .route("/lang/{to}", get(login::switch_lang))
         .route("/my", get(mine::page))
-        .route("/my/members", get(mine::members))
+        .route("/my/live", get(crate::live::page))
         .route("/declare", get(declare::page).post(declare::submit))
         .route(
             "/my/dependent",

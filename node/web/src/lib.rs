@@ -27,13 +27,18 @@ use menjin_community::Node;
 
 /// A request that takes longer than this is stuck (a declaration is one sled flush).
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
-/// Forms are a few hundred bytes; a photo upload (not built yet) would be up to 1 MB.
+/// Forms are a few hundred bytes; only the routes that take a photo allow more.
 const BODY_LEN_MAX: usize = 64 * 1024;
+/// A paper declaration with its photo: the photo (`PHOTO_LEN_MAX`, 1 MiB) and the form's
+/// fields and multipart framing.
+const PHOTO_BODY_LEN_MAX: usize = menjin_proto::wire::PHOTO_LEN_MAX + 64 * 1024;
 
 /// What every handler shares.
 pub(crate) struct Web {
     pub(crate) node: Arc<Node>,
-    pub(crate) sessions: session::Sessions,
+    pub(crate) sessions: session::Sessions<[u8; 32]>,
+    /// Staff logged in at the office (see `views::staff`).
+    pub(crate) staff_sessions: session::Sessions<menjin_community::staff::StaffMember>,
     pub(crate) limits: limit::Limits,
     /// Cookies carry `Secure` (only when served over HTTPS, which is not built yet).
     pub(crate) secure: bool,
@@ -46,14 +51,25 @@ pub fn router(node: Arc<Node>) -> Router {
     let app: App = Arc::new(Web {
         node,
         sessions: session::Sessions::default(),
+        staff_sessions: session::Sessions::new(
+            session::STAFF_SESSION_IDLE,
+            session::STAFF_SESSION_LIFETIME,
+            session::STAFF_SESSIONS_MAX,
+        ),
         limits: limit::Limits::default(),
         secure: false,
     });
+    // The body limit is per route: the small one everywhere but where a photo is uploaded.
     views::routes()
         .merge(assets::routes())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LEN_MAX))
+        .merge(
+            views::photo_routes().layer(tower_http::limit::RequestBodyLimitLayer::new(
+                PHOTO_BODY_LEN_MAX,
+            )),
+        )
         .layer(axum::middleware::from_fn(security::cross_site))
         .layer(axum::middleware::from_fn(security::headers))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LEN_MAX))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(REQUEST_TIMEOUT_MS),

@@ -284,4 +284,5 @@ pub(crate) async fn fill_form(c: &Client, person: &Person) {
     click(c, "input[name=tenure][value=owned]").await;
 }
 
+mod clerk;
 mod resident;

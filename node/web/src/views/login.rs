@@ -159,6 +159,9 @@ pub(crate) async fn switch_lang(
     let back = match q.back.as_deref() {
         Some("/my") => "/my",
         Some("/declare") => "/declare",
+        Some("/staff") => "/staff",
+        Some("/staff/home") => "/staff/home",
+        Some("/staff/declare") => "/staff/declare",
         _ => "/",
     };
     redirect_with(

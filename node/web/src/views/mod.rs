@@ -1,11 +1,15 @@
 //! The pages: `login` (the household code, log out, the language switch), `mine` ("my
 //! declarations": members, codes as QR, the running clock), `declare` (the form and the
-//! review's outcome). Every handler that changes state checks the CSRF token of its form;
+//! review's outcome), `staff` (the staff login, home, and the session check every staff
+//! page starts with). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
 mod login;
 mod mine;
+mod paper;
+mod pass;
+pub(crate) mod staff;
 
 use std::time::Instant;
 
@@ -28,6 +32,18 @@ pub(crate) fn routes() -> Router<App> {
         .route("/my", get(mine::page))
         .route("/my/members", get(mine::members))
         .route("/declare", get(declare::page).post(declare::submit))
+        .route("/staff", get(staff::page))
+        .route("/staff/login", post(staff::submit))
+        .route("/staff/logout", post(staff::logout))
+        .route("/staff/home", get(staff::home))
+        .route("/staff/declare", get(paper::page))
+        .route("/staff/pass", get(pass::find))
+        .route("/staff/pass/{holder}", get(pass::page))
+}
+
+/// The routes that take a photo upload: the only ones with the larger body limit.
+pub(crate) fn photo_routes() -> Router<App> {
+    Router::new().route("/staff/declare", post(paper::submit))
 }
 
 /// What the base layout needs.
@@ -47,7 +63,7 @@ pub(crate) fn lang(headers: &HeaderMap) -> Lang {
 /// revoked or reissued code ends its sessions at once).
 pub(crate) struct Open {
     pub(crate) id: String,
-    pub(crate) session: Session,
+    pub(crate) session: Session<[u8; 32]>,
     pub(crate) home: Household,
 }
 
@@ -58,7 +74,7 @@ pub(crate) fn open(app: &App, headers: &HeaderMap) -> Result<Open, Response> {
     let to_login = || Redirect::to("/").into_response();
     let id = cookie(headers, SESSION_COOKIE).ok_or_else(to_login)?;
     let session = app.sessions.get(id, Instant::now()).ok_or_else(to_login)?;
-    match app.node.household(&session.code_hash) {
+    match app.node.household(&session.who) {
         Ok(Some(home)) => Ok(Open {
             id: id.to_string(),
             session,

@@ -381,3 +381,278 @@ fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
         menjin_proto::wire::decode(&bytes, 1 << 20).expect("a person record");
     assert_eq!(record.staff.as_deref(), Some("李文"));
 }
+
+#[test]
+fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_nothing() {
+    if !browser_available() {
+        return;
+    }
+    let n = WebNode::start();
+    let driver = Driver::start();
+    let out = staff(
+        &n,
+        &["add", "--name", "王五", "--role", "head"],
+        Some("correct horse battery"),
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = photo_file(tmp.path(), "photo.png");
+    let not_a_photo = tmp.path().join("scan.png");
+    std::fs::write(&not_a_photo, "姓名,证件号码\n这不是照片\n").unwrap();
+    let person = Person::new("孙丽", false, "19500101", 4, "9", "901");
+    runtime().block_on(within("the refusals", async {
+        let c = browser(&driver).await;
+        c.set_window_size(1280, 800).await.unwrap();
+        log_in(&c, &n, "王五", "correct horse battery").await;
+        assert_eq!(text(&c, "#staff-who").await, "王五 · 负责人");
+        c.goto(&n.url("/staff/declare")).await.unwrap();
+
+        // No door, and a text file for the photo: each error beside its field, nothing stored.
+        fill_form(&c, &person).await;
+        fill(&c, "#building", "9").await;
+        find(&c, Locator::Css("#photo"))
+            .await
+            .send_keys(p(&not_a_photo))
+            .await
+            .unwrap();
+        click(&c, "#declare-submit").await;
+        find(&c, Locator::Css("#form-errors")).await;
+        let beside = find(
+            &c,
+            Locator::XPath("//input[@id='door']/following-sibling::p[@id='err-door']"),
+        )
+        .await;
+        assert_eq!(beside.text().await.unwrap(), "必填");
+        let beside = find(
+            &c,
+            Locator::XPath("//input[@id='photo']/following-sibling::p[@id='err-photo']"),
+        )
+        .await;
+        assert_eq!(beside.text().await.unwrap(), "不是 JPEG 或 PNG 照片");
+        // What was typed is kept (the file input cannot be, by the browser's rule).
+        assert_eq!(
+            find(&c, Locator::Css("#name"))
+                .await
+                .prop("value")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("孙丽")
+        );
+        shoot(&c, "27-paper-errors", Some("#err-door")).await;
+        assert_eq!(n.residents(), 0, "nothing stored");
+
+        // Every field right but no photo: refused, nothing stored.
+        fill(&c, "#door", "901").await;
+        click(&c, "#declare-submit").await;
+        assert_eq!(text(&c, "#err-photo").await, "请附照片");
+        assert_eq!(n.residents(), 0, "nothing stored");
+
+        // A wrong check digit with a good photo: the number's error, never the number.
+        let mut wrong = person.id_number();
+        let last = if wrong.ends_with('0') { '1' } else { '0' };
+        wrong.pop();
+        wrong.push(last);
+        fill(&c, "#document_number", &wrong).await;
+        find(&c, Locator::Css("#photo"))
+            .await
+            .send_keys(p(&photo))
+            .await
+            .unwrap();
+        click(&c, "#declare-submit").await;
+        let e = text(&c, "#err-document_number").await;
+        assert!(!e.contains(&wrong), "{e}");
+        assert!(
+            c.find(Locator::Css("#err-photo")).await.is_err(),
+            "the photo was fine"
+        );
+        shoot(&c, "28-paper-bad-id", Some("#err-document_number")).await;
+        assert_eq!(n.residents(), 0, "nothing stored");
+
+        // A POST without the CSRF token: refused, nothing stored.
+        fill(&c, "#document_number", &person.id_number()).await;
+        find(&c, Locator::Css("#photo"))
+            .await
+            .send_keys(p(&photo))
+            .await
+            .unwrap();
+        c.execute(
+            "document.querySelector('form.declare input[name=csrf]').remove();\
+             document.querySelector('form.declare').submit();",
+            vec![],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            text(&c, "#message").await,
+            "页面已过期，请返回刷新后重新提交。"
+        );
+        shoot(&c, "29-paper-csrf-refused", None).await;
+        assert_eq!(n.residents(), 0, "nothing stored");
+
+        // Not a pass for a holder that does not exist; not an ID number in the URL either.
+        c.goto(&n.url("/staff/pass/0123456789abcdef"))
+            .await
+            .unwrap();
+        assert!(text(&c, "#message").await.contains("no declared person"));
+        c.goto(&n.url(&format!("/staff/pass/{}", person.id_number())))
+            .await
+            .unwrap();
+        assert_eq!(text(&c, "#message").await, "没有这个持证人编号。");
+        c.close().await.unwrap();
+
+        // Wrong passwords, and a wrong name: the same message; then rate-limited, even for
+        // the right password, until the window passes.
+        let c = browser(&driver).await;
+        c.set_window_size(1280, 800).await.unwrap();
+        log_in(&c, &n, "nobody", "correct horse battery").await;
+        let unknown_name = text(&c, "#staff-login-error").await;
+        assert_eq!(unknown_name, "用户名或密码不正确。");
+        for _ in 0..4 {
+            log_in(&c, &n, "王五", "wrong password!").await;
+            assert_eq!(text(&c, "#staff-login-error").await, unknown_name);
+        }
+        shoot(&c, "30-staff-login-wrong", None).await;
+        log_in(&c, &n, "王五", "wrong password!").await;
+        assert_eq!(text(&c, "#staff-login-error").await, unknown_name);
+        log_in(&c, &n, "王五", "correct horse battery").await;
+        assert_eq!(
+            text(&c, "#staff-login-error").await,
+            "尝试次数过多，请 10 分钟后再试。"
+        );
+        shoot(&c, "31-staff-login-limited", None).await;
+        c.close().await.unwrap();
+    }));
+
+    let addr = n.web.to_string();
+    // A login POST from another site: refused before any handler.
+    let forged = http(
+        &addr,
+        &format!(
+            "POST /staff/login HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\n\
+             Connection: close\r\n\r\nname=AAAA"
+        ),
+    )
+    .expect("an answer");
+    assert!(forged.starts_with("HTTP/1.1 403"), "{forged}");
+    // Only the paper form takes a photo-sized body: 200 KB to the login form is refused.
+    let big = "x".repeat(200 * 1024);
+    let answer = http(
+        &addr,
+        &format!(
+            "POST /staff/login HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: same-origin\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\nname={big}",
+            big.len() + 5
+        ),
+    );
+    assert!(
+        answer
+            .as_deref()
+            .is_none_or(|a| a.starts_with("HTTP/1.1 413")),
+        "{answer:?}"
+    );
+    assert_eq!(n.residents(), 0, "nothing stored");
+}
+
+/// A multipart POST of the paper form with these text fields and a photo of `photo` bytes.
+fn post_paper(n: &WebNode, session: &str, fields: &[(&str, &str)], photo: &[u8]) -> String {
+    let addr = n.web.to_string();
+    let boundary = "----menjin-test-boundary";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; \
+             filename=\"p.png\"\r\nContent-Type: image/png\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(photo);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let head = format!(
+        "POST /staff/declare HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: same-origin\r\n\
+         Cookie: mj_staff={session}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut s = TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) and close before the whole body is sent.
+    let _ = s.write_all(&body);
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[test]
+fn photos_are_bounded_to_a_megabyte_on_the_paper_form_only() {
+    let n = WebNode::start();
+    let out = staff(
+        &n,
+        &["add", "--name", "李文"],
+        Some("correct horse battery"),
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let session = http_login(&n, "李文", "correct horse battery").expect("logs in");
+    let (_, page) = get_as(&n, "/staff/declare", &session);
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the form's token")
+        .to_string();
+    let person = Person::new("周杰", true, "19600101", 6, "2", "201");
+    let id = person.id_number();
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", "周杰"),
+        ("gender", "male"),
+        ("document_type", "resident_id"),
+        ("document_number", id.as_str()),
+        ("nationality", "CN"),
+        ("phone", "13800138000"),
+        ("person_type", "owner"),
+        ("quarantine", "none"),
+        ("building", "2"),
+        ("door", "201"),
+        ("tenure", "owned"),
+    ];
+    let png = menjin_render::qr::qr_png("a stand-in for a passport photo", 8).unwrap();
+    // Over the photo's 1 MB but within the route's body limit: the photo's error, beside it.
+    let mut large = png.clone();
+    large.resize(menjin_proto::wire::PHOTO_LEN_MAX + 10 * 1024, 0);
+    let answer = post_paper(&n, &session, &fields, &large);
+    assert!(
+        answer.starts_with("HTTP/1.1 422"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert!(answer.contains("照片太大（不超过 1 MB）"));
+    // Over the route's limit: refused whole.
+    let mut huge = png.clone();
+    huge.resize(2 * 1024 * 1024, 0);
+    let answer = post_paper(&n, &session, &fields, &huge);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert_eq!(n.residents(), 0, "nothing stored");
+    // The same form with the real photo is stored: the test's form was right.
+    let answer = post_paper(&n, &session, &fields, &png);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    assert!(answer.contains("data-outcome=\"cleared\""));
+    assert_eq!(n.residents(), 1);
+}

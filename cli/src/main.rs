@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::visitor::VisitorCmd,
     },
+    /// Staff accounts for the node's pages: add, passwd, remove (password on stdin).
+    Staff {
+        #[command(subcommand)]
+        cmd: cmd::staff::StaffCmd,
+    },
     /// Query the gate log.
     Log(cmd::log::Log),
     /// Declaration progress per building (the 5-day deadline).
@@ -123,6 +128,7 @@ impl Command {
             Command::Show(cmd) => cmd::show::run(cmd, json).await,
             Command::Pass { cmd } => cmd::pass::run(cmd, json).await,
             Command::Visitor { cmd } => cmd::visitor::run(cmd, json).await,
+            Command::Staff { cmd } => cmd::staff::run(cmd, json).await,
             Command::Log(cmd) => cmd::log::run(cmd, json).await,
             Command::Roster(cmd) => cmd::roster::run(cmd, json).await,
             Command::Demo => cmd::demo::run(json).await,

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod link;
 pub mod record;
 pub mod rule;
+pub mod staff;
 pub mod sync_wire;
 pub mod wire;
 

@@ -226,3 +226,32 @@ mod tests {
         assert!(effective_lockdown(Some((true, 10)), Some(&local(true, 10))));
     }
 }
+
+/// A staff account at the node (sled tree `staff`, keyed by name): the password only as an
+/// argon2id hash in PHC form (`$argon2id$v=19$m=...$salt$hash`), never the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffRecord {
+    /// As given to `menjin staff add` (checked by [`crate::staff::check_name`]).
+    pub name: String,
+    /// Clerk or head.
+    pub role: crate::staff::StaffRole,
+    /// The argon2id hash of the password, PHC string.
+    pub password_hash: String,
+    /// Random, new at every add and password change: a page session holds the stamp it was
+    /// opened with, so a changed password or a removed account ends it.
+    pub stamp: u64,
+    /// When the account was added (Unix seconds).
+    pub created_at: UnixTime,
+    /// When the password was last set (Unix seconds).
+    pub password_set_at: UnixTime,
+}
+
+impl std::fmt::Debug for StaffRecord {
+    // The hash is not a secret as such, but it has no business in a log line either.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaffRecord")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}

@@ -376,6 +376,27 @@ pub enum ConsoleRequest {
         /// The home's door.
         door: String,
     },
+    /// A new staff account for the node's pages (`menjin staff add`).
+    AddStaff {
+        /// Checked by [`crate::staff::check_name`]; unique at the node.
+        name: String,
+        /// Clerk or head.
+        role: crate::staff::StaffRole,
+        /// Hashed at the node (argon2id); only the hash is kept.
+        password: crate::staff::Password,
+    },
+    /// A staff member's new password; their open sessions end.
+    SetStaffPassword {
+        /// An existing account.
+        name: String,
+        /// Hashed at the node (argon2id); only the hash is kept.
+        password: crate::staff::Password,
+    },
+    /// Removes a staff account; its open sessions end.
+    RemoveStaff {
+        /// An existing account.
+        name: String,
+    },
 }
 
 /// What the district operator's console (the hub's console key) may ask the hub.

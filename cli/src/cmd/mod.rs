@@ -13,6 +13,7 @@ pub mod node;
 pub mod pass;
 pub mod roster;
 pub mod show;
+pub mod staff;
 pub mod visitor;
 
 /// Resolves at Ctrl-C or SIGTERM: how `hub run` and `node run` are stopped.

@@ -19,6 +19,7 @@ pub mod roster;
 pub mod run;
 pub mod serve;
 pub mod service;
+pub mod staff;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod uplink;

@@ -36,6 +36,7 @@ use menjin_sync::{Lockdown, Role, RosterBatch};
 
 mod household;
 mod import;
+mod staff;
 pub use household::{
     CodeState, HomeRefusal, INVITATIONS_ACTIVE_MAX, INVITATIONS_SHOWN_MAX, Invitation,
     InvitationState, Member,
@@ -95,6 +96,9 @@ pub enum NodeError {
     /// The household codes' tree could not be read or written.
     #[error(transparent)]
     Households(#[from] crate::households::HouseholdError),
+    /// The staff tree could not be opened.
+    #[error("staff accounts: {0}")]
+    Staff(#[from] crate::staff::StaffStoreError),
     /// A service started beside the node (the web pages) could not start.
     #[error("{0}")]
     Extra(Box<dyn std::error::Error + Send + Sync>),
@@ -171,6 +175,8 @@ pub struct Node {
     gates: Gates,
     /// Household codes for the resident pages (see `households`).
     households: crate::households::Households,
+    /// Staff accounts for the pages (see `staff`).
+    staff: crate::staff::Staff,
     peers: PeerTable,
     /// Declarations read, decide and write: one at a time, so two declarations of the same
     /// person cannot both issue a code. Every roster commit holds it (see `commit`).
@@ -303,6 +309,7 @@ impl Node {
         let log = GateLog::open(&db)?;
         let gates = Gates::open(&db)?;
         let households = crate::households::Households::open(&db, &key.to_bytes())?;
+        let staff = crate::staff::Staff::open(&db)?;
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         for (gate_id, key) in gates.all()? {
@@ -328,6 +335,7 @@ impl Node {
             log,
             gates,
             households,
+            staff,
             peers,
             write: Mutex::new(()),
             root,
@@ -557,6 +565,15 @@ impl Node {
             ConsoleRequest::RevokeHouseholdCode { building, door } => {
                 self.revoke_household(&building, &door, now)
             }
+            ConsoleRequest::AddStaff {
+                name,
+                role,
+                password,
+            } => self.add_staff(&name, role, &password, now),
+            ConsoleRequest::SetStaffPassword { name, password } => {
+                self.set_staff_password(&name, &password, now)
+            }
+            ConsoleRequest::RemoveStaff { name } => self.remove_staff(&name),
         };
         result.unwrap_or_else(|r| Response::Error {
             kind: r.kind,
@@ -843,6 +860,26 @@ impl Node {
     }
 
     fn print_pass(&self, holder: HolderId, now: UnixTime) -> Result<Response, Refusal> {
+        self.render_pass(holder, now, pass::pass_html)
+    }
+
+    /// The printable pass of a person with a photo as the node's pages show it: only the
+    /// pass's own markup (`menjin_render::pass::pass_body`, styled by `PASS_CSS`), in
+    /// [`Response::Pass`]; counted as printed like the console's `PrintPass`. Blocking.
+    pub fn print_pass_body(&self, holder: HolderId, now: UnixTime) -> Response {
+        self.render_pass(holder, now, pass::pass_body)
+            .unwrap_or_else(|r| Response::Error {
+                kind: r.kind,
+                message: r.message,
+            })
+    }
+
+    fn render_pass(
+        &self,
+        holder: HolderId,
+        now: UnixTime,
+        render: fn(&pass::PassData) -> Result<String, menjin_render::qr::RenderError>,
+    ) -> Result<Response, Refusal> {
         let _guard = self.write.lock().expect("declaration lock");
         let mut p = self
             .roster
@@ -873,7 +910,7 @@ impl Node {
             menjin_proto::declaration::Gender::Male => "男 M",
             menjin_proto::declaration::Gender::Female => "女 F",
         };
-        let html = pass::pass_html(&pass::PassData {
+        let html = render(&pass::PassData {
             community_name: &self.config.community_name,
             name: &p.form.name,
             gender,

@@ -46,11 +46,12 @@ pub struct PassData<'a> {
 /// No network, no scripts: only inline styles and data-URI images may load.
 const CSP: &str = "default-src 'none'; img-src data:; style-src 'unsafe-inline'";
 
-/// Print CSS. Black on white only, and no CSS backgrounds: browsers drop those when printing
+/// Print CSS (also served as its own stylesheet by the node's pages, which print the pass
+/// from [`pass_body`] under a Content-Security-Policy without inline styles). Black on white only, and no CSS backgrounds: browsers drop those when printing
 /// unless told otherwise. The QR code's own white square is SVG content and always prints.
 /// A6 is 105 × 148 mm; less 6 mm margins that leaves 93 × 136 mm, and the pass stays a few
 /// millimetres short of it so rounding never spills onto a second sheet.
-const STYLE: &str = r#"
+pub const PASS_CSS: &str = r#"
 @page { size: A6; margin: 6mm }
 * { box-sizing: border-box }
 html, body { margin: 0; padding: 0; color: #000; background: #fff }
@@ -93,11 +94,8 @@ footer .holder { word-break: break-all }
 /// [`RenderError::Photo`] if the photo bytes are not an acceptable photo, and
 /// [`RenderError::PhotoType`] if they are not of the declared type.
 pub fn pass_html(p: &PassData) -> Result<String, RenderError> {
-    let qr = qr_svg(p.code_text)?;
-    let photo = photo_html(p.photo)?;
-    let name = escape(p.name);
-
-    let mut html = String::with_capacity(8 * 1024 + qr.len() + photo.len());
+    let body = pass_body(p)?;
+    let mut html = String::with_capacity(4 * 1024 + body.len());
     // Writing to a String cannot fail; the results are ignored below for that reason.
     let _ = write!(
         html,
@@ -106,20 +104,42 @@ pub fn pass_html(p: &PassData) -> Result<String, RenderError> {
             "<html lang=\"zh-CN\">\n<head>\n<meta charset=\"utf-8\">\n",
             "<meta http-equiv=\"Content-Security-Policy\" content=\"{csp}\">\n",
             "<title>人员通行证 Entry pass · {name}</title>\n",
-            "<style>{style}</style>\n</head>\n<body>\n<div class=\"pass\">\n",
+            "<style>{style}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
+        ),
+        csp = CSP,
+        name = escape(p.name),
+        style = PASS_CSS,
+        body = body,
+    );
+    Ok(html)
+}
+
+/// The pass itself, `<div class="pass">...</div>`, styled by the classes of [`PASS_CSS`]
+/// (no `style` attribute): the photo as a data URI, the QR code inline SVG.
+///
+/// # Errors
+///
+/// As [`pass_html`].
+pub fn pass_body(p: &PassData) -> Result<String, RenderError> {
+    let qr = qr_svg(p.code_text)?;
+    let photo = photo_html(p.photo)?;
+    let name = escape(p.name);
+
+    let mut html = String::with_capacity(4 * 1024 + qr.len() + photo.len());
+    let _ = write!(
+        html,
+        concat!(
+            "<div class=\"pass\">\n",
             "<header><div class=\"community\">{community}</div>",
             "<h1>人员通行证<small>Entry pass</small></h1></header>\n",
             "<div class=\"person\">\n{photo}\n<table>\n",
         ),
-        csp = CSP,
-        name = name,
-        style = STYLE,
         community = escape(p.community_name),
         photo = photo,
     );
     let building_door = format!("{} / {}", or_dash(p.building), or_dash(p.door));
     let rows: [(&str, &str, String); 5] = [
-        ("姓名", "Name", name.clone()),
+        ("姓名", "Name", name),
         ("性别", "Gender", gender_html(p.gender)),
         ("证件类型", "ID type", escape(or_dash(p.document_type))),
         ("证件号码", "ID number", escape(or_dash(p.document_number))),
@@ -139,7 +159,7 @@ pub fn pass_html(p: &PassData) -> Result<String, RenderError> {
             "<div class=\"valid\">有效期至 {valid_until}<small>Valid until</small></div>\n",
             "<footer><span>签发 <small>Issued</small> {issued}</span>",
             "<span class=\"holder\">持证人编号 <small>Holder ID</small> {holder_id}</span>",
-            "</footer>\n</div>\n</body>\n</html>\n",
+            "</footer>\n</div>\n",
         ),
         qr = qr,
         valid_until = escape(or_dash(p.valid_until)),
@@ -323,6 +343,19 @@ mod tests {
             "CSP http-equiv and xmlns only"
         );
         assert!(html.contains("default-src 'none'"));
+    }
+
+    #[test]
+    fn the_body_is_the_document_without_inline_style() {
+        let photo = png_photo();
+        let data = sample(Some(("image/png", &photo)));
+        let body = pass_body(&data).expect("renders");
+        assert!(body.starts_with("<div class=\"pass\">"));
+        assert!(pass_html(&data).unwrap().contains(&body));
+        for needle in ["<style", "style=", "<script", "<html"] {
+            assert!(!body.contains(needle), "{needle}");
+        }
+        assert!(PASS_CSS.contains("@page { size: A6; margin: 6mm }"));
     }
 
     #[test]

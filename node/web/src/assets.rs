@@ -15,6 +15,9 @@ const HTMX: &[u8] = include_bytes!("../assets/htmx-2.0.11.min.js");
 const SSE: &[u8] = include_bytes!("../assets/htmx-ext-sse-2.2.4.min.js");
 const STYLE: &[u8] = include_bytes!("../assets/style.css");
 const CLOCK: &[u8] = include_bytes!("../assets/clock.js");
+/// The printed pass's page: its toolbar and the Print button (views/pass.rs).
+const PASS_PAGE: &[u8] = include_bytes!("../assets/pass-page.css");
+const PRINT: &[u8] = include_bytes!("../assets/print.js");
 
 pub(crate) fn routes() -> Router<App> {
     Router::new().route("/assets/{name}", get(asset))
@@ -26,6 +29,13 @@ async fn asset(Path(name): Path<String>) -> Response {
         "sse.min.js" => (SSE, "text/javascript; charset=utf-8"),
         "style.css" => (STYLE, "text/css; charset=utf-8"),
         "clock.js" => (CLOCK, "text/javascript; charset=utf-8"),
+        // The pass's own print CSS, from the renderer that makes the pass.
+        "pass.css" => (
+            menjin_render::pass::PASS_CSS.as_bytes(),
+            "text/css; charset=utf-8",
+        ),
+        "pass-page.css" => (PASS_PAGE, "text/css; charset=utf-8"),
+        "print.js" => (PRINT, "text/javascript; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     (

@@ -166,6 +166,43 @@ pub(crate) struct Text {
     pub(crate) lockdown_may_leave: &'static str,
     pub(crate) live_ended: &'static str,
     pub(crate) live_ended_link: &'static str,
+    // Staff pages: login, home (views/staff.rs).
+    pub(crate) staff_site: &'static str,
+    pub(crate) staff_login_title: &'static str,
+    pub(crate) staff_login_help: &'static str,
+    pub(crate) staff_name: &'static str,
+    pub(crate) staff_password: &'static str,
+    pub(crate) staff_enter: &'static str,
+    pub(crate) staff_wrong: &'static str,
+    pub(crate) staff_forbidden: &'static str,
+    pub(crate) staff_to_home: &'static str,
+    pub(crate) staff_home_title: &'static str,
+    pub(crate) staff_home_help: &'static str,
+    pub(crate) role_clerk: &'static str,
+    pub(crate) role_head: &'static str,
+    // Staff pages: paper declaration, printed pass (views/paper.rs, views/pass.rs).
+    pub(crate) building: &'static str,
+    pub(crate) door: &'static str,
+    pub(crate) e_home: &'static str,
+    pub(crate) g_photo: &'static str,
+    pub(crate) photo: &'static str,
+    pub(crate) paper_photo_help: &'static str,
+    pub(crate) e_photo_missing: &'static str,
+    pub(crate) e_upload: &'static str,
+    pub(crate) paper_title: &'static str,
+    pub(crate) paper_help: &'static str,
+    pub(crate) paper_link_help: &'static str,
+    pub(crate) paper_submit: &'static str,
+    pub(crate) paper_no_pass: &'static str,
+    pub(crate) paper_another: &'static str,
+    pub(crate) holder_id: &'static str,
+    pub(crate) pass_title: &'static str,
+    pub(crate) pass_open: &'static str,
+    pub(crate) pass_print: &'static str,
+    pub(crate) pass_print_help: &'static str,
+    pub(crate) pass_find: &'static str,
+    pub(crate) pass_find_help: &'static str,
+    pub(crate) pass_no_holder: &'static str,
 }
 
 impl Text {
@@ -182,6 +219,13 @@ impl Text {
     pub(crate) fn limited_for(&self, wait: std::time::Duration) -> String {
         let minutes = wait.as_secs().div_ceil(60).max(1);
         self.limited.replace("{n}", &minutes.to_string())
+    }
+
+    pub(crate) fn role(&self, r: menjin_proto::staff::StaffRole) -> &'static str {
+        match r {
+            menjin_proto::staff::StaffRole::Clerk => self.role_clerk,
+            menjin_proto::staff::StaffRole::Head => self.role_head,
+        }
     }
 
     pub(crate) fn outcome(&self, o: Outcome) -> &'static str {
@@ -334,6 +378,43 @@ pub(crate) static ZH: Text = Text {
     lockdown_may_leave: "居民可以外出。",
     live_ended: "本次登录已结束（住户码已失效、已重新发放或长时间未操作）。",
     live_ended_link: "重新输入住户码",
+    // Staff pages: login, home (views/staff.rs).
+    staff_site: "门禁 · 社区工作站",
+    staff_login_title: "工作人员登录",
+    staff_login_help: "账号由社区工作站负责人用 menjin staff add 开设。离开电脑时请退出。",
+    staff_name: "用户名",
+    staff_password: "密码",
+    staff_enter: "登录",
+    staff_wrong: "用户名或密码不正确。",
+    staff_forbidden: "此页面仅限工作站负责人使用。",
+    staff_to_home: "返回工作台",
+    staff_home_title: "工作台",
+    staff_home_help: "选择要办理的业务。",
+    role_clerk: "办事员",
+    role_head: "负责人",
+    // Staff pages: paper declaration, printed pass (views/paper.rs, views/pass.rs).
+    building: "楼栋",
+    door: "房号",
+    e_home: "楼栋或房号不正确（只能用字母、数字、汉字和 -）",
+    g_photo: "六、照片",
+    photo: "持证人照片（JPEG 或 PNG，不超过 1 MB）",
+    paper_photo_help: "选择扫描的照片文件，或在浏览器支持时用工作站摄像头拍摄。",
+    e_photo_missing: "请附照片",
+    e_upload: "上传的表单无法读取，请返回重新提交。",
+    paper_title: "纸质申报录入",
+    paper_help: "按纸质申报表逐项录入，附持证人照片。带 * 的为必填。录入人记为当前登录的工作人员。",
+    paper_link_help: "录入纸质申报表和照片，打印通行证",
+    paper_submit: "保存申报",
+    paper_no_pass: "未审核通过，不发放通行证。",
+    paper_another: "录入下一份",
+    holder_id: "持证人编号",
+    pass_title: "打印通行证",
+    pass_open: "打开通行证",
+    pass_print: "打印",
+    pass_print_help: "A6 纸，一页。",
+    pass_find: "按持证人编号打印通行证",
+    pass_find_help: "编号印在通行证底部，也显示在申报结果中。",
+    pass_no_holder: "没有这个持证人编号。",
 };
 
 pub(crate) static EN: Text = Text {
@@ -476,4 +557,41 @@ pub(crate) static EN: Text = Text {
     lockdown_may_leave: "Residents may go out.",
     live_ended: "This visit has ended (the household code was revoked or reissued, or the page was left idle).",
     live_ended_link: "Enter the household code again",
+    // Staff pages: login, home (views/staff.rs).
+    staff_site: "Menjin · Community workstation",
+    staff_login_title: "Staff login",
+    staff_login_help: "Accounts are opened by the head of the workstation with menjin staff add. Log out when you leave the PC.",
+    staff_name: "User name",
+    staff_password: "Password",
+    staff_enter: "Log in",
+    staff_wrong: "Wrong user name or password.",
+    staff_forbidden: "This page is for the head of the workstation only.",
+    staff_to_home: "Back to the desk",
+    staff_home_title: "Desk",
+    staff_home_help: "Choose what to do.",
+    role_clerk: "clerk",
+    role_head: "head",
+    // Staff pages: paper declaration, printed pass (views/paper.rs, views/pass.rs).
+    building: "Building",
+    door: "Door",
+    e_home: "Not a valid building or door (letters, digits, Chinese characters and - only)",
+    g_photo: "6. Photo",
+    photo: "Photo of the holder (JPEG or PNG, at most 1 MB)",
+    paper_photo_help: "Choose the scanned photo, or take one with the workstation's camera where the browser offers it.",
+    e_photo_missing: "A photo is required",
+    e_upload: "The form could not be read. Go back and submit it again.",
+    paper_title: "Paper declaration",
+    paper_help: "Type in the paper form field by field and attach the holder's photo. Fields marked * are required. You are recorded as the staff member who typed it in.",
+    paper_link_help: "Type in a paper form with its photo, print the pass",
+    paper_submit: "Save the declaration",
+    paper_no_pass: "Not cleared: no pass is issued.",
+    paper_another: "Type in the next one",
+    holder_id: "Holder ID",
+    pass_title: "Print the pass",
+    pass_open: "Open the pass",
+    pass_print: "Print",
+    pass_print_help: "A6 paper, one page.",
+    pass_find: "Print a pass by holder ID",
+    pass_find_help: "The ID is at the foot of the pass and on the declaration's result.",
+    pass_no_holder: "No such holder ID.",
 };

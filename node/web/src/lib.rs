@@ -38,7 +38,9 @@ const BODY_LEN_MAX: usize = 64 * 1024;
 /// What every handler shares.
 pub(crate) struct Web {
     pub(crate) node: Arc<Node>,
-    pub(crate) sessions: session::Sessions,
+    pub(crate) sessions: session::Sessions<[u8; 32]>,
+    /// Staff logged in at the office (see `views::staff`).
+    pub(crate) staff_sessions: session::Sessions<menjin_community::staff::StaffMember>,
     pub(crate) limits: limit::Limits,
     /// Served over HTTPS: cookies carry `Secure`, answers `Strict-Transport-Security`.
     pub(crate) secure: bool,
@@ -108,6 +110,11 @@ impl WebServer {
         let app = Arc::new(Web {
             node,
             sessions: session::Sessions::default(),
+            staff_sessions: session::Sessions::new(
+                session::STAFF_SESSION_IDLE,
+                session::STAFF_SESSION_LIFETIME,
+                session::STAFF_SESSIONS_MAX,
+            ),
             limits: limit::Limits::default(),
             secure: tls.is_some(),
             live: live::Streams::default(),

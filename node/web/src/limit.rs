@@ -1,5 +1,6 @@
-//! Rate limits on household-code attempts, per source address and per code, in a bounded
-//! table in memory (a restart forgets them; 80-bit codes do not need more).
+//! Rate limits on household-code attempts, per source address and per code, and on staff
+//! logins, wrong passwords per source address and per name, in a bounded table in memory (a
+//! restart forgets them; 80-bit codes and argon2-hashed passwords do not need more).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,10 +17,25 @@ pub(crate) const ATTEMPTS_PER_CODE_MAX: u32 = 20;
 /// rather than forgotten.
 pub(crate) const ENTRIES_MAX: usize = 16_384;
 
+/// Wrong staff logins from one address in a window.
+pub(crate) const STAFF_FAILURES_PER_SOURCE_MAX: u32 = 10;
+/// Wrong passwords for one name in a window, from anywhere: guessing one clerk's password
+/// from many addresses. (Someone can lock a name out for a window this way: the head can
+/// still log in, and a LAN is a small place to hide in.)
+pub(crate) const STAFF_FAILURES_PER_NAME_MAX: u32 = 5;
+/// Characters of a typed name the table keeps (names are at most 32).
+const STAFF_NAME_KEY_CHARS: usize = 64;
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum Key {
     Source(IpAddr),
     Code(String),
+    StaffSource(IpAddr),
+    StaffName(String),
+}
+
+fn staff_name_key(name: &str) -> Key {
+    Key::StaffName(name.chars().take(STAFF_NAME_KEY_CHARS).collect())
 }
 
 #[derive(Default)]
@@ -64,6 +80,45 @@ impl Limits {
         let mut map = self.map.lock().expect("limits lock");
         bump(&mut map, Key::Source(source), now);
     }
+
+    /// Whether `source` may try to log in as `name` now (too many wrong passwords from the
+    /// source, or for the name, in the window: refused, whatever the password).
+    pub(crate) fn staff_attempt(
+        &self,
+        source: IpAddr,
+        name: &str,
+        now: Instant,
+    ) -> Result<(), Limited> {
+        let mut map = self.map.lock().expect("limits lock");
+        for (key, max) in [
+            (Key::StaffSource(source), STAFF_FAILURES_PER_SOURCE_MAX),
+            (staff_name_key(name), STAFF_FAILURES_PER_NAME_MAX),
+        ] {
+            let (start, n) = current(&mut map, key, now);
+            if n >= max {
+                return Err(Limited(
+                    WINDOW.saturating_sub(now.saturating_duration_since(start)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a wrong staff login against its source and the name tried. Past
+    /// [`ENTRIES_MAX`] entries, old windows are dropped first; a full table counts nothing
+    /// new (and `staff_attempt` refuses everything until windows pass).
+    pub(crate) fn staff_failed(&self, source: IpAddr, name: &str, now: Instant) {
+        let mut map = self.map.lock().expect("limits lock");
+        if map.len() + 2 > ENTRIES_MAX {
+            map.retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
+        }
+        if map.len() + 2 > ENTRIES_MAX {
+            tracing::warn!(entries = map.len(), "rate-limit table full");
+            return;
+        }
+        bump(&mut map, Key::StaffSource(source), now);
+        bump(&mut map, staff_name_key(name), now);
+    }
 }
 
 fn current(map: &mut HashMap<Key, (Instant, u32)>, key: Key, now: Instant) -> (Instant, u32) {
@@ -99,6 +154,29 @@ mod tests {
         let other: IpAddr = "192.168.1.10".parse().unwrap();
         assert!(l.attempt(other, "CX", t0).is_ok());
         assert!(l.attempt(ip, "CX", t0 + WINDOW).is_ok());
+    }
+
+    #[test]
+    fn wrong_staff_passwords_are_limited_per_source_and_per_name() {
+        let l = Limits::default();
+        let t0 = Instant::now();
+        let ip: IpAddr = "192.168.1.9".parse().unwrap();
+        for _ in 0..STAFF_FAILURES_PER_NAME_MAX {
+            assert!(l.staff_attempt(ip, "李文", t0).is_ok());
+            l.staff_failed(ip, "李文", t0);
+        }
+        // The name, from anywhere; other names from this source still may.
+        let other: IpAddr = "192.168.1.10".parse().unwrap();
+        assert!(l.staff_attempt(other, "李文", t0).is_err());
+        assert!(l.staff_attempt(ip, "王五", t0).is_ok());
+        for i in STAFF_FAILURES_PER_NAME_MAX..STAFF_FAILURES_PER_SOURCE_MAX {
+            l.staff_failed(ip, &format!("n{i}"), t0);
+        }
+        assert!(l.staff_attempt(ip, "王五", t0).is_err());
+        assert!(l.staff_attempt(other, "王五", t0).is_ok());
+        assert!(l.staff_attempt(ip, "李文", t0 + WINDOW).is_ok());
+        // Household codes are counted apart.
+        assert!(l.attempt(ip, "CODE", t0).is_ok());
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
             app: app.clone(),
             session: id.to_string(),
         },
-        code_hash: session.code_hash,
+        code_hash: session.who,
         t,
         // Subscribed before the first look: a change after it is not missed.
         changes: app.node.changes(),

@@ -20,6 +20,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// accept it).
 const HSTS: &str = "max-age=31536000";
 
+/// The printed pass's page (`views::pass`) only: the same, and the pass's photo as a `data:`
+/// image (it is part of the pass's markup, made by `menjin_render::pass`).
+pub(crate) const PASS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+                   img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
+                   frame-ancestors 'none'";
+
+/// Sets the headers of every answer; a page that set its own CSP (the pass) keeps it.
 pub(crate) async fn headers(req: Request, next: Next, secure: bool) -> Response {
     let assets = req.uri().path().starts_with("/assets/");
     let mut resp = next.run(req).await;
@@ -30,10 +37,12 @@ pub(crate) async fn headers(req: Request, next: Next, secure: bool) -> Response 
             HeaderValue::from_static(HSTS),
         );
     }
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,

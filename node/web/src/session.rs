@@ -1,4 +1,5 @@
-//! Sessions of homes opened with a household code: a random id in an `HttpOnly`,
+//! Sessions of homes opened with a household code, and of staff logged in with their
+//! password (`Sessions<StaffMember>`, shorter idle time): a random id in an `HttpOnly`,
 //! `SameSite=Strict` cookie, a CSRF token per session, bounded in number, ending after an
 //! idle time, a lifetime, a "log out", or when the home's code is revoked or reissued (the
 //! session keeps the code's hash and the node is asked again on every request).
@@ -20,28 +21,63 @@ pub(crate) const SESSION_COOKIE: &str = "mj_s";
 pub(crate) const LOGIN_COOKIE: &str = "mj_pre";
 pub(crate) const LANG_COOKIE: &str = "mj_lang";
 
+/// Staff sessions held at once: an office's PCs, many times over.
+pub(crate) const STAFF_SESSIONS_MAX: usize = 1_000;
+/// A workstation left alone this long logs its clerk out: shorter than a home's, as an
+/// office PC is shared and a clerk sees other people's records.
+pub(crate) const STAFF_SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
+/// A staff session ends after a working day, however busy.
+pub(crate) const STAFF_SESSION_LIFETIME: Duration = Duration::from_secs(10 * 3600);
+/// The staff session cookie and the staff login form's token cookie.
+pub(crate) const STAFF_COOKIE: &str = "mj_staff";
+pub(crate) const STAFF_LOGIN_COOKIE: &str = "mj_spre";
+
+/// A session's who (a home's code hash, a staff member), its CSRF token and its times.
 #[derive(Clone, Debug)]
-pub(crate) struct Session {
-    pub(crate) code_hash: [u8; 32],
+pub(crate) struct Session<T> {
+    pub(crate) who: T,
     pub(crate) csrf: String,
     opened: Instant,
     seen: Instant,
 }
 
-#[derive(Default)]
-pub(crate) struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
+/// The sessions of one kind (homes, staff), each kind with its own bounds.
+pub(crate) struct Sessions<T> {
+    map: Mutex<HashMap<String, Session<T>>>,
+    idle: Duration,
+    lifetime: Duration,
+    max: usize,
 }
 
-impl Sessions {
-    /// Opens a session for a home; returns its id.
-    pub(crate) fn open(&self, code_hash: [u8; 32], now: Instant) -> String {
+impl Default for Sessions<[u8; 32]> {
+    /// The homes' sessions.
+    fn default() -> Self {
+        Sessions::new(SESSION_IDLE, SESSION_LIFETIME, SESSIONS_MAX)
+    }
+}
+
+impl<T: Clone> Sessions<T> {
+    pub(crate) fn new(idle: Duration, lifetime: Duration, max: usize) -> Sessions<T> {
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            idle,
+            lifetime,
+            max,
+        }
+    }
+
+    fn live(&self, s: &Session<T>, now: Instant) -> bool {
+        live(s.opened, s.seen, self.idle, self.lifetime, now)
+    }
+
+    /// Opens a session; returns its id.
+    pub(crate) fn open(&self, who: T, now: Instant) -> String {
         let id = crate::security::token();
         let mut map = self.map.lock().expect("sessions lock");
-        if map.len() >= SESSIONS_MAX {
-            map.retain(|_, s| live(s, now));
+        if map.len() >= self.max {
+            map.retain(|_, s| live(s.opened, s.seen, self.idle, self.lifetime, now));
         }
-        if map.len() >= SESSIONS_MAX
+        if map.len() >= self.max
             && let Some(oldest) = map
                 .iter()
                 .min_by_key(|(_, s)| s.seen)
@@ -52,33 +88,34 @@ impl Sessions {
         map.insert(
             id.clone(),
             Session {
-                code_hash,
+                who,
                 csrf: crate::security::token(),
                 opened: now,
                 seen: now,
             },
         );
-        assert!(map.len() <= SESSIONS_MAX);
+        assert!(map.len() <= self.max);
         id
     }
 
     /// The live session of an id (and it counts as seen now).
-    pub(crate) fn get(&self, id: &str, now: Instant) -> Option<Session> {
+    pub(crate) fn get(&self, id: &str, now: Instant) -> Option<Session<T>> {
         let mut map = self.map.lock().expect("sessions lock");
-        let s = map.get_mut(id)?;
-        if !live(s, now) {
+        let s = map.get(id)?;
+        if !self.live(s, now) {
             map.remove(id);
             return None;
         }
+        let s = map.get_mut(id)?;
         s.seen = now;
         Some(s.clone())
     }
 
     /// The live session of an id, without counting as seen: a live stream is not the
     /// resident using the page, so an open page still goes idle.
-    pub(crate) fn peek(&self, id: &str, now: Instant) -> Option<Session> {
+    pub(crate) fn peek(&self, id: &str, now: Instant) -> Option<Session<T>> {
         let map = self.map.lock().expect("sessions lock");
-        map.get(id).filter(|s| live(s, now)).cloned()
+        map.get(id).filter(|s| self.live(s, now)).cloned()
     }
 
     pub(crate) fn end(&self, id: &str) {
@@ -86,9 +123,8 @@ impl Sessions {
     }
 }
 
-fn live(s: &Session, now: Instant) -> bool {
-    now.saturating_duration_since(s.seen) < SESSION_IDLE
-        && now.saturating_duration_since(s.opened) < SESSION_LIFETIME
+fn live(opened: Instant, seen: Instant, idle: Duration, lifetime: Duration, now: Instant) -> bool {
+    now.saturating_duration_since(seen) < idle && now.saturating_duration_since(opened) < lifetime
 }
 
 /// A cookie's value from a request's `Cookie` headers.
@@ -125,7 +161,7 @@ mod tests {
 
     #[test]
     fn sessions_end_idle_after_their_lifetime_and_on_logout() {
-        let s = Sessions::default();
+        let s: Sessions<[u8; 32]> = Sessions::default();
         let t0 = Instant::now();
         let id = s.open([1; 32], t0);
         assert!(s.get(&id, t0 + Duration::from_secs(60)).is_some());

@@ -284,6 +284,7 @@ pub(crate) async fn fill_form(c: &Client, person: &Person) {
     click(c, "input[name=tenure][value=owned]").await;
 }
 
+mod clerk;
 mod household;
 mod https;
 mod live;

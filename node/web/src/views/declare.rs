@@ -47,6 +47,53 @@ pub(crate) struct DeclareForm {
     pub(crate) contact_with_case: Option<String>,
     pub(crate) symptoms: Option<String>,
     pub(crate) underlying_conditions: String,
+    /// Typed only on the clerk's paper form (a home's session knows its own).
+    pub(crate) building: String,
+    pub(crate) door: String,
+}
+
+impl DeclareForm {
+    /// Sets the field `name` from a multipart part (the clerk's form); `false` for a name
+    /// that is no field of the form.
+    pub(crate) fn set(&mut self, name: &str, value: String) -> bool {
+        let slot = match name {
+            "csrf" => &mut self.csrf,
+            "name" => &mut self.name,
+            "gender" => &mut self.gender,
+            "document_type" => &mut self.document_type,
+            "document_number" => &mut self.document_number,
+            "birth_date" => &mut self.birth_date,
+            "nationality" => &mut self.nationality,
+            "phone" => &mut self.phone,
+            "person_type" => &mut self.person_type,
+            "quarantine" => &mut self.quarantine,
+            "tenure" => &mut self.tenure,
+            "underlying_conditions" => &mut self.underlying_conditions,
+            "building" => &mut self.building,
+            "door" => &mut self.door,
+            "travel_high_risk" => return set_flag(&mut self.travel_high_risk, value),
+            "contact_with_case" => return set_flag(&mut self.contact_with_case, value),
+            "symptoms" => return set_flag(&mut self.symptoms, value),
+            _ => return false,
+        };
+        *slot = value;
+        true
+    }
+
+    /// The form as first shown: the most common choices made.
+    pub(crate) fn blank() -> DeclareForm {
+        DeclareForm {
+            nationality: "CN".into(),
+            document_type: "resident_id".into(),
+            quarantine: "none".into(),
+            ..DeclareForm::default()
+        }
+    }
+}
+
+fn set_flag(flag: &mut Option<String>, value: String) -> bool {
+    *flag = Some(value);
+    true
 }
 
 /// Errors by field name (at most one per field, in form order).
@@ -90,6 +137,8 @@ pub(crate) struct DeclarePage {
     pub(crate) help: &'static str,
     /// A dependent's form: the members who may declare for them (holder id, name).
     pub(crate) proxies: Vec<(String, String)>,
+    /// The residence is typed in (the clerk's form), not the session's home.
+    pub(crate) typed_home: bool,
 }
 
 /// Which declaration the form is.
@@ -129,27 +178,35 @@ fn choice<T: Copy>(
     found
 }
 
-/// The form as a declaration for `home`, or the errors to show beside each field.
-pub(crate) fn parse(
-    f: &DeclareForm,
-    home: &Household,
-    t: &Text,
-    today: Date,
-) -> Result<Declaration, Errors> {
-    let mut errors = Errors::default();
-    let texts: [(&'static str, &str); 6] = [
+/// Control characters in any text field: its error beside it.
+fn control_chars(f: &DeclareForm, home: (&str, &str), t: &Text, errors: &mut Errors) {
+    let texts: [(&'static str, &str); 8] = [
         ("name", &f.name),
         ("document_number", &f.document_number),
         ("birth_date", &f.birth_date),
         ("nationality", &f.nationality),
         ("phone", &f.phone),
         ("underlying_conditions", &f.underlying_conditions),
+        ("building", home.0),
+        ("door", home.1),
     ];
     for (field, value) in texts {
         if value.chars().any(char::is_control) {
             errors.add(field, t.e_control);
         }
     }
+}
+
+/// The form as a declaration at `home` (building and door), or the errors to show beside
+/// each field. The resident pages pass the session's home; the clerk's form what was typed.
+pub(crate) fn parse(
+    f: &DeclareForm,
+    home: (&str, &str),
+    t: &Text,
+    today: Date,
+) -> Result<Declaration, Errors> {
+    let mut errors = Errors::default();
+    control_chars(f, home, t, &mut errors);
     let gender = choice(
         &mut errors,
         "gender",
@@ -218,8 +275,8 @@ pub(crate) fn parse(
         phone: f.phone.trim().to_string(),
         person_type,
         quarantine,
-        building: home.building.clone(),
-        door: home.door.clone(),
+        building: home.0.trim().to_string(),
+        door: home.1.trim().to_string(),
         tenure,
         travel_high_risk: f.travel_high_risk.is_some(),
         contact_with_case: f.contact_with_case.is_some(),
@@ -230,6 +287,10 @@ pub(crate) fn parse(
     if let Err(e) = form.check(today) {
         let (field, message) = match e {
             DeclarationError::Missing(field) => (field, t.e_required),
+            DeclarationError::Invalid {
+                field: "building/door",
+                ..
+            } => ("building", t.e_home),
             DeclarationError::Invalid { field, why } => (field, invalid_message(field, &why, t)),
             _ => ("name", t.form_has_errors),
         };
@@ -257,7 +318,7 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
         Ok(o) => o,
         Err(resp) => return resp,
     };
-    let f = blank();
+    let f = DeclareForm::blank();
     form_page(
         lang(&headers).text(),
         o.session.csrf,
@@ -268,16 +329,6 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
         Kind::Own,
     )
     .into_response()
-}
-
-/// A new form's defaults.
-pub(crate) fn blank() -> DeclareForm {
-    DeclareForm {
-        nationality: "CN".into(),
-        document_type: "resident_id".into(),
-        quarantine: "none".into(),
-        ..DeclareForm::default()
-    }
 }
 
 pub(crate) fn form_page(
@@ -319,6 +370,7 @@ pub(crate) fn form_page(
         title,
         help,
         proxies,
+        typed_home: false,
     }
 }
 
@@ -337,7 +389,8 @@ pub(crate) async fn submit(
     }
     let now_ms = menjin_net::clock::now_ms();
     let now = now_ms / 1000;
-    let form = match parse(&f, &o.home, t, Date::from_unix(now)) {
+    let home = (o.home.building.as_str(), o.home.door.as_str());
+    let form = match parse(&f, home, t, Date::from_unix(now)) {
         Ok(form) => form,
         Err(errors) => {
             let page = form_page(

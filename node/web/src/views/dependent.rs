@@ -13,7 +13,7 @@ use menjin_community::service::{CodeState, HomeRefusal};
 use menjin_proto::civil::Date;
 use menjin_proto::credential::HolderId;
 
-use super::declare::{DeclareForm, Errors, Kind, blank, form_page, parse, result_page};
+use super::declare::{DeclareForm, Errors, Kind, form_page, parse, result_page};
 use super::{Page, forbidden, lang, open};
 use crate::App;
 use crate::i18n::Text;
@@ -68,7 +68,7 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
     let f = DeclareForm {
         by: first.0.clone(),
         person_type: "household".into(),
-        ..blank()
+        ..DeclareForm::blank()
     };
     let kind = Kind::Dependent(proxies);
     form_page(
@@ -106,7 +106,12 @@ pub(crate) async fn submit(
         .iter()
         .find(|(h, _)| *h == f.by)
         .and_then(|(h, _)| h.parse::<HolderId>().ok());
-    let parsed = parse(&f, &o.home, t, Date::from_unix(now));
+    let parsed = parse(
+        &f,
+        (o.home.building.as_str(), o.home.door.as_str()),
+        t,
+        Date::from_unix(now),
+    );
     let refuse = |f: DeclareForm, errors: Errors, refusal: String| {
         let kind = Kind::Dependent(proxies.clone());
         let page = form_page(t, o.session.csrf.clone(), &o.home, f, errors, refusal, kind);

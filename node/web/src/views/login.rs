@@ -167,6 +167,9 @@ pub(crate) async fn switch_lang(
         Some("/declare") => "/declare",
         Some("/my/dependent") => "/my/dependent",
         Some("/my/visitors") => "/my/visitors",
+        Some("/staff") => "/staff",
+        Some("/staff/home") => "/staff/home",
+        Some("/staff/declare") => "/staff/declare",
         _ => "/",
     };
     redirect_with(

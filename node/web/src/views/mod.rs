@@ -2,14 +2,18 @@
 //! declarations": members, codes as QR, the running clock; its live stream is `crate::live`),
 //! `declare` (the form and the review's outcome), `dependent` (a dependent declared by proxy,
 //! on the same form), `photo` (a photo for a printed pass), `visitors` (invite, list,
-//! withdraw). Every handler that changes state checks the CSRF token of its form;
+//! withdraw), `staff` (the staff login, home, and the session check every staff page starts
+//! with), `paper` (a paper declaration with its photo), `pass` (the printed pass). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
 mod dependent;
 mod login;
 pub(crate) mod mine;
+mod paper;
+mod pass;
 mod photo;
+pub(crate) mod staff;
 mod visitors;
 
 use std::time::Instant;
@@ -45,6 +49,18 @@ pub(crate) fn routes() -> Router<App> {
         )
         .route("/my/visitors", get(visitors::page).post(visitors::invite))
         .route("/my/visitors/withdraw", post(visitors::withdraw))
+        .route("/staff", get(staff::page))
+        .route("/staff/login", post(staff::submit))
+        .route("/staff/logout", post(staff::logout))
+        .route("/staff/home", get(staff::home))
+        .route(
+            "/staff/declare",
+            get(paper::page)
+                .post(paper::submit)
+                .layer(crate::upload::limit()),
+        )
+        .route("/staff/pass", get(pass::find))
+        .route("/staff/pass/{holder}", get(pass::page))
 }
 
 /// What the base layout needs.
@@ -64,7 +80,7 @@ pub(crate) fn lang(headers: &HeaderMap) -> Lang {
 /// revoked or reissued code ends its sessions at once).
 pub(crate) struct Open {
     pub(crate) id: String,
-    pub(crate) session: Session,
+    pub(crate) session: Session<[u8; 32]>,
     pub(crate) home: Household,
 }
 
@@ -75,7 +91,7 @@ pub(crate) fn open(app: &App, headers: &HeaderMap) -> Result<Open, Response> {
     let to_login = || Redirect::to("/").into_response();
     let id = cookie(headers, SESSION_COOKIE).ok_or_else(to_login)?;
     let session = app.sessions.get(id, Instant::now()).ok_or_else(to_login)?;
-    match app.node.household(&session.code_hash) {
+    match app.node.household(&session.who) {
         Ok(Some(home)) => Ok(Open {
             id: id.to_string(),
             session,

@@ -1,14 +1,17 @@
 //! The pages: `login` (the household code, log out, the language switch), `mine` ("my
 //! declarations": members, codes as QR, the running clock), `declare` (the form and the
 //! review's outcome), `staff` (the staff login, home, and the session check every staff
-//! page starts with). Every handler that changes state checks the CSRF token of its form;
+//! page starts with), `homes` (household codes and their slip sheets), `progress` (per
+//! building against the deadline). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
+mod homes;
 mod login;
 mod mine;
 mod paper;
 mod pass;
+mod progress;
 pub(crate) mod staff;
 
 use std::time::Instant;
@@ -39,6 +42,10 @@ pub(crate) fn routes() -> Router<App> {
         .route("/staff/declare", get(paper::page))
         .route("/staff/pass", get(pass::find))
         .route("/staff/pass/{holder}", get(pass::page))
+        .route("/staff/homes", get(homes::page))
+        .route("/staff/homes/slips", post(homes::slips))
+        .route("/staff/homes/revoke", post(homes::revoke))
+        .route("/staff/progress", get(progress::page))
 }
 
 /// The routes that take a photo upload: the only ones with the larger body limit.

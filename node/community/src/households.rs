@@ -294,6 +294,33 @@ impl Households {
         Ok(())
     }
 
+    /// The homes of the tree (every home ever issued a code), in key order: building, then
+    /// door; with whether a code is in force. Read by the office's progress page.
+    ///
+    /// # Errors
+    /// Storage or a corrupt record.
+    pub fn homes(&self) -> Result<Vec<(String, String, bool)>, HouseholdError> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(b"h") {
+            let (k, _) = item?;
+            let r = self
+                .record(&k)?
+                .ok_or_else(|| HouseholdError::Corrupt(hex::encode(&k)))?;
+            out.push((r.building, r.door, r.code_hash.is_some()));
+        }
+        Ok(out)
+    }
+
+    /// Whether the home has a code in force.
+    ///
+    /// # Errors
+    /// Storage or a corrupt record.
+    pub fn in_force(&self, building: &str, door: &str) -> Result<bool, HouseholdError> {
+        Ok(self
+            .record(&home_key(building, door))?
+            .is_some_and(|r| r.code_hash.is_some()))
+    }
+
     /// The people declared through the home's sessions, in the order they were declared.
     ///
     /// # Errors
@@ -339,8 +366,19 @@ mod tests {
         );
         let home = h.lookup(&second).unwrap().expect("in force");
         assert_eq!(h.members(&home).unwrap(), vec![HolderId([1; 8])]);
+        assert!(h.in_force("12", "1203").unwrap());
+        h.issue("3", "101", 25).unwrap();
         h.revoke("12", "1203", 30).unwrap();
         assert_eq!(h.lookup(&second).unwrap(), None);
+        assert!(!h.in_force("12", "1203").unwrap());
+        assert!(!h.in_force("12", "9999").unwrap());
+        assert_eq!(
+            h.homes().unwrap(),
+            vec![
+                ("12".to_string(), "1203".to_string(), false),
+                ("3".to_string(), "101".to_string(), true)
+            ]
+        );
         assert!(matches!(
             h.revoke("12", "1203", 31),
             Err(HouseholdError::NoCode { .. })

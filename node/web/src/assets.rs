@@ -17,6 +17,9 @@ const STYLE: &[u8] = include_bytes!("../assets/style.css");
 const CLOCK: &[u8] = include_bytes!("../assets/clock.js");
 /// The printed pass's page: its toolbar and the Print button (views/pass.rs).
 const PASS_PAGE: &[u8] = include_bytes!("../assets/pass-page.css");
+/// The household code slips' sheet: toolbar on screen, A4 pages of slips on paper
+/// (views/homes.rs).
+const SLIPS: &[u8] = include_bytes!("../assets/slips.css");
 const PRINT: &[u8] = include_bytes!("../assets/print.js");
 
 pub(crate) fn routes() -> Router<App> {
@@ -35,6 +38,7 @@ async fn asset(Path(name): Path<String>) -> Response {
             "text/css; charset=utf-8",
         ),
         "pass-page.css" => (PASS_PAGE, "text/css; charset=utf-8"),
+        "slips.css" => (SLIPS, "text/css; charset=utf-8"),
         "print.js" => (PRINT, "text/javascript; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };

@@ -288,4 +288,5 @@ mod clerk;
 mod household;
 mod https;
 mod live;
+mod office;
 mod resident;

@@ -198,6 +198,43 @@ impl Node {
         )))
     }
 
+    /// Whether the home (building and door checked as the console checks them) has a code in
+    /// force: the office's slip sheet reissues such a home's code only when asked to.
+    ///
+    /// # Errors
+    /// A [`Refusal`] for a bad building or door, or on storage failure.
+    pub fn household_in_force(&self, building: &str, door: &str) -> Result<bool, Refusal> {
+        let (building, door) = home_labels(building, door)?;
+        Ok(self.households.in_force(&building, &door)?)
+    }
+
+    /// Per building, the homes with a household code in force where nobody is declared yet
+    /// (online or on paper), sorted by building then door; buildings with every such home
+    /// declared are listed with no doors. One pass over the roster and the household tree:
+    /// the office's progress page, not a hot path. Blocking.
+    ///
+    /// # Errors
+    /// A [`Refusal`] on storage failure.
+    pub fn homes_not_declared(&self) -> Result<Vec<(String, Vec<String>)>, Refusal> {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut declared: BTreeSet<(String, String)> = BTreeSet::new();
+        for p in self.roster.persons() {
+            let p = p?;
+            declared.insert((p.form.building, p.form.door));
+        }
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (building, door, in_force) in self.households.homes()? {
+            if !in_force {
+                continue;
+            }
+            let doors = out.entry(building.clone()).or_default();
+            if !declared.contains(&(building, door.clone())) {
+                doors.push(door);
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// The home a typed household code opens, if it is in force.
     ///
     /// # Errors

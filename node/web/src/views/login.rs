@@ -170,6 +170,8 @@ pub(crate) async fn switch_lang(
         Some("/staff") => "/staff",
         Some("/staff/home") => "/staff/home",
         Some("/staff/declare") => "/staff/declare",
+        Some("/staff/homes") => "/staff/homes",
+        Some("/staff/progress") => "/staff/progress",
         _ => "/",
     };
     redirect_with(

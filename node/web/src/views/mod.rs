@@ -3,16 +3,19 @@
 //! `declare` (the form and the review's outcome), `dependent` (a dependent declared by proxy,
 //! on the same form), `photo` (a photo for a printed pass), `visitors` (invite, list,
 //! withdraw), `staff` (the staff login, home, and the session check every staff page starts
-//! with), `paper` (a paper declaration with its photo), `pass` (the printed pass). Every handler that changes state checks the CSRF token of its form;
+//! with), `paper` (a paper declaration with its photo), `pass` (the printed pass), `homes` (household codes and
+//! their slip sheets), `progress` (per building against the deadline). Every handler that changes state checks the CSRF token of its form;
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
 mod dependent;
+mod homes;
 mod login;
 pub(crate) mod mine;
 mod paper;
 mod pass;
 mod photo;
+mod progress;
 pub(crate) mod staff;
 mod visitors;
 
@@ -61,6 +64,10 @@ pub(crate) fn routes() -> Router<App> {
         )
         .route("/staff/pass", get(pass::find))
         .route("/staff/pass/{holder}", get(pass::page))
+        .route("/staff/homes", get(homes::page))
+        .route("/staff/homes/slips", post(homes::slips))
+        .route("/staff/homes/revoke", post(homes::revoke))
+        .route("/staff/progress", get(progress::page))
 }
 
 /// What the base layout needs.

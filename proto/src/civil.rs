@@ -38,6 +38,19 @@ impl Date {
         Date { year, month, day }
     }
 
+    /// Midnight UTC of this date as a Unix time (0 for dates before 1970).
+    pub fn to_unix(self) -> UnixTime {
+        // Howard Hinnant's days_from_civil.
+        let y = i64::from(self.year) - i64::from(self.month <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let m = i64::from(self.month);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        u64::try_from(days).map_or(0, |d| d * 86_400)
+    }
+
     /// Whole years from `self` (a birth date) to `today`.
     pub fn age_on(self, today: Date) -> i32 {
         let mut age = today.year - self.year;
@@ -94,6 +107,9 @@ mod tests {
             Date::from_unix(951_782_400),
             Date::new(2000, 2, 29).unwrap()
         );
+        assert_eq!(Date::new(2000, 2, 29).unwrap().to_unix(), 951_782_400);
+        assert_eq!(Date::new(1970, 1, 1).unwrap().to_unix(), 0);
+        assert_eq!(Date::new(2026, 12, 1).unwrap().to_unix(), 1_796_083_200);
     }
 
     #[test]

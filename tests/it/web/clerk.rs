@@ -5,7 +5,7 @@ use super::*;
 use crate::support::{menjin, menjin_with_stdin, p};
 
 /// `menjin --json staff ARGS` with `password` (and a newline) on standard input.
-fn staff(n: &WebNode, args: &[&str], password: Option<&str>) -> crate::support::Out {
+pub(super) fn staff(n: &WebNode, args: &[&str], password: Option<&str>) -> crate::support::Out {
     let mut all = vec!["--json", "staff"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--dir", p(&n.dir)]);
@@ -14,7 +14,7 @@ fn staff(n: &WebNode, args: &[&str], password: Option<&str>) -> crate::support::
 }
 
 /// A header's value in a raw HTTP answer (first one, case-insensitive name).
-fn header<'a>(answer: &'a str, name: &str) -> Vec<&'a str> {
+pub(super) fn header<'a>(answer: &'a str, name: &str) -> Vec<&'a str> {
     let head = answer.split("\r\n\r\n").next().unwrap_or_default();
     head.lines()
         .filter_map(|l| l.split_once(':'))
@@ -32,7 +32,7 @@ fn cookie_value<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
 
 /// Logs in over plain HTTP (as a browser's form would): the staff session cookie, or the
 /// status line of the refusal.
-fn http_login(n: &WebNode, name: &str, password: &str) -> Result<String, String> {
+pub(super) fn http_login(n: &WebNode, name: &str, password: &str) -> Result<String, String> {
     let addr = n.web.to_string();
     let form = http_get(&addr, "/staff").expect("login page");
     let token = cookie_value(&form, "mj_spre")
@@ -60,7 +60,7 @@ fn http_login(n: &WebNode, name: &str, password: &str) -> Result<String, String>
 }
 
 /// The status code of a GET with the staff session cookie.
-fn get_as(n: &WebNode, path: &str, session: &str) -> (u16, String) {
+pub(super) fn get_as(n: &WebNode, path: &str, session: &str) -> (u16, String) {
     let addr = n.web.to_string();
     let answer = http(
         &addr,
@@ -78,7 +78,7 @@ fn get_as(n: &WebNode, path: &str, session: &str) -> (u16, String) {
     (status, answer)
 }
 
-fn urlencode(s: &str) -> String {
+pub(super) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
@@ -205,7 +205,7 @@ fn photo_file(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Logs the browser in at `/staff`.
-async fn log_in(c: &Client, n: &WebNode, name: &str, password: &str) {
+pub(super) async fn log_in(c: &Client, n: &WebNode, name: &str, password: &str) {
     c.goto(&n.url("/staff")).await.expect("staff login");
     fill(c, "#staff-name", name).await;
     fill(c, "#staff-password", password).await;

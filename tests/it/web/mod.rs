@@ -285,4 +285,5 @@ pub(crate) async fn fill_form(c: &Client, person: &Person) {
 }
 
 mod clerk;
+mod records;
 mod resident;

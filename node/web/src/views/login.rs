@@ -162,6 +162,10 @@ pub(crate) async fn switch_lang(
         Some("/staff") => "/staff",
         Some("/staff/home") => "/staff/home",
         Some("/staff/declare") => "/staff/declare",
+        Some("/staff/people") => "/staff/people",
+        Some("/staff/audit") => "/staff/audit",
+        Some("/staff/gatelog") => "/staff/gatelog",
+        Some("/staff/lockdown") => "/staff/lockdown",
         _ => "/",
     };
     redirect_with(

@@ -5,10 +5,13 @@
 //! the cross-site check runs before all of them (`security`).
 
 mod declare;
+mod gatelog;
+mod lockdown;
 mod login;
 mod mine;
 mod paper;
 mod pass;
+mod people;
 pub(crate) mod staff;
 
 use std::time::Instant;
@@ -39,6 +42,16 @@ pub(crate) fn routes() -> Router<App> {
         .route("/staff/declare", get(paper::page))
         .route("/staff/pass", get(pass::find))
         .route("/staff/pass/{holder}", get(pass::page))
+        // Find a person, audit log, gate log, local lockdown (people, gatelog, lockdown).
+        .route("/staff/people", get(people::page).post(people::search))
+        .route("/staff/people/{holder}", get(people::person))
+        .route("/staff/audit", get(people::audit))
+        .route("/staff/gatelog", get(gatelog::page))
+        .route("/staff/gatelog.csv", get(gatelog::csv))
+        .route(
+            "/staff/lockdown",
+            get(lockdown::page).post(lockdown::submit),
+        )
 }
 
 /// The routes that take a photo upload: the only ones with the larger body limit.

@@ -100,7 +100,10 @@ fn a_clerk_finds_a_person_by_name_and_door_and_every_look_is_in_the_audit_log() 
         fill(&c, "#name", "张<script>").await;
         click(&c, "#search-name").await;
         find(&c, Locator::Css("#results")).await;
-        assert_eq!(rows(&c, "tr.person", "data-holder").await, [holder.clone()]);
+        assert_eq!(
+            rows(&c, "tr.person", "data-holder").await,
+            [holder.as_str()]
+        );
         assert_eq!(text(&c, "tr.person a").await, "张<script>三");
         // Not in the URL: the search was posted.
         assert_eq!(c.current_url().await.unwrap().query(), None);
@@ -111,12 +114,15 @@ fn a_clerk_finds_a_person_by_name_and_door_and_every_look_is_in_the_audit_log() 
         fill(&c, "#door", "601").await;
         click(&c, "#search-door").await;
         find(&c, Locator::Css("#results")).await;
-        assert_eq!(rows(&c, "tr.person", "data-holder").await, [other.clone()]);
+        assert_eq!(rows(&c, "tr.person", "data-holder").await, [other.as_str()]);
         fill(&c, "#building", "5").await;
         fill(&c, "#door", "").await;
         click(&c, "#search-door").await;
         find(&c, Locator::Css("#results")).await;
-        assert_eq!(rows(&c, "tr.person", "data-holder").await, [holder.clone()]);
+        assert_eq!(
+            rows(&c, "tr.person", "data-holder").await,
+            [holder.as_str()]
+        );
         shoot(&c, "32-people-by-door", Some("#results")).await;
 
         // The record: status, code, masked number.

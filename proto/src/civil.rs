@@ -122,6 +122,12 @@ mod tests {
             Date::from_unix(951_782_400),
             Date::new(2000, 2, 29).unwrap()
         );
+        assert_eq!(Date::new(2000, 2, 29).unwrap().to_unix(), Some(951_782_400));
+        assert_eq!(Date::new(1970, 1, 1).unwrap().to_unix(), Some(0));
+        assert_eq!(
+            Date::new(2026, 12, 1).unwrap().to_unix(),
+            Some(1_796_083_200)
+        );
     }
 
     #[test]

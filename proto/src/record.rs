@@ -255,3 +255,50 @@ impl std::fmt::Debug for StaffRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// One entry of the node's audit log (sled tree `audit`, keyed by a rising sequence number):
+/// a staff member searched the roster or opened a person's record. Never an ID number: a
+/// name search whose text has a digit in it is kept as [`AuditAction::NameSearch`] with no
+/// text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When (node clock, Unix seconds).
+    pub at: UnixTime,
+    /// The staff member, as logged in.
+    pub staff: String,
+    /// What they did.
+    pub action: AuditAction,
+}
+
+/// What a staff member did with the roster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditAction {
+    /// A search by name.
+    NameSearch {
+        /// The text searched, `None` when it had a digit in it (perhaps an ID number).
+        text: Option<String>,
+        /// People found (at most one page).
+        found: u32,
+    },
+    /// A search by home.
+    DoorSearch {
+        /// The building searched.
+        building: String,
+        /// The door searched (empty: the whole building).
+        door: String,
+        /// People found (at most one page).
+        found: u32,
+    },
+    /// A search by holder id.
+    HolderSearch {
+        /// The holder id searched.
+        holder: HolderId,
+        /// Whether that person is declared here.
+        found: bool,
+    },
+    /// A person's record opened.
+    RecordView {
+        /// Whose record.
+        holder: HolderId,
+    },
+}

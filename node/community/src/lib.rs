@@ -9,6 +9,7 @@
 
 #![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
+pub mod audit;
 pub mod feed;
 pub mod gatelog;
 pub mod gates;

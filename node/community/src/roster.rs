@@ -356,6 +356,45 @@ impl Roster {
         })
     }
 
+    /// People for whom `matches` holds, in holder-id order after `after` (from the first
+    /// when `None`), at most `limit`; and whether more match beyond them. Reads the person
+    /// records from sled in key order (an office search, not a hot path: the roster is
+    /// bounded by the community's size).
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or a record is corrupt.
+    pub fn find(
+        &self,
+        matches: impl Fn(&PersonRecord) -> bool,
+        after: Option<HolderId>,
+        limit: usize,
+    ) -> Result<(Vec<PersonRecord>, bool), RosterError> {
+        let start = match after {
+            // The key just past `after`'s: `p` + holder + one zero byte.
+            Some(h) => {
+                let mut k = key(b'p', &h.0);
+                k.push(0);
+                k
+            }
+            None => vec![b'p'],
+        };
+        let mut out = Vec::new();
+        for item in self.tree.range(start..) {
+            let (k, v) = item?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            let p: PersonRecord = decode(&k, &v)?;
+            if matches(&p) {
+                if out.len() >= limit {
+                    return Ok((out, true));
+                }
+                out.push(p);
+            }
+        }
+        Ok((out, false))
+    }
+
     /// What gates cache (see `feed`): revoked codes of people, and active visitor codes
     /// with their hosts.
     pub fn trust_lists(&self) -> (Vec<RevokedCode>, Vec<(CredId, HolderId)>) {

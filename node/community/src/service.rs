@@ -36,12 +36,14 @@ use menjin_sync::{Lockdown, Role, RosterBatch};
 
 mod household;
 mod import;
+mod records;
 mod staff;
 pub use household::{
     CodeState, HomeRefusal, INVITATIONS_ACTIVE_MAX, INVITATIONS_SHOWN_MAX, Invitation,
     InvitationState, Member,
 };
 pub use import::{IMPORT_PERSONS_MAX, ImportError, Imported};
+pub use records::{PersonCard, PersonFile, PersonSearch, RecordCode};
 
 /// The deadline for every resident declared and every pass out (the order's 5 days).
 pub const DEADLINE_DAYS: u64 = 5;
@@ -99,6 +101,9 @@ pub enum NodeError {
     /// The staff tree could not be opened.
     #[error("staff accounts: {0}")]
     Staff(#[from] crate::staff::StaffStoreError),
+    /// The audit tree could not be opened.
+    #[error("audit log: {0}")]
+    Audit(#[from] crate::audit::AuditError),
     /// A service started beside the node (the web pages) could not start.
     #[error("{0}")]
     Extra(Box<dyn std::error::Error + Send + Sync>),
@@ -177,6 +182,8 @@ pub struct Node {
     households: crate::households::Households,
     /// Staff accounts for the pages (see `staff`).
     staff: crate::staff::Staff,
+    /// Every search and record view of the staff pages (see `audit`).
+    audit: crate::audit::Audit,
     peers: PeerTable,
     /// Declarations read, decide and write: one at a time, so two declarations of the same
     /// person cannot both issue a code. Every roster commit holds it (see `commit`).
@@ -310,6 +317,7 @@ impl Node {
         let gates = Gates::open(&db)?;
         let households = crate::households::Households::open(&db, &key.to_bytes())?;
         let staff = crate::staff::Staff::open(&db)?;
+        let audit = crate::audit::Audit::open(&db)?;
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         for (gate_id, key) in gates.all()? {
@@ -336,6 +344,7 @@ impl Node {
             gates,
             households,
             staff,
+            audit,
             peers,
             write: Mutex::new(()),
             root,

@@ -14,7 +14,7 @@ pub(super) fn staff(n: &WebNode, args: &[&str], password: Option<&str>) -> crate
 }
 
 /// A header's value in a raw HTTP answer (first one, case-insensitive name).
-fn header<'a>(answer: &'a str, name: &str) -> Vec<&'a str> {
+pub(super) fn header<'a>(answer: &'a str, name: &str) -> Vec<&'a str> {
     let head = answer.split("\r\n\r\n").next().unwrap_or_default();
     head.lines()
         .filter_map(|l| l.split_once(':'))

@@ -289,4 +289,5 @@ mod household;
 mod https;
 mod live;
 mod office;
+mod records;
 mod resident;

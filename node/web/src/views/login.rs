@@ -172,6 +172,10 @@ pub(crate) async fn switch_lang(
         Some("/staff/declare") => "/staff/declare",
         Some("/staff/homes") => "/staff/homes",
         Some("/staff/progress") => "/staff/progress",
+        Some("/staff/people") => "/staff/people",
+        Some("/staff/audit") => "/staff/audit",
+        Some("/staff/gatelog") => "/staff/gatelog",
+        Some("/staff/lockdown") => "/staff/lockdown",
         _ => "/",
     };
     redirect_with(

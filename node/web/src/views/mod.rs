@@ -9,11 +9,14 @@
 
 mod declare;
 mod dependent;
+mod gatelog;
 mod homes;
+mod lockdown;
 mod login;
 pub(crate) mod mine;
 mod paper;
 mod pass;
+mod people;
 mod photo;
 mod progress;
 pub(crate) mod staff;
@@ -68,6 +71,16 @@ pub(crate) fn routes() -> Router<App> {
         .route("/staff/homes/slips", post(homes::slips))
         .route("/staff/homes/revoke", post(homes::revoke))
         .route("/staff/progress", get(progress::page))
+        // Find a person, audit log, gate log, local lockdown (people, gatelog, lockdown).
+        .route("/staff/people", get(people::page).post(people::search))
+        .route("/staff/people/{holder}", get(people::person))
+        .route("/staff/audit", get(people::audit))
+        .route("/staff/gatelog", get(gatelog::page))
+        .route("/staff/gatelog.csv", get(gatelog::csv))
+        .route(
+            "/staff/lockdown",
+            get(lockdown::page).post(lockdown::submit),
+        )
 }
 
 /// What the base layout needs.

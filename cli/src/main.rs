@@ -90,8 +90,8 @@ enum Command {
     Log(cmd::log::Log),
     /// Declaration progress per building (the 5-day deadline).
     Roster(cmd::roster::Roster),
-    /// Run a hub-less demonstration on loopback: a node, gates and twenty residents.
-    Demo,
+    /// Run a demonstration district on loopback: a hub, three nodes, gates and thirty people.
+    Demo(cmd::demo::DemoArgs),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -113,7 +113,7 @@ impl Command {
             // part of it already.
             // So do benchmarks: their in-process daemons' lockdown and revocation warnings are
             // the load, not news.
-            Command::Demo | Command::Bench { .. } => "error",
+            Command::Demo(_) | Command::Bench { .. } => "error",
             _ => "warn",
         }
     }
@@ -131,7 +131,7 @@ impl Command {
             Command::Staff { cmd } => cmd::staff::run(cmd, json).await,
             Command::Log(cmd) => cmd::log::run(cmd, json).await,
             Command::Roster(cmd) => cmd::roster::run(cmd, json).await,
-            Command::Demo => cmd::demo::run(json).await,
+            Command::Demo(args) => cmd::demo::run(args, json).await,
             Command::Bench { cmd } => cmd::bench::run(cmd, json).await,
         }
     }

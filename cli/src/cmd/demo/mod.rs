@@ -17,6 +17,17 @@ use menjin_store::files::{NodeDir, read_signing_key};
 use crate::form::now_secs;
 use menjin_harness::{LocalDistrict, LocalGate, LocalHub, LocalNode, person};
 
+mod serve;
+
+/// `menjin demo [--serve [ADDR]]`.
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// After the story, keep the district up and serve the main community's pages on ADDR
+    /// (default 127.0.0.1:8080) until Ctrl-C, with household codes and staff logins printed.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8080", value_name = "ADDR")]
+    serve: Option<std::net::SocketAddr>,
+}
+
 const COMMUNITY: u32 = 440_304_001;
 const OTHER_COMMUNITY: u32 = 440_304_002;
 const THIRD_COMMUNITY: u32 = 440_304_003;
@@ -154,7 +165,7 @@ impl Demo {
 /// The story, scene by scene: the main community (declarations, gate checks, visitors,
 /// false codes, a lockdown from the hub), two smaller communities, a gate deciding alone
 /// while its node is down; then every node's log and roster at the hub.
-pub async fn run(json: bool) -> Result<ExitCode> {
+pub async fn run(args: DemoArgs, json: bool) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let district = LocalDistrict::new()?;
     let hub = district.start_hub("福田区 Futian district hub")?;
@@ -212,6 +223,9 @@ pub async fn run(json: bool) -> Result<ExitCode> {
         offline,
     };
     summary.print(json, started.elapsed().as_millis() as u64);
+    if let Some(listen) = args.serve {
+        serve::pages(&node, listen).await?;
+    }
     for n in others {
         n.stop().await;
     }

@@ -109,7 +109,11 @@ fn gate_requests() -> Vec<GateRequest> {
             skew_ms: -40,
         }),
         GateRequest::Upload {
-            events: vec![OfflineEvent { gate_seq: 1, event }],
+            events: vec![OfflineEvent {
+                gate_seq: 1,
+                cache: 0,
+                event,
+            }],
         },
     ]
 }

@@ -428,7 +428,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
             Locator::XPath("//input[@id='photo']/following-sibling::p[@id='err-photo']"),
         )
         .await;
-        assert_eq!(beside.text().await.unwrap(), "不是 JPEG 或 PNG 照片");
+        assert_eq!(beside.text().await.unwrap(), "只能上传 JPEG 或 PNG 照片");
         // What was typed is kept (the file input cannot be, by the browser's rule).
         assert_eq!(
             find(&c, Locator::Css("#name"))
@@ -635,7 +635,7 @@ fn photos_are_bounded_to_a_megabyte_on_the_paper_form_only() {
         "{}",
         &answer[..answer.len().min(300)]
     );
-    assert!(answer.contains("照片太大（不超过 1 MB）"));
+    assert!(answer.contains("照片超过 1 MB，请换一张较小的"));
     // Over the route's limit: refused whole.
     let mut huge = png.clone();
     huge.resize(2 * 1024 * 1024, 0);

@@ -242,11 +242,34 @@ pub(crate) async fn shoot(c: &Client, name: &str, focus: Option<&str>) {
 /// is there).
 pub(crate) async fn find(c: &Client, locator: Locator<'_>) -> fantoccini::elements::Element {
     let what = format!("{locator:?}");
+    // Generous: on a loaded 2-core machine a page with a QR per member can take seconds.
     c.wait()
-        .at_most(Duration::from_secs(20))
+        .at_most(Duration::from_secs(60))
         .for_element(locator)
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Clicks a button that submits a form and waits for the next page to have replaced this one
+/// (an element of the same id on both pages would otherwise be read from the old one).
+pub(crate) async fn submit(c: &Client, css: &str) {
+    c.execute("window.__menjin_old_page = true;", vec![])
+        .await
+        .expect("mark the page");
+    click(c, css).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let old = c
+            .execute("return window.__menjin_old_page === true;", vec![])
+            .await
+            .map(|v| v.as_bool() == Some(true))
+            .unwrap_or(true);
+        if !old && c.find(Locator::Css("body")).await.is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no new page after {css}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub(crate) async fn text(c: &Client, css: &str) -> String {

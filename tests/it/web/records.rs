@@ -92,13 +92,13 @@ fn a_clerk_finds_a_person_by_name_and_door_and_every_look_is_in_the_audit_log() 
         shoot(&c, "30-people", None).await;
 
         // Nothing typed: the error beside the field, no results.
-        click(&c, "#search-name").await;
+        submit(&c, "#search-name").await;
         assert_eq!(text(&c, "#err-name").await, "必填");
         assert!(c.find(Locator::Css("#results")).await.is_err());
 
         // By name: the one person, the name shown as text.
         fill(&c, "#name", "张<script>").await;
-        click(&c, "#search-name").await;
+        submit(&c, "#search-name").await;
         find(&c, Locator::Css("#results")).await;
         assert_eq!(
             rows(&c, "tr.person", "data-holder").await,
@@ -112,12 +112,12 @@ fn a_clerk_finds_a_person_by_name_and_door_and_every_look_is_in_the_audit_log() 
         // By door: building 6, door 601 is the other person only; building 5 alone, ours.
         fill(&c, "#building", "6").await;
         fill(&c, "#door", "601").await;
-        click(&c, "#search-door").await;
+        submit(&c, "#search-door").await;
         find(&c, Locator::Css("#results")).await;
         assert_eq!(rows(&c, "tr.person", "data-holder").await, [other.as_str()]);
         fill(&c, "#building", "5").await;
         fill(&c, "#door", "").await;
-        click(&c, "#search-door").await;
+        submit(&c, "#search-door").await;
         find(&c, Locator::Css("#results")).await;
         assert_eq!(
             rows(&c, "tr.person", "data-holder").await,

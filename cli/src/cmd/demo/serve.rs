@@ -44,6 +44,9 @@ pub async fn pages(node: &LocalNode, listen: SocketAddr) -> Result<()> {
     let server = menjin_web::WebServer::bind(node.node.clone(), listen, None)
         .map_err(|e| anyhow::anyhow!("cannot serve the pages on {listen}: {e}"))?;
     let addr = server.local_addr()?;
+    // Listening for Ctrl-C before the URL is printed: a SIGINT right after it must stop the
+    // district, not kill the process.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     println!();
     println!(
         "pages of community {} served on http://{addr}/",
@@ -71,7 +74,7 @@ pub async fn pages(node: &LocalNode, listen: SocketAddr) -> Result<()> {
     let serving = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
-    let _ = tokio::signal::ctrl_c().await;
+    let _ = interrupt.recv().await;
     let _ = stop.send(());
     let _ = serving.await;
     Ok(())

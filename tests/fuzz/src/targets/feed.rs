@@ -45,6 +45,7 @@ pub fn base_snapshot() -> TrustSnapshot {
         node_time_ms: NOW * 1_000,
         community: COMMUNITY,
         node_cert: fixtures::node_cert().encode(),
+        previous_node_cert: None,
         lockdown: GateLockdown::default(),
         residents_may_leave: false,
         revoked: vec![menjin_proto::credential::CredId([5; 8])],
@@ -72,7 +73,7 @@ pub fn feed_frames(data: &[u8]) {
         };
         let trust = gate.cache.trust();
         assert_eq!(trust.community, COMMUNITY, "trust for another community");
-        assert!(trust.cert.is_some(), "trust without a node certificate");
+        assert!(!trust.certs.is_empty(), "trust without a node certificate");
         if applied.is_err() {
             return;
         }

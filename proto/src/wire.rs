@@ -376,6 +376,12 @@ pub enum ConsoleRequest {
         /// The home's door.
         door: String,
     },
+    /// Takes an enrolled gate out (a stolen or retired device): its key is refused from now
+    /// on and its open connections are closed.
+    RevokeGate {
+        /// The gate's id, as enrolled.
+        gate_id: String,
+    },
 }
 
 /// What the district operator's console (the hub's console key) may ask the hub.

@@ -62,7 +62,7 @@ enum Command {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
-    /// Gates: enrol, check a code.
+    /// Gates: enrol, revoke, check a code.
     Gate {
         #[command(subcommand)]
         cmd: cmd::gate::GateCmd,

@@ -397,6 +397,12 @@ pub enum ConsoleRequest {
         /// An existing account.
         name: String,
     },
+    /// Takes an enrolled gate out (a stolen or retired device): its key is refused from now
+    /// on and its open connections are closed.
+    RevokeGate {
+        /// The gate's id, as enrolled.
+        gate_id: String,
+    },
 }
 
 /// What the district operator's console (the hub's console key) may ask the hub.

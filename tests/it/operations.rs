@@ -208,6 +208,60 @@ fn rotated_node_key_keeps_codes_gates_and_the_hub_stream() {
     let _ = &s.hub;
 }
 
+impl Site {
+    /// Polls `node status` until `hub_connected` is `want`.
+    fn wait_hub_connected(&self, want: bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let st = self.node_status();
+            if st["hub_connected"].as_bool() == Some(want) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hub_connected is not {want} within {DEADLINE:?}: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Defect 8 of the hardening issue: enrolling a node's new certificate at the hub refused
+/// only new connections of the old key; a node (or a thief) still holding the old key kept
+/// its live link. The hub now closes it at once, and it cannot come back.
+#[test]
+fn enrolling_a_new_node_certificate_closes_the_old_keys_live_link_at_the_hub() {
+    let s = Site::start();
+    s.wait_hub_connected(true);
+    // The new key is made in a copy of the node's directory: the running node keeps the old.
+    let rekeyed = s.tmp.path().join("node-rekeyed");
+    copy_tree(&s.node_dir, &rekeyed);
+    menjin(&[
+        "node",
+        "rekey",
+        "--district",
+        p(&s.district),
+        "--dir",
+        p(&rekeyed),
+    ])
+    .ok();
+    menjin(&[
+        "hub",
+        "enrol",
+        "--dir",
+        p(&s.hub_dir),
+        "--cert",
+        p(&rekeyed.join("node.cert")),
+    ])
+    .ok();
+    s.wait_hub_connected(false);
+    // The uplink retries within its back-off (under a second at first): still refused.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let st = s.node_status();
+    assert_eq!(st["hub_connected"].as_bool(), Some(false), "{st}");
+    let _ = (&s.node, &s.hub, &s.gate);
+}
+
 #[test]
 fn node_restored_from_a_backup_on_another_machine_resumes_the_hub_stream() {
     let mut s = Site::start();

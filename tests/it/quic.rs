@@ -252,6 +252,9 @@ fn console_operations_sent_by_a_gate_are_refused_and_change_nothing() {
                 gate_id: "rogue".into(),
                 public_key: rogue.verifying_key().to_bytes(),
             },
+            ConsoleRequest::RevokeGate {
+                gate_id: "north-1".into(),
+            },
         ];
         for req in &forbidden {
             assert_error(&ask(&gate, req).await, ErrorKind::BadRequest);
@@ -468,6 +471,115 @@ fn uploads_out_of_order_or_unmarked_store_nothing_and_a_good_one_is_stored_once(
             before.events_logged + 1
         );
     });
+}
+
+/// A gate whose key the node no longer admits gets no answer: either the handshake fails, or
+/// (TLS 1.3: the client may finish first) the node closes the connection before answering
+/// `req`.
+async fn assert_refused_at_connect(
+    gate_dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    req: &GateRequest,
+) {
+    let gd = menjin_store::files::GateDir(gate_dir.to_path_buf());
+    let cfg = gd.read_config().expect("gate.toml");
+    let key = read_signing_key(&gd.key()).expect("gate.key");
+    let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key).expect("root key");
+    let attempt = within(
+        "revoked gate connect",
+        NodeClient::connect(addr, &key, root, Some(cfg.community)),
+    )
+    .await;
+    match attempt {
+        Err(ClientError::Connect { .. }) => {}
+        Err(other) => panic!("unexpected error kind: {other}"),
+        Ok(client) => match within("revoked gate request", client.request(req)).await {
+            Err(ClientError::Stream(_)) => {}
+            other => panic!("a revoked gate got {other:?}"),
+        },
+    }
+}
+
+/// `menjin gate revoke` cuts a gate off at once: its open connection is closed (its feed ends,
+/// its next request fails), a new connection is refused (so it can neither check nor upload
+/// offline events), and it stays out after the node restarts; the other gate is untouched.
+#[test]
+fn a_revoked_gate_is_cut_off_at_once_and_stays_out_after_a_restart() {
+    let mut f = fixture();
+    let south = f.c.enrol_gate("south-1");
+    let addr = f.c.node.addr;
+    let (gate, mut feed) = f.rt.block_on(async {
+        let gate = gate_client(&f.gate, addr).await;
+        assert_allowed(&ask(&gate, &check(&f.code, 366)).await);
+        let mut feed = gate.subscribe().await.expect("feed stream");
+        match within("feed frame", feed.next()).await {
+            Ok(Some(menjin_proto::feed::GateFeed::Snapshot(_))) => {}
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        (gate, feed)
+    });
+    let before = f.c.status();
+
+    let out = menjin(&[
+        "gate",
+        "revoke",
+        "--node-dir",
+        f.c.nd(),
+        "--gate-id",
+        "north-1",
+    ]);
+    out.ok();
+    let again = menjin(&[
+        "gate",
+        "revoke",
+        "--node-dir",
+        f.c.nd(),
+        "--gate-id",
+        "north-1",
+    ]);
+    assert_ne!(again.code(), EXIT_OK, "{again:?}");
+    assert!(again.stderr.contains("no gate north-1"), "{again:?}");
+
+    let upload = GateRequest::Upload {
+        events: vec![offline_event(1)],
+    };
+    f.rt.block_on(async {
+        // Heartbeats every 2 s would keep an open feed going: it must end instead.
+        within("the revoked gate's feed ends", async {
+            while let Ok(Some(_)) = feed.next().await {}
+        })
+        .await;
+        match within(
+            "request on the revoked connection",
+            gate.request(&check(&f.code, 366)),
+        )
+        .await
+        {
+            Err(ClientError::Stream(_)) => {}
+            other => panic!("the revoked gate's open connection got {other:?}"),
+        }
+        assert_refused_at_connect(&f.gate, addr, &upload).await;
+    });
+    let after = f.c.status();
+    assert_eq!(after["events_logged"], before["events_logged"]);
+    assert_eq!(after["gates"], serde_json::json!(["south-1"]));
+
+    f.c.node.restart_after_kill9();
+    let addr = f.c.node.addr;
+    let out = f.c.check(&f.gate, &f.code, "36.6", &[]);
+    assert_eq!(out.code(), EXIT_FAILURE, "{out:?}");
+    f.rt.block_on(async {
+        assert_refused_at_connect(&f.gate, addr, &upload).await;
+        let south = gate_client(&south, addr).await;
+        assert_allowed(&ask(&south, &check(&f.code, 366)).await);
+    });
+    let restarted = f.c.status();
+    assert_eq!(restarted["gates"], serde_json::json!(["south-1"]));
+    assert_eq!(
+        restarted["events_logged"],
+        serde_json::json!(before["events_logged"].as_u64().expect("a count") + 1),
+        "only the south gate's check was logged"
+    );
 }
 
 /// An uploaded event is held to what an online check would have logged: a plate, a

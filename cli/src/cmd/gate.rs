@@ -1,4 +1,4 @@
-//! `menjin gate`: enrol a gate at its node, check one code through the node, find the node
+//! `menjin gate`: enrol a gate at its node (or revoke it), check one code through the node, find the node
 //! (`discover`), and run the gate.
 //!
 //! `menjin gate run` is the gate daemon for a keyboard-wedge scanner. One line per person on
@@ -58,6 +58,14 @@ pub enum GateCmd {
         #[arg(long, value_name = "INTERFACES")]
         discover: Option<String>,
     },
+    /// Take an enrolled gate out at the running node (a stolen or retired device): its key is
+    /// refused from now on, its open connection is closed, and it stays out after a restart.
+    Revoke {
+        #[arg(long)]
+        node_dir: PathBuf,
+        #[arg(long)]
+        gate_id: String,
+    },
     /// Find the community's node by mDNS as `gate run` would: every node seen, whether its
     /// certificate chain verified, its round trip, and the node chosen (exit 1 if none).
     Discover {
@@ -105,6 +113,9 @@ pub async fn run(cmd: GateCmd, json: bool) -> Result<ExitCode> {
         } => {
             let discover = discover.as_deref().map(parse_interfaces).transpose()?;
             enrol(node_dir, gate_id, dir, discover).await?
+        }
+        GateCmd::Revoke { node_dir, gate_id } => {
+            ask(&node_dir, ConsoleRequest::RevokeGate { gate_id }).await?
         }
         GateCmd::Discover {
             dir,

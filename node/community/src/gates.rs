@@ -47,6 +47,25 @@ impl Gates {
         Ok(())
     }
 
+    /// Takes a gate out (`menjin gate revoke`) and flushes before returning; its key, or
+    /// `None` if no gate of this id is enrolled. The key is not kept: a gate enrolled again
+    /// gets a new key (`gate enrol` makes one).
+    ///
+    /// # Errors
+    /// [`GateError::Storage`], or [`GateError::Corrupt`] if the stored key is not 32 bytes
+    /// (the record is removed all the same).
+    pub fn revoke(&self, gate_id: &str) -> Result<Option<[u8; 32]>, GateError> {
+        let Some(old) = self.tree.remove(gate_id.as_bytes())? else {
+            return Ok(None);
+        };
+        self.db.flush()?;
+        let key: [u8; 32] = old
+            .as_ref()
+            .try_into()
+            .map_err(|_| GateError::Corrupt(gate_id.to_string()))?;
+        Ok(Some(key))
+    }
+
     /// Every enrolled gate and its key, by id.
     ///
     /// # Errors

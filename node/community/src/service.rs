@@ -567,6 +567,7 @@ impl Node {
                 gate_id,
                 public_key,
             } => self.enrol_gate(gate_id, public_key),
+            ConsoleRequest::RevokeGate { gate_id } => self.revoke_gate(&gate_id),
             ConsoleRequest::Status => Ok(Response::Status(self.status())),
             ConsoleRequest::IssueHouseholdCode { building, door } => {
                 self.issue_household(&building, &door, now)
@@ -1089,6 +1090,26 @@ impl Node {
         self.peers.insert(key, PeerRole::Gate(gate_id.clone()));
         tracing::info!(gate = %gate_id, key = %menjin_proto::keys::fingerprint(&vk), "gate enrolled");
         Ok(Response::Done(format!("gate {gate_id} enrolled")))
+    }
+
+    /// Takes a gate out: stored first (flushed), then its key leaves the peer table, which
+    /// closes its open connections at once; it cannot connect again, so it can neither check
+    /// nor upload (a restart reads the `gates` tree, where it no longer is).
+    fn revoke_gate(&self, gate_id: &str) -> Result<Response, Refusal> {
+        menjin_proto::wire::check_gate_id(gate_id).map_err(|e| bad(e.to_string()))?;
+        let key = self
+            .gates
+            .revoke(gate_id)
+            .map_err(|e| refused(e.to_string()))?
+            .ok_or_else(|| refused(format!("no gate {gate_id} is enrolled")))?;
+        let closed = self.peers.remove(&key);
+        let fingerprint = VerifyingKey::from_bytes(&key)
+            .map(|vk| menjin_proto::keys::fingerprint(&vk))
+            .unwrap_or_default();
+        tracing::warn!(gate = %gate_id, key = %fingerprint, closed, "gate revoked");
+        Ok(Response::Done(format!(
+            "gate {gate_id} revoked ({closed} open connections closed)"
+        )))
     }
 
     /// Codes in force and revoked, from memory (cheap, unlike [`Node::status`], which

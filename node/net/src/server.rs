@@ -182,7 +182,7 @@ impl<S: Service> Server<S> {
             let connections = connections.clone();
             tokio::spawn(
                 async move {
-                    if let Some((role, conn)) = handshake(&*service, incoming, slot).await {
+                    if let Some((role, conn, _live)) = handshake(&*service, incoming, slot).await {
                         let Ok(_permit) = connections.try_acquire_owned() else {
                             tracing::warn!("connection limit reached; closing");
                             conn.close(2u32.into(), b"connection limit reached");
@@ -201,13 +201,14 @@ impl<S: Service> Server<S> {
     }
 }
 
-/// Runs the handshake (bounded by [`HANDSHAKE_TIMEOUT_MS`]) holding `slot`, and finds the
-/// peer's role; a peer whose key is not enrolled is closed here.
+/// Runs the handshake (bounded by [`HANDSHAKE_TIMEOUT_MS`]) holding `slot`, finds the
+/// peer's role and registers the connection under its key (so that revoking the key closes
+/// it); a peer whose key is not enrolled (or was revoked during the handshake) is closed here.
 async fn handshake<S: Service>(
     service: &S,
     incoming: quinn::Incoming,
     slot: HandshakeSlot,
-) -> Option<(PeerRole, quinn::Connection)> {
+) -> Option<(PeerRole, quinn::Connection, tls::LiveConnection)> {
     let timeout = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
     // Dropping the unfinished handshake on timeout closes it.
     let conn = match tokio::time::timeout(timeout, incoming).await {
@@ -222,11 +223,12 @@ async fn handshake<S: Service>(
         }
     };
     drop(slot);
-    let role = tls::peer_key(&conn).and_then(|k| service.peers().role(k.as_bytes()));
-    if role.is_none() {
+    let admitted = tls::peer_key(&conn).and_then(|k| service.peers().admit(k.to_bytes(), &conn));
+    let Some((role, live)) = admitted else {
         conn.close(1u32.into(), b"not enrolled");
-    }
-    role.map(|r| (r, conn))
+        return None;
+    };
+    Some((role, conn, live))
 }
 
 /// What a request is answered with.

@@ -104,30 +104,104 @@ pub enum PeerRole {
     Node(CommunityId),
 }
 
-/// The keys a node accepts, shared between the TLS verifier and the node, which enrols gates
-/// while running.
+/// The keys a node accepts, shared between the TLS verifier and the node, which enrols and
+/// revokes gates while running; and the live connections of each admitted key (registered by
+/// the server after the handshake), so that a key taken out is cut off at once.
 #[derive(Clone, Default)]
-pub struct PeerTable(Arc<RwLock<HashMap<[u8; 32], PeerRole>>>);
+pub struct PeerTable(Arc<RwLock<Peers>>);
+
+#[derive(Default)]
+struct Peers {
+    roles: HashMap<[u8; 32], PeerRole>,
+    /// Connections by key, by quinn's stable id. Only connections that hold one of the
+    /// server's `CONNECTIONS_MAX` places are here, so it is bounded by that.
+    live: HashMap<[u8; 32], HashMap<usize, quinn::Connection>>,
+}
+
+/// The QUIC application close code of a connection whose key was taken out of the table.
+pub const CLOSE_REVOKED: u32 = 4;
+
+/// A connection registered in a [`PeerTable`]; dropping it (when the connection's task ends)
+/// takes it out.
+#[must_use = "the connection stays registered only while this is held"]
+pub struct LiveConnection {
+    table: PeerTable,
+    key: [u8; 32],
+    id: usize,
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        let mut peers = self.table.write();
+        if let Some(conns) = peers.live.get_mut(&self.key) {
+            conns.remove(&self.id);
+            if conns.is_empty() {
+                peers.live.remove(&self.key);
+            }
+        }
+    }
+}
 
 impl PeerTable {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Peers> {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Peers> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
     /// Admits `key` with `role`, replacing any role it had; new connections see it at once.
     pub fn insert(&self, key: [u8; 32], role: PeerRole) {
-        self.0.write().expect("peer table lock").insert(key, role);
+        self.write().roles.insert(key, role);
     }
-    /// Forgets `key`: new connections with it are refused (open ones are not closed).
-    pub fn remove(&self, key: &[u8; 32]) {
-        self.0.write().expect("peer table lock").remove(key);
+    /// Forgets `key`: new connections with it are refused, and its open connections are
+    /// closed now ([`CLOSE_REVOKED`]). Returns how many were closed.
+    pub fn remove(&self, key: &[u8; 32]) -> usize {
+        let conns = {
+            let mut peers = self.write();
+            peers.roles.remove(key);
+            peers.live.remove(key).unwrap_or_default()
+        };
+        for conn in conns.values() {
+            conn.close(CLOSE_REVOKED.into(), b"key revoked");
+        }
+        conns.len()
     }
     /// What `key` may do here; `None` for a key that is not admitted.
     pub fn role(&self, key: &[u8; 32]) -> Option<PeerRole> {
-        self.0.read().expect("peer table lock").get(key).cloned()
+        self.read().roles.get(key).cloned()
+    }
+    /// The role of `key` and the registration of `conn` under it, in one step with respect
+    /// to [`PeerTable::remove`]: a connection is either refused here or closed by a removal,
+    /// never left open after its key is out. `None` (nothing registered) for a key that is
+    /// not admitted.
+    pub fn admit(
+        &self,
+        key: [u8; 32],
+        conn: &quinn::Connection,
+    ) -> Option<(PeerRole, LiveConnection)> {
+        let mut peers = self.write();
+        let role = peers.roles.get(&key).cloned()?;
+        let id = conn.stable_id();
+        peers.live.entry(key).or_default().insert(id, conn.clone());
+        drop(peers);
+        Some((
+            role,
+            LiveConnection {
+                table: self.clone(),
+                key,
+                id,
+            },
+        ))
     }
     /// The ids of the admitted gates, sorted.
     pub fn gates(&self) -> Vec<String> {
         let mut gates: Vec<String> = self
-            .0
             .read()
-            .expect("peer table lock")
+            .roles
             .values()
             .filter_map(|r| match r {
                 PeerRole::Gate(id) => Some(id.clone()),

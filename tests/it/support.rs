@@ -123,8 +123,12 @@ pub fn run_with_stdin(program: &str, args: &[&str], input: Option<&str>) -> Out 
         .expect("spawn menjin");
     if let Some(input) = input {
         let mut stdin = child.stdin.take().expect("piped stdin");
-        // A scanner line is short: it fits the pipe buffer, so this cannot block.
-        std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("write stdin");
+        // A scanner line is short: it fits the pipe buffer, so this cannot block. A command
+        // that refuses its arguments may exit before it reads: its answer is the outcome.
+        match std::io::Write::write_all(&mut stdin, input.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+            _ => {}
+        }
     }
     let mut so = child.stdout.take().expect("piped stdout");
     let mut se = child.stderr.take().expect("piped stderr");

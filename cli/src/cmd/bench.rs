@@ -55,7 +55,9 @@ pub enum BenchCmd {
     },
     /// Concurrent phones declaring through the resident pages (HTTP on loopback).
     Web {
-        #[arg(long, default_value_t = 32)]
+        /// Phones submitting at once, each waiting for its answer before the next: 8 keep
+        /// both cores busy; more only lengthen the queue (latency = clients / rate).
+        #[arg(long, default_value_t = 8)]
         clients: usize,
         #[arg(long, default_value_t = 10_000)]
         declarations: usize,

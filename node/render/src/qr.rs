@@ -121,15 +121,18 @@ pub fn qr_svg(text: &str) -> Result<String, RenderError> {
             r#"width="{px}" height="{px}" viewBox="0 0 {side} {side}" "#,
             r#"shape-rendering="crispEdges" role="img" aria-label="QR code">"#,
             r##"<rect x="0" y="0" width="{side}" height="{side}" fill="#fff"/>"##,
-            r##"<path fill="#000" d=""##,
+            r##"<path stroke="#000" stroke-width="1" fill="none" d=""##,
         ),
         px = px,
         side = side,
     );
-    // One rectangle per horizontal run of dark modules keeps the path short (a few KB for a
-    // version 10 code) without changing a single pixel.
+    // Each horizontal run of dark modules is a line through the middle of its row, one
+    // module thick: with butt caps it covers exactly the run's modules. A row starts with an
+    // absolute move, each later run moves by the gap after the last one ("m2 0h3"): about
+    // 4 KB for a version 10 code, half what a rectangle per run takes, the same pixels.
     for y in 0..side {
         let mut x = 0;
+        let mut end = None;
         while x < side {
             if !matrix.is_dark(x, y) {
                 x += 1;
@@ -140,7 +143,11 @@ pub fn qr_svg(text: &str) -> Result<String, RenderError> {
                 x += 1;
             }
             // Writing to a String cannot fail.
-            let _ = write!(svg, "M{start} {y}h{}v1h-{}z", x - start, x - start);
+            let _ = match end {
+                None => write!(svg, "M{start} {y}.5h{}", x - start),
+                Some(end) => write!(svg, "m{} 0h{}", start - end, x - start),
+            };
+            end = Some(x);
         }
     }
     svg.push_str(r#""/></svg>"#);
@@ -299,7 +306,71 @@ mod tests {
         assert!(svg.ends_with("</svg>"));
         assert!(!svg.contains("<?xml"));
         // The first dark run starts at the quiet zone's inner corner (the finder pattern).
-        assert!(svg.contains(&format!(r#"d="M{q} {q}h7v1h-7z"#, q = QUIET_ZONE_MODULES)));
+        assert!(svg.contains(&format!(r#"d="M{q} {q}.5h7m"#, q = QUIET_ZONE_MODULES)));
+    }
+
+    /// The modules the SVG's path paints: each `M x y.5` / `m dx 0` then `h w` is a run of
+    /// `w` modules in row `y`.
+    fn painted(svg: &str) -> std::collections::BTreeSet<(u32, u32)> {
+        let d = svg
+            .split(" d=\"")
+            .nth(1)
+            .expect("a path")
+            .split('"')
+            .next()
+            .unwrap();
+        let mut out = std::collections::BTreeSet::new();
+        let (mut x, mut y) = (0u32, 0u32);
+        let mut rest = d;
+        while !rest.is_empty() {
+            let cmd = rest.as_bytes()[0];
+            let next = rest[1..]
+                .find(['M', 'm', 'h'])
+                .map_or(rest.len(), |i| i + 1);
+            let args = &rest[1..next];
+            match cmd {
+                b'M' => {
+                    let (a, b) = args.split_once(' ').expect("M x y");
+                    x = a.parse().unwrap();
+                    y = b
+                        .strip_suffix(".5")
+                        .expect("the row's middle")
+                        .parse()
+                        .unwrap();
+                }
+                b'm' => {
+                    let (a, b) = args.split_once(' ').expect("m dx 0");
+                    assert_eq!(b, "0", "a move stays in its row");
+                    x += a.parse::<u32>().unwrap();
+                }
+                b'h' => {
+                    let w: u32 = args.parse().unwrap();
+                    assert!(w > 0);
+                    for i in x..x + w {
+                        assert!(out.insert((i, y)), "module ({i}, {y}) painted twice");
+                    }
+                    x += w;
+                }
+                other => panic!("unexpected path command {}", other as char),
+            }
+            rest = &rest[next..];
+        }
+        out
+    }
+
+    #[test]
+    fn svg_paints_exactly_the_dark_modules() {
+        for text in [longest_code_text(), "MJ:1".to_string(), String::new()] {
+            let matrix = Matrix::new(&text).expect("encodes");
+            let side = matrix.side();
+            let dark: std::collections::BTreeSet<(u32, u32)> = (0..side)
+                .flat_map(|y| (0..side).map(move |x| (x, y)))
+                .filter(|&(x, y)| matrix.is_dark(x, y))
+                .collect();
+            let svg = qr_svg(&text).expect("renders");
+            assert_eq!(painted(&svg), dark, "text {text:?}");
+            assert!(svg.contains(r#"stroke-width="1""#));
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ const SLIPS: &[u8] = include_bytes!("../assets/slips.css");
 const PRINT: &[u8] = include_bytes!("../assets/print.js");
 
 pub(crate) fn routes() -> Router<App> {
-    Router::new().route("/assets/{name}", get(asset))
+    Router::new().route("/assets/{name}", get(asset).layer(crate::compress()))
 }
 
 async fn asset(Path(name): Path<String>) -> Response {

@@ -14,6 +14,7 @@ mod assets;
 mod i18n;
 mod limit;
 mod live;
+mod qr;
 mod security;
 mod session;
 pub mod tls;
@@ -35,6 +36,29 @@ const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// Forms are a few hundred bytes: every route but a photo upload reads at most this.
 const BODY_LEN_MAX: usize = 64 * 1024;
 
+/// Answers at least this big are sent gzip-compressed to a browser that accepts it.
+const COMPRESS_ABOVE: u64 = 8 * 1024;
+
+/// gzip for the big answers of the routes it is layered on: "my declarations" (about 4 KB
+/// of QR per member; a home of 64 members is ~260 KB, 83 KB compressed, where a page may
+/// weigh 100 KB) and the embedded assets (htmx is 53 KB, 24 KB compressed). Only there: a page that echoes what a request
+/// chose (the gate log's filters) beside a secret (the CSRF token) must not be compressed
+/// under HTTPS (BREACH); "my declarations" echoes nothing of the request, the assets hold
+/// no secret.
+pub(crate) fn compress() -> tower_http::compression::CompressionLayer<
+    tower_http::compression::predicate::And<
+        tower_http::compression::DefaultPredicate,
+        tower_http::compression::predicate::SizeAbove,
+    >,
+> {
+    use tower_http::compression::predicate::{Predicate, SizeAbove};
+    tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Fastest)
+        .compress_when(
+            tower_http::compression::DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE)),
+        )
+}
+
 /// What every handler shares.
 pub(crate) struct Web {
     pub(crate) node: Arc<Node>,
@@ -46,6 +70,8 @@ pub(crate) struct Web {
     pub(crate) secure: bool,
     /// The open live streams (bounded per session and in all).
     pub(crate) live: live::Streams,
+    /// Codes' QR images, drawn once per code text.
+    pub(crate) qr: qr::QrCache,
     /// Becomes `true` when the server stops: live streams end so the drain finishes.
     pub(crate) stopping: tokio::sync::watch::Receiver<bool>,
 }
@@ -118,6 +144,7 @@ impl WebServer {
             limits: limit::Limits::default(),
             secure: tls.is_some(),
             live: live::Streams::default(),
+            qr: qr::QrCache::default(),
             stopping,
         });
         Ok(WebServer {

@@ -143,6 +143,20 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             .await
             .unwrap();
         assert_eq!(on_page.as_deref(), Some(child_code.as_str()));
+        // Two members with their QR: a page big enough to travel gzip-compressed.
+        let sizes = c
+            .execute(
+                "const n = performance.getEntriesByType('navigation')[0]; \
+                 return [n.encodedBodySize, n.decodedBodySize];",
+                vec![],
+            )
+            .await
+            .expect("navigation timing");
+        let (encoded, decoded) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+        assert!(
+            decoded > 8 * 1024 && encoded * 2 < decoded,
+            "my declarations: {encoded} bytes over the wire for {decoded}"
+        );
         shoot(&c, "h05-mine-dependent", Some(".member:has(.tag)")).await;
         shoot_narrow(&c, "h05-mine-dependent").await;
 

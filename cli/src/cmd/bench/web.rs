@@ -41,7 +41,7 @@ const BODY_LEN_MAX: usize = 1024 * 1024;
 type Http = Client<HttpConnector, Full<Bytes>>;
 
 /// One answer: status, headers, body, and its bytes over the wire (status line, headers and
-/// body as HTTP/1.1 sends them; nothing is compressed).
+/// body as HTTP/1.1 sends them, the body compressed if the server compressed it).
 struct Answer {
     status: StatusCode,
     headers: hyper::HeaderMap,
@@ -71,7 +71,10 @@ impl Phone {
     async fn send(&mut self, method: Method, path: &str, form: Option<String>) -> Result<Answer> {
         let mut req = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base));
+            .uri(format!("{}{path}", self.base))
+            // As a phone's browser asks: the big answers come gzip-compressed, and the bytes
+            // over the wire are those (their bodies are not read).
+            .header(header::ACCEPT_ENCODING, "gzip");
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self
                 .cookies
@@ -275,6 +278,51 @@ async fn client(addr: SocketAddr, plan: Arc<Plan>, start: Arc<Barrier>) -> Resul
     Ok(tally)
 }
 
+/// The bytes over the wire of each asset the resident pages load.
+async fn assets(addr: SocketAddr) -> Result<Vec<PageBytes>> {
+    let mut phone = Phone::new(addr);
+    let mut out = Vec::new();
+    for name in ["style.css", "htmx.min.js", "sse.min.js", "clock.js"] {
+        let a = phone
+            .send(Method::GET, &format!("/assets/{name}"), None)
+            .await?;
+        if a.status != StatusCode::OK {
+            bail!("asset {name}: {}", a.status);
+        }
+        out.push(PageBytes {
+            page: format!("assets/{name}"),
+            bytes: a.wire as u64,
+        });
+    }
+    Ok(out)
+}
+
+/// The largest home the pages allow (`households::MEMBERS_MAX` members declared online),
+/// declared after the timed run: "my declarations" of it is the heaviest page a resident
+/// opens. Returns its bytes over the wire.
+async fn full_home(addr: SocketAddr, plan: &Arc<Plan>) -> Result<usize> {
+    let code = plan.home().await?;
+    let mut phone = Phone::new(addr);
+    let page = phone.send(Method::GET, "/", None).await?;
+    let login = format!("csrf={}&code={}", enc(&csrf(&page.body)?), enc(&code));
+    phone.send(Method::POST, "/login", Some(login)).await?;
+    let token = csrf(&phone.send(Method::GET, "/declare", None).await?.body)?;
+    for _ in 0..menjin_community::households::MEMBERS_MAX {
+        let i = plan.next.fetch_add(1, Ordering::Relaxed);
+        let answer = phone
+            .send(Method::POST, "/declare", Some(form(&token, i)))
+            .await?;
+        if answer.status != StatusCode::OK {
+            bail!("declaring the full home: {}", answer.status);
+        }
+    }
+    let page = phone.send(Method::GET, "/my", None).await?;
+    if page.status != StatusCode::OK {
+        bail!("the full home's page: {}", page.status);
+    }
+    Ok(page.wire)
+}
+
 pub async fn run(
     clients: usize,
     declarations: usize,
@@ -291,20 +339,7 @@ pub async fn run(
         let _ = stopped.wait_for(|s| *s).await;
     }));
 
-    let mut assets = Phone::new(addr);
-    let mut asset_bytes = Vec::new();
-    for name in ["style.css", "htmx.min.js", "sse.min.js", "clock.js"] {
-        let a = assets
-            .send(Method::GET, &format!("/assets/{name}"), None)
-            .await?;
-        if a.status != StatusCode::OK {
-            bail!("asset {name}: {}", a.status);
-        }
-        asset_bytes.push(PageBytes {
-            page: format!("assets/{name}"),
-            bytes: a.wire as u64,
-        });
-    }
+    let asset_bytes = assets(addr).await?;
 
     let plan = Arc::new(Plan {
         node: node.node.clone(),
@@ -336,8 +371,6 @@ pub async fn run(
         }
     }
     let elapsed = started.elapsed();
-    let _ = stop.send(true);
-    let _ = serving.await;
     let residents = node.node.status().residents;
     if residents != latencies.len() as u64 {
         bail!(
@@ -345,6 +378,9 @@ pub async fn run(
             latencies.len()
         );
     }
+    let full = full_home(addr, &plan).await?;
+    let _ = stop.send(true);
+    let _ = serving.await;
     node.stop().await;
     latencies.sort_unstable();
     let mut page_bytes: Vec<PageBytes> = ["code", "form", "result", "mine"]
@@ -356,6 +392,13 @@ pub async fn run(
             })
         })
         .collect();
+    page_bytes.push(PageBytes {
+        page: format!(
+            "mine ({} members)",
+            menjin_community::households::MEMBERS_MAX
+        ),
+        bytes: full as u64,
+    });
     page_bytes.extend(asset_bytes);
     let secs = elapsed.as_secs_f64();
     let round = |x: f64| (x * 10.0).round() / 10.0;

@@ -26,7 +26,7 @@ pub enum CodeState {
 }
 
 /// One person of a home, as the resident pages show them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
     /// The person's holder id (never their ID number).
     pub holder: HolderId,

@@ -158,7 +158,7 @@ pub(crate) struct ResultPage {
     pub(crate) outcome_text: &'static str,
     pub(crate) class: &'static str,
     pub(crate) why: String,
-    pub(crate) qr: Option<String>,
+    pub(crate) qr: Option<std::sync::Arc<str>>,
     pub(crate) code: String,
     pub(crate) now_ms: u64,
     pub(crate) now_text: String,
@@ -431,11 +431,12 @@ pub(crate) async fn submit(
         }
         Err(e) => return super::internal(&e.to_string()),
     };
-    result_page(t, o.session.csrf, receipt, now_ms)
+    result_page(&app, t, o.session.csrf, receipt, now_ms)
 }
 
 /// The review's outcome at once: the code as a QR when cleared.
 pub(crate) fn result_page(
+    app: &App,
     t: &'static Text,
     csrf: String,
     receipt: menjin_proto::wire::Receipt,
@@ -460,7 +461,7 @@ pub(crate) fn result_page(
         why: receipt.why,
         qr: Some(&code)
             .filter(|c| !c.is_empty())
-            .and_then(|c| menjin_render::qr::qr_svg(c).ok()),
+            .and_then(|c| app.qr.svg(c)),
         code,
         now_ms,
         now_text: cst(now_ms / 1000, true),

@@ -134,7 +134,7 @@ pub(crate) async fn submit(
         tokio::task::spawn_blocking(move || node.declare_for_dependent(&home, by, form, now)).await;
     let mut errors = Errors::default();
     let refusal = match answer {
-        Ok(Ok(receipt)) => return result_page(t, o.session.csrf, receipt, now_ms),
+        Ok(Ok(receipt)) => return result_page(&app, t, o.session.csrf, receipt, now_ms),
         Ok(Err(HomeRefusal::NotMember | HomeRefusal::NoValidCode)) => {
             errors.add("by", t.e_by_member);
             String::new()

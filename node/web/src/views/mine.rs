@@ -24,7 +24,7 @@ pub(crate) struct MemberView {
     /// `ok`, `warn` or `bad`: the colour of the status.
     pub(crate) class: &'static str,
     pub(crate) why: String,
-    pub(crate) qr: Option<String>,
+    pub(crate) qr: Option<std::sync::Arc<str>>,
     pub(crate) code: String,
     /// The code may be shown at the gate (active, not expired).
     pub(crate) live: bool,
@@ -61,7 +61,7 @@ pub(crate) struct Members {
     pub(crate) ended: bool,
 }
 
-pub(crate) fn view(t: &'static Text, m: Member) -> MemberView {
+pub(crate) fn view(app: &App, t: &'static Text, m: Member) -> MemberView {
     let (status, class, live, code) = match &m.code {
         Some((_, _, CodeState::Active)) => (t.code_active, "ok", true, m.code.clone()),
         Some((_, _, CodeState::Expired)) => (t.code_expired, "warn", false, m.code.clone()),
@@ -74,9 +74,7 @@ pub(crate) fn view(t: &'static Text, m: Member) -> MemberView {
         _ if m.outcome != Outcome::Cleared => m.why.clone(),
         _ => String::new(),
     };
-    let qr = code
-        .as_ref()
-        .and_then(|(text, _, _)| menjin_render::qr::qr_svg(text).ok());
+    let qr = code.as_ref().and_then(|(text, _, _)| app.qr.svg(text));
     MemberView {
         holder: m.holder.to_string(),
         name: m.name,
@@ -105,7 +103,7 @@ fn members_of(
         .node
         .household_members(home, now)
         .map_err(|r| super::internal(&r.message))?;
-    Ok(members.into_iter().map(|m| view(t, m)).collect())
+    Ok(members.into_iter().map(|m| view(app, t, m)).collect())
 }
 
 /// The lockdown banner's second sentence, if the community is locked down.
@@ -119,23 +117,54 @@ pub(crate) fn lockdown(app: &App, t: &'static Text) -> Option<&'static str> {
     })
 }
 
-/// The members partial as it is now (the live stream's event); `None` if the node failed
-/// (logged).
-pub(crate) fn render_members(app: &App, t: &'static Text, home: &Household) -> Option<Members> {
-    let now_ms = menjin_net::clock::now_ms();
-    let members = members_of(app, t, home, now_ms / 1000).ok()?;
-    Some(Members {
+/// What the members partial shows of a home at `now_ms`, before anything is drawn: the
+/// live stream compares it with what it last sent and draws only when it differs. `None` if
+/// the node failed (logged).
+pub(crate) fn home_state(
+    app: &App,
+    t: &'static Text,
+    home: &Household,
+    now_ms: u64,
+) -> Option<HomeState> {
+    match app.node.household_members(home, now_ms / 1000) {
+        Ok(members) => Some(HomeState {
+            members,
+            lockdown: lockdown(app, t),
+        }),
+        Err(r) => {
+            tracing::error!(error = %r.message, "members of a home not read");
+            None
+        }
+    }
+}
+
+/// A home's members and the lockdown banner: everything the members partial shows but the
+/// clock.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct HomeState {
+    members: Vec<Member>,
+    lockdown: Option<&'static str>,
+}
+
+/// The members partial of `state` (the live stream's event).
+pub(crate) fn render_members(
+    app: &App,
+    t: &'static Text,
+    state: HomeState,
+    now_ms: u64,
+) -> Members {
+    Members {
         p: Page {
             t,
             csrf: String::new(),
             back: "/my",
         },
-        members,
+        members: state.members.into_iter().map(|m| view(app, t, m)).collect(),
         now_ms,
         now_text: cst(now_ms / 1000, true),
-        lockdown: lockdown(app, t),
+        lockdown: state.lockdown,
         ended: false,
-    })
+    }
 }
 
 pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response {

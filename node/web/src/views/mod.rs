@@ -40,7 +40,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/login", post(login::submit))
         .route("/logout", post(login::logout))
         .route("/lang/{to}", get(login::switch_lang))
-        .route("/my", get(mine::page))
+        .route("/my", get(mine::page).layer(crate::compress()))
         .route("/my/live", get(crate::live::page))
         .route("/declare", get(declare::page).post(declare::submit))
         .route(

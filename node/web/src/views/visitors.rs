@@ -52,7 +52,7 @@ pub(crate) struct InvitationView {
     pub(crate) state_text: &'static str,
     pub(crate) class: &'static str,
     /// In force: its QR (to show again) and the withdraw button.
-    pub(crate) qr: Option<String>,
+    pub(crate) qr: Option<std::sync::Arc<str>>,
     pub(crate) code: String,
     pub(crate) can_withdraw: bool,
 }
@@ -75,7 +75,7 @@ pub(crate) struct VisitorPage {
     pub(crate) p: Page,
     pub(crate) visitor_name: String,
     pub(crate) window: String,
-    pub(crate) qr: Option<String>,
+    pub(crate) qr: Option<std::sync::Arc<str>>,
     pub(crate) code: String,
     pub(crate) now_ms: u64,
     pub(crate) now_text: String,
@@ -176,7 +176,7 @@ fn check(
     }
 }
 
-fn view(t: &'static Text, i: Invitation) -> InvitationView {
+fn view(app: &App, t: &'static Text, i: Invitation) -> InvitationView {
     let (state, state_text, class) = match i.state {
         InvitationState::Upcoming => ("upcoming", t.inv_upcoming, "warn"),
         InvitationState::Active => ("active", t.inv_active, "ok"),
@@ -193,9 +193,7 @@ fn view(t: &'static Text, i: Invitation) -> InvitationView {
         state,
         state_text,
         class,
-        qr: in_force
-            .then(|| menjin_render::qr::qr_svg(&i.code).ok())
-            .flatten(),
+        qr: in_force.then(|| app.qr.svg(&i.code)).flatten(),
         code: if in_force { i.code } else { String::new() },
         can_withdraw: in_force || i.state == InvitationState::HostLapsed,
     }
@@ -219,7 +217,7 @@ fn visitors_page(
         Err(resp) => return resp,
     };
     let invitations = match app.node.household_invitations(home, now) {
-        Ok(list) => list.into_iter().map(|i| view(t, i)).collect(),
+        Ok(list) => list.into_iter().map(|i| view(app, t, i)).collect(),
         Err(r) => return super::internal(&r.message),
     };
     let f = InviteForm {
@@ -326,7 +324,7 @@ pub(crate) async fn invite(
                 },
                 visitor_name: v.visitor_name,
                 window: window_text(v.from, v.until),
-                qr: menjin_render::qr::qr_svg(&v.code).ok(),
+                qr: app.qr.svg(&v.code),
                 code: v.code,
                 now_ms,
                 now_text: cst(now, true),

@@ -209,7 +209,9 @@ pub(super) async fn log_in(c: &Client, n: &WebNode, name: &str, password: &str) 
     c.goto(&n.url("/staff")).await.expect("staff login");
     fill(c, "#staff-name", name).await;
     fill(c, "#staff-password", password).await;
-    click(c, "#staff-enter").await;
+    // Waits for the answer: its cookie is set before the caller goes to another page
+    // (argon2 takes a while on a loaded machine; a `goto` racing it found no session).
+    submit(c, "#staff-enter").await;
 }
 
 /// Pages in a PDF: its page objects (`/Type /Page`, not `/Pages`).

@@ -69,6 +69,28 @@ pub enum SyncError {
         /// Which parameter is wrong.
         why: String,
     },
+    /// A change chunk in the message is malformed, names more actors, hashes or columns than
+    /// its limits, or would inflate to more than [`crate::SYNC_INFLATED_MAX`]. Refused whole,
+    /// before Automerge sees it.
+    #[error("sync message for {doc} refused before loading: {why}")]
+    Chunk {
+        /// The document the message was for.
+        doc: DocId,
+        /// What is wrong, in words.
+        why: String,
+    },
+    /// The frame is for a roster shard past the community's shard count, or brings changes
+    /// to a community whose roster is over its quota ([`crate::Config::community_bytes_max`]).
+    /// Refused whole; the peer's other documents go on.
+    #[error("{peer}'s sync message for {doc} is over quota: {why}")]
+    Quota {
+        /// The peer that sent it.
+        peer: Role,
+        /// The document it named.
+        doc: DocId,
+        /// Which quota, in words.
+        why: String,
+    },
     /// A list in the message is longer than its limit ([`crate::SYNC_HEADS_MAX`],
     /// [`crate::SYNC_NEEDS_MAX`], [`crate::SYNC_HAVES_MAX`], [`crate::SYNC_CHANGES_MAX`]).
     /// Refused whole, before Automerge sees it.

@@ -139,6 +139,7 @@
 
 #![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
+mod chunk_check;
 mod doc_id;
 mod error;
 mod message_check;
@@ -147,6 +148,9 @@ mod replica;
 mod roster;
 
 pub use automerge;
+pub use chunk_check::{
+    CHUNK_ACTOR_LEN_MAX, CHUNK_ACTORS_MAX, CHUNK_COLUMNS_MAX, CHUNK_HASHES_MAX, SYNC_INFLATED_MAX,
+};
 pub use doc_id::{DocId, DocIdError, ROSTER_SHARDS_DEFAULT, Role, accepts_changes, holds, shared};
 pub use error::{ConnectError, LoadError, MessageLimit, SyncError, WriteError};
 pub use menjin_proto::sync_wire::{SYNC_MESSAGE_LEN_MAX, SyncBody, SyncFrame};
@@ -158,10 +162,10 @@ pub use policy::{
     HealthFlag, Lockdown, NodeEnrolment, POLICY_TEXT_LEN_MAX, PolicyBatch, PolicyView, read_policy,
 };
 pub use replica::{
-    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, Config, DOCS_IN_FLIGHT_MAX_DEFAULT,
-    FRESH_STATE_AFTER_RESTARTS, IDLE_ROUNDS_MAX, LoadedDoc, Persist, Replica,
-    SNAPSHOT_AFTER_BYTES_DEFAULT, SNAPSHOT_AFTER_CHUNKS_DEFAULT, STALL_TIMEOUT_MS_DEFAULT,
-    SyncStats, decode_doc,
+    ANTI_ENTROPY_INTERVAL_MS_DEFAULT, COMMUNITY_BYTES_MAX_DEFAULT, Config,
+    DOCS_IN_FLIGHT_MAX_DEFAULT, FRESH_STATE_AFTER_RESTARTS, IDLE_ROUNDS_MAX, LoadedDoc,
+    PENDING_BYTES_MAX_DEFAULT, Persist, Replica, SNAPSHOT_AFTER_BYTES_DEFAULT,
+    SNAPSHOT_AFTER_CHUNKS_DEFAULT, STALL_TIMEOUT_MS_DEFAULT, SyncStats, decode_doc,
 };
 pub use roster::{
     CodeEntry, CodeStatus, RosterBatch, RosterEntry, RosterView, read_code, read_person_entry,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::transaction::CommitOptions;
-use automerge::{ActorId, Automerge, ChangeHash};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use sha2::{Digest, Sha256};
 use tracing::{debug, warn};
 
@@ -49,6 +49,16 @@ pub const IDLE_ROUNDS_MAX: u32 = 8;
 /// (shared heads) is dropped and the next session starts from nothing. Guards against a
 /// persisted state that no longer matches the peer (a peer restored from an old backup).
 pub const FRESH_STATE_AFTER_RESTARTS: u32 = 3;
+/// Stored bytes of one community's roster (all its shards, snapshot and chunks) past which
+/// its node's changes are refused ([`Config::community_bytes_max`]). A roster of 30,000
+/// residents is ~2 MB, of 100,000 ~7 MB; years of revisions stay far below this, and 200
+/// communities at the limit would still fit a hub's disk, not its memory (issue 15).
+pub const COMMUNITY_BYTES_MAX_DEFAULT: usize = 256 * 1024 * 1024;
+/// Bytes of changes a document may hold queued for missing dependencies ([`Automerge`]
+/// keeps them in memory until their dependencies arrive). An honest peer leaves a few
+/// behind only after a Bloom filter's false positive, and sends what is missing in the
+/// next round; past this the queue is dropped and the peer's session starts over.
+pub const PENDING_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
 
 /// Tunables; the defaults are the production values, tests shorten the periods.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +79,15 @@ pub struct Config {
     /// that is larger ([`SNAPSHOT_AFTER_BYTES_DEFAULT`]).
     pub snapshot_after_bytes: usize,
     /// Shards of this node's roster. Fixed for the life of a community's roster: holders
-    /// are placed by it. Hubs ignore it (they read whatever shards exist).
+    /// are placed by it. A hub refuses a node's frames for a shard at or past it (a node
+    /// could otherwise make 256 documents of its community).
     pub roster_shards: u8,
+    /// Stored bytes of one community's roster past which its changes are refused
+    /// ([`COMMUNITY_BYTES_MAX_DEFAULT`]).
+    pub community_bytes_max: usize,
+    /// Bytes of changes a document may hold queued for missing dependencies
+    /// ([`PENDING_BYTES_MAX_DEFAULT`]).
+    pub pending_bytes_max: u64,
 }
 
 impl Default for Config {
@@ -82,6 +99,8 @@ impl Default for Config {
             snapshot_after_chunks: SNAPSHOT_AFTER_CHUNKS_DEFAULT,
             snapshot_after_bytes: SNAPSHOT_AFTER_BYTES_DEFAULT,
             roster_shards: ROSTER_SHARDS_DEFAULT,
+            community_bytes_max: COMMUNITY_BYTES_MAX_DEFAULT,
+            pending_bytes_max: PENDING_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -132,6 +151,9 @@ pub struct SyncStats {
     pub frames_refused: u64,
     /// Frames from a peer's older session, dropped.
     pub stale_frames: u64,
+    /// Documents whose queue of changes with missing dependencies went over
+    /// [`Config::pending_bytes_max`] and was dropped.
+    pub queues_dropped: u64,
     /// Sessions given up and started anew (stall or silent divergence).
     pub session_restarts: u64,
     /// Sync messages that exceeded the frame limit and could not be sent: a shard grew too
@@ -223,6 +245,9 @@ struct DocSlot {
     chunks: usize,
     chunk_bytes: usize,
     snapshot_bytes: usize,
+    /// Bytes of changes received since the document last had no missing dependencies
+    /// (bounded by [`Config::pending_bytes_max`]).
+    pending_bytes: u64,
 }
 
 impl DocSlot {
@@ -233,7 +258,23 @@ impl DocSlot {
             chunks: 0,
             chunk_bytes: 0,
             snapshot_bytes: 0,
+            pending_bytes: 0,
         }
+    }
+
+    /// What this document takes on disk: its snapshot and the chunks after it.
+    fn stored_bytes(&self) -> usize {
+        self.snapshot_bytes + self.chunk_bytes
+    }
+
+    /// Drops the changes Automerge holds queued for missing dependencies: the document is
+    /// saved (which leaves the queue out) and loaded again.
+    fn drop_queue(&mut self, actor: &ActorId) {
+        match Automerge::load(&self.doc.save()) {
+            Ok(doc) => self.doc = doc.with_actor(actor.clone()),
+            Err(e) => warn!(error = %e, "reloading a document to drop its queue failed"),
+        }
+        self.pending_bytes = 0;
     }
 }
 
@@ -533,6 +574,7 @@ impl Replica {
                 chunks: loaded.chunks,
                 chunk_bytes: loaded.chunk_bytes,
                 snapshot_bytes: loaded.snapshot_bytes,
+                pending_bytes: 0,
             },
         );
         Ok(())
@@ -968,7 +1010,7 @@ impl Replica {
             self.stats.frames_refused += 1;
             return Err(SyncError::NotConnected(peer));
         }
-        let parsed = match parse_frame(me, peer, bytes) {
+        let parsed = match parse_frame(me, peer, bytes).and_then(|p| self.within_quota(peer, p)) {
             Ok(p) => p,
             Err(e) => {
                 self.stats.frames_refused += 1;
@@ -1005,6 +1047,42 @@ impl Replica {
         }
     }
 
+    /// Refuses a frame for a roster shard past the community's shard count, or one that
+    /// brings changes to a community whose roster is over [`Config::community_bytes_max`].
+    fn within_quota(&self, peer: Role, frame: ParsedFrame) -> Result<ParsedFrame, SyncError> {
+        let Parsed::Doc { doc, msg } = &frame.body else {
+            return Ok(frame);
+        };
+        let DocId::Roster { community, shard } = *doc else {
+            return Ok(frame);
+        };
+        if shard >= self.config.roster_shards {
+            return Err(SyncError::Quota {
+                peer,
+                doc: *doc,
+                why: format!("shard {shard} of {}", self.config.roster_shards),
+            });
+        }
+        if !msg.changes.is_empty() {
+            let stored: usize = self
+                .docs
+                .range(roster_range(community))
+                .map(|(_, slot)| slot.stored_bytes())
+                .sum();
+            if stored >= self.config.community_bytes_max {
+                return Err(SyncError::Quota {
+                    peer,
+                    doc: *doc,
+                    why: format!(
+                        "the community's roster takes {stored} bytes (at most {})",
+                        self.config.community_bytes_max
+                    ),
+                });
+            }
+        }
+        Ok(frame)
+    }
+
     /// One document's Automerge sync message from `peer`, already checked by `parse_frame`:
     /// merge it, update the per-peer state, and notice a session that spins without progress.
     fn handle_doc(
@@ -1025,7 +1103,22 @@ impl Replica {
         let before = local.doc.get_heads();
         let their_before = ds.state.their_heads.clone();
         let reset = is_reset(&msg);
+        let incoming: u64 = msg.changes.iter().map(|c| c.len() as u64).sum();
         let result = local.doc.receive_sync_message(&mut ds.state, msg);
+        let mut dropped_queue = false;
+        if incoming > 0 {
+            if local.doc.get_missing_deps(&[]).is_empty() {
+                local.pending_bytes = 0;
+            } else {
+                local.pending_bytes += incoming;
+                if local.pending_bytes > self.config.pending_bytes_max {
+                    warn!(peer = %peer, doc = %doc, bytes = local.pending_bytes, "changes with missing dependencies over the bound: queue dropped");
+                    local.drop_queue(&self.actor);
+                    self.stats.queues_dropped += 1;
+                    dropped_queue = true;
+                }
+            }
+        }
         limit_whole_doc_sends(&mut ds.state);
         resend_needed(&mut ds.state);
         if reset {
@@ -1063,6 +1156,8 @@ impl Replica {
         }
         if spinning {
             self.restart_session(peer, "sync messages without progress");
+        } else if dropped_queue {
+            self.restart_session(peer, "too many changes with missing dependencies");
         }
         result.map_err(|e| SyncError::Apply {
             doc,
@@ -1410,6 +1505,7 @@ fn parse_frame(me: Role, peer: Role, bytes: &[u8]) -> Result<ParsedFrame, SyncEr
             // no bits divides by zero when it builds the reply): every message is checked,
             // with changes or not.
             check_message(doc, &msg)?;
+            crate::chunk_check::check_chunks(doc, &msg.changes)?;
             if !msg.changes.is_empty() && !accepts_changes(me, peer, doc) {
                 return Err(SyncError::NotWriter {
                     peer,

@@ -753,3 +753,199 @@ fn inconsistent_bloom_filters_and_oversized_lists_are_refused_before_automerge()
     .unwrap();
     while hub.poll_transmit(peer, 5).is_some() {}
 }
+
+/// A V1 sync message carrying `chunks` as its changes.
+fn message_of_chunks(chunks: Vec<Vec<u8>>) -> Vec<u8> {
+    Message {
+        heads: vec![],
+        need: vec![],
+        have: vec![],
+        changes: ChunkList::from(chunks),
+        flags: None,
+        version: MessageVersion::V1,
+    }
+    .encode()
+}
+
+/// A compressed change chunk (type 2) whose DEFLATE stream inflates to `inflated` zero bytes.
+fn compression_bomb(inflated: usize) -> Vec<u8> {
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    let block = vec![0u8; 1 << 20];
+    let mut left = inflated;
+    while left > 0 {
+        let n = left.min(block.len());
+        std::io::Write::write_all(&mut z, &block[..n]).unwrap();
+        left -= n;
+    }
+    let data = z.finish().unwrap();
+    let mut out = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 2];
+    let mut len = data.len() as u64;
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        out.push(if len == 0 { b } else { b | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    out.extend(data);
+    out
+}
+
+#[test]
+fn a_compression_bomb_from_a_node_is_refused_before_it_inflates_and_the_pair_syncs_on() {
+    let (mut node, mut sn, mut hub, mut sh) = synced_pair(20, Config::default());
+    let session = node.session_id(Role::Hub).unwrap();
+    // 1 GiB of zeros in about 1 MB: Automerge 0.12 would inflate all of it into memory.
+    let bomb = compression_bomb(1 << 30);
+    assert!(bomb.len() < 2 << 20, "{} bytes", bomb.len());
+    let crafted = frame(session, "roster/7/0", message_of_chunks(vec![bomb]));
+    let heads: Vec<_> = hub.docs().map(|d| (d, hub.heads(d))).collect();
+    let r = hub.handle_message(Role::Node(7), &crafted, 5);
+    assert!(matches!(r, Err(SyncError::Chunk { .. })), "{r:?}");
+    assert!(r.unwrap_err().to_string().contains("inflate"));
+    let after: Vec<_> = hub.docs().map(|d| (d, hub.heads(d))).collect();
+    assert_eq!(heads, after);
+    node.apply_roster(7, &batch_of(50..52), T0).unwrap();
+    pump(&mut node, &mut sn, &mut hub, &mut sh, 6);
+    assert_same_roster(&hub.roster(7), &node.roster(7));
+}
+
+#[test]
+fn a_shard_past_the_communitys_count_and_a_roster_over_quota_are_refused() {
+    let config = Config {
+        community_bytes_max: 64 * 1024,
+        ..Config::default()
+    };
+    let (mut node, mut sn, mut hub, mut sh) = synced_pair(20, config.clone());
+    let session = node.session_id(Role::Hub).unwrap();
+    let change = {
+        let mut other = automerge::AutoCommit::new();
+        automerge::transaction::Transactable::put(&mut other, automerge::ROOT, "x", 1).unwrap();
+        other.commit();
+        other.get_changes(&[])[0].raw_bytes().to_vec()
+    };
+    let shard = format!("roster/7/{}", config.roster_shards);
+    let r = hub.handle_message(
+        Role::Node(7),
+        &frame(session, &shard, message_of_chunks(vec![change])),
+        5,
+    );
+    assert!(matches!(r, Err(SyncError::Quota { .. })), "{r:?}");
+    assert!(
+        !hub.docs().any(|d| d.to_string() == shard),
+        "no document made for it"
+    );
+    // The node writes until its roster at the hub passes 64 KB: later changes are refused
+    // there, and the hub's other work goes on.
+    let mut refused = 0;
+    'rounds: for round in 0..40u64 {
+        node.apply_roster(7, &batch_of(1_000 + round * 50..1_050 + round * 50), T0)
+            .unwrap();
+        // Both ways until quiet, as `pump` does, but a refusal is what this waits for.
+        for _ in 0..1_000 {
+            let mut moved = false;
+            sn.drain(&mut node);
+            while let Some(f) = node.poll_transmit(Role::Hub, 10 + round) {
+                moved = true;
+                match hub.handle_message(Role::Node(7), &f, 10 + round) {
+                    Err(SyncError::Quota { .. }) => refused += 1,
+                    other => {
+                        other.unwrap();
+                    }
+                }
+                sh.drain(&mut hub);
+            }
+            while let Some(f) = hub.poll_transmit(Role::Node(7), 10 + round) {
+                moved = true;
+                node.handle_message(Role::Hub, &f, 10 + round).unwrap();
+                sn.drain(&mut node);
+            }
+            if refused > 0 {
+                break 'rounds;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+    assert!(refused > 0, "the hub took everything");
+    // The hub still serves the node what it writes itself.
+    hub.set_lockdown(7, true, "quota test", "hub", T0).unwrap();
+    for _ in 0..100 {
+        sh.drain(&mut hub);
+        let Some(f) = hub.poll_transmit(Role::Node(7), 99) else {
+            break;
+        };
+        let _ = node.handle_message(Role::Hub, &f, 99);
+        sn.drain(&mut node);
+        while let Some(f) = node.poll_transmit(Role::Hub, 99) {
+            let _ = hub.handle_message(Role::Node(7), &f, 99);
+        }
+    }
+    assert!(node.policy().is_locked(7));
+    let stored: usize = sh
+        .snapshots
+        .iter()
+        .filter(|(d, _)| matches!(d, DocId::Roster { community: 7, .. }))
+        .map(|(_, b)| b.len())
+        .chain(
+            sh.chunks
+                .iter()
+                .filter(|(d, _)| matches!(d, DocId::Roster { community: 7, .. }))
+                .flat_map(|(_, c)| c.iter().map(Vec::len)),
+        )
+        .sum();
+    assert!(
+        stored < 64 * 1024 + 256 * 1024,
+        "{stored} bytes stored at the hub"
+    );
+}
+
+#[test]
+fn changes_waiting_for_missing_dependencies_are_bounded() {
+    let config = Config {
+        pending_bytes_max: 64 * 1024,
+        ..Config::default()
+    };
+    let (mut node, mut sn, mut hub, mut sh) = synced_pair(20, config);
+    let session = node.session_id(Role::Hub).unwrap();
+    // A chain of changes by another actor whose first is never sent: every other one waits
+    // in the hub's queue for it.
+    let mut other = automerge::AutoCommit::new();
+    let mut chain = Vec::new();
+    for i in 0..40u64 {
+        let noise: String = (0..4_000)
+            .map(|j| char::from(b'a' + ((i * 7 + j * 13) % 26) as u8))
+            .collect();
+        automerge::transaction::Transactable::put(
+            &mut other,
+            automerge::ROOT,
+            format!("k{i}"),
+            noise,
+        )
+        .unwrap();
+        other.commit();
+    }
+    for c in other.get_changes(&[]).iter().skip(1) {
+        chain.push(c.raw_bytes().to_vec());
+    }
+    let restarts = hub.stats().session_restarts;
+    for (i, c) in chain.into_iter().enumerate() {
+        let r = hub.handle_message(
+            Role::Node(7),
+            &frame(session, "roster/7/0", message_of_chunks(vec![c])),
+            5 + i as u64,
+        );
+        if hub.stats().queues_dropped > 0 {
+            break;
+        }
+        r.unwrap();
+    }
+    assert_eq!(hub.stats().queues_dropped, 1);
+    assert!(hub.stats().session_restarts > restarts);
+    // The pair syncs on after the new session.
+    node.apply_roster(7, &batch_of(60..62), T0).unwrap();
+    pump(&mut node, &mut sn, &mut hub, &mut sh, 100);
+    assert_same_roster(&hub.roster(7), &node.roster(7));
+}

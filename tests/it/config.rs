@@ -173,7 +173,13 @@ fn gate_refuses_unknown_key_and_bad_values_with_file_and_line() {
         (
             "gate_id",
             "gate_id = \"\"",
-            "gate_id: must be 1 to 32 bytes",
+            "gate_id: must be 1 to 32 letters, digits",
+        ),
+        // An escape sequence would reach the guard's terminal and every log line.
+        (
+            "gate_id",
+            "gate_id = \"north\\u001b[2J\"",
+            "gate_id: must be 1 to 32 letters, digits",
         ),
     ] {
         std::fs::write(&cfg, &original).expect("restore gate.toml");

@@ -767,8 +767,15 @@ impl GateDir {
         let (cfg, text): (GateConfig, _) = read_toml(&path)?;
         parse_public_key_hex(&cfg.root_public_key)
             .map_err(|why| refuse_key(&path, &text, "root_public_key", &why.to_string()))?;
-        if cfg.gate_id.is_empty() || cfg.gate_id.len() > menjin_proto::wire::GATE_ID_LEN_MAX {
-            return Err(refuse_key(&path, &text, "gate_id", "must be 1 to 32 bytes"));
+        // The id the node enrolled (`check_gate_id`, as at enrolment): it is printed to the
+        // guard's terminal and written in every log line.
+        if menjin_proto::wire::check_gate_id(&cfg.gate_id).is_err() {
+            return Err(refuse_key(
+                &path,
+                &text,
+                "gate_id",
+                "must be 1 to 32 letters, digits, '-' or '_'",
+            ));
         }
         let ranges = [
             ("stale_after_s", cfg.stale_after_s, 3, 86_400),

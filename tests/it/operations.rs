@@ -326,3 +326,72 @@ fn node_restored_from_an_older_backup_says_so() {
     }
     let _ = &s.hub;
 }
+
+/// Defect 8 of the hardening issue: a rekeyed node's old certificate stayed valid for its
+/// whole year, so whoever held the old key (a stolen laptop, an old backup) could answer
+/// "allow" to every gate that reached it. A gate that has its node's new certificate
+/// refuses, at the handshake, any certificate issued before it, and decides alone meanwhile.
+#[test]
+fn a_gate_refuses_a_node_presenting_the_certificate_its_rekey_replaced() {
+    let mut s = Site::start();
+    let code = s.declare(1);
+    // The old key and certificate, as a thief's copy of the node's directory would hold them.
+    let addr = s.node.addr.to_string();
+    assert!(s.node.terminate().success());
+    let rogue = s.tmp.path().join("rogue");
+    copy_tree(&s.node_dir, &rogue);
+    // Certificates are dated to the second: the new one is issued strictly later.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    menjin(&[
+        "node",
+        "rekey",
+        "--district",
+        p(&s.district),
+        "--dir",
+        p(&s.node_dir),
+    ])
+    .ok();
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    let log = s.tmp.path().join("gate.log");
+    let mut g = GateProc::start(&s.gate, &log);
+    g.notice("online");
+    let d = g.scan("36.6", &code);
+    assert_eq!(
+        (d["offline"].as_bool(), d["answer"]["allowed"].as_bool()),
+        (Some(false), Some(true)),
+        "{d}"
+    );
+
+    // The real node goes down; the old key's holder answers on its address.
+    assert!(s.node.terminate().success());
+    let mut fake = NodeProc::start(&rogue, &addr, &s.tmp.path().join("rogue.log"));
+    g.notice("offline");
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("superseded")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the gate never refused the old certificate:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The gate decides alone, on its own trust data: it never took the rogue's word.
+    let d = g.scan("36.6", &code);
+    assert_eq!(d["offline"], true, "{d}");
+    let online = g.seen.iter().filter(|l| l["notice"] == "online").count();
+    assert_eq!(
+        online, 1,
+        "the gate went online with the old key's holder: {:#?}",
+        g.seen
+    );
+    assert!(fake.terminate().success());
+
+    // The real node comes back: the gate is online with it again.
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    g.notice("online");
+    assert_eq!(g.finish().code(), Some(0));
+    let _ = &s.hub;
+}

@@ -642,6 +642,26 @@ pub struct Discovery {
     pub found: Option<Found>,
 }
 
+/// What a node must prove in its handshake: a certificate of the district `root`, issued no
+/// earlier than `not_before_min` (the gate's current node certificate; 0 before it has one).
+/// A certificate replaced at a rekey is superseded even while its key still works.
+#[derive(Clone, Copy, Debug)]
+pub struct Trusted {
+    /// The district root.
+    pub root: VerifyingKey,
+    /// `not_before` of the node certificate the gate trusts now.
+    pub not_before_min: u64,
+}
+
+impl From<VerifyingKey> for Trusted {
+    fn from(root: VerifyingKey) -> Trusted {
+        Trusted {
+            root,
+            not_before_min: 0,
+        }
+    }
+}
+
 /// A refusal by the gate's own server verifier (`tls::DistrictNodes`): its messages all name
 /// the certificate, and quinn passes rustls' message through.
 fn classify(e: &ClientError) -> ProbeOutcome {
@@ -658,13 +678,14 @@ fn classify(e: &ClientError) -> ProbeOutcome {
 async fn probe(
     addr: SocketAddr,
     key: &SigningKey,
-    root: VerifyingKey,
+    root: Trusted,
     community: CommunityId,
     advertised: Option<&str>,
     timeout_ms: u64,
 ) -> (ProbeOutcome, Option<(NodeClient, String)>) {
     let started = Instant::now();
-    let connect = NodeClient::connect(addr, key, root, Some(community));
+    let connect =
+        NodeClient::connect_pinned(addr, key, root.root, Some(community), root.not_before_min);
     let client = match tokio::time::timeout(Duration::from_millis(timeout_ms), connect).await {
         Err(_) => {
             let why = format!("no handshake within {timeout_ms} ms");
@@ -709,7 +730,7 @@ fn micros(d: Duration) -> u64 {
 async fn probe_candidate(
     c: Candidate,
     key: SigningKey,
-    root: VerifyingKey,
+    root: Trusted,
 ) -> (Probe, Option<(NodeClient, String)>) {
     let mut last = None;
     for addr in c.addrs.iter().copied() {
@@ -749,7 +770,7 @@ fn log_probe(p: &Probe) {
             instance,
             addr = %p.addr,
             %why,
-            "refused a node: its certificate does not verify against this gate's district root and community"
+            "refused a node: its certificate does not verify against this gate's district root and community, or was superseded at a rekey"
         ),
         ProbeOutcome::Unreachable(why) => {
             tracing::info!(instance, addr = %p.addr, %why, "node unreachable");
@@ -760,7 +781,7 @@ fn log_probe(p: &Probe) {
 /// Browses (if `[discovery]` is on), verifies and measures every node of the gate's community,
 /// keeps the one with the lowest round trip; without one, tries the static `node` address.
 /// Never fails: everything is in the report.
-pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: VerifyingKey) -> Discovery {
+pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: Trusted) -> Discovery {
     let mut probes = Vec::new();
     let mut best: Option<(usize, NodeClient, String, u64)> = None;
     let mut browsed = None;
@@ -846,7 +867,7 @@ pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: VerifyingKey) ->
 pub async fn find_node(
     cfg: &GateConfig,
     key: &SigningKey,
-    root: VerifyingKey,
+    root: Trusted,
 ) -> Result<Found, DiscoveryError> {
     let d = discover(cfg, key, root).await;
     d.found.ok_or_else(|| DiscoveryError::NoNode {

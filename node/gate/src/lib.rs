@@ -299,6 +299,13 @@ impl GateAgent {
         self.inner.link.lock().expect("link lock").client.is_some()
     }
 
+    /// `not_before` of the node's current certificate in the trust cache (0 before the first
+    /// snapshot: any certificate of the community is taken then).
+    fn trusted_cert_issued(&self) -> u64 {
+        let cache = self.inner.cache.lock().expect("cache lock");
+        cache.trust().certs.first().map_or(0, |c| c.not_before)
+    }
+
     fn notice(&self, n: Notice) {
         match &n {
             Notice::Problem { what } => tracing::error!(%what, "gate"),
@@ -540,10 +547,16 @@ impl GateAgent {
             // mDNS (if configured) at every (re)connection: a node that failed is replaced by
             // another of the community, checked against the district root; else the static
             // address.
+            // A node certificate issued before the one the gate trusts now was replaced at a
+            // rekey: whoever still holds its key is refused at the handshake.
+            let trusted = menjin_discovery::Trusted {
+                root: agent.inner.root,
+                not_before_min: agent.trusted_cert_issued(),
+            };
             let result = match menjin_discovery::find_node(
                 &agent.inner.cfg,
                 &agent.inner.key,
-                agent.inner.root,
+                trusted,
             )
             .await
             {

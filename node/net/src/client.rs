@@ -111,7 +111,22 @@ impl NodeClient {
         root: VerifyingKey,
         community: Option<CommunityId>,
     ) -> Result<NodeClient, ClientError> {
-        let cfg = tls::client_config(key, root, community)?;
+        NodeClient::connect_pinned(addr, key, root, community, 0).await
+    }
+
+    /// As [`NodeClient::connect`], refusing a node certificate issued before
+    /// `not_before_min` (see [`tls::client_config`]): a gate passes its current one's.
+    ///
+    /// # Errors
+    /// [`ClientError`] saying why.
+    pub async fn connect_pinned(
+        addr: SocketAddr,
+        key: &SigningKey,
+        root: VerifyingKey,
+        community: Option<CommunityId>,
+        not_before_min: u64,
+    ) -> Result<NodeClient, ClientError> {
+        let cfg = tls::client_config(key, root, community, not_before_min)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
         } else {

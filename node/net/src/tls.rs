@@ -351,6 +351,8 @@ impl ClientCertVerifier for EnrolledClients {
 struct DistrictNodes {
     root: VerifyingKey,
     community: Option<CommunityId>,
+    /// A node certificate issued (`not_before`) before this is superseded: refused.
+    not_before_min: u64,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -377,6 +379,12 @@ impl ServerCertVerifier for DistrictNodes {
             return Err(general(format!(
                 "server is the node of community {}, expected {community}",
                 node_cert.community
+            )));
+        }
+        if node_cert.not_before < self.not_before_min {
+            return Err(general(format!(
+                "server node certificate superseded: issued at {}, before the one trusted (issued at {})",
+                node_cert.not_before, self.not_before_min
             )));
         }
         Ok(ServerCertVerified::assertion())
@@ -450,7 +458,10 @@ pub fn server_config(
     Ok(cfg)
 }
 
-/// A gate's or console's QUIC client configuration.
+/// A gate's or console's QUIC client configuration. The server must present a node
+/// certificate of `community` signed by `root` and issued no earlier than `not_before_min`
+/// (a gate's current node certificate: one issued before it was replaced at a rekey is
+/// superseded, whoever holds its key; 0 accepts any).
 ///
 /// # Errors
 /// [`TlsError`] if the certificate cannot be made.
@@ -458,11 +469,13 @@ pub fn client_config(
     own_key: &SigningKey,
     root: VerifyingKey,
     community: Option<CommunityId>,
+    not_before_min: u64,
 ) -> Result<quinn::ClientConfig, TlsError> {
     let (cert, key) = self_signed(own_key, None)?;
     let verifier = Arc::new(DistrictNodes {
         root,
         community,
+        not_before_min,
         algs: algorithms(),
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())

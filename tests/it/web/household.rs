@@ -183,7 +183,7 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             .send_keys(text_file.to_str().unwrap())
             .await
             .unwrap();
-        click(&c, "#photo-submit").await;
+        submit(&c, "#photo-submit").await;
         assert_eq!(text(&c, "#err-photo").await, "只能上传 JPEG 或 PNG 照片");
         shoot(&c, "h07-photo-wrong-file", Some("#err-photo")).await;
         let big = files.path().join("big.png");
@@ -195,7 +195,7 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             .send_keys(big.to_str().unwrap())
             .await
             .unwrap();
-        click(&c, "#photo-submit").await;
+        submit(&c, "#photo-submit").await;
         assert_eq!(
             text(&c, "#err-photo").await,
             "照片超过 1 MB，请换一张较小的"
@@ -206,7 +206,7 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             .send_keys(good.to_str().unwrap())
             .await
             .unwrap();
-        click(&c, "#photo-submit").await;
+        submit(&c, "#photo-submit").await;
         assert!(text(&c, "#photo-done").await.contains("物业办公室领取"));
         shoot(&c, "h08-photo-done", None).await;
         assert!(has_photo(&n, &holder));

@@ -295,7 +295,7 @@ impl Gate {
 
     /// Standard input ended (after line `n`): give the link a moment to upload what waits,
     /// then report it.
-    async fn finish(&self, n: usize, notices: &mut tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+    async fn finish(&self, n: usize, notices: &mut menjin_gate::Notices) {
         let deadline =
             tokio::time::Instant::now() + std::time::Duration::from_millis(EXIT_UPLOAD_WAIT_MS);
         while self.agent.pending() > 0

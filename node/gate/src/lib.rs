@@ -184,7 +184,9 @@ struct Inner {
     root: VerifyingKey,
     cache: Mutex<GateCache>,
     link: Mutex<Link>,
-    notices: mpsc::UnboundedSender<Notice>,
+    notices: mpsc::Sender<Notice>,
+    /// Notices dropped because nobody read them ([`NOTICES_MAX`] were waiting).
+    notices_dropped: std::sync::atomic::AtomicU64,
     applied: watch::Sender<Applied>,
     /// Offline anti-passback: each resident's last direction here.
     last_direction: Mutex<HashMap<HolderId, Direction>>,
@@ -200,6 +202,13 @@ struct Inner {
 
 /// A device clock: the system's, or in tests one that is wrong on purpose.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// Notices waiting to be read at most: a reader that stops reading (a stuck screen, a test
+/// that never reads) loses the newest, and the gate's memory stays bounded.
+pub const NOTICES_MAX: usize = 256;
+
+/// Where a gate's [`Notice`]s come out, at most [`NOTICES_MAX`] waiting.
+pub type Notices = mpsc::Receiver<Notice>;
 
 /// A running gate. Cheap to clone.
 #[derive(Clone)]
@@ -218,7 +227,7 @@ impl GateAgent {
         key: SigningKey,
         root: VerifyingKey,
         cache_dir: &std::path::Path,
-    ) -> Result<(GateAgent, mpsc::UnboundedReceiver<Notice>), CacheError> {
+    ) -> Result<(GateAgent, Notices), CacheError> {
         GateAgent::start_with_clock(cfg, key, root, cache_dir, Arc::new(now_ms))
     }
 
@@ -232,7 +241,7 @@ impl GateAgent {
         root: VerifyingKey,
         cache_dir: &std::path::Path,
         clock: Clock,
-    ) -> Result<(GateAgent, mpsc::UnboundedReceiver<Notice>), CacheError> {
+    ) -> Result<(GateAgent, Notices), CacheError> {
         let (cache, report) = GateCache::open(
             cache_dir,
             &key.to_bytes(),
@@ -240,9 +249,9 @@ impl GateAgent {
             cfg.community,
             cfg.buffer_capacity,
         )?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(NOTICES_MAX);
         for what in report.problems {
-            let _ = tx.send(Notice::Problem { what });
+            let _ = tx.try_send(Notice::Problem { what });
         }
         let applied = Applied {
             version: cache.trust().version,
@@ -261,6 +270,7 @@ impl GateAgent {
                 alarmed: false,
             }),
             notices: tx,
+            notices_dropped: std::sync::atomic::AtomicU64::new(0),
             applied: watch::channel(applied).0,
             last_direction: Mutex::default(),
             upload: tokio::sync::Notify::new(),
@@ -314,7 +324,17 @@ impl GateAgent {
             }
             _ => tracing::info!(?n, "gate"),
         }
-        let _ = self.inner.notices.send(n);
+        // Never waits: a guard's screen that stopped reading costs notices (each is also in
+        // the log above), never a decision.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.notices.try_send(n) {
+            let dropped = 1 + self
+                .inner
+                .notices_dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if dropped == 1 || dropped.is_multiple_of(1_000) {
+                tracing::warn!(dropped, "gate notices not read: dropped");
+            }
+        }
     }
 
     /// The node's time as this gate best knows it (milliseconds).

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use menjin_community::Node;
 use menjin_community::uplink::run_uplink;
-use menjin_gate::{GateAgent, Notice};
+use menjin_gate::{GateAgent, Notices};
 use menjin_hub::Hub;
 use menjin_net::client::NodeClient;
 use menjin_net::clock::now_ms;
@@ -275,7 +275,7 @@ impl LocalNode {
         &self,
         console: &NodeClient,
         gate_id: &str,
-    ) -> Result<(GateAgent, tokio::sync::mpsc::UnboundedReceiver<Notice>)> {
+    ) -> Result<(GateAgent, Notices)> {
         let dir = self.enrol_gate_dir(console, "agent", gate_id).await?;
         let key = read_signing_key(&dir.key())?;
         let root = read_public_key(&self.dir.root_pub())?;

@@ -76,3 +76,75 @@ async fn a_gate_with_a_wound_back_clock_decides_by_the_node_time() {
     assert!(d.answer.allowed, "judged by the node's time: {d:?}");
     assert!(d.answer.node_time_ms >= now * 1000, "{d:?}");
 }
+
+/// A guard's screen that stops reading notices (a stuck reader, a bench that never reads)
+/// cost the gate memory without bound: the channel was unbounded. Now at most
+/// `NOTICES_MAX` wait; the gate decides on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_nobody_reads_stay_bounded_and_the_gate_decides_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node_dir = new_node(tmp.path());
+    let node = Node::open(&node_dir).unwrap();
+    let server = menjin_community::bind(node.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let gate_dir = GateDir(tmp.path().join("gate"));
+    let public_key = create_gate(&gate_dir, "lane-1", &node_dir, addr).unwrap();
+    let now = now_ms() / 1000;
+    let enrolled = node.console(
+        ConsoleRequest::EnrolGate {
+            gate_id: "lane-1".into(),
+            public_key,
+        },
+        now,
+    );
+    assert!(matches!(enrolled, Response::Done(_)), "{enrolled:?}");
+    let Response::Declared(receipt) = node.console(ConsoleRequest::Declare { form: form() }, now)
+    else {
+        panic!("declaration refused")
+    };
+    let code = receipt.code.expect("cleared");
+    let (agent, notices) = GateAgent::start(
+        gate_dir.read_config().unwrap(),
+        read_signing_key(&gate_dir.key()).unwrap(),
+        read_public_key(&node_dir.root_pub()).unwrap(),
+        &gate_dir.cache(),
+    )
+    .unwrap();
+    assert!(agent.wait_online(Duration::from_secs(10)).await);
+    // Each lockdown and lift the gate applies is a notice; nobody reads them.
+    let mut applied = agent.applied();
+    let rounds = 2 * menjin_gate::NOTICES_MAX as u64;
+    for i in 0..rounds {
+        let locked = i % 2 == 0;
+        let r = node.console(
+            ConsoleRequest::LocalLockdown {
+                locked,
+                reason: format!("drill {i}"),
+                by: "test".into(),
+            },
+            now,
+        );
+        assert!(matches!(r, Response::Done(_)), "{r:?}");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            applied.wait_for(|a| a.lockdown.locked == locked),
+        )
+        .await
+        .expect("the gate applies it")
+        .unwrap();
+    }
+    assert!(
+        notices.len() <= menjin_gate::NOTICES_MAX,
+        "{} notices waiting",
+        notices.len()
+    );
+    let d = agent.check(&code, 365, None).await.unwrap();
+    assert!(!d.offline && d.answer.allowed, "{d:?}");
+    drop(notices);
+    let _ = stop.send(());
+    serving.await.unwrap();
+}

@@ -230,6 +230,7 @@ fn bad_command_line_arguments_exit_2() {
     let f = fixture();
     let g = p(&f.gate).to_string();
     let nd = f.c.nd().to_string();
+    let fresh = format!("{nd}-never-made");
     let before = snapshot(&f.c);
     let person = Person::new("王芳", false, "19830521", 2, "12", "1204");
     let declare = |form: Vec<String>, extra: &[&str]| -> Vec<String> {
@@ -278,6 +279,21 @@ fn bad_command_line_arguments_exit_2() {
             "--listen",
             "not-an-address",
         ]),
+        // Refused here, not at the node's first start (node.toml allows 1 to 366).
+        owned(&[
+            "node",
+            "create",
+            "--district",
+            &nd,
+            "--dir",
+            &fresh,
+            "--community",
+            "1",
+            "--name",
+            "x",
+            "--code-days",
+            "0",
+        ]),
         owned(&["declare", "--node-dir", &nd, "--name", "王芳"]),
         declare(person.args_replacing("--gender", "other"), &[]),
         declare(person.args(), &["--offline"]),
@@ -306,6 +322,7 @@ fn bad_command_line_arguments_exit_2() {
         assert!(out.stdout.trim().is_empty(), "{args:?}: {out:?}");
     }
     assert_eq!(snapshot(&f.c), before);
+    assert!(!std::path::Path::new(&fresh).exists(), "nothing created");
     f.still_serving();
 }
 

@@ -37,7 +37,8 @@ pub enum NodeCmd {
         /// When declarations opened (now, or Unix seconds): the deadline is 5 days later.
         #[arg(long, default_value = "now")]
         campaign_start: String,
-        #[arg(long, default_value_t = 30)]
+        /// Days a code is valid (1 to 366, as `code_validity_days` in node.toml).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=366))]
         code_days: u32,
         /// The district hub's address; without it the node runs alone.
         #[arg(long)]

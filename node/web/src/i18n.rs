@@ -328,7 +328,13 @@ pub(crate) struct Text {
     pub(crate) lock_e_control: &'static str,
     pub(crate) lock_e_long: &'static str,
     pub(crate) lock_e_confirm: &'static str,
-    pub(crate) log_csv_head: [&'static str; 12],
+    // The lockdown page's decision in words (views/lockdown.rs).
+    pub(crate) lock_lifted_at: &'static str,
+    pub(crate) lock_by: &'static str,
+    pub(crate) lock_why: &'static str,
+    pub(crate) log_csv_head: [&'static str; 13],
+    // The gate log's reasons in words (views/gatelog.rs), in `Reason::ALL` order.
+    pub(crate) log_reasons: [&'static str; menjin_proto::rule::Reason::ALL.len()],
 }
 
 impl Text {
@@ -374,6 +380,14 @@ impl Text {
             Channel::Proxy => self.ch_proxy,
             Channel::Offline => self.ch_offline,
         }
+    }
+
+    /// A gate's reason in words (the code stays in the CSV beside it).
+    pub(crate) fn gate_reason(&self, r: menjin_proto::rule::Reason) -> &'static str {
+        menjin_proto::rule::Reason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .map_or(r.as_str(), |i| self.log_reasons[i])
     }
 
     pub(crate) fn direction(&self, d: menjin_proto::wire::Direction) -> &'static str {
@@ -702,6 +716,9 @@ pub(crate) static ZH: Text = Text {
     lock_e_control: "不能含控制字符",
     lock_e_long: "太长（不超过 200 字节）",
     lock_e_confirm: "请勾选确认",
+    lock_lifted_at: "解除于",
+    lock_by: "决定人：",
+    lock_why: "原因：",
     log_csv_head: [
         "序号",
         "时间",
@@ -709,12 +726,29 @@ pub(crate) static ZH: Text = Text {
         "方向",
         "结果",
         "原因",
+        "原因代码",
         "体温",
         "持证人编号",
         "姓名",
         "类别",
         "车牌",
         "离线",
+    ],
+    log_reasons: [
+        "码有效",
+        "不是门禁码（损坏或错误的二维码）",
+        "新版本系统的码",
+        "伪造或被篡改的码",
+        "本街道不认识的节点签发",
+        "码已过期",
+        "码尚未生效",
+        "其他社区的码",
+        "码已作废（重新申报或健康状态变化）",
+        "不在本社区名册上",
+        "体温 37.3 °C 或以上，请到健康点",
+        "访客没有居民的有效邀请",
+        "外来车辆不得进入",
+        "社区封控中",
     ],
 };
 
@@ -1020,6 +1054,9 @@ pub(crate) static EN: Text = Text {
     lock_e_control: "No control characters",
     lock_e_long: "Too long (at most 200 bytes)",
     lock_e_confirm: "Tick to confirm",
+    lock_lifted_at: "lifted",
+    lock_by: "Decided by: ",
+    lock_why: "Reason: ",
     log_csv_head: [
         "seq",
         "time",
@@ -1027,11 +1064,28 @@ pub(crate) static EN: Text = Text {
         "way",
         "decision",
         "reason",
+        "reason_code",
         "temperature",
         "holder",
         "name",
         "kind",
         "plate",
         "offline",
+    ],
+    log_reasons: [
+        "code valid",
+        "not a Menjin code (damaged or wrong QR)",
+        "code from a newer system version",
+        "forged or altered code",
+        "issued by a node this district does not know",
+        "code expired",
+        "code not valid yet",
+        "code of another community",
+        "code revoked (new declaration or health status)",
+        "not on this community's roster",
+        "37.3 °C or more: to the health post",
+        "visitor without a resident's valid consent",
+        "outside vehicles may not enter",
+        "community locked down",
     ],
 };

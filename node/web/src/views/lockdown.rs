@@ -27,8 +27,10 @@ use crate::i18n::Text;
 pub(crate) struct LockdownPage {
     pub(crate) p: StaffPage,
     pub(crate) locked: bool,
-    /// Why, and who decided, as the node has it.
+    /// Why, as staff (or the district) typed it: of the lockdown in force, or of the last lift.
     pub(crate) reason: String,
+    /// Who decided it (empty: nobody yet).
+    pub(crate) by: String,
     pub(crate) since: String,
     /// The form again after an error.
     pub(crate) typed: String,
@@ -50,10 +52,17 @@ fn state_page(
     error: Option<(&'static str, &'static str)>,
 ) -> LockdownPage {
     let l = app.node.lockdown();
+    // The node's own decision in force: its reason and who decided, apart, so the page words
+    // them in its language (the node's `reason` adds English words for the CLI).
+    let (reason, by) = match app.node.local_lockdown() {
+        Some(d) if d.at == l.at && d.by == l.by => (d.reason, d.by),
+        _ => (l.reason, l.by),
+    };
     LockdownPage {
         p: StaffPage::of(t, s, "/staff/lockdown"),
         locked: l.locked,
-        reason: l.reason,
+        reason,
+        by,
         since: if l.at > 0 {
             cst(l.at, false)
         } else {

@@ -819,9 +819,13 @@ impl Node {
             .filter(|o| !keep && o.status == CredStatus::Active)
         {
             let why = if cleared {
-                "replaced by a new declaration".to_string()
+                menjin_proto::record::WHY_REPLACED.to_string()
             } else {
-                format!("new declaration: {}", review.why)
+                format!(
+                    "{}{}",
+                    menjin_proto::record::WHY_NEW_DECLARATION,
+                    review.why
+                )
             };
             o.status = CredStatus::Revoked { at: now, why };
             revoked = Some(o.id);
@@ -1335,14 +1339,14 @@ impl Node {
         {
             c.status = CredStatus::Revoked {
                 at,
-                why: format!("district health list: {status}"),
+                why: format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
             };
             change.creds.push(c);
         }
         person.cred = None;
         person.review = menjin_proto::declaration::Review {
             outcome,
-            why: format!("district health list: {status}"),
+            why: format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
         };
         change.persons.push(person.clone());
         self.commit(change)?;
@@ -1354,7 +1358,12 @@ impl Node {
     fn flagged(&self, id_hash: &IdHash) -> Option<(Outcome, String)> {
         let view = self.health.read().expect("health lock");
         let (status, _) = view.get(id_hash)?;
-        health_outcome(status).map(|o| (o, format!("district health list: {status}")))
+        health_outcome(status).map(|o| {
+            (
+                o,
+                format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
+            )
+        })
     }
 
     /// A gate check: decide (`menjin_proto::check`, as at a gate alone), log (flushed), answer.

@@ -272,6 +272,7 @@ fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
             outcome.attr("data-outcome").await.unwrap().as_deref(),
             Some("cleared")
         );
+        assert_eq!(text(&c, "#why").await, "无需隔离或治疗");
         shoot(&c, "23-paper-result", None).await;
         let holder = find(&c, Locator::Css("#holder"))
             .await

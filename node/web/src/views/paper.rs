@@ -49,6 +49,8 @@ pub(crate) struct PaperResult {
     pub(crate) outcome_text: &'static str,
     pub(crate) class: &'static str,
     pub(crate) holder: String,
+    /// The review's reason in the page's language.
+    pub(crate) why: String,
     /// A pass can be printed: cleared, and the photo is on file.
     pub(crate) printable: bool,
 }
@@ -215,6 +217,7 @@ fn result_page(t: &'static Text, s: &StaffOpen, r: Receipt) -> PaperResult {
         outcome_text: t.outcome(r.outcome),
         class: if cleared { "ok" } else { "bad" },
         holder: r.holder.to_string(),
+        why: t.why(&r.why),
         printable: cleared && r.has_photo,
         r,
     }

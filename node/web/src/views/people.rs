@@ -230,7 +230,7 @@ fn person_page(t: &'static Text, s: &StaffOpen, f: PersonFile, now: u64) -> Pers
         ),
         RecordCode::Revoked { at, why } => (
             "revoked",
-            format!("{} {} ({why})", t.code_revoked, cst(*at, false)),
+            format!("{} {} ({})", t.code_revoked, cst(*at, false), t.why(why)),
         ),
     };
     PersonPage {
@@ -238,7 +238,7 @@ fn person_page(t: &'static Text, s: &StaffOpen, f: PersonFile, now: u64) -> Pers
         row: row(t, &f.card),
         number: f.number_masked,
         channel: t.channel(f.channel),
-        why: f.why,
+        why: t.why(&f.why),
         declared_at: cst(f.declared_at, false),
         declared_by: f
             .declared_by

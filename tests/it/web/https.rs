@@ -255,6 +255,28 @@ fn missing_or_mismatched_tls_files_stop_the_node_naming_the_line() {
 }
 
 #[test]
+fn a_public_url_that_is_no_plain_address_stops_the_node_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = node_dir(tmp.path(), "public_url = \"javascript:alert(1)\"\n");
+    let toml = dir.join("node.toml");
+    let line = std::fs::read_to_string(&toml)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("public_url"))
+        .expect("the line")
+        + 1;
+    let out = menjin_raw(&["node", "run", "--dir", p(&dir), "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code(), EXIT_FAILURE, "{out:?}");
+    let want = format!("{}:{line}:", toml.display());
+    assert!(
+        out.stderr.contains(&want) && out.stderr.contains("public_url: must be an http"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.join("node.addr").exists());
+}
+
+#[test]
 fn without_tls_files_the_pages_are_plain_http_without_secure_cookies() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = node_dir(tmp.path(), "");

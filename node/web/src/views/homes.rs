@@ -213,9 +213,19 @@ pub(crate) fn parse_doors(text: &str, t: &Text) -> Result<Vec<String>, &'static 
     Ok(out)
 }
 
-/// The pages' address for the slips: the Host the clerk's browser used (a name or address
-/// and port, checked: it is printed), or nothing.
+/// The pages' address for the slips: `[web] public_url` when set (checked at start);
+/// otherwise the Host the clerk's browser used (a name or address and port, checked: it is
+/// printed, though a forged one would pass), or nothing.
 fn address(app: &App, headers: &HeaderMap) -> String {
+    if let Some(url) = app
+        .node
+        .config
+        .web
+        .as_ref()
+        .and_then(|w| w.public_url.as_ref())
+    {
+        return url.clone();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())

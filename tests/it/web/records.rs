@@ -45,7 +45,7 @@ fn gate_check(n: &WebNode, code: &str, temp: &str, extra: &[&str]) -> serde_json
 }
 
 /// A POST with the staff session cookie and this body (no token unless the body has one).
-fn post_as(n: &WebNode, path: &str, session: &str, body: &str) -> u16 {
+pub(super) fn post_as(n: &WebNode, path: &str, session: &str, body: &str) -> u16 {
     let addr = n.web.to_string();
     let answer = http(
         &addr,

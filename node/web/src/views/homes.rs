@@ -24,10 +24,9 @@ use serde::Deserialize;
 
 use super::declare::Errors;
 use super::lang;
-use super::staff::{StaffOpen, StaffPage, staff, staff_forbidden};
+use super::staff::{StaffOpen, StaffPage, staff, staff_posting};
 use crate::App;
 use crate::i18n::Text;
-use crate::security::token_matches;
 
 /// Doors on one sheet: a large building's floor plan at most (25 A4 pages); the node
 /// flushes each code, so a sheet stays well under a second.
@@ -243,14 +242,10 @@ pub(crate) async fn slips(
     headers: HeaderMap,
     Form(form): Form<SlipsForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Clerk) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Clerk, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&s.session.csrf, Some(&form.csrf)) {
-        return staff_forbidden(t, &s);
-    }
     let mut errors = Errors::default();
     let building = label(&form.building, t).map_err(|e| errors.add("building", e));
     let doors = parse_doors(&form.doors, t).map_err(|e| errors.add("doors", e));
@@ -382,14 +377,10 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Head) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Head, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&s.session.csrf, Some(&form.csrf)) {
-        return staff_forbidden(t, &s);
-    }
     let mut errors = Errors::default();
     let building = label(&form.building, t).map_err(|e| errors.add("r_building", e));
     let door = label(&form.door, t).map_err(|e| errors.add("r_door", e));

@@ -17,7 +17,7 @@ use menjin_proto::staff::StaffRole;
 use menjin_proto::wire::{ConsoleRequest, Response as NodeResponse};
 use serde::Deserialize;
 
-use super::staff::{StaffOpen, StaffPage, staff, staff_forbidden};
+use super::staff::{StaffOpen, StaffPage, staff, staff_posting};
 use super::{cst, internal, lang};
 use crate::App;
 use crate::i18n::Text;
@@ -128,14 +128,10 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     Form(form): Form<LockdownForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Head) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Head, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches_form(&s, &form) {
-        return staff_forbidden(t, &s);
-    }
     // Shown again: bounded, without control characters.
     let typed: String = form
         .reason
@@ -163,8 +159,4 @@ pub(crate) async fn submit(
         Ok(_) => internal("unexpected answer to a lockdown"),
         Err(e) => internal(&e.to_string()),
     }
-}
-
-fn token_matches_form(s: &StaffOpen, f: &LockdownForm) -> bool {
-    crate::security::token_matches(&s.session.csrf, Some(&f.csrf))
 }

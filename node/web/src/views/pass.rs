@@ -22,7 +22,7 @@ use menjin_proto::wire::Response as NodeResponse;
 use serde::Deserialize;
 
 use super::lang;
-use super::staff::{StaffMessage, StaffPage, staff};
+use super::staff::{StaffMessage, StaffPage, staff, staff_posting};
 use crate::App;
 
 #[derive(Template, WebTemplate)]
@@ -130,14 +130,10 @@ pub(crate) async fn printed(
     Path(holder): Path<String>,
     Form(form): Form<PrintedForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Clerk) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Clerk, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !crate::security::token_matches(&s.session.csrf, Some(&form.csrf)) {
-        return super::staff::staff_forbidden(t, &s);
-    }
     let Ok(holder) = holder.parse::<HolderId>() else {
         return (StatusCode::NOT_FOUND, t.pass_no_holder).into_response();
     };

@@ -444,7 +444,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
             .send_keys(p(&not_a_photo))
             .await
             .unwrap();
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#form-errors")).await;
         let beside = find(
             &c,
@@ -473,7 +473,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
 
         // Every field right but no photo: refused, nothing stored.
         fill(&c, "#door", "901").await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         assert_eq!(text(&c, "#err-photo").await, "请附照片");
         assert_eq!(n.residents(), 0, "nothing stored");
 
@@ -488,7 +488,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
             .send_keys(p(&photo))
             .await
             .unwrap();
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let e = text(&c, "#err-document_number").await;
         assert!(!e.contains(&wrong), "{e}");
         assert!(

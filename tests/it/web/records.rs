@@ -418,7 +418,7 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
 
         // Not confirmed; too long; a control character: each beside its field, not locked.
         fill(&c, "#reason", "3 栋确诊一例，街道来电").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-confirm").await, "请勾选确认");
         assert_eq!(
             find(&c, Locator::Css("#reason"))
@@ -440,7 +440,7 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         .await
         .unwrap();
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-reason").await, "太长（不超过 200 字节）");
         c.execute(
             "document.querySelector('#reason').value = '确诊\\u0007一例';",
@@ -449,14 +449,14 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         .await
         .unwrap();
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-reason").await, "不能含控制字符");
         assert!(!locked());
 
         // Confirmed: locked, by the head; a car is refused at the gate.
         fill(&c, "#reason", "3 栋确诊一例，街道来电").await;
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         let state = find(&c, Locator::Css("#lock-state[data-locked=true]")).await;
         let words = state.text().await.unwrap();
         assert!(
@@ -476,7 +476,7 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         // A lift without a reason: refused beside its field, still locked.
         fill(&c, "#reason", "").await;
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-reason").await, "必填");
         find(&c, Locator::Css("#lock-state[data-locked=true]")).await;
         shoot(&c, "41-lockdown-lift-no-reason", Some("#err-reason")).await;
@@ -485,7 +485,7 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         // Lifted the same way, with its reason: on the page and at the node.
         fill(&c, "#reason", "街道通知解除").await;
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         find(&c, Locator::Css("#lock-state[data-locked=false]")).await;
         assert_eq!(text(&c, "#lock-reason").await, "原因：街道通知解除");
         assert_eq!(text(&c, "#lock-by").await, "决定人：王五");

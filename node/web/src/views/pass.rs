@@ -116,19 +116,13 @@ pub(crate) async fn find(
     }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct PrintedForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// The Print button: one pass printed, counted at the node; `204 No Content` (a form sent
 /// without the script leaves the page as it is).
 pub(crate) async fn printed(
     State(app): State<App>,
     headers: HeaderMap,
     Path(holder): Path<String>,
-    Form(form): Form<PrintedForm>,
+    Form(form): Form<super::staff::CsrfForm>,
 ) -> Response {
     let (s, t) = match staff_posting(&app, &headers, StaffRole::Clerk, &form.csrf) {
         Ok(v) => v,

@@ -267,16 +267,17 @@ pub(crate) async fn submit(
     )
 }
 
+/// A form that carries nothing but its CSRF token (a logout, the pass's Print).
 #[derive(Deserialize)]
-pub(crate) struct LogoutForm {
+pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 pub(crate) async fn logout(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
     let t = lang(&headers).text();
     let gone = || {

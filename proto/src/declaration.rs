@@ -260,34 +260,94 @@ impl Declaration {
 
     /// The automatic review: the strictest measure any answer calls for.
     pub fn review(&self) -> Review {
-        let (outcome, why) = if self.quarantine == Quarantine::Hospital {
-            (Outcome::Hospital, "declared under hospital treatment")
+        let reason = if self.quarantine == Quarantine::Hospital {
+            ReviewReason::Hospital
         } else if self.symptoms {
-            (
-                Outcome::Hospital,
-                "fever, cough or shortness of breath declared: needs a medical check",
-            )
+            ReviewReason::Symptoms
         } else if self.quarantine == Quarantine::Central {
-            (Outcome::CentralQuarantine, "declared in central quarantine")
+            ReviewReason::CentralQuarantine
         } else if self.contact_with_case {
-            (
-                Outcome::CentralQuarantine,
-                "close contact with a case: central quarantine",
-            )
+            ReviewReason::Contact
         } else if self.quarantine == Quarantine::Home {
-            (Outcome::HomeQuarantine, "declared under home quarantine")
+            ReviewReason::HomeQuarantine
         } else if self.travel_high_risk {
-            (
-                Outcome::HomeQuarantine,
-                "passed through a high-risk area in the last 14 days: home quarantine",
-            )
+            ReviewReason::HighRiskArea
         } else {
-            (Outcome::Cleared, "no quarantine or treatment needed")
+            ReviewReason::Cleared
         };
         Review {
-            outcome,
-            why: why.to_string(),
+            outcome: reason.outcome(),
+            why: reason.text().to_string(),
         }
+    }
+}
+
+/// Why the automatic review decided as it did. [`Review::why`] holds its [`text`]
+/// (English, as the CLI prints and the roster stores it); pages in another language find
+/// the reason again with [`ReviewReason::of_text`] and say it in their own words.
+///
+/// [`text`]: ReviewReason::text
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewReason {
+    /// Declared under hospital treatment.
+    Hospital,
+    /// Fever, cough or shortness of breath declared.
+    Symptoms,
+    /// Declared in central quarantine.
+    CentralQuarantine,
+    /// Close contact with a case.
+    Contact,
+    /// Declared under home quarantine.
+    HomeQuarantine,
+    /// Through a high-risk area in the last 14 days.
+    HighRiskArea,
+    /// None of the above.
+    Cleared,
+}
+
+impl ReviewReason {
+    /// Every reason, in the review's order (strictest first): for tables of words.
+    pub const ALL: [ReviewReason; 7] = [
+        ReviewReason::Hospital,
+        ReviewReason::Symptoms,
+        ReviewReason::CentralQuarantine,
+        ReviewReason::Contact,
+        ReviewReason::HomeQuarantine,
+        ReviewReason::HighRiskArea,
+        ReviewReason::Cleared,
+    ];
+
+    /// The measure this reason calls for.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            ReviewReason::Hospital | ReviewReason::Symptoms => Outcome::Hospital,
+            ReviewReason::CentralQuarantine | ReviewReason::Contact => Outcome::CentralQuarantine,
+            ReviewReason::HomeQuarantine | ReviewReason::HighRiskArea => Outcome::HomeQuarantine,
+            ReviewReason::Cleared => Outcome::Cleared,
+        }
+    }
+
+    /// The sentence [`Review::why`] carries.
+    pub fn text(self) -> &'static str {
+        match self {
+            ReviewReason::Hospital => "declared under hospital treatment",
+            ReviewReason::Symptoms => {
+                "fever, cough or shortness of breath declared: needs a medical check"
+            }
+            ReviewReason::CentralQuarantine => "declared in central quarantine",
+            ReviewReason::Contact => "close contact with a case: central quarantine",
+            ReviewReason::HomeQuarantine => "declared under home quarantine",
+            ReviewReason::HighRiskArea => {
+                "passed through a high-risk area in the last 14 days: home quarantine"
+            }
+            ReviewReason::Cleared => "no quarantine or treatment needed",
+        }
+    }
+
+    /// The reason whose [`text`](ReviewReason::text) `why` is; `None` for a reason of
+    /// another source (the district's health list).
+    pub fn of_text(why: &str) -> Option<ReviewReason> {
+        ReviewReason::ALL.into_iter().find(|r| r.text() == why)
     }
 }
 
@@ -333,6 +393,10 @@ pub(crate) mod tests {
         let mut d = sample();
         d.travel_high_risk = true;
         assert_eq!(d.review().outcome, Outcome::HomeQuarantine);
+        assert_eq!(
+            ReviewReason::of_text(&d.review().why),
+            Some(ReviewReason::HighRiskArea)
+        );
         d.contact_with_case = true;
         assert_eq!(d.review().outcome, Outcome::CentralQuarantine);
         d.symptoms = true;

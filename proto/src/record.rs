@@ -39,6 +39,19 @@ pub struct PersonRecord {
     pub passes_printed: u32,
 }
 
+/// [`CredStatus::Revoked`]'s `why` for a code replaced by a new, cleared declaration. These
+/// `WHY_` words are English for the CLI and the roster; the pages recognise them and say them
+/// in their own language.
+pub const WHY_REPLACED: &str = "replaced by a new declaration";
+/// The start of `why` for a code revoked by a new declaration not cleared (the review's `why`
+/// follows).
+pub const WHY_NEW_DECLARATION: &str = "new declaration: ";
+/// The start of `why` for a code revoked, or a review set, by the district's health list (the
+/// status follows).
+pub const WHY_HEALTH_LIST: &str = "district health list: ";
+/// The `why` shown for a visitor code whose host withdrew consent.
+pub const WHY_CONSENT_WITHDRAWN: &str = "consent withdrawn";
+
 /// Where an issued code stands at its node. Only `Active` ever changes: the other two are
 /// final.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

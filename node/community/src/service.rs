@@ -819,9 +819,13 @@ impl Node {
             .filter(|o| !keep && o.status == CredStatus::Active)
         {
             let why = if cleared {
-                "replaced by a new declaration".to_string()
+                menjin_proto::record::WHY_REPLACED.to_string()
             } else {
-                format!("new declaration: {}", review.why)
+                format!(
+                    "{}{}",
+                    menjin_proto::record::WHY_NEW_DECLARATION,
+                    review.why
+                )
             };
             o.status = CredStatus::Revoked { at: now, why };
             revoked = Some(o.id);
@@ -869,19 +873,52 @@ impl Node {
         self.receipt(&p, None)
     }
 
+    /// The console's `PrintPass`: the file to print, counted as printed.
     fn print_pass(&self, holder: HolderId, now: UnixTime) -> Result<Response, Refusal> {
-        self.render_pass(holder, now, pass::pass_html)
+        self.render_pass(holder, now, pass::pass_html, true)
     }
 
     /// The printable pass of a person with a photo as the node's pages show it: only the
     /// pass's own markup (`menjin_render::pass::pass_body`, styled by `PASS_CSS`), in
-    /// [`Response::Pass`]; counted as printed like the console's `PrintPass`. Blocking.
+    /// [`Response::Pass`]. A view is not a print: the page's Print button counts it
+    /// ([`Node::pass_printed`]). Blocking.
     pub fn print_pass_body(&self, holder: HolderId, now: UnixTime) -> Response {
-        self.render_pass(holder, now, pass::pass_body)
+        self.render_pass(holder, now, pass::pass_body, false)
             .unwrap_or_else(|r| Response::Error {
                 kind: r.kind,
                 message: r.message,
             })
+    }
+
+    /// A pass printed from the office's pages (the clerk pressed Print): counted in
+    /// `passes_printed`, as the console's `PrintPass` counts the file it writes. Only a
+    /// cleared person with a photo has a pass. Blocking.
+    pub fn pass_printed(&self, holder: HolderId) -> Response {
+        self.count_printed(holder)
+            .unwrap_or_else(|r| Response::Error {
+                kind: r.kind,
+                message: r.message,
+            })
+    }
+
+    fn count_printed(&self, holder: HolderId) -> Result<Response, Refusal> {
+        let _guard = self.write.lock().expect("declaration lock");
+        let mut p = self
+            .roster
+            .person(&holder)?
+            .ok_or_else(|| not_found(format!("no declared person {holder}")))?;
+        if p.cred.is_none() || !p.has_photo {
+            return Err(refused(format!("{holder} has no pass to print")));
+        }
+        p.passes_printed = p.passes_printed.saturating_add(1);
+        let printed = p.passes_printed;
+        self.commit(Change {
+            persons: vec![p],
+            ..Change::default()
+        })?;
+        Ok(Response::Done(format!(
+            "pass of {holder} printed ({printed} so far)"
+        )))
     }
 
     fn render_pass(
@@ -889,6 +926,7 @@ impl Node {
         holder: HolderId,
         now: UnixTime,
         render: fn(&pass::PassData) -> Result<String, menjin_render::qr::RenderError>,
+        count: bool,
     ) -> Result<Response, Refusal> {
         let _guard = self.write.lock().expect("declaration lock");
         let mut p = self
@@ -935,11 +973,13 @@ impl Node {
             issued: &Date::from_unix(now).to_string(),
         })
         .map_err(|e| refused(e.to_string()))?;
-        p.passes_printed += 1;
-        self.commit(Change {
-            persons: vec![p],
-            ..Change::default()
-        })?;
+        if count {
+            p.passes_printed += 1;
+            self.commit(Change {
+                persons: vec![p],
+                ..Change::default()
+            })?;
+        }
         Ok(Response::Pass { holder, html })
     }
 
@@ -1335,14 +1375,14 @@ impl Node {
         {
             c.status = CredStatus::Revoked {
                 at,
-                why: format!("district health list: {status}"),
+                why: format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
             };
             change.creds.push(c);
         }
         person.cred = None;
         person.review = menjin_proto::declaration::Review {
             outcome,
-            why: format!("district health list: {status}"),
+            why: format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
         };
         change.persons.push(person.clone());
         self.commit(change)?;
@@ -1354,7 +1394,12 @@ impl Node {
     fn flagged(&self, id_hash: &IdHash) -> Option<(Outcome, String)> {
         let view = self.health.read().expect("health lock");
         let (status, _) = view.get(id_hash)?;
-        health_outcome(status).map(|o| (o, format!("district health list: {status}")))
+        health_outcome(status).map(|o| {
+            (
+                o,
+                format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
+            )
+        })
     }
 
     /// A gate check: decide (`menjin_proto::check`, as at a gate alone), log (flushed), answer.

@@ -367,10 +367,53 @@ pub struct WebConfig {
     /// directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// The pages' address as residents type it (`https://menjin.example.cn/`), printed on
+    /// the household-code slips. Without it the slips print the Host header of the clerk's
+    /// browser (checked, but a forged Host would be printed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 /// A TLS file path longer than this is a configuration mistake (as `SPOOL_PATH_LEN_MAX`).
 const TLS_PATH_LEN_MAX: usize = 1024;
+/// `public_url` is printed on a slip: a short address, in bytes.
+pub const PUBLIC_URL_LEN_MAX: usize = 100;
+
+/// Whether `url` is an address fit to print for residents: `http://` or `https://`, a host
+/// (letters, digits, `.`, `-`, or `[...]`), an optional `:port`, an optional path of plain
+/// characters; at most [`PUBLIC_URL_LEN_MAX`] bytes.
+pub fn public_url_ok(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(':') && !port.contains(']') => {
+            if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                return false;
+            }
+            h
+        }
+        _ => authority,
+    };
+    let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':')
+    } else {
+        !host.is_empty()
+            && !host.starts_with(['.', '-'])
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+    };
+    url.len() <= PUBLIC_URL_LEN_MAX
+        && host_ok
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '-' | '_' | '~'))
+}
 
 /// `[mdns]` in `node.toml`: advertise `_menjin._udp.local.` so gates find the node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -657,6 +700,13 @@ impl NodeDir {
         )?;
         if let Some(web) = &cfg.web {
             self.check_web_tls(web, &text)?;
+            if web.public_url.as_deref().is_some_and(|u| !public_url_ok(u)) {
+                let why = format!(
+                    "must be an http:// or https:// address of at most {PUBLIC_URL_LEN_MAX} \
+                     bytes: a host name or address, an optional :port and path"
+                );
+                return Err(refuse_key(&path, &text, "public_url", &why));
+            }
         }
         Ok(cfg)
     }
@@ -858,6 +908,34 @@ impl DistrictDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_url_is_a_plain_printable_address() {
+        for ok in [
+            "https://menjin.example.cn/",
+            "http://192.168.10.2:8080/",
+            "https://[fd00::2]:8443/menjin/",
+            "https://menjin.example.cn",
+        ] {
+            assert!(public_url_ok(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "menjin.example.cn",
+            "ftp://menjin.example.cn/",
+            "https://",
+            "https://evil.example/\"><script>",
+            "https://a b/",
+            "https://host:0/",
+            "https://host:99999/",
+            "https://user@host/",
+            "https://host/?q=1",
+            "javascript:alert(1)",
+            &format!("https://{}.cn/", "a".repeat(PUBLIC_URL_LEN_MAX)),
+        ] {
+            assert!(!public_url_ok(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn secret_is_private_and_not_overwritten() {

@@ -328,7 +328,20 @@ pub(crate) struct Text {
     pub(crate) lock_e_control: &'static str,
     pub(crate) lock_e_long: &'static str,
     pub(crate) lock_e_confirm: &'static str,
-    pub(crate) log_csv_head: [&'static str; 12],
+    // The lockdown page's decision in words (views/lockdown.rs).
+    pub(crate) lock_lifted_at: &'static str,
+    pub(crate) lock_by: &'static str,
+    pub(crate) lock_why: &'static str,
+    pub(crate) log_csv_head: [&'static str; 13],
+    // The gate log's reasons in words (views/gatelog.rs), in `Reason::ALL` order.
+    pub(crate) log_reasons: [&'static str; menjin_proto::rule::Reason::ALL.len()],
+    // The review's and a revocation's reasons in words (views/declare.rs, mine.rs, paper.rs,
+    // people.rs: `Text::why`), `review_reasons` in `ReviewReason::ALL` order.
+    pub(crate) review_reasons: [&'static str; menjin_proto::declaration::ReviewReason::ALL.len()],
+    pub(crate) why_replaced: &'static str,
+    pub(crate) why_new_declaration: &'static str,
+    pub(crate) why_health_list: &'static str,
+    pub(crate) why_consent_withdrawn: &'static str,
 }
 
 impl Text {
@@ -374,6 +387,55 @@ impl Text {
             Channel::Proxy => self.ch_proxy,
             Channel::Offline => self.ch_offline,
         }
+    }
+
+    /// A review's or a revocation's `why` in this language: the node words it in English for
+    /// the CLI and the roster (`ReviewReason::text`, `record::WHY_*`); a sentence of another
+    /// source is shown as it is.
+    pub(crate) fn why(&self, why: &str) -> String {
+        use menjin_proto::declaration::ReviewReason;
+        use menjin_proto::record::{
+            WHY_CONSENT_WITHDRAWN, WHY_HEALTH_LIST, WHY_NEW_DECLARATION, WHY_REPLACED,
+        };
+        if let Some(i) =
+            ReviewReason::of_text(why).and_then(|r| ReviewReason::ALL.iter().position(|x| *x == r))
+        {
+            return self.review_reasons[i].to_string();
+        }
+        if why == WHY_REPLACED {
+            return self.why_replaced.to_string();
+        }
+        if why == WHY_CONSENT_WITHDRAWN {
+            return self.why_consent_withdrawn.to_string();
+        }
+        if let Some(review) = why.strip_prefix(WHY_NEW_DECLARATION) {
+            // Its own prefix stripped: the nesting ends.
+            return format!("{}{}", self.why_new_declaration, self.why(review));
+        }
+        if let Some(status) = why.strip_prefix(WHY_HEALTH_LIST) {
+            let outcome = [
+                Outcome::Cleared,
+                Outcome::HomeQuarantine,
+                Outcome::CentralQuarantine,
+                Outcome::Hospital,
+            ]
+            .into_iter()
+            .find(|o| o.as_str() == status);
+            return format!(
+                "{}{}",
+                self.why_health_list,
+                outcome.map_or(status, |o| self.outcome(o))
+            );
+        }
+        why.to_string()
+    }
+
+    /// A gate's reason in words (the code stays in the CSV beside it).
+    pub(crate) fn gate_reason(&self, r: menjin_proto::rule::Reason) -> &'static str {
+        menjin_proto::rule::Reason::ALL
+            .iter()
+            .position(|x| *x == r)
+            .map_or(r.as_str(), |i| self.log_reasons[i])
     }
 
     pub(crate) fn direction(&self, d: menjin_proto::wire::Direction) -> &'static str {
@@ -702,6 +764,9 @@ pub(crate) static ZH: Text = Text {
     lock_e_control: "不能含控制字符",
     lock_e_long: "太长（不超过 200 字节）",
     lock_e_confirm: "请勾选确认",
+    lock_lifted_at: "解除于",
+    lock_by: "决定人：",
+    lock_why: "原因：",
     log_csv_head: [
         "序号",
         "时间",
@@ -709,6 +774,7 @@ pub(crate) static ZH: Text = Text {
         "方向",
         "结果",
         "原因",
+        "原因代码",
         "体温",
         "持证人编号",
         "姓名",
@@ -716,6 +782,35 @@ pub(crate) static ZH: Text = Text {
         "车牌",
         "离线",
     ],
+    log_reasons: [
+        "码有效",
+        "不是门禁码（损坏或错误的二维码）",
+        "新版本系统的码",
+        "伪造或被篡改的码",
+        "本街道不认识的节点签发",
+        "码已过期",
+        "码尚未生效",
+        "其他社区的码",
+        "码已作废（重新申报或健康状态变化）",
+        "不在本社区名册上",
+        "体温 37.3 °C 或以上，请到健康点",
+        "访客没有居民的有效邀请",
+        "外来车辆不得进入",
+        "社区封控中",
+    ],
+    review_reasons: [
+        "申报正在住院治疗",
+        "申报有发热、咳嗽或气促：需要就医检查",
+        "申报正在集中隔离",
+        "与病例密切接触：集中隔离",
+        "申报正在居家隔离",
+        "14 天内途经中高风险地区：居家隔离",
+        "无需隔离或治疗",
+    ],
+    why_replaced: "已由新的申报取代",
+    why_new_declaration: "新的申报：",
+    why_health_list: "街道健康名单：",
+    why_consent_withdrawn: "邀请已撤回",
 };
 
 pub(crate) static EN: Text = Text {
@@ -1020,6 +1115,9 @@ pub(crate) static EN: Text = Text {
     lock_e_control: "No control characters",
     lock_e_long: "Too long (at most 200 bytes)",
     lock_e_confirm: "Tick to confirm",
+    lock_lifted_at: "lifted",
+    lock_by: "Decided by: ",
+    lock_why: "Reason: ",
     log_csv_head: [
         "seq",
         "time",
@@ -1027,6 +1125,7 @@ pub(crate) static EN: Text = Text {
         "way",
         "decision",
         "reason",
+        "reason_code",
         "temperature",
         "holder",
         "name",
@@ -1034,4 +1133,60 @@ pub(crate) static EN: Text = Text {
         "plate",
         "offline",
     ],
+    log_reasons: [
+        "code valid",
+        "not a Menjin code (damaged or wrong QR)",
+        "code from a newer system version",
+        "forged or altered code",
+        "issued by a node this district does not know",
+        "code expired",
+        "code not valid yet",
+        "code of another community",
+        "code revoked (new declaration or health status)",
+        "not on this community's roster",
+        "37.3 °C or more: to the health post",
+        "visitor without a resident's valid consent",
+        "outside vehicles may not enter",
+        "community locked down",
+    ],
+    review_reasons: [
+        "declared under hospital treatment",
+        "fever, cough or shortness of breath declared: needs a medical check",
+        "declared in central quarantine",
+        "close contact with a case: central quarantine",
+        "declared under home quarantine",
+        "passed through a high-risk area in the last 14 days: home quarantine",
+        "no quarantine or treatment needed",
+    ],
+    why_replaced: "replaced by a new declaration",
+    why_new_declaration: "new declaration: ",
+    why_health_list: "district health list: ",
+    why_consent_withdrawn: "consent withdrawn",
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use menjin_proto::declaration::ReviewReason;
+    use menjin_proto::record::{WHY_HEALTH_LIST, WHY_NEW_DECLARATION};
+
+    #[test]
+    fn review_reasons_are_said_in_the_pages_language() {
+        for r in ReviewReason::ALL {
+            let zh = ZH.why(r.text());
+            assert!(!zh.is_ascii(), "{r:?} in English on a Chinese page: {zh}");
+            assert_eq!(EN.why(r.text()), r.text());
+        }
+        let nested = format!("{WHY_NEW_DECLARATION}{}", ReviewReason::Contact.text());
+        assert_eq!(ZH.why(&nested), "新的申报：与病例密切接触：集中隔离");
+        let listed = format!("{WHY_HEALTH_LIST}hospital");
+        assert!(
+            ZH.why(&listed).starts_with("街道健康名单："),
+            "{}",
+            ZH.why(&listed)
+        );
+        assert!(!ZH.why(&listed).contains("hospital"));
+        // Anything else as it is.
+        assert_eq!(ZH.why("staff: 见附件"), "staff: 见附件");
+    }
+}

@@ -9,10 +9,19 @@ use menjin_proto::wire::PHOTO_LEN_MAX;
 
 /// A whole upload: the photo and its form's small fields with their multipart headers.
 pub(crate) const UPLOAD_LEN_MAX: usize = PHOTO_LEN_MAX + 64 * 1024;
-/// A text field of an upload form (a token, a holder id) is short.
-const TEXT_LEN_MAX: usize = 256;
-/// Parts in one upload form; more is not one of our forms.
-const PARTS_MAX: usize = 8;
+/// How many parts a form has and how long its text fields are, a few times over: more is
+/// not one of our forms.
+#[derive(Clone, Copy)]
+pub(crate) struct Bounds {
+    pub(crate) parts: usize,
+    pub(crate) text_len: usize,
+}
+
+/// The resident's photo form: a token, whose photo it is, the photo.
+pub(crate) const PHOTO_FORM: Bounds = Bounds {
+    parts: 8,
+    text_len: 256,
+};
 
 /// The body limit of a route that takes a photo.
 pub(crate) fn limit() -> DefaultBodyLimit {
@@ -43,15 +52,19 @@ impl Upload {
 #[derive(Debug)]
 pub(crate) struct Unreadable;
 
-/// Reads an upload form whose file part is `photo_field`.
+/// Reads an upload form whose file part is `photo_field`, within `bounds`.
 ///
 /// # Errors
 /// [`Unreadable`] for a body that is not well-formed multipart, too many parts, or a text
 /// field over its limit. An oversized photo is not an error: `too_large` says so (the page
 /// shows it beside the field).
-pub(crate) async fn read(mut mp: Multipart, photo_field: &str) -> Result<Upload, Unreadable> {
+pub(crate) async fn read(
+    mut mp: Multipart,
+    photo_field: &str,
+    bounds: Bounds,
+) -> Result<Upload, Unreadable> {
     let mut up = Upload::default();
-    for _ in 0..PARTS_MAX {
+    for _ in 0..bounds.parts {
         let field = match mp.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(up),
@@ -72,7 +85,7 @@ pub(crate) async fn read(mut mp: Multipart, photo_field: &str) -> Result<Upload,
                 return Ok(up);
             }
         } else {
-            let bytes = bounded(field, TEXT_LEN_MAX)
+            let bytes = bounded(field, bounds.text_len)
                 .await
                 .map_err(|()| Unreadable)?
                 .ok_or(Unreadable)?;

@@ -222,6 +222,18 @@ pub(super) fn pdf_pages(pdf: &[u8]) -> usize {
         .count()
 }
 
+/// Passes printed for `holder`, as the staff record page shows them.
+fn printed_count(n: &WebNode, holder: &str) -> u32 {
+    let session = http_login(n, "李文", "correct horse battery").expect("the clerk logs in");
+    let (status, page) = get_as(n, &format!("/staff/people/{holder}"), &session);
+    assert_eq!(status, 200, "{page}");
+    page.split("data-printed=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("the printed count")
+}
+
 #[test]
 fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
     if !browser_available() {
@@ -272,6 +284,7 @@ fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
             outcome.attr("data-outcome").await.unwrap().as_deref(),
             Some("cleared")
         );
+        assert_eq!(text(&c, "#why").await, "无需隔离或治疗");
         shoot(&c, "23-paper-result", None).await;
         let holder = find(&c, Locator::Css("#holder"))
             .await
@@ -316,6 +329,10 @@ fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
         shoot(&c, "24-pass", None).await;
         // The Print button runs print.js: window.print is called (replaced here: a real
         // print dialog would block the headless browser).
+        // Shown twice (this view and a reload), printed not once yet: a view is no print.
+        c.refresh().await.unwrap();
+        find(&c, Locator::Css(".pass img.photo")).await;
+        assert_eq!(printed_count(&n, &holder), 0);
         c.execute(
             "window.printed = 0; window.print = () => { window.printed += 1; };",
             vec![],
@@ -323,8 +340,18 @@ fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
         .await
         .unwrap();
         click(&c, "#print").await;
-        let printed = c.execute("return window.printed;", vec![]).await.unwrap();
-        assert_eq!(printed, serde_json::json!(1));
+        // The print is counted at the node first, then the dialog opens.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.execute("return window.printed;", vec![]).await.unwrap() != serde_json::json!(1) {
+            assert!(Instant::now() < deadline, "window.print was not called");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(printed_count(&n, &holder), 1);
+        // Without the form's token: refused, not counted.
+        let session = http_login(&n, "李文", "correct horse battery").expect("a session");
+        let path = format!("/staff/pass/{holder}/printed");
+        assert_eq!(super::records::post_as(&n, &path, &session, "csrf="), 403);
+        assert_eq!(printed_count(&n, &holder), 1);
 
         // Printed to PDF by the browser, on A6 paper and on A4: one page each.
         for (w, h) in [(10.5, 14.8), (21.0, 29.7)] {
@@ -417,7 +444,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
             .send_keys(p(&not_a_photo))
             .await
             .unwrap();
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#form-errors")).await;
         let beside = find(
             &c,
@@ -446,7 +473,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
 
         // Every field right but no photo: refused, nothing stored.
         fill(&c, "#door", "901").await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         assert_eq!(text(&c, "#err-photo").await, "请附照片");
         assert_eq!(n.residents(), 0, "nothing stored");
 
@@ -461,7 +488,7 @@ fn bad_paper_forms_forged_posts_and_guessed_passwords_are_refused_and_store_noth
             .send_keys(p(&photo))
             .await
             .unwrap();
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let e = text(&c, "#err-document_number").await;
         assert!(!e.contains(&wrong), "{e}");
         assert!(

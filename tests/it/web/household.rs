@@ -135,6 +135,8 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
             .unwrap()
             .expect("data-code");
         click(&c, "#to-mine").await;
+        // On "my declarations" (the result page may still be there a moment).
+        find(&c, Locator::Css("#declare-link")).await;
         let card = find(&c, Locator::Css(".member:has(.tag)")).await;
         let holder = card.attr("data-holder").await.unwrap().expect("holder");
         let on_page = find(&c, Locator::Css(".member:has(.tag) .qr"))

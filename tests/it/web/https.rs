@@ -12,7 +12,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::support::{
-    COMMUNITY, EXIT_FAILURE, NodeProc, create_node, init_district, menjin, menjin_raw, p, runtime,
+    COMMUNITY, EXIT_FAILURE, NodeProc, create_node, init_district, menjin, menjin_raw,
+    menjin_with_stdin, p, runtime,
 };
 
 /// A node directory with `[web]` on a free loopback port (the given extra lines in it).
@@ -143,6 +144,8 @@ fn node_serves_its_pages_over_https_with_secure_cookies() {
         assert!(session.contains("; Secure"), "{session}");
         assert!(session.contains("HttpOnly"), "{session}");
 
+        staff_cookie_is_secure(&dir, &addr, &ca).await;
+
         // A client that trusts another certificate is refused at the handshake.
         let (other, _) = menjin_web::tls::self_signed(&["127.0.0.1".into()], 1_796_083_200, 30)
             .expect("another certificate");
@@ -151,6 +154,54 @@ fn node_serves_its_pages_over_https_with_secure_cookies() {
     // Plain HTTP on the HTTPS port gets no page.
     let plain = super::http_get(&addr, "/").unwrap_or_default();
     assert!(!plain.contains("输入住户码"), "{plain}");
+}
+
+/// A clerk's login over TLS: the form's token cookie and the staff session cookie `mj_staff`
+/// are `Secure`, the session also `HttpOnly` and `SameSite=Strict`.
+async fn staff_cookie_is_secure(dir: &std::path::Path, addr: &str, ca: &[u8]) {
+    let password = "correct horse battery";
+    let add = [
+        "--json",
+        "staff",
+        "add",
+        "--name",
+        "李文",
+        "--role",
+        "clerk",
+        "--dir",
+        p(dir),
+    ];
+    let out = menjin_with_stdin(&add, Some(&format!("{password}\n")));
+    assert_eq!(out.code(), 0, "{out:?}");
+    let get = format!("GET /staff HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let form = https(addr, ca, &get).await.expect("the staff login form");
+    let pre = header(&form, "set-cookie");
+    let pre = pre
+        .iter()
+        .find(|c| c.starts_with("mj_spre="))
+        .expect("the form's token cookie");
+    assert!(pre.contains("; Secure"), "{pre}");
+    let token = pre["mj_spre=".len()..]
+        .split(';')
+        .next()
+        .unwrap_or_default();
+    let body = format!("csrf={token}&name=%E6%9D%8E%E6%96%87&password=correct+horse+battery");
+    let post = format!(
+        "POST /staff/login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Cookie: mj_spre={token}\r\nSec-Fetch-Site: same-origin\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let opened = https(addr, ca, &post).await.expect("staff login over TLS");
+    assert!(opened.starts_with("HTTP/1.1 303"), "{opened}");
+    let cookies = header(&opened, "set-cookie");
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("mj_staff=") && !c.starts_with("mj_staff=;"))
+        .expect("a staff session cookie");
+    for want in ["; Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(session.contains(want), "{want} missing: {session}");
+    }
 }
 
 #[test]
@@ -201,6 +252,28 @@ fn missing_or_mismatched_tls_files_stop_the_node_naming_the_line() {
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(&toml, text.replace("tls_key = \"web.key\"\n", "")).unwrap();
     refused("tls_cert", "give tls_key with it");
+}
+
+#[test]
+fn a_public_url_that_is_no_plain_address_stops_the_node_naming_the_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = node_dir(tmp.path(), "public_url = \"javascript:alert(1)\"\n");
+    let toml = dir.join("node.toml");
+    let line = std::fs::read_to_string(&toml)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("public_url"))
+        .expect("the line")
+        + 1;
+    let out = menjin_raw(&["node", "run", "--dir", p(&dir), "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code(), EXIT_FAILURE, "{out:?}");
+    let want = format!("{}:{line}:", toml.display());
+    assert!(
+        out.stderr.contains(&want) && out.stderr.contains("public_url: must be an http"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.join("node.addr").exists());
 }
 
 #[test]

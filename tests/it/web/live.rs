@@ -89,6 +89,12 @@ fn open_page_shows_a_revoked_code_a_lockdown_and_an_ended_home_without_a_reload(
         assert!(out["revoked"].is_string(), "{out}");
         // Its status turns red (the code void, the review's outcome) and the live code is gone.
         shows(&c, ".member .status.bad", "").await;
+        // Why, in the page's language (the node words it in English for the CLI).
+        shows(&c, ".member .why", "").await;
+        assert_eq!(
+            text(&c, ".member .why").await,
+            "申报有发热、咳嗽或气促：需要就医检查"
+        );
         assert!(
             c.find(Locator::Css(".member .qr:not(.void)"))
                 .await

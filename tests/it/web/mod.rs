@@ -140,6 +140,11 @@ pub(crate) struct WebNode {
 
 impl WebNode {
     pub(crate) fn start() -> WebNode {
+        WebNode::start_with("")
+    }
+
+    /// As [`WebNode::start`], with `web` (lines of `[web]`) in `node.toml`.
+    pub(crate) fn start_with(web: &str) -> WebNode {
         let tmp = tempfile::Builder::new()
             .prefix("menjin-web-")
             .tempdir()
@@ -148,7 +153,7 @@ impl WebNode {
         let dir = tmp.path().join("node");
         create_node(&district, &dir, COMMUNITY, "香蜜湖社区", None);
         let mut toml = std::fs::read_to_string(dir.join("node.toml")).unwrap();
-        toml.push_str("\n[web]\nlisten = \"127.0.0.1:0\"\n");
+        toml.push_str(&format!("\n[web]\nlisten = \"127.0.0.1:0\"\n{web}"));
         std::fs::write(dir.join("node.toml"), toml).unwrap();
         let node = NodeProc::start(&dir, "127.0.0.1:0", &tmp.path().join("node.log"));
         // Written before node.addr, which `start` waited for.

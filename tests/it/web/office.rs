@@ -276,11 +276,16 @@ fn csrf_of(page: &str) -> String {
 
 /// POSTs a form with the staff session: the status and the answer.
 fn post_as(n: &WebNode, path: &str, session: &str, body: &str) -> (u16, String) {
+    post_as_host(n, &n.web.to_string(), path, session, body)
+}
+
+/// As [`post_as`], naming `host` in the Host header (a forged one, say).
+fn post_as_host(n: &WebNode, host: &str, path: &str, session: &str, body: &str) -> (u16, String) {
     let addr = n.web.to_string();
     let answer = http(
         &addr,
         &format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nSec-Fetch-Site: same-origin\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nSec-Fetch-Site: same-origin\r\n\
              Cookie: mj_staff={session}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
@@ -388,4 +393,22 @@ fn bad_doors_too_many_doors_and_forged_posts_issue_nothing() {
         assert!(open_home(&c, &n, &code).await.is_ok());
         c.close().await.unwrap();
     }));
+}
+
+#[test]
+fn slips_print_the_configured_public_url_not_the_host_the_request_names() {
+    let n = WebNode::start_with("public_url = \"https://menjin.example.cn/\"\n");
+    add_staff(&n);
+    let clerk = http_login(&n, CLERK.0, CLERK.1).expect("clerk session");
+    let (status, page) = get_as(&n, "/staff/homes", &clerk);
+    assert_eq!(status, 200);
+    let body = format!("csrf={}&building=9&doors=101", csrf_of(&page));
+    let (status, answer) = post_as_host(&n, "evil.example", "/staff/homes/slips", &clerk, &body);
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("class=\"slip\""), "{answer}");
+    assert!(
+        answer.contains("<span class=\"slip-addr\">https://menjin.example.cn/</span>"),
+        "{answer}"
+    );
+    assert!(!answer.contains("evil.example"), "the forged Host printed");
 }

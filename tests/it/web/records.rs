@@ -45,7 +45,7 @@ fn gate_check(n: &WebNode, code: &str, temp: &str, extra: &[&str]) -> serde_json
 }
 
 /// A POST with the staff session cookie and this body (no token unless the body has one).
-fn post_as(n: &WebNode, path: &str, session: &str, body: &str) -> u16 {
+pub(super) fn post_as(n: &WebNode, path: &str, session: &str, body: &str) -> u16 {
     let addr = n.web.to_string();
     let answer = http(
         &addr,
@@ -243,6 +243,22 @@ fn the_gate_log_filters_by_decision_and_its_csv_neutralises_formulas() {
             rows(&c, "tr.event", "data-allowed").await,
             ["false", "false"]
         );
+        // The reason in words, its code beside it for machines.
+        assert_eq!(
+            rows(&c, "tr.event td.why", "data-reason").await,
+            ["fever", "fever"]
+        );
+        assert_eq!(
+            text(&c, "tr.event td.why").await,
+            "体温 37.3 °C 或以上，请到健康点"
+        );
+        // The Filter and CSV buttons side by side, at desktop and phone width.
+        for (w, h) in [(1280, 800), (390, 844)] {
+            c.set_window_size(w, h).await.unwrap();
+            assert!(buttons_side_by_side(&c).await, "stacked at {w} px");
+        }
+        shoot(&c, "35-gatelog-deny", None).await;
+        c.set_window_size(1280, 800).await.unwrap();
         // The filter is kept in the form.
         let chosen = find(&c, Locator::Css("#decision"))
             .await
@@ -305,6 +321,25 @@ fn the_gate_log_filters_by_decision_and_its_csv_neutralises_formulas() {
     let body = answer.split("\r\n\r\n").nth(1).unwrap();
     assert_eq!(body.lines().count(), 3, "a head and two rows: {body}");
     assert!(body.contains("\"'@丁\""), "{body}");
+    assert!(
+        body.contains("\"体温 37.3 °C 或以上，请到健康点\",\"fever\""),
+        "{body}"
+    );
+}
+
+/// Whether the gate log's Filter and CSV buttons sit on one line.
+async fn buttons_side_by_side(c: &Client) -> bool {
+    let tops = c
+        .execute(
+            "return ['#filter', '#csv'].map(s => \
+             Math.round(document.querySelector(s).getBoundingClientRect().top));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let tops = tops.as_array().cloned().unwrap_or_default();
+    tops.len() == 2
+        && (tops[0].as_f64().unwrap_or(0.0) - tops[1].as_f64().unwrap_or(-99.0)).abs() < 12.0
 }
 
 async fn select_decision_and_filter(c: &Client, value: &str) {
@@ -383,7 +418,7 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
 
         // Not confirmed; too long; a control character: each beside its field, not locked.
         fill(&c, "#reason", "3 栋确诊一例，街道来电").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-confirm").await, "请勾选确认");
         assert_eq!(
             find(&c, Locator::Css("#reason"))
@@ -405,7 +440,7 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         .await
         .unwrap();
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-reason").await, "太长（不超过 200 字节）");
         c.execute(
             "document.querySelector('#reason').value = '确诊\\u0007一例';",
@@ -414,14 +449,14 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         .await
         .unwrap();
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         assert_eq!(text(&c, "#err-reason").await, "不能含控制字符");
         assert!(!locked());
 
         // Confirmed: locked, by the head; a car is refused at the gate.
         fill(&c, "#reason", "3 栋确诊一例，街道来电").await;
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         let state = find(&c, Locator::Css("#lock-state[data-locked=true]")).await;
         let words = state.text().await.unwrap();
         assert!(
@@ -434,12 +469,34 @@ fn the_head_starts_and_lifts_a_local_lockdown_after_confirming_and_a_clerk_canno
         assert_eq!(refused["allowed"], false, "{refused}");
         assert_eq!(refused["reason"], "lockdown", "{refused}");
 
-        // Lifted the same way.
+        // The reason and who decided in the page's words, not the node's English.
+        assert!(!words.contains("decided at the node"), "{words}");
+        assert_eq!(text(&c, "#lock-by").await, "决定人：王五");
+
+        // A lift without a reason: refused beside its field, still locked.
+        fill(&c, "#reason", "").await;
+        click(&c, "#confirm").await;
+        submit(&c, "#lock-submit").await;
+        assert_eq!(text(&c, "#err-reason").await, "必填");
+        find(&c, Locator::Css("#lock-state[data-locked=true]")).await;
+        shoot(&c, "41-lockdown-lift-no-reason", Some("#err-reason")).await;
+        assert!(locked());
+
+        // Lifted the same way, with its reason: on the page and at the node.
         fill(&c, "#reason", "街道通知解除").await;
         click(&c, "#confirm").await;
-        click(&c, "#lock-submit").await;
+        submit(&c, "#lock-submit").await;
         find(&c, Locator::Css("#lock-state[data-locked=false]")).await;
+        assert_eq!(text(&c, "#lock-reason").await, "原因：街道通知解除");
+        assert_eq!(text(&c, "#lock-by").await, "决定人：王五");
+        shoot(&c, "42-lockdown-lifted", None).await;
         assert!(!locked());
+        let status = menjin(&["node", "status", "--dir", p(&n.dir)]).ok();
+        let why = status["lockdown_reason"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("街道通知解除") && why.contains("王五"),
+            "{status}"
+        );
         let after = by_car();
         assert_ne!(after["reason"], "lockdown", "{after}");
         c.close().await.unwrap();

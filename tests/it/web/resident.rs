@@ -33,6 +33,7 @@ fn resident_declares_on_a_phone_and_the_code_on_the_page_passes_a_gate() {
             outcome.attr("data-outcome").await.unwrap().as_deref(),
             Some("cleared")
         );
+        assert_eq!(text(&c, "#why").await, "无需隔离或治疗");
         shoot(&c, "04-result", None).await;
 
         click(&c, "#to-mine").await;

@@ -536,7 +536,7 @@ fn member_code(c: &CredRecord, now: UnixTime) -> Option<(String, UnixTime, CodeS
         CredStatus::Active => CodeState::Active,
         CredStatus::Revoked { why, .. } => CodeState::Revoked { why: why.clone() },
         CredStatus::ConsentWithdrawn { .. } => CodeState::Revoked {
-            why: "consent withdrawn".into(),
+            why: menjin_proto::record::WHY_CONSENT_WITHDRAWN.into(),
         },
     };
     Some((code.to_text(), until, state))

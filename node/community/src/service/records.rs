@@ -245,7 +245,7 @@ impl Node {
                 CredStatus::Revoked { at, why } => RecordCode::Revoked { at, why },
                 CredStatus::ConsentWithdrawn { at } => RecordCode::Revoked {
                     at,
-                    why: "consent withdrawn".into(),
+                    why: menjin_proto::record::WHY_CONSENT_WITHDRAWN.into(),
                 },
             },
         };

@@ -458,7 +458,7 @@ pub(crate) fn result_page(
         outcome,
         outcome_text: t.outcome(receipt.outcome),
         class,
-        why: receipt.why,
+        why: t.why(&receipt.why),
         qr: Some(&code)
             .filter(|c| !c.is_empty())
             .and_then(|c| app.qr.svg(c)),

@@ -154,7 +154,10 @@ pub(crate) struct Event {
     pub(crate) gate: String,
     pub(crate) direction: &'static str,
     pub(crate) allowed: bool,
+    /// In the page's language.
     pub(crate) reason: &'static str,
+    /// The stable code (`fever`), for the CSV and the row's `data-reason`.
+    pub(crate) reason_code: &'static str,
     pub(crate) temperature: String,
     pub(crate) holder: String,
     pub(crate) name: String,
@@ -170,7 +173,8 @@ fn event(app: &App, t: &'static Text, ev: &GateEvent) -> Event {
         gate: ev.gate.clone(),
         direction: t.direction(ev.direction),
         allowed: ev.allowed,
-        reason: ev.reason.as_str(),
+        reason: t.gate_reason(ev.reason),
+        reason_code: ev.reason.as_str(),
         temperature: format!("{:.1}", f64::from(ev.temperature_dc) / 10.0),
         holder: ev.holder.map(|h| h.to_string()).unwrap_or_default(),
         name: app.node.event_name(ev),
@@ -302,6 +306,7 @@ pub(crate) async fn csv(
                 e.direction,
                 if e.allowed { t.log_allow } else { t.log_deny },
                 e.reason,
+                e.reason_code,
                 e.temperature.as_str(),
                 e.holder.as_str(),
                 e.name.as_str(),

@@ -24,10 +24,9 @@ use serde::Deserialize;
 
 use super::declare::Errors;
 use super::lang;
-use super::staff::{StaffOpen, StaffPage, staff, staff_forbidden};
+use super::staff::{StaffOpen, StaffPage, staff, staff_posting};
 use crate::App;
 use crate::i18n::Text;
-use crate::security::token_matches;
 
 /// Doors on one sheet: a large building's floor plan at most (25 A4 pages); the node
 /// flushes each code, so a sheet stays well under a second.
@@ -213,9 +212,19 @@ pub(crate) fn parse_doors(text: &str, t: &Text) -> Result<Vec<String>, &'static 
     Ok(out)
 }
 
-/// The pages' address for the slips: the Host the clerk's browser used (a name or address
-/// and port, checked: it is printed), or nothing.
+/// The pages' address for the slips: `[web] public_url` when set (checked at start);
+/// otherwise the Host the clerk's browser used (a name or address and port, checked: it is
+/// printed, though a forged one would pass), or nothing.
 fn address(app: &App, headers: &HeaderMap) -> String {
+    if let Some(url) = app
+        .node
+        .config
+        .web
+        .as_ref()
+        .and_then(|w| w.public_url.as_ref())
+    {
+        return url.clone();
+    }
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -233,14 +242,10 @@ pub(crate) async fn slips(
     headers: HeaderMap,
     Form(form): Form<SlipsForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Clerk) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Clerk, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&s.session.csrf, Some(&form.csrf)) {
-        return staff_forbidden(t, &s);
-    }
     let mut errors = Errors::default();
     let building = label(&form.building, t).map_err(|e| errors.add("building", e));
     let doors = parse_doors(&form.doors, t).map_err(|e| errors.add("doors", e));
@@ -372,14 +377,10 @@ pub(crate) async fn revoke(
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Head) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Head, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&s.session.csrf, Some(&form.csrf)) {
-        return staff_forbidden(t, &s);
-    }
     let mut errors = Errors::default();
     let building = label(&form.building, t).map_err(|e| errors.add("r_building", e));
     let door = label(&form.door, t).map_err(|e| errors.add("r_door", e));

@@ -17,7 +17,7 @@ use menjin_proto::staff::StaffRole;
 use menjin_proto::wire::{ConsoleRequest, Response as NodeResponse};
 use serde::Deserialize;
 
-use super::staff::{StaffOpen, StaffPage, staff, staff_forbidden};
+use super::staff::{StaffOpen, StaffPage, staff, staff_posting};
 use super::{cst, internal, lang};
 use crate::App;
 use crate::i18n::Text;
@@ -27,8 +27,10 @@ use crate::i18n::Text;
 pub(crate) struct LockdownPage {
     pub(crate) p: StaffPage,
     pub(crate) locked: bool,
-    /// Why, and who decided, as the node has it.
+    /// Why, as staff (or the district) typed it: of the lockdown in force, or of the last lift.
     pub(crate) reason: String,
+    /// Who decided it (empty: nobody yet).
+    pub(crate) by: String,
     pub(crate) since: String,
     /// The form again after an error.
     pub(crate) typed: String,
@@ -50,10 +52,17 @@ fn state_page(
     error: Option<(&'static str, &'static str)>,
 ) -> LockdownPage {
     let l = app.node.lockdown();
+    // The node's own decision in force: its reason and who decided, apart, so the page words
+    // them in its language (the node's `reason` adds English words for the CLI).
+    let (reason, by) = match app.node.local_lockdown() {
+        Some(d) if d.at == l.at && d.by == l.by => (d.reason, d.by),
+        _ => (l.reason, l.by),
+    };
     LockdownPage {
         p: StaffPage::of(t, s, "/staff/lockdown"),
         locked: l.locked,
-        reason: l.reason,
+        reason,
+        by,
         since: if l.at > 0 {
             cst(l.at, false)
         } else {
@@ -119,14 +128,10 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     Form(form): Form<LockdownForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Head) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Head, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches_form(&s, &form) {
-        return staff_forbidden(t, &s);
-    }
     // Shown again: bounded, without control characters.
     let typed: String = form
         .reason
@@ -154,8 +159,4 @@ pub(crate) async fn submit(
         Ok(_) => internal("unexpected answer to a lockdown"),
         Err(e) => internal(&e.to_string()),
     }
-}
-
-fn token_matches_form(s: &StaffOpen, f: &LockdownForm) -> bool {
-    crate::security::token_matches(&s.session.csrf, Some(&f.csrf))
 }

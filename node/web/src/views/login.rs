@@ -128,16 +128,10 @@ pub(crate) async fn submit(
     )
 }
 
-#[derive(Deserialize)]
-pub(crate) struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 pub(crate) async fn logout(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
+    Form(form): Form<super::staff::CsrfForm>,
 ) -> Response {
     let t = lang(&headers).text();
     let Ok(o) = open(&app, &headers) else {

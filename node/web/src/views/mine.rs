@@ -70,8 +70,8 @@ pub(crate) fn view(app: &App, t: &'static Text, m: Member) -> MemberView {
         None => (t.outcome(m.outcome), "bad", false, None),
     };
     let why = match &m.code {
-        Some((_, _, CodeState::Revoked { why })) => why.clone(),
-        _ if m.outcome != Outcome::Cleared => m.why.clone(),
+        Some((_, _, CodeState::Revoked { why })) => t.why(why),
+        _ if m.outcome != Outcome::Cleared => t.why(&m.why),
         _ => String::new(),
     };
     let qr = code.as_ref().and_then(|(text, _, _)| app.qr.svg(text));

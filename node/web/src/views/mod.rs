@@ -67,6 +67,7 @@ pub(crate) fn routes() -> Router<App> {
         )
         .route("/staff/pass", get(pass::find))
         .route("/staff/pass/{holder}", get(pass::page))
+        .route("/staff/pass/{holder}/printed", post(pass::printed))
         .route("/staff/homes", get(homes::page))
         .route("/staff/homes/slips", post(homes::slips))
         .route("/staff/homes/revoke", post(homes::revoke))

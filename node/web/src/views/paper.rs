@@ -13,15 +13,15 @@ use axum::response::{IntoResponse, Response};
 use menjin_proto::civil::Date;
 use menjin_proto::declaration::Outcome;
 use menjin_proto::staff::StaffRole;
-use menjin_proto::wire::{ConsoleRequest, PHOTO_LEN_MAX, Receipt, Response as NodeResponse};
+use menjin_proto::wire::{ConsoleRequest, Receipt, Response as NodeResponse};
 use menjin_render::photo::{PhotoError, check_photo};
 
 use super::declare::{DeclareForm, Errors, parse};
 use super::lang;
 use super::staff::{StaffOpen, StaffPage, staff, staff_forbidden};
-use crate::App;
 use crate::i18n::Text;
 use crate::security::token_matches;
+use crate::{App, upload};
 
 /// A text part longer than this is not a field of the form (the longest field is 256).
 const FIELD_LEN_MAX: usize = 4 * 1024;
@@ -49,6 +49,8 @@ pub(crate) struct PaperResult {
     pub(crate) outcome_text: &'static str,
     pub(crate) class: &'static str,
     pub(crate) holder: String,
+    /// The review's reason in the page's language.
+    pub(crate) why: String,
     /// A pass can be printed: cleared, and the photo is on file.
     pub(crate) printable: bool,
 }
@@ -91,53 +93,32 @@ pub(crate) async fn page(State(app): State<App>, headers: HeaderMap) -> Response
 }
 
 /// What the multipart body held: the fields, the photo's bytes (empty: none chosen), and
-/// whether the photo or a field was over its bound.
+/// whether the photo was over its bound.
 struct Posted {
     form: DeclareForm,
     photo: Vec<u8>,
     photo_too_large: bool,
 }
 
-/// Reads the parts, each bounded (the body as a whole is bounded by the route's limit).
-async fn read_parts(mut mp: Multipart) -> Result<Posted, StatusCode> {
-    let mut posted = Posted {
-        form: DeclareForm::default(),
-        photo: Vec::new(),
-        photo_too_large: false,
+/// Reads the parts, each bounded (`upload::read`; the body as a whole is bounded by the
+/// route's limit).
+async fn read_parts(mp: Multipart) -> Result<Posted, StatusCode> {
+    let bounds = upload::Bounds {
+        parts: PARTS_MAX,
+        text_len: FIELD_LEN_MAX,
     };
-    for _ in 0..PARTS_MAX {
-        let Some(mut part) = mp.next_field().await.map_err(|e| e.status())? else {
-            return Ok(posted);
-        };
-        let name = part.name().unwrap_or_default().to_string();
-        let limit = if name == "photo" {
-            PHOTO_LEN_MAX
-        } else {
-            FIELD_LEN_MAX
-        };
-        let mut bytes = Vec::new();
-        let mut over = false;
-        while let Some(chunk) = part.chunk().await.map_err(|e| e.status())? {
-            if bytes.len() + chunk.len() > limit {
-                over = true;
-                continue;
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if name == "photo" {
-            posted.photo_too_large = over;
-            posted.photo = bytes;
-            continue;
-        }
-        if over {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
-        }
-        let Ok(text) = String::from_utf8(bytes) else {
-            return Err(StatusCode::BAD_REQUEST);
-        };
-        posted.form.set(&name, text);
+    let up = upload::read(mp, "photo", bounds)
+        .await
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    let mut form = DeclareForm::default();
+    for (name, text) in up.fields {
+        form.set(&name, text);
     }
-    Err(StatusCode::BAD_REQUEST)
+    Ok(Posted {
+        form,
+        photo: up.photo.unwrap_or_default(),
+        photo_too_large: up.too_large,
+    })
 }
 
 /// The photo's error in the page's language (the check's own message is for the console).
@@ -215,6 +196,7 @@ fn result_page(t: &'static Text, s: &StaffOpen, r: Receipt) -> PaperResult {
         outcome_text: t.outcome(r.outcome),
         class: if cleared { "ok" } else { "bad" },
         holder: r.holder.to_string(),
+        why: t.why(&r.why),
         printable: cleared && r.has_photo,
         r,
     }

@@ -5,10 +5,14 @@
 //! `/assets/pass.css`, and the page's own toolbar is in `/assets/pass-page.css` (hidden when
 //! printing). The photo is a `data:` image inside the pass: this one page's CSP allows
 //! `img-src data:` (`security::PASS_CSP`), no other page does. The button's script is
-//! `/assets/print.js`. A holder is named by their opaque holder id, never an ID number.
+//! `/assets/print.js`: it POSTs the button's form (`/staff/pass/{holder}/printed`, with the
+//! CSRF token), which counts the print, then opens the print dialog. A view is not a print:
+//! only the button counts (a print from the browser's own menu goes uncounted). A holder is
+//! named by their opaque holder id, never an ID number.
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -18,7 +22,7 @@ use menjin_proto::wire::Response as NodeResponse;
 use serde::Deserialize;
 
 use super::lang;
-use super::staff::{StaffMessage, StaffPage, staff};
+use super::staff::{StaffMessage, StaffPage, staff, staff_posting};
 use crate::App;
 
 #[derive(Template, WebTemplate)]
@@ -27,6 +31,7 @@ pub(crate) struct PassPage {
     pub(crate) p: StaffPage,
     /// The pass's markup from `pass_body` (escaped there).
     pub(crate) body: String,
+    pub(crate) holder: String,
 }
 
 pub(crate) async fn page(
@@ -60,10 +65,11 @@ pub(crate) async fn page(
         Ok(_) => return super::internal("unexpected answer to a pass"),
         Err(e) => return super::internal(&e.to_string()),
     };
-    tracing::info!(staff = %s.name(), %holder, "pass shown for printing");
+    tracing::info!(staff = %s.name(), %holder, "pass shown");
     let mut resp = PassPage {
         p: StaffPage::of(t, &s, "/staff/home"),
         body,
+        holder: holder.to_string(),
     }
     .into_response();
     resp.headers_mut().insert(
@@ -107,5 +113,34 @@ pub(crate) async fn find(
             };
             (StatusCode::NOT_FOUND, page).into_response()
         }
+    }
+}
+
+/// The Print button: one pass printed, counted at the node; `204 No Content` (a form sent
+/// without the script leaves the page as it is).
+pub(crate) async fn printed(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(holder): Path<String>,
+    Form(form): Form<super::staff::CsrfForm>,
+) -> Response {
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Clerk, &form.csrf) {
+        Ok(v) => v,
+        Err(resp) => return resp,
+    };
+    let Ok(holder) = holder.parse::<HolderId>() else {
+        return (StatusCode::NOT_FOUND, t.pass_no_holder).into_response();
+    };
+    let node = app.node.clone();
+    match tokio::task::spawn_blocking(move || node.pass_printed(holder)).await {
+        Ok(NodeResponse::Done(_)) => {
+            tracing::info!(staff = %s.name(), %holder, "pass printed");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(NodeResponse::Error { message, .. }) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, message).into_response()
+        }
+        Ok(_) => super::internal("unexpected answer to a printed pass"),
+        Err(e) => super::internal(&e.to_string()),
     }
 }

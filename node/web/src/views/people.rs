@@ -20,11 +20,10 @@ use menjin_proto::record::{AuditAction, AuditEntry};
 use menjin_proto::staff::StaffRole;
 use serde::Deserialize;
 
-use super::staff::{StaffOpen, StaffPage, staff, staff_forbidden};
+use super::staff::{StaffOpen, StaffPage, staff, staff_posting};
 use super::{cst, internal, lang};
 use crate::App;
 use crate::i18n::Text;
-use crate::security::token_matches;
 
 /// The search form as typed, kept to show again (and to page on).
 #[derive(Clone, Default, Deserialize)]
@@ -153,14 +152,10 @@ pub(crate) async fn search(
     headers: HeaderMap,
     Form(form): Form<SearchForm>,
 ) -> Response {
-    let s = match staff(&app, &headers, StaffRole::Clerk) {
-        Ok(s) => s,
+    let (s, t) = match staff_posting(&app, &headers, StaffRole::Clerk, &form.csrf) {
+        Ok(v) => v,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&s.session.csrf, Some(&form.csrf)) {
-        return staff_forbidden(t, &s);
-    }
     let shown = |s: &StaffOpen, form: SearchForm, error, found, next| PeoplePage {
         p: StaffPage::of(t, s, "/staff/people"),
         form,
@@ -230,7 +225,7 @@ fn person_page(t: &'static Text, s: &StaffOpen, f: PersonFile, now: u64) -> Pers
         ),
         RecordCode::Revoked { at, why } => (
             "revoked",
-            format!("{} {} ({why})", t.code_revoked, cst(*at, false)),
+            format!("{} {} ({})", t.code_revoked, cst(*at, false), t.why(why)),
         ),
     };
     PersonPage {
@@ -238,7 +233,7 @@ fn person_page(t: &'static Text, s: &StaffOpen, f: PersonFile, now: u64) -> Pers
         row: row(t, &f.card),
         number: f.number_masked,
         channel: t.channel(f.channel),
-        why: f.why,
+        why: t.why(&f.why),
         declared_at: cst(f.declared_at, false),
         declared_by: f
             .declared_by

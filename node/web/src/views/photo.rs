@@ -107,7 +107,7 @@ pub(crate) async fn submit(State(app): State<App>, headers: HeaderMap, mp: Multi
         Err(resp) => return resp,
     };
     let t = lang(&headers).text();
-    let Ok(up) = upload::read(mp, "photo").await else {
+    let Ok(up) = upload::read(mp, "photo", upload::PHOTO_FORM).await else {
         return (StatusCode::BAD_REQUEST, "not an upload form").into_response();
     };
     if !token_matches(&o.session.csrf, up.field("csrf")) {

@@ -103,6 +103,23 @@ pub(crate) fn staff(
     Ok(open)
 }
 
+/// A state-changing staff request: the session of at least `role` (as [`staff`]) whose form
+/// carried its token `csrf`, and the page's language; or the answer refusing it.
+#[allow(clippy::result_large_err)]
+pub(crate) fn staff_posting(
+    app: &App,
+    headers: &HeaderMap,
+    role: StaffRole,
+    csrf: &str,
+) -> Result<(StaffOpen, &'static Text), Response> {
+    let s = staff(app, headers, role)?;
+    let t = lang(headers).text();
+    if !token_matches(&s.session.csrf, Some(csrf)) {
+        return Err(staff_forbidden(t, &s));
+    }
+    Ok((s, t))
+}
+
 /// A staff page whose form token did not match (stale page, or a forged request).
 pub(crate) fn staff_forbidden(t: &'static Text, s: &StaffOpen) -> Response {
     let page = StaffMessage {
@@ -250,16 +267,17 @@ pub(crate) async fn submit(
     )
 }
 
+/// A form that carries nothing but its CSRF token (a logout, the pass's Print).
 #[derive(Deserialize)]
-pub(crate) struct LogoutForm {
+pub(crate) struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
 pub(crate) async fn logout(
     State(app): State<App>,
     headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
+    Form(form): Form<CsrfForm>,
 ) -> Response {
     let t = lang(&headers).text();
     let gone = || {

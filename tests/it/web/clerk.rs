@@ -278,7 +278,7 @@ fn clerk_types_a_paper_declaration_with_a_photo_and_prints_a_one_page_pass() {
             .await
             .expect("photo chosen");
         shoot(&c, "22-paper-form", None).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let outcome = find(&c, Locator::Css("#outcome")).await;
         assert_eq!(
             outcome.attr("data-outcome").await.unwrap().as_deref(),

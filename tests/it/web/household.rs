@@ -88,7 +88,7 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
         c.goto(&n.url("/declare")).await.unwrap();
         let parent = Person::new("陈静", false, "19850312", 11, "5", "502");
         fill_form(&c, &parent).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#outcome")).await;
         click(&c, "#to-mine").await;
         shoot(&c, "h01-mine-actions", None).await;
@@ -103,7 +103,7 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
         fill_form(&c, &child).await;
         click(&c, "input[name=person_type][value=household]").await;
         fill(&c, "#name", "").await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let beside = find(
             &c,
             Locator::XPath("//input[@id='name']/following-sibling::p[@id='err-name']"),
@@ -116,13 +116,13 @@ fn relative_declares_a_dependent_and_asks_for_a_printed_pass() {
         // A forged `by`: a person of another home. Refused beside the field.
         fill(&c, "#name", &child.name).await;
         forge_option(&c, "#by", &stranger).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         assert_eq!(text(&c, "#err-by").await, "请选择本户持有效通行码的成员");
         shoot(&c, "h04-dependent-forged-by", Some("#err-by")).await;
         assert_eq!(n.residents(), 2, "nothing stored");
 
         // The dependent, declared by the parent: cleared, their code on the page.
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let outcome = find(&c, Locator::Css("#outcome")).await;
         assert_eq!(
             outcome.attr("data-outcome").await.unwrap().as_deref(),
@@ -249,7 +249,7 @@ fn visitor_invited_on_the_page_passes_until_the_consent_is_withdrawn() {
         find(&c, Locator::Css("#need-member")).await;
         c.goto(&n.url("/declare")).await.unwrap();
         fill_form(&c, &Person::new("刘洋", true, "19880808", 41, "8", "803")).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#outcome")).await;
 
         c.goto(&n.url("/my/visitors")).await.unwrap();
@@ -279,7 +279,7 @@ fn visitor_invited_on_the_page_passes_until_the_consent_is_withdrawn() {
         )
         .await
         .unwrap();
-        click(&c, "#invite-submit").await;
+        submit(&c, "#invite-submit").await;
         assert_eq!(text(&c, "#err-name").await, "含有不允许的控制字符");
         assert_eq!(text(&c, "#err-phone").await, "只能包含数字、空格、+ 和 -");
         assert_eq!(
@@ -299,7 +299,7 @@ fn visitor_invited_on_the_page_passes_until_the_consent_is_withdrawn() {
         fill(&c, "#visitor-name", "<script>alert(1)</script>").await;
         fill(&c, "#visitor-phone", "139 0000 0000").await;
         forge_option(&c, "#host", &stranger).await;
-        click(&c, "#invite-submit").await;
+        submit(&c, "#invite-submit").await;
         assert_eq!(text(&c, "#err-host").await, "请选择本户持有效通行码的成员");
         assert!(
             c.find_all(Locator::Css(".invitation"))
@@ -312,7 +312,7 @@ fn visitor_invited_on_the_page_passes_until_the_consent_is_withdrawn() {
         c.goto(&n.url("/my/visitors")).await.unwrap();
         fill(&c, "#visitor-name", "<script>alert(1)</script>").await;
         fill(&c, "#visitor-phone", "139 0000 0000").await;
-        click(&c, "#invite-submit").await;
+        submit(&c, "#invite-submit").await;
         assert_eq!(text(&c, "#visitor").await, "<script>alert(1)</script>");
         let visitor_code = find(&c, Locator::Css("#visitor-qr"))
             .await

@@ -52,7 +52,7 @@ fn open_page_shows_a_revoked_code_a_lockdown_and_an_ended_home_without_a_reload(
         enter_code(&c, &n, &code).await;
         click(&c, "#declare-link").await;
         fill_form(&c, &person).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#outcome")).await;
         click(&c, "#to-mine").await;
         shows(&c, ".member .status", "通行码有效").await;

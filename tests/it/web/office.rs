@@ -107,7 +107,7 @@ fn clerk_prints_a_sheet_of_slips_whose_codes_open_their_homes_until_revoked() {
 
         fill(&c, "#building", "9").await;
         fill(&c, "#doors", "101-109, 201").await;
-        click(&c, "#slips-submit").await;
+        submit(&c, "#slips-submit").await;
         find(&c, Locator::Css(".sheet")).await;
         let slips = c.find_all(Locator::Css(".slip")).await.unwrap();
         assert_eq!(slips.len(), 10);
@@ -139,7 +139,7 @@ fn clerk_prints_a_sheet_of_slips_whose_codes_open_their_homes_until_revoked() {
         c.goto(&n.url("/staff/homes")).await.unwrap();
         fill(&c, "#building", "9").await;
         fill(&c, "#doors", "101 110").await;
-        click(&c, "#slips-submit").await;
+        submit(&c, "#slips-submit").await;
         find(&c, Locator::Css(".sheet")).await;
         assert_eq!(c.find_all(Locator::Css(".slip")).await.unwrap().len(), 1);
         find(&c, Locator::Css(".slip[data-door='110']")).await;
@@ -155,7 +155,7 @@ fn clerk_prints_a_sheet_of_slips_whose_codes_open_their_homes_until_revoked() {
         fill(&c, "#building", "9").await;
         fill(&c, "#doors", "101").await;
         click(&c, "#reissue").await;
-        click(&c, "#slips-submit").await;
+        submit(&c, "#slips-submit").await;
         assert!(text(&c, "#confirm-homes").await.contains("9 栋 101 室"));
         shoot(&c, "33-reissue-confirm", None).await;
         assert!(
@@ -184,7 +184,7 @@ fn clerk_prints_a_sheet_of_slips_whose_codes_open_their_homes_until_revoked() {
         fill(&c, "#r-building", "9").await;
         fill(&c, "#r-door", "102").await;
         shoot(&c, "35-homes-head", None).await;
-        click(&c, "#revoke-submit").await;
+        submit(&c, "#revoke-submit").await;
         assert!(text(&c, "#confirm-homes").await.contains("9 栋 102 室"));
         assert!(
             open_home(&r, &n, &second).await.is_ok(),
@@ -198,7 +198,7 @@ fn clerk_prints_a_sheet_of_slips_whose_codes_open_their_homes_until_revoked() {
         c.goto(&n.url("/staff/homes")).await.unwrap();
         fill(&c, "#r-building", "9").await;
         fill(&c, "#r-door", "102").await;
-        click(&c, "#revoke-submit").await;
+        submit(&c, "#revoke-submit").await;
         assert_eq!(text(&c, "#err-r-door").await, "这户没有有效的住户码");
         r.close().await.unwrap();
         c.close().await.unwrap();
@@ -234,7 +234,7 @@ fn progress_bar_moves_after_a_declaration_and_lists_the_homes_not_declared() {
         enter_code(&c, &n, &code).await;
         click(&c, "#declare-link").await;
         fill_form(&c, &Person::new("刘洋", true, "19790812", 3, "5", "501")).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#outcome")).await;
 
         c.goto(&n.url("/staff/progress")).await.unwrap();
@@ -377,7 +377,7 @@ fn bad_doors_too_many_doors_and_forged_posts_issue_nothing() {
         c.goto(&n.url("/staff/homes")).await.unwrap();
         fill(&c, "#building", "9").await;
         fill(&c, "#doors", "101, 301-299").await;
-        click(&c, "#slips-submit").await;
+        submit(&c, "#slips-submit").await;
         assert!(text(&c, "#err-doors").await.starts_with("门牌号有误"));
         assert_eq!(
             find(&c, Locator::Css("#doors"))

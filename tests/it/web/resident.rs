@@ -27,7 +27,7 @@ fn resident_declares_on_a_phone_and_the_code_on_the_page_passes_a_gate() {
         let person = Person::new("王芳", false, "19830521", 7, "12", "1203");
         fill_form(&c, &person).await;
         shoot(&c, "03-declare", None).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let outcome = find(&c, Locator::Css("#outcome")).await;
         assert_eq!(
             outcome.attr("data-outcome").await.unwrap().as_deref(),
@@ -175,7 +175,7 @@ fn bad_forms_forged_posts_and_guessed_codes_are_refused_and_store_nothing() {
         )
         .await
         .unwrap();
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         find(&c, Locator::Css("#form-errors")).await;
         let beside = find(
             &c,
@@ -195,7 +195,7 @@ fn bad_forms_forged_posts_and_guessed_codes_are_refused_and_store_nothing() {
         fill(&c, "#name", "李四").await;
         click(&c, "input[name=person_type][value=owner]").await;
         fill(&c, "#document_number", &wrong).await;
-        click(&c, "#declare-submit").await;
+        submit(&c, "#declare-submit").await;
         let beside = find(
             &c,
             Locator::XPath(

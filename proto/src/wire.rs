@@ -171,7 +171,8 @@ pub struct CheckAnswer {
 /// One line of the gate log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateEvent {
-    /// Position in the node's gate log, from 1, without gaps.
+    /// Position in the node's gate log, from 1, without gaps (except where a node restored
+    /// from an older backup renumbered its events after the hub's: `GateLog::rebase`).
     pub seq: u64,
     /// When the node stored it (Unix milliseconds), non-decreasing in `seq` order; an offline
     /// event's decision time is in [`OfflineMark::decided_ms`].

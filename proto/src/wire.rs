@@ -553,6 +553,9 @@ pub struct NodeStatus {
     pub lockdown_reason: String,
     /// Every enrolled gate: connection, applied feed version and lockdown epoch, last contact.
     pub gate_links: Vec<GateLink>,
+    /// Roster changes wait to be mirrored into the replicated roster (the `mirror-pending`
+    /// marker; the next start reconciles them).
+    pub mirror_pending: bool,
 }
 
 /// One gate as its node sees it.

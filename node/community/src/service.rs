@@ -1152,6 +1152,7 @@ impl Node {
             lockdown_epoch: lockdown.epoch,
             lockdown_reason: lockdown.reason,
             gate_links: self.gate_links(),
+            mirror_pending: self.roster.mirror_pending().unwrap_or(true),
         }
     }
 

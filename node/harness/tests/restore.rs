@@ -221,6 +221,10 @@ async fn restored_node_loses_no_event_and_revives_no_code(offline: usize) {
     until("the last events at the hub", || hub_events(&hub) >= total).await;
     assert_eq!(hub_events_by_gate(&hub), expected(&made));
     assert!(!node.mirror_pending().unwrap());
+    assert!(
+        !node.status().mirror_pending,
+        "node status shows nothing pending"
+    );
     drop(node);
     run.stop().await;
 

@@ -330,6 +330,11 @@ fn status_text(s: &NodeStatus) {
         },
         s.hub_acked_seq
     );
+    if s.mirror_pending {
+        println!(
+            "roster: changes wait for the replicated roster (mirror-pending; the next start repairs it)"
+        );
+    }
 }
 
 fn hub_status_text(s: &HubStatus) {

@@ -5,6 +5,8 @@
 //! Gate logs travel as an append-only stream: the hub tells the node where to resume
 //! (`LogCursor`), the node sends batches in sequence order, the hub stores them keyed by
 //! (community, sequence) — so a resent batch is harmless — and acknowledges after its flush.
+//! A resent event must be the same as the one held under its number: a node restored from an
+//! older backup that numbered new events again is told so (`LogConflict`) and renumbers them.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,4 +60,14 @@ pub enum LinkFrame {
     /// Node → hub: its gates' state (connection, applied lockdown epoch, last contact),
     /// sent when it changes, at most every few hundred milliseconds.
     GateLinks(Vec<crate::wire::GateLink>),
+    /// Hub → node: the batch held an event under a number the hub holds another event
+    /// under (a node restored from an older backup numbered new events again from there).
+    /// Nothing of that batch or of later ones on this stream is stored; the node renumbers
+    /// its events from `seq` on to start at `next_seq` and links again.
+    LogConflict {
+        /// The first sequence number whose event differs from the hub's.
+        seq: u64,
+        /// The lowest sequence number the hub does not have for this community.
+        next_seq: u64,
+    },
 }

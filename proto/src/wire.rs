@@ -171,7 +171,8 @@ pub struct CheckAnswer {
 /// One line of the gate log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GateEvent {
-    /// Position in the node's gate log, from 1, without gaps.
+    /// Position in the node's gate log, from 1, without gaps (except where a node restored
+    /// from an older backup renumbered its events after the hub's: `GateLog::rebase`).
     pub seq: u64,
     /// When the node stored it (Unix milliseconds), non-decreasing in `seq` order; an offline
     /// event's decision time is in [`OfflineMark::decided_ms`].
@@ -552,6 +553,9 @@ pub struct NodeStatus {
     pub lockdown_reason: String,
     /// Every enrolled gate: connection, applied feed version and lockdown epoch, last contact.
     pub gate_links: Vec<GateLink>,
+    /// Roster changes wait to be mirrored into the replicated roster (the `mirror-pending`
+    /// marker; the next start reconciles them).
+    pub mirror_pending: bool,
 }
 
 /// One gate as its node sees it.

@@ -104,6 +104,7 @@ fn node_answers_in_json_keep_their_field_names() {
             "lockdown_epoch",
             "lockdown_reason",
             "gate_links",
+            "mirror_pending",
         ],
     );
     assert_keys("node status gate link", &status["gate_links"][0], GATE_LINK);

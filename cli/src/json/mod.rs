@@ -380,6 +380,8 @@ pub struct NodeStatus {
     pub lockdown_epoch: u64,
     pub lockdown_reason: String,
     pub gate_links: Vec<GateLink>,
+    /// Roster changes wait to be mirrored into the replicated roster.
+    pub mirror_pending: bool,
 }
 
 impl From<&wire::NodeStatus> for NodeStatus {
@@ -400,6 +402,7 @@ impl From<&wire::NodeStatus> for NodeStatus {
             lockdown_epoch: s.lockdown_epoch,
             lockdown_reason: s.lockdown_reason.clone(),
             gate_links: s.gate_links.iter().map(GateLink::from).collect(),
+            mirror_pending: s.mirror_pending,
         }
     }
 }

@@ -38,6 +38,8 @@ const JOIN_YIELDS: usize = 2;
 /// The tree of one record per event that earlier versions wrote; migrated at open.
 const LEGACY_TREE: &str = "gate_log";
 const TREE: &str = "gate_log_batches";
+/// The key of the hub's verified mark in tree `gate_log_hub`.
+const HUB_VERIFIED: &[u8] = b"verified";
 
 /// Why the gate log could not store or read events. A check whose event was not stored is
 /// refused as unlogged; nothing is answered that is not on disk.
@@ -64,6 +66,7 @@ pub enum LogError {
 
 type Ack = oneshot::Sender<Result<(u64, u64), sled::Error>>;
 type UploadAck = oneshot::Sender<Result<(u64, u32), sled::Error>>;
+type RebaseAck = oneshot::Sender<Result<u64, sled::Error>>;
 
 /// What the commit task is asked to do.
 enum Job {
@@ -71,6 +74,12 @@ enum Job {
     Event(GateEvent, Ack),
     /// Events a gate decided alone: stored with that gate's cursor in one transaction.
     Upload(Upload),
+    /// Renumber the events from `from` on to start at `hub_next` (see [`GateLog::rebase`]).
+    Rebase {
+        from: u64,
+        hub_next: u64,
+        ack: RebaseAck,
+    },
 }
 
 struct Upload {
@@ -120,6 +129,9 @@ struct Shared {
     /// (Gate id, cache incarnation) → the highest `gate_seq` of the offline events of that
     /// cache stored (big-endian u64); see [`cursor_key`].
     cursors: sled::Tree,
+    /// [`HUB_VERIFIED`] → the highest sequence number the hub acknowledged as holding this
+    /// log's own event under it (big-endian u64); see [`GateLog::hub_verified`].
+    hub: sled::Tree,
     /// Events stored so far (the highest sequence number).
     count: AtomicU64,
     /// Places in the queue; see [`QUEUE_MAX`].
@@ -144,6 +156,7 @@ impl GateLog {
     pub fn open(db: &sled::Db) -> Result<GateLog, LogError> {
         let tree = db.open_tree(TREE)?;
         let cursors = db.open_tree("gate_upload_cursor")?;
+        let hub = db.open_tree("gate_log_hub")?;
         migrate_legacy(db, &tree)?;
         let (next_seq, last_time) = match tree.last()? {
             Some((k, v)) => {
@@ -158,6 +171,7 @@ impl GateLog {
                 db: db.clone(),
                 tree,
                 cursors,
+                hub,
                 count: AtomicU64::new(next_seq - 1),
                 room: Semaphore::new(QUEUE_MAX),
                 state: Mutex::new(State {
@@ -262,6 +276,56 @@ impl GateLog {
         ))
     }
 
+    /// Renumbers this log's events from `from` on consecutively from `hub_next` (in order),
+    /// and numbers later events after them; returns how many events moved. For a node restored
+    /// from an older backup: the hub holds other events (the ones logged after the backup)
+    /// under the numbers from `from` to `hub_next - 1`, so this node's events logged since
+    /// the restore go after them, and the numbers in between stay a gap in this log. Nothing
+    /// happens unless `from < hub_next` and `from` is at most the next number to assign.
+    /// Crash-safe: one sled transaction, flushed before the answer.
+    ///
+    /// # Errors
+    /// [`LogError`] if sled fails (nothing moved) or the commit task stopped.
+    pub async fn rebase(&self, from: u64, hub_next: u64) -> Result<u64, LogError> {
+        let (ack, done) = oneshot::channel();
+        self.submit(Job::Rebase {
+            from,
+            hub_next,
+            ack,
+        })
+        .await?;
+        match done.await {
+            Ok(Ok(moved)) => Ok(moved),
+            Ok(Err(e)) => Err(LogError::Storage(e)),
+            Err(_) => Err(LogError::Stopped),
+        }
+    }
+
+    /// The highest sequence number up to which the hub has confirmed holding this log's own
+    /// events (compared or stored); `None` before the first acknowledgement was kept. The
+    /// uplink streams from here at link start so that the hub compares what it may hold
+    /// from another history (a restored backup keeps an older, smaller mark: safe).
+    ///
+    /// # Errors
+    /// [`LogError`] on a storage error.
+    pub fn hub_verified(&self) -> Result<Option<u64>, LogError> {
+        Ok(self
+            .shared
+            .hub
+            .get(HUB_VERIFIED)?
+            .map(|v| cursor_of(Some(&v))))
+    }
+
+    /// Keeps the hub's verified mark (not flushed: a mark lost in a crash is an older one,
+    /// which only makes the hub compare more).
+    ///
+    /// # Errors
+    /// [`LogError`] on a storage error.
+    pub fn set_hub_verified(&self, seq: u64) -> Result<(), LogError> {
+        self.shared.hub.insert(HUB_VERIFIED, &seq.to_be_bytes())?;
+        Ok(())
+    }
+
     /// Events stored so far (the highest sequence number).
     pub fn len(&self) -> u64 {
         self.shared.count.load(Ordering::Acquire)
@@ -300,7 +364,8 @@ impl GateLog {
             let events = decode_record(first, &bytes)?;
             let last = events.last().expect("decode_record refuses empty records");
             if last.time_ms < from_ms {
-                lo = last.seq + 1;
+                // `mid` may lie in a gap after the record (a renumbered log, see `rebase`).
+                lo = last.seq.max(mid) + 1;
             } else if events[0].time_ms >= from_ms {
                 hi = first;
             } else {
@@ -454,13 +519,19 @@ fn migrate_legacy(db: &sled::Db, tree: &sled::Tree) -> Result<(), LogError> {
 enum Unit {
     Events(Vec<GateEvent>, Vec<Ack>),
     Upload(Upload),
+    Rebase(u64, u64, RebaseAck),
 }
 
 impl Unit {
     fn take(queue: &mut VecDeque<Job>) -> Option<Unit> {
         match queue.front()? {
-            Job::Upload(_) => match queue.pop_front() {
+            Job::Upload(_) | Job::Rebase { .. } => match queue.pop_front() {
                 Some(Job::Upload(upload)) => Some(Unit::Upload(upload)),
+                Some(Job::Rebase {
+                    from,
+                    hub_next,
+                    ack,
+                }) => Some(Unit::Rebase(from, hub_next, ack)),
                 _ => None,
             },
             Job::Event(..) => {
@@ -480,7 +551,7 @@ impl Unit {
     fn jobs(&self) -> usize {
         match self {
             Unit::Events(_, acks) => acks.len(),
-            Unit::Upload(_) => 1,
+            Unit::Upload(_) | Unit::Rebase(..) => 1,
         }
     }
 }
@@ -489,6 +560,7 @@ impl Unit {
 enum Answers {
     Events(Vec<Ack>, Result<Vec<(u64, u64)>, sled::Error>),
     Upload(UploadAck, Result<(u64, u32), sled::Error>),
+    Rebase(RebaseAck, Result<u64, sled::Error>),
 }
 
 impl Answers {
@@ -505,6 +577,9 @@ impl Answers {
                 }
             }
             Answers::Upload(ack, r) => {
+                let _ = ack.send(r);
+            }
+            Answers::Rebase(ack, r) => {
                 let _ = ack.send(r);
             }
         }
@@ -549,6 +624,15 @@ async fn commit_task(shared: Arc<Shared>) {
                 Ok((r, advanced)) => (Answers::Upload(ack, Ok(r)), advanced),
                 Err(why) => (Answers::Upload(ack, Err(why)), None),
             },
+            Unit::Rebase(from, hub_next, ack) => {
+                match shared.write_rebase(from, hub_next, next_seq).await {
+                    Ok((moved, next)) => (
+                        Answers::Rebase(ack, Ok(moved)),
+                        next.map(|n| (n, last_time)),
+                    ),
+                    Err(why) => (Answers::Rebase(ack, Err(why)), None),
+                }
+            }
         };
         let idle = {
             let mut st = shared.state.lock().expect("gate log state lock");
@@ -594,6 +678,71 @@ impl Shared {
             tracing::error!(error = %e, events = events.len(), "gate log write failed; checks refused as unlogged");
         })?;
         Ok((assigned, (next, last_time)))
+    }
+
+    /// Renumbers the events from `from` on consecutively from `hub_next` in one
+    /// transaction, then flushes. Returns how many moved and the next sequence number to assign, if it changed.
+    async fn write_rebase(
+        &self,
+        from: u64,
+        hub_next: u64,
+        next_seq: u64,
+    ) -> Result<(u64, Option<u64>), sled::Error> {
+        if from >= hub_next || from > next_seq {
+            return Ok((0, None));
+        }
+        let start = match self.tree.range(..=from.to_be_bytes()).next_back() {
+            Some(item) => item?.0,
+            None => sled::IVec::from(&from.to_be_bytes()),
+        };
+        // (old key, events kept under it, events moved)
+        let mut records: Vec<(sled::IVec, Vec<GateEvent>, Vec<GateEvent>)> = Vec::new();
+        // Consecutive from `hub_next`, closing any gap an earlier renumbering left.
+        let mut seq = hub_next;
+        for item in self.tree.range(start..) {
+            let (k, v) = item?;
+            let first = seq_of(&k).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+            let events =
+                decode_record(first, &v).map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+            let (keep, mut moved): (Vec<_>, Vec<_>) =
+                events.into_iter().partition(|e| e.seq < from);
+            for e in &mut moved {
+                e.seq = seq;
+                seq += 1;
+            }
+            records.push((k, keep, moved));
+        }
+        let moved: u64 = records.iter().map(|r| r.2.len() as u64).sum();
+        let result: sled::transaction::TransactionResult<(), ()> = self.tree.transaction(|t| {
+            // Every old key goes first: a new key may be an old one (the numbers overlap).
+            for (k, _, _) in &records {
+                t.remove(k)?;
+            }
+            for (k, keep, mv) in &records {
+                if !keep.is_empty() {
+                    t.insert(k, wire::encode(keep))?;
+                }
+                if let Some(first) = mv.first() {
+                    t.insert(&first.seq.to_be_bytes(), wire::encode(mv))?;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(sled::transaction::TransactionError::Storage(e)) => return Err(e),
+            Err(sled::transaction::TransactionError::Abort(())) => {
+                unreachable!("the rebase transaction never aborts")
+            }
+        }
+        self.tree.flush_async().await?;
+        tracing::warn!(
+            from,
+            to = hub_next,
+            events = moved,
+            "gate log renumbered after the hub's events: this node was restored from an older backup"
+        );
+        Ok((moved, Some(seq)))
     }
 
     /// Stores an upload's new events and the gate's cursor in one transaction, then flushes.
@@ -646,6 +795,60 @@ impl Shared {
 mod tests {
     use super::*;
     use crate::testing::gate_event as event;
+
+    fn seqs(log: &GateLog, q: LogQuery) -> Vec<u64> {
+        let q = LogQuery {
+            limit: if q.limit == 0 { 100 } else { q.limit },
+            ..q
+        };
+        log.query(&q).unwrap().iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn a_rebase_numbers_events_after_the_hubs_and_later_ones_after_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = menjin_store::db::open(dir.path()).unwrap();
+            let log = GateLog::open(&db).unwrap();
+            for t in 1..=5 {
+                log.append(event("a", t * 10)).await.unwrap();
+            }
+            // The hub holds other events under 3 to 7: this log's from 3 on go after them.
+            assert_eq!(log.rebase(3, 8).await.unwrap(), 3);
+            assert_eq!(log.len(), 10);
+            assert_eq!(seqs(&log, LogQuery::default()), vec![1, 2, 8, 9, 10]);
+            assert_eq!(log.append(event("a", 60)).await.unwrap(), (11, 60));
+            // A second conflict, inside the moved ones: 9 and after go after the hub's 12.
+            assert_eq!(log.rebase(9, 13).await.unwrap(), 3);
+            assert_eq!(seqs(&log, LogQuery::default()), vec![1, 2, 8, 13, 14, 15]);
+            // Nothing to move, only numbers to skip; and nothing at all.
+            assert_eq!(log.rebase(16, 20).await.unwrap(), 0);
+            assert_eq!(log.rebase(30, 20).await.unwrap(), 0);
+            assert_eq!(log.append(event("a", 70)).await.unwrap(), (20, 70));
+        }
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let log = GateLog::open(&db).unwrap();
+        assert_eq!(log.len(), 20, "the numbering survives reopening");
+        assert_eq!(
+            seqs(&log, LogQuery::default()),
+            vec![1, 2, 8, 13, 14, 15, 20]
+        );
+        let from_30 = LogQuery {
+            from_ms: Some(30),
+            ..LogQuery::default()
+        };
+        assert_eq!(
+            seqs(&log, from_30),
+            vec![8, 13, 14, 15, 20],
+            "times over gaps"
+        );
+        let after_2 = LogQuery {
+            after_seq: Some(2),
+            limit: 1,
+            ..LogQuery::default()
+        };
+        assert_eq!(seqs(&log, after_2), vec![8]);
+    }
 
     #[tokio::test]
     async fn events_get_sequence_numbers_and_survive_reopening() {

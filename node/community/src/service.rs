@@ -34,6 +34,7 @@ use menjin_store::files::{
 };
 use menjin_sync::{Lockdown, Role, RosterBatch};
 
+mod adopt;
 mod household;
 mod import;
 mod records;
@@ -471,20 +472,31 @@ impl Node {
         }
     }
 
-    /// Brings the replicated roster up to the sled roster after a crash between the two.
+    /// Brings the replicated roster up to the sled roster after a crash between the two, record
+    /// by record: a final status in the replica wins over sled's (a revoked code never comes
+    /// back; `adopt_final_statuses` takes it into sled first), as does a person declared
+    /// later there (a node restored from an older backup); the rest of sled goes into the
+    /// replica, and the marker clears.
     fn reconcile(&self, replication: &Replication) -> Result<(), NodeError> {
         let view = replication.read(|r| r.roster(self.config.community));
+        let adopted = self.adopt_final_statuses(&view)?;
         let mut batch = RosterBatch::default();
         for p in self.roster.persons() {
             let entry = roster_entry(&p?);
-            if view.persons.get(&entry.holder) != Some(&entry) {
-                batch.put_person(entry);
+            match view.persons.get(&entry.holder) {
+                Some(held) if *held == entry || held.declared_at > entry.declared_at => {}
+                _ => {
+                    batch.put_person(entry);
+                }
             }
         }
         for c in self.roster.creds() {
             let entry = code_entry(&c?);
-            if view.codes.get(&entry.id) != Some(&entry) {
-                batch.put_code(entry);
+            match view.codes.get(&entry.id) {
+                Some(held) if *held == entry || held.status.is_final() => {}
+                _ => {
+                    batch.put_code(entry);
+                }
             }
         }
         let n = batch.persons.len() + batch.codes.len();
@@ -494,6 +506,7 @@ impl Node {
         self.roster.mirror_done()?;
         tracing::info!(
             entries = n,
+            adopted,
             "replicated roster reconciled with the node's roster"
         );
         Ok(())
@@ -1179,6 +1192,7 @@ impl Node {
             lockdown_epoch: lockdown.epoch,
             lockdown_reason: lockdown.reason,
             gate_links: self.gate_links(),
+            mirror_pending: self.roster.mirror_pending().unwrap_or(true),
         }
     }
 

@@ -77,6 +77,9 @@ enum UplinkError {
     Task(#[from] tokio::task::JoinError),
     #[error("link stream: unexpected frame {0:?}")]
     Unexpected(Box<LinkFrame>),
+    /// The hub holds other events under numbers this log used again; renumbered, link again.
+    #[error("gate log renumbered after the hub's events from {0} on; linking again")]
+    Renumbered(u64),
 }
 
 impl From<menjin_replication::LinkStepError> for UplinkError {
@@ -176,36 +179,43 @@ async fn connect(
     Ok((endpoint, conn))
 }
 
-/// Says hello with the log's length and reads the hub's cursor: where to stream from.
+/// Says hello with the log's length and reads the hub's cursor. Returns where to stream
+/// from: the hub's verified mark (so that it compares what it may hold from another history),
+/// at most its cursor.
 async fn hello(
     node: &Node,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> Result<u64, UplinkError> {
+    let logged = node.events_logged();
     write_frame(
         send,
         &LinkFrame::Hello {
-            events_logged: node.events_logged(),
+            events_logged: logged,
         },
     )
     .await?;
     let LinkFrame::LogCursor { next_seq } = read_frame(recv).await? else {
         return Err(UplinkError::NoCursor);
     };
-    let logged = node.events_logged();
     if next_seq > logged + 1 {
         // Only a node whose log went back in time gets here (restored from an older backup):
-        // its next events carry numbers the hub already holds and will not reach it.
+        // the hub holds events under the numbers this log would give its next events, so
+        // those go after the hub's (with any logged since the hello).
         tracing::error!(
             hub_next_seq = next_seq,
             events_logged = logged,
             "the hub holds gate events this node does not have: was it restored from an older \
-             backup? events numbered up to {} here will not reach the hub (deploy/README.md, \
-             backup and restore)",
-            next_seq - 1
+             backup? new events are numbered after the hub's (deploy/README.md, backup and restore)"
         );
+        node.gate_log().rebase(logged + 1, next_seq).await?;
     }
-    Ok(next_seq)
+    let hub_last = next_seq.saturating_sub(1);
+    Ok(match node.gate_log().hub_verified()? {
+        Some(verified) => verified.min(hub_last),
+        // A log from before the mark was kept: trust the cursor, as then.
+        None => hub_last.min(logged),
+    })
 }
 
 /// Streams log batches after `sent` while the window of unacknowledged batches has room;
@@ -224,6 +234,7 @@ async fn send_log(
         };
         let log = node.gate_log().clone();
         let mut events = tokio::task::spawn_blocking(move || log.query(&q)).await??;
+        cut_at_gap(&mut events);
         cut_to_bytes(&mut events, LOG_BATCH_BYTES_MAX);
         let Some(last) = events.last().map(|e| e.seq) else {
             break;
@@ -232,6 +243,14 @@ async fn send_log(
         sent = last;
     }
     Ok(sent)
+}
+
+/// Cuts a batch before its first gap in numbering (a renumbered log has gaps where the hub
+/// holds events it does not, see `GateLog::rebase`): the hub takes consecutive batches only.
+fn cut_at_gap(events: &mut Vec<GateEvent>) {
+    if let Some(gap) = events.windows(2).position(|w| w[1].seq != w[0].seq + 1) {
+        events.truncate(gap + 1);
+    }
 }
 
 /// Cuts a batch to the longest prefix whose encoded events take at most `max` bytes, keeping
@@ -264,6 +283,10 @@ async fn receive_sync(
         if changed.contains(&menjin_sync::DocId::Policy) {
             node.refresh_policy();
         }
+        // Own roster changes come back only to a node that lost them (an older backup).
+        if let Err(e) = node.adopt_from_sync(&repl, &changed) {
+            tracing::error!(error = %e, "revocations from the district's roster not taken in");
+        }
         tracing::debug!(
             len = bytes.len(),
             ?changed,
@@ -284,7 +307,7 @@ async fn serve(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), UplinkError> {
     let (mut send, mut recv) = conn.open_bi().await?;
-    let next_seq = hello(node, &mut send, &mut recv).await?;
+    let verified = hello(node, &mut send, &mut recv).await?;
     let (tx, mut frames) = mpsc::channel(16);
     let reader = tokio::spawn(async move {
         loop {
@@ -297,7 +320,7 @@ async fn serve(
     });
     let session = repl.connect(Role::Hub, menjin_net::clock::now_ms())?;
     let mut changes = repl.subscribe();
-    let mut sent = next_seq.saturating_sub(1);
+    let mut sent = verified;
     let mut acked = sent;
     node.hub_link.acked.store(acked, Ordering::Relaxed);
     // Report a lockdown decided here while the hub was away (the hub keeps the later
@@ -320,8 +343,13 @@ async fn serve(
             tokio::select! {
                 frame = frames.recv() => match frame {
                     Some(Ok(LinkFrame::LogAck { upto_seq })) => {
-                        acked = upto_seq.max(acked);
+                        acked = upto_seq.min(sent).max(acked);
                         node.hub_link.acked.store(acked, Ordering::Relaxed);
+                        node.gate_log().set_hub_verified(acked)?;
+                    }
+                    Some(Ok(LinkFrame::LogConflict { seq, next_seq })) => {
+                        node.gate_log().rebase(seq, next_seq).await?;
+                        return Err(UplinkError::Renumbered(seq));
                     }
                     Some(Ok(LinkFrame::Sync(bytes))) => receive_sync(node, repl, bytes).await?,
                     Some(Ok(other)) => return Err(UplinkError::Unexpected(Box::new(other))),

@@ -103,6 +103,21 @@ pub enum HubLogError {
     /// A stored event does not decode.
     #[error("hub log record is corrupt: {0}")]
     Corrupt(menjin_proto::wire::WireError),
+    /// The batch holds an event under a number the hub holds another event under: the
+    /// node's log went back (restored from an older backup) and numbered new events again.
+    /// Nothing of the batch is stored; the node is told to renumber (`LogConflict`).
+    #[error(
+        "community {community} sent gate event {seq} unlike the one the hub holds under that \
+         number (a node restored from an older backup?); the node is told to renumber after {next}"
+    )]
+    Conflict {
+        /// The community.
+        community: CommunityId,
+        /// The first differing sequence number.
+        seq: u64,
+        /// The hub's next sequence number for the community.
+        next: u64,
+    },
 }
 
 /// Why a node's link ended (the node reconnects).
@@ -180,12 +195,14 @@ impl HubLog {
         })
     }
 
-    /// Stores a batch (skipping events already held), flushes, and returns the highest
-    /// sequence number now stored contiguously.
+    /// Stores a batch (skipping events already held, once compared with the held ones),
+    /// flushes, and returns the batch's last sequence number (the hub's last one for an empty
+    /// batch): everything up to it is held, as the node sent it.
     ///
     /// # Errors
-    /// [`HubLogError`] for a gap, disorder, an oversized batch or storage failure; nothing of
-    /// a refused batch is stored.
+    /// [`HubLogError`] for a gap, disorder, an oversized batch, an event unlike the one held
+    /// under its number ([`HubLogError::Conflict`]) or storage failure; nothing of a refused
+    /// batch is stored.
     pub fn store(&self, community: CommunityId, events: &[GateEvent]) -> Result<u64, HubLogError> {
         if events.len() > LOG_BATCH_MAX {
             return Err(HubLogError::TooBig(events.len()));
@@ -206,8 +223,21 @@ impl HubLog {
         }
         let mut batch = sled::Batch::default();
         let mut upto = next - 1;
-        for ev in events.iter().filter(|e| e.seq >= next) {
-            batch.insert(&log_key(community, ev.seq), wire::encode(ev));
+        for ev in events {
+            let bytes = wire::encode(ev);
+            if ev.seq < next {
+                // Held already: a resent batch is harmless only if it is the same event.
+                let held = self.tree.get(log_key(community, ev.seq))?;
+                if held.as_deref() != Some(bytes.as_slice()) {
+                    return Err(HubLogError::Conflict {
+                        community,
+                        seq: ev.seq,
+                        next,
+                    });
+                }
+            } else {
+                batch.insert(&log_key(community, ev.seq), bytes);
+            }
             upto = ev.seq;
         }
         self.tree.apply_batch(batch)?;
@@ -701,6 +731,7 @@ impl Hub {
         let repl = self.replication.clone();
         *session = repl.connect(peer, now_ms())?;
         let mut changes = repl.subscribe();
+        let mut conflicted = false;
         let result = async {
             loop {
                 send_frames(&repl, peer, &mut send).await?;
@@ -712,12 +743,20 @@ impl Hub {
                         };
                         self.touch(community, true);
                         match frame {
+                            // Batches sent before the node heard of a conflict carry its old
+                            // numbers: none is stored.
+                            LinkFrame::LogBatch { .. } if conflicted => {}
                             LinkFrame::LogBatch { events } => {
                                 let log = self.log.clone();
                                 let stored = tokio::task::spawn_blocking(move || log.store(community, &events))
                                     .await?;
                                 match stored {
                                     Ok(upto_seq) => write_frame(&mut send, &LinkFrame::LogAck { upto_seq }).await?,
+                                    Err(e @ HubLogError::Conflict { seq, next, .. }) => {
+                                        tracing::error!(community, error = %e, "gate log diverged");
+                                        conflicted = true;
+                                        write_frame(&mut send, &LinkFrame::LogConflict { seq, next_seq: next }).await?;
+                                    }
                                     Err(e) => {
                                         tracing::warn!(community, error = %e, "log batch refused");
                                         return Err(e.into());
@@ -800,4 +839,67 @@ pub async fn run_hub(
     let _ = std::fs::remove_file(dir.addr());
     tracing::info!("hub stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use menjin_proto::rule::Reason;
+    use menjin_proto::wire::Direction;
+
+    use super::*;
+
+    fn event(seq: u64, gate: &str) -> GateEvent {
+        GateEvent {
+            seq,
+            time_ms: 1_000 + seq,
+            gate: gate.into(),
+            direction: Direction::In,
+            allowed: true,
+            reason: Reason::Ok,
+            fever: false,
+            temperature_dc: 365,
+            cred: None,
+            holder: None,
+            kind: None,
+            plate: None,
+            offline: None,
+            passback: false,
+        }
+    }
+
+    #[test]
+    fn a_resent_event_is_acknowledged_and_a_different_one_under_a_held_number_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let log = HubLog::open(&db).unwrap();
+        let first: Vec<_> = (1..=3).map(|s| event(s, "g")).collect();
+        assert_eq!(log.store(7, &first).unwrap(), 3);
+        // The same events again (a resent batch): held, acknowledged up to the batch's end.
+        assert_eq!(log.store(7, &first[..2]).unwrap(), 2);
+        // A restored node's new event under number 2, and one new number after it.
+        let other = [event(2, "other"), event(3, "g"), event(4, "g")];
+        match log.store(7, &other) {
+            Err(HubLogError::Conflict {
+                community: 7,
+                seq: 2,
+                next: 4,
+            }) => {}
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(
+            log.next_seq(7).unwrap(),
+            4,
+            "nothing of the batch is stored"
+        );
+        let held = log
+            .query(
+                Some(7),
+                &LogQuery {
+                    limit: 10,
+                    ..LogQuery::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(held[1].event.gate, "g", "the held event stays");
+    }
 }

@@ -20,10 +20,9 @@ use menjin_proto::idnum::DocumentType;
 use menjin_proto::wire::Response as NodeResponse;
 use serde::Deserialize;
 
-use super::{Page, cst, forbidden, lang, open};
+use super::{Page, cst, lang, open, posting};
 use crate::App;
 use crate::i18n::Text;
-use crate::security::token_matches;
 
 /// The form as posted: every field a string, so a wrong choice is a field error, not a
 /// refused request.
@@ -379,14 +378,10 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     Form(f): Form<DeclareForm>,
 ) -> Response {
-    let o = match open(&app, &headers) {
-        Ok(o) => o,
+    let (o, t) = match posting(&app, &headers, &f.csrf) {
+        Ok(posted) => posted,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&o.session.csrf, Some(&f.csrf)) {
-        return forbidden(t, o.session.csrf);
-    }
     let now_ms = menjin_net::clock::now_ms();
     let now = now_ms / 1000;
     let home = (o.home.building.as_str(), o.home.door.as_str());

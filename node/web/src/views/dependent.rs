@@ -14,10 +14,9 @@ use menjin_proto::civil::Date;
 use menjin_proto::credential::HolderId;
 
 use super::declare::{DeclareForm, Errors, Kind, form_page, parse, result_page};
-use super::{Page, forbidden, lang, open};
+use super::{Page, lang, open, posting};
 use crate::App;
 use crate::i18n::Text;
-use crate::security::token_matches;
 
 /// The home's members who hold a code in force (holder id, name): who may declare for
 /// others and consent to visitors.
@@ -88,14 +87,10 @@ pub(crate) async fn submit(
     headers: HeaderMap,
     Form(f): Form<DeclareForm>,
 ) -> Response {
-    let o = match open(&app, &headers) {
-        Ok(o) => o,
+    let (o, t) = match posting(&app, &headers, &f.csrf) {
+        Ok(posted) => posted,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&o.session.csrf, Some(&f.csrf)) {
-        return forbidden(t, o.session.csrf);
-    }
     let now_ms = menjin_net::clock::now_ms();
     let now = now_ms / 1000;
     let proxies = match active_members(&app, &o.home, now) {

@@ -32,6 +32,7 @@ use menjin_community::households::Household;
 
 use crate::App;
 use crate::i18n::{Lang, Text};
+use crate::security::token_matches;
 use crate::session::{LANG_COOKIE, SESSION_COOKIE, Session, cookie};
 
 pub(crate) fn routes() -> Router<App> {
@@ -132,6 +133,22 @@ pub(crate) fn internal(what: &str) -> Response {
 }
 
 /// A page whose form token did not match (stale page, or a forged request).
+/// A state-changing resident request: the open home (as [`open`]) and its form's CSRF
+/// token checked against the session's, with the page's words; the refusal otherwise.
+#[allow(clippy::result_large_err)] // the error is the page's answer, once per request
+pub(crate) fn posting(
+    app: &App,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(Open, &'static Text), Response> {
+    let o = open(app, headers)?;
+    let t = lang(headers).text();
+    if !token_matches(&o.session.csrf, Some(csrf)) {
+        return Err(forbidden(t, o.session.csrf));
+    }
+    Ok((o, t))
+}
+
 pub(crate) fn forbidden(t: &'static Text, csrf: String) -> Response {
     let page = login::Message {
         p: Page { t, csrf, back: "/" },

@@ -20,10 +20,9 @@ use serde::Deserialize;
 
 use super::declare::Errors;
 use super::dependent::active_members;
-use super::{Page, cst, forbidden, lang, open};
+use super::{Page, cst, lang, open, posting};
 use crate::App;
 use crate::i18n::Text;
-use crate::security::token_matches;
 
 /// China Standard Time is UTC+8 (the time people read on the gate's screen).
 const CST_OFFSET_S: u64 = 8 * 3600;
@@ -276,14 +275,10 @@ pub(crate) async fn invite(
     headers: HeaderMap,
     Form(f): Form<InviteForm>,
 ) -> Response {
-    let o = match open(&app, &headers) {
-        Ok(o) => o,
+    let (o, t) = match posting(&app, &headers, &f.csrf) {
+        Ok(posted) => posted,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&o.session.csrf, Some(&f.csrf)) {
-        return forbidden(t, o.session.csrf);
-    }
     let now_ms = menjin_net::clock::now_ms();
     let now = now_ms / 1000;
     let hosts = match active_members(&app, &o.home, now) {
@@ -365,14 +360,10 @@ pub(crate) async fn withdraw(
     headers: HeaderMap,
     Form(w): Form<WithdrawForm>,
 ) -> Response {
-    let o = match open(&app, &headers) {
-        Ok(o) => o,
+    let (o, t) = match posting(&app, &headers, &w.csrf) {
+        Ok(posted) => posted,
         Err(resp) => return resp,
     };
-    let t = lang(&headers).text();
-    if !token_matches(&o.session.csrf, Some(&w.csrf)) {
-        return forbidden(t, o.session.csrf);
-    }
     let now = menjin_net::clock::now_ms() / 1000;
     let answer = match w.code.parse::<CredId>() {
         Ok(id) => {

@@ -303,6 +303,12 @@ fn status_text(s: &NodeStatus) {
         "residents {}, codes active {}, revoked {}",
         s.residents, s.codes_active, s.codes_revoked
     );
+    if s.residents_to_redeclare > 0 {
+        println!(
+            "!! {} residents hold codes this node knows only from the district's copy (declared after the backup it was restored from): they must declare again",
+            s.residents_to_redeclare
+        );
+    }
     println!(
         "gates: {}",
         if s.gates.is_empty() {

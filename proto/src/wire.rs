@@ -531,6 +531,9 @@ pub struct NodeStatus {
     pub node_key_id: String,
     /// People in the roster (counted in sled: about 150 ms at 100,000).
     pub residents: u64,
+    /// People known here only by a code adopted from the district's copy of the roster
+    /// (declared after the backup this node was restored from): they must declare again.
+    pub residents_to_redeclare: u64,
     /// Codes in force.
     pub codes_active: u64,
     /// Codes revoked (by a later declaration or a health flag).

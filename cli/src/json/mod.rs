@@ -364,6 +364,9 @@ pub struct NodeStatus {
     /// The node key's id (hex).
     pub node_key_id: String,
     pub residents: u64,
+    /// People known only by a code adopted from the district's copy (the node was restored
+    /// from an older backup): they must declare again.
+    pub residents_to_redeclare: u64,
     pub codes_active: u64,
     pub codes_revoked: u64,
     /// Enrolled gate ids.
@@ -391,6 +394,7 @@ impl From<&wire::NodeStatus> for NodeStatus {
             community_name: s.community_name.clone(),
             node_key_id: s.node_key_id.clone(),
             residents: s.residents,
+            residents_to_redeclare: s.residents_to_redeclare,
             codes_active: s.codes_active,
             codes_revoked: s.codes_revoked,
             gates: s.gates.clone(),

@@ -45,6 +45,17 @@ pub struct CodeTouch {
 }
 
 impl CodeTouch {
+    /// A code known only from the district copy (`roster::AdoptedCode`).
+    pub fn of_adopted(a: &crate::roster::AdoptedCode) -> CodeTouch {
+        CodeTouch {
+            id: a.id,
+            kind: a.kind,
+            active: a.status == CredStatus::Active,
+            valid_until: a.valid_until,
+            host: None,
+        }
+    }
+
     /// What `c` means for gates after the commit that wrote it.
     pub fn of(c: &CredRecord) -> CodeTouch {
         CodeTouch {

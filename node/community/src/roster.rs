@@ -2,7 +2,9 @@
 //! `roster`, plus the in-memory view that gate checks read.
 //!
 //! Keys: `p` + holder id → [`PersonRecord`]; `c` + credential id → [`CredRecord`];
-//! `h` + keyed ID hash → holder id; `f` + holder id → photo bytes.
+//! `h` + keyed ID hash → holder id; `f` + holder id → photo bytes; `a` + credential id →
+//! [`AdoptedCode`] (a code this node issued that it knows only from the district's copy of
+//! its roster: restored from an older backup, it lost the declaration behind it).
 //!
 //! Architecture invariant: this module is the only reader and writer of tree `roster`. A
 //! change is one atomic sled batch, flushed before [`Roster::commit`] returns, and only then
@@ -45,7 +47,8 @@ pub enum RosterError {
 /// What a gate check needs to know about one code, kept in memory.
 #[derive(Clone, Debug)]
 pub struct CredView {
-    /// The code's bytes as issued: a scanned code with identical bytes skips the signature check.
+    /// The code's bytes as issued: a scanned code with identical bytes skips the signature
+    /// check. Empty for an [`AdoptedCode`]: every scan of it is verified.
     pub code: Vec<u8>,
     /// Resident, dependent, staff or visitor.
     pub kind: HolderKind,
@@ -57,6 +60,8 @@ pub struct CredView {
     pub display: HolderDisplay,
     /// For visitor codes: the consenting resident.
     pub host: Option<HolderId>,
+    /// The end of its validity (Unix seconds), as signed.
+    pub valid_until: UnixTime,
 }
 
 #[derive(Default)]
@@ -68,6 +73,33 @@ struct View {
     visits: HashMap<HolderId, Vec<CredId>>,
 }
 
+/// A code this node issued, known here only from the district's copy of the roster (the
+/// node was restored from a backup older than the declaration): no signed bytes, no name,
+/// no ID number, only what the district copy holds. Gate checks verify its signature and
+/// honour its status; the person must declare again (`node status`
+/// `residents_to_redeclare`), which revokes it as any new declaration revokes the code before.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdoptedCode {
+    /// The code's id.
+    pub id: CredId,
+    /// Whose code it is.
+    pub holder: HolderId,
+    /// The holder's keyed ID hash: a new declaration of that person finds the code.
+    pub id_hash: IdHash,
+    /// The holder kind it was issued for (never a visitor: their invitations are not adopted).
+    pub kind: HolderKind,
+    /// In force, or revoked (final).
+    pub status: CredStatus,
+    /// Validity window, as signed in the code (Unix seconds).
+    pub valid_from: UnixTime,
+    /// End of the validity window.
+    pub valid_until: UnixTime,
+    /// The home, as the district copy holds it (shown to the guard).
+    pub building: String,
+    /// The door, as the district copy holds it.
+    pub door: String,
+}
+
 /// One atomic change to the roster.
 #[derive(Default)]
 pub struct Change {
@@ -77,6 +109,8 @@ pub struct Change {
     pub creds: Vec<CredRecord>,
     /// Photos stored for printed passes (PNG or JPEG, at most `PHOTO_LEN_MAX` bytes).
     pub photos: Vec<(HolderId, Vec<u8>)>,
+    /// Codes known only from the district copy, added or revoked.
+    pub adopted: Vec<AdoptedCode>,
 }
 
 /// The owner of sled tree `roster` (people, codes, ID-hash index, photos) and of the
@@ -129,6 +163,10 @@ impl Roster {
             let (k, v) = item?;
             let c: CredRecord = decode(&k, &v)?;
             roster.apply_cred(&mut view, &c, |h| persons.get(h).map(Cow::Borrowed));
+        }
+        for item in roster.tree.scan_prefix([b'a']) {
+            let (k, v) = item?;
+            apply_adopted(&mut view, &decode(&k, &v)?);
         }
         *roster.view.write().expect("roster view lock") = view;
         Ok(roster)
@@ -201,6 +239,7 @@ impl Roster {
             status: c.status.clone(),
             display,
             host,
+            valid_until: valid_until(&c.code),
         };
         view.creds.insert(c.id, Arc::new(v));
     }
@@ -221,6 +260,10 @@ impl Roster {
         for (holder, photo) in &change.photos {
             batch.insert(key(b'f', &holder.0), photo.as_slice());
         }
+        for a in &change.adopted {
+            batch.insert(key(b'a', &a.id.0), wire::encode(a));
+            batch.insert(key(b'h', &a.id_hash.0), &a.holder.0[..]);
+        }
         // Set until the change is also in the replicated roster (see `mirror_done`): a crash
         // in between is repaired at the next start.
         batch.insert(MIRROR_PENDING, &[]);
@@ -238,6 +281,9 @@ impl Roster {
                     .map(|p| Cow::Borrowed(*p))
                     .or_else(|| self.person(h).ok().flatten().map(Cow::Owned))
             });
+        }
+        for a in &change.adopted {
+            apply_adopted(&mut view, a);
         }
         // A person's new details (a photo, a new name) change what the guard sees on codes
         // that are already out.
@@ -319,16 +365,63 @@ impl Roster {
     /// # Errors
     /// [`RosterError`] if sled fails or a record is corrupt.
     pub fn person_by_hash(&self, id_hash: &IdHash) -> Result<Option<PersonRecord>, RosterError> {
+        match self.holder_by_hash(id_hash)? {
+            Some(holder) => self.person(&holder),
+            None => Ok(None),
+        }
+    }
+
+    /// The holder id this keyed ID hash was given here: a declared person's, or one known
+    /// only from an [`AdoptedCode`].
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or the index entry is corrupt.
+    pub fn holder_by_hash(&self, id_hash: &IdHash) -> Result<Option<HolderId>, RosterError> {
         let k = key(b'h', &id_hash.0);
         let Some(v) = self.tree.get(&k)? else {
             return Ok(None);
         };
-        let holder = HolderId(
-            v.as_ref()
-                .try_into()
-                .map_err(|_| corrupt(&k, "holder id is not 8 bytes"))?,
-        );
-        self.person(&holder)
+        let holder = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt(&k, "holder id is not 8 bytes"))?;
+        Ok(Some(HolderId(holder)))
+    }
+
+    /// The person's code in force (from the view), if any.
+    pub fn active_cred(&self, holder: &HolderId) -> Option<CredId> {
+        self.view
+            .read()
+            .expect("roster view lock")
+            .active
+            .get(holder)
+            .map(|a| a.0)
+    }
+
+    /// A code known only from the district copy, read from sled.
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or the record is corrupt.
+    pub fn adopted(&self, id: &CredId) -> Result<Option<AdoptedCode>, RosterError> {
+        let k = key(b'a', &id.0);
+        self.tree.get(&k)?.map(|v| decode(&k, &v)).transpose()
+    }
+
+    /// People known here only by an adopted code (no declaration on this node): they must
+    /// declare again. Walks the adopted codes (few; `node status` only).
+    ///
+    /// # Errors
+    /// [`RosterError`] if sled fails or a record is corrupt.
+    pub fn residents_to_redeclare(&self) -> Result<u64, RosterError> {
+        let mut holders = HashSet::new();
+        for item in self.tree.scan_prefix([b'a']) {
+            let (k, v) = item?;
+            let a: AdoptedCode = decode(&k, &v)?;
+            if self.person(&a.holder)?.is_none() {
+                holders.insert(a.holder);
+            }
+        }
+        Ok(holders.len() as u64)
     }
 
     /// A code's record, read from sled.
@@ -405,7 +498,7 @@ impl Roster {
             match (c.kind, &c.status, c.host) {
                 (HolderKind::Visitor, CredStatus::Active, Some(host)) => visitors.push((*id, host)),
                 (HolderKind::Visitor, _, _) | (_, CredStatus::Active, _) => {}
-                _ => revoked.push((*id, valid_until(&c.code))),
+                _ => revoked.push((*id, c.valid_until)),
             }
         }
         (revoked, visitors)
@@ -421,6 +514,37 @@ impl Roster {
             .count() as u64;
         (active, view.creds.len() as u64 - active)
     }
+}
+
+/// An adopted code in the view: no bytes (a scan of it is always verified by signature),
+/// no name for the guard.
+fn apply_adopted(view: &mut View, a: &AdoptedCode) {
+    match a.status {
+        CredStatus::Active => {
+            view.active.insert(a.holder, (a.id, a.valid_until));
+        }
+        _ => {
+            if view.active.get(&a.holder).map(|x| x.0) == Some(a.id) {
+                view.active.remove(&a.holder);
+            }
+        }
+    }
+    let v = CredView {
+        code: Vec::new(),
+        kind: a.kind,
+        holder: a.holder,
+        status: a.status.clone(),
+        display: HolderDisplay {
+            name: String::new(),
+            building: a.building.clone(),
+            door: a.door.clone(),
+            kind: a.kind,
+            photo: None,
+        },
+        host: None,
+        valid_until: a.valid_until,
+    };
+    view.creds.insert(a.id, Arc::new(v));
 }
 
 /// A revoked code of a person and the end of its validity (Unix seconds).

@@ -414,17 +414,16 @@ impl Node {
     /// `write`, which the replica loader takes too: no change slips between the queue and
     /// the loaded replica.
     fn commit(&self, change: Change) -> Result<(), RosterError> {
-        let touched: Vec<crate::feed::CodeTouch> = change
-            .creds
-            .iter()
-            .map(crate::feed::CodeTouch::of)
-            .collect();
+        let touched = touched_by(&change);
         let mut batch = RosterBatch::default();
         for p in &change.persons {
             batch.put_person(roster_entry(p));
         }
         for c in &change.creds {
             batch.put_code(code_entry(c));
+        }
+        for a in &change.adopted {
+            batch.put_code(adopted_entry(a));
         }
         self.roster.commit(change)?;
         self.feed.on_commit(&touched, now_ms());
@@ -712,6 +711,12 @@ impl Node {
             checked.review = menjin_proto::declaration::Review { outcome, why };
         }
         let existing = self.roster.person_by_hash(&id_hash)?;
+        // Known by an adopted code only (declared after the backup this node was restored
+        // from): the same holder, whose adopted code this declaration replaces.
+        let known = match &existing {
+            Some(p) => Some(p.holder),
+            None => self.roster.holder_by_hash(&id_hash)?,
+        };
         let kind = match by {
             Some(by) => {
                 self.check_proxy(by, &id_hash, &form, today)?;
@@ -719,12 +724,14 @@ impl Node {
             }
             None => checked.kind,
         };
-        let holder = existing
-            .as_ref()
-            .map_or_else(|| HolderId(menjin_store::files::random8()), |p| p.holder);
+        let holder = known.unwrap_or_else(|| HolderId(menjin_store::files::random8()));
+        let old_cred = self
+            .roster
+            .active_cred(&holder)
+            .or_else(|| existing.as_ref().and_then(|p| p.cred));
         let mut change = Change::default();
         let (cred, revoked) = self.recode(
-            existing.as_ref(),
+            old_cred,
             &checked.review,
             kind,
             holder,
@@ -801,7 +808,7 @@ impl Node {
     #[allow(clippy::too_many_arguments)]
     fn recode(
         &self,
-        existing: Option<&PersonRecord>,
+        old_cred: Option<CredId>,
         review: &menjin_proto::declaration::Review,
         kind: HolderKind,
         holder: HolderId,
@@ -809,10 +816,22 @@ impl Node {
         now: UnixTime,
         change: &mut Change,
     ) -> Result<(Option<CredId>, Option<CredId>), Refusal> {
-        let old = match existing.and_then(|p| p.cred) {
+        let old = match old_cred {
             Some(id) => self.roster.cred(&id)?,
             None => None,
         };
+        // An adopted code (no bytes to keep) is always replaced.
+        let adopted = match (old_cred, &old) {
+            (Some(id), None) => self.roster.adopted(&id)?,
+            _ => None,
+        };
+        if let Some(mut a) = adopted.filter(|a| a.status == CredStatus::Active) {
+            a.status = CredStatus::Revoked {
+                at: now,
+                why: menjin_proto::record::WHY_REPLACED.to_string(),
+            };
+            change.adopted.push(a);
+        }
         let cleared = review.outcome == Outcome::Cleared;
         let old_code = old.as_ref().and_then(|c| SignedCode::decode(&c.code).ok());
         // The earlier code stands only if it still says the right thing: same kind, same home,
@@ -826,7 +845,7 @@ impl Node {
                     && u64::from(c.valid_until) > now + DAY_SECS
             })
             && old.as_ref().is_some_and(|c| c.status == CredStatus::Active);
-        let mut revoked = None;
+        let mut revoked = change.adopted.last().map(|a| a.id);
         if let Some(mut o) = old
             .clone()
             .filter(|o| !keep && o.status == CredStatus::Active)
@@ -872,8 +891,8 @@ impl Node {
         p.has_photo = true;
         self.commit(Change {
             persons: vec![p.clone()],
-            creds: vec![],
             photos: vec![(holder, photo)],
+            ..Change::default()
         })?;
         self.receipt(&p, None)
     }
@@ -1181,6 +1200,7 @@ impl Node {
             community_name: self.config.community_name.clone(),
             node_key_id: self.key_id.to_string(),
             residents: self.roster.persons().count() as u64,
+            residents_to_redeclare: self.roster.residents_to_redeclare().unwrap_or(0),
             codes_active: active,
             codes_revoked: revoked,
             gates: self.peers.gates(),
@@ -1589,6 +1609,14 @@ impl check::Trust for RosterTrust<'_> {
         let Some(v) = &self.view else {
             return check::Known::NotIssued;
         };
+        if v.code.is_empty() {
+            // Adopted from the district copy: no bytes to compare, so the signature decides;
+            // never a visitor.
+            return check::Known::Unrecorded {
+                revoked: v.status != CredStatus::Active,
+                consent: false,
+            };
+        }
         check::Known::Issued(check::Issued {
             code: &v.code,
             kind: v.kind,
@@ -1605,6 +1633,42 @@ impl check::Trust for RosterTrust<'_> {
     fn swap_direction(&mut self, holder: HolderId, direction: Direction) -> Option<Direction> {
         let mut last = self.last_direction.lock().expect("passback lock");
         last.insert(holder, direction)
+    }
+}
+
+/// What a change means for gates: every code it writes, declared or adopted.
+pub(crate) fn touched_by(change: &Change) -> Vec<crate::feed::CodeTouch> {
+    change
+        .creds
+        .iter()
+        .map(crate::feed::CodeTouch::of)
+        .chain(
+            change
+                .adopted
+                .iter()
+                .map(crate::feed::CodeTouch::of_adopted),
+        )
+        .collect()
+}
+
+/// The replicated code entry of an adopted code.
+pub(crate) fn adopted_entry(a: &crate::roster::AdoptedCode) -> menjin_sync::CodeEntry {
+    let (status, revoked_at) = match &a.status {
+        CredStatus::Active => (menjin_sync::CodeStatus::Active, None),
+        CredStatus::Revoked { at, .. } => (menjin_sync::CodeStatus::Revoked, Some(*at)),
+        CredStatus::ConsentWithdrawn { at } => {
+            (menjin_sync::CodeStatus::ConsentWithdrawn, Some(*at))
+        }
+    };
+    menjin_sync::CodeEntry {
+        id: a.id,
+        holder: a.holder,
+        kind: a.kind,
+        status,
+        valid_from: a.valid_from,
+        valid_until: a.valid_until,
+        host: None,
+        revoked_at,
     }
 }
 

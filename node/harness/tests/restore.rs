@@ -76,6 +76,82 @@ fn hub_events(hub: &Hub) -> u64 {
         .map_or(0, |c| c.events)
 }
 
+/// The codes issued after the backup are taken from the district's copy: their holders are
+/// let in as gates deciding alone let them in, and resident 3, whose declaration the node
+/// lost, must declare again, which revokes the adopted code.
+async fn codes_issued_after_the_backup_are_adopted(
+    node: &Node,
+    made: &mut Vec<String>,
+    code_a2: &str,
+    code_c: &str,
+    cred_c: menjin_proto::credential::CredId,
+) {
+    until("codes issued after the backup adopted", || {
+        node.status().codes_active == 3
+    })
+    .await;
+    check(node, made, code_a2, true).await;
+    check(node, made, code_c, true).await;
+    assert_eq!(node.status().residents_to_redeclare, 1);
+    let mut sick = resident("R3", "19800101", 3, "3");
+    sick.symptoms = true;
+    let Response::Declared(again_c) = node.console(ConsoleRequest::Declare { form: sick }, now())
+    else {
+        panic!("declaring resident 3 again refused");
+    };
+    assert_eq!(
+        again_c.revoked,
+        Some(cred_c),
+        "the new declaration revokes the adopted code"
+    );
+    check(node, made, code_c, false).await;
+    assert_eq!(node.status().residents_to_redeclare, 0);
+    assert!(
+        node.feed_snapshot().revoked.contains(&cred_c),
+        "gates are told"
+    );
+}
+
+/// Declares resident `serial` and waits until the hub's roster holds the code.
+async fn declare_to_hub(
+    node: &Node,
+    hub: &Hub,
+    serial: u32,
+) -> (String, menjin_proto::credential::CredId) {
+    let r = declare(node, serial);
+    let (code, cred) = (r.code.unwrap(), r.cred.unwrap());
+    until("the code in the hub's roster", || {
+        hub.replication()
+            .read(|r| r.roster(COMMUNITY))
+            .codes
+            .contains_key(&cred)
+    })
+    .await;
+    (code, cred)
+}
+
+/// A hub serving on loopback: stop it by sending on the sender, then await the task.
+fn start_hub(
+    district: &menjin_store::files::DistrictDir,
+    base: &Path,
+) -> (
+    Arc<Hub>,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let hub_dir = NodeDir(base.join("hub"));
+    create_hub(district, &hub_dir, "hub", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let hub = Hub::open(&hub_dir).unwrap();
+    let server = hub.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let hub_addr = server.local_addr().unwrap();
+    let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
+    let hub_task = tokio::spawn(server.run(async move {
+        let _ = hub_stopped.await;
+    }));
+    (hub, hub_addr, stop_hub, hub_task)
+}
+
 /// A node run linked to the hub until `stop` is sent.
 struct Run {
     node: Arc<Node>,
@@ -135,15 +211,7 @@ async fn a_restored_node_past_the_hub_loses_no_event_and_revives_no_code() {
 async fn restored_node_loses_no_event_and_revives_no_code(offline: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let district = district(tmp.path());
-    let hub_dir = NodeDir(tmp.path().join("hub"));
-    create_hub(&district, &hub_dir, "hub", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let hub = Hub::open(&hub_dir).unwrap();
-    let server = hub.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let hub_addr = server.local_addr().unwrap();
-    let (stop_hub, hub_stopped) = tokio::sync::oneshot::channel::<()>();
-    let hub_task = tokio::spawn(server.run(async move {
-        let _ = hub_stopped.await;
-    }));
+    let (hub, hub_addr, stop_hub, hub_task) = start_hub(&district, tmp.path());
     let dir = node_in(&district, tmp.path());
     let cert = std::fs::read(dir.cert()).unwrap();
     assert!(matches!(
@@ -180,6 +248,9 @@ async fn restored_node_loses_no_event_and_revives_no_code(offline: usize) {
     };
     assert_eq!(again.revoked, a.cred, "moving home revokes code A");
     let cred_a = a.cred.unwrap();
+    // Issued after the backup: resident 1's new code, and resident 3's first.
+    let code_a2 = again.code.unwrap();
+    let (code_c, cred_c) = declare_to_hub(&node, &hub, 3).await;
     until("code A revoked in the hub's roster", || {
         hub.replication()
             .read(|r| r.roster(COMMUNITY))
@@ -217,6 +288,7 @@ async fn restored_node_loses_no_event_and_revives_no_code(offline: usize) {
     .await;
     check(&node, &mut made, &code_a, false).await;
     check(&node, &mut made, &code_b, true).await;
+    codes_issued_after_the_backup_are_adopted(&node, &mut made, &code_a2, &code_c, cred_c).await;
     let total = made.len() as u64;
     until("the last events at the hub", || hub_events(&hub) >= total).await;
     assert_eq!(hub_events_by_gate(&hub), expected(&made));

@@ -2,6 +2,8 @@
 //! is functionally wrong (a check errors, a valid code is denied, the gate log misses events).
 
 mod lockdown;
+mod relay;
+mod soak;
 mod sync;
 mod web;
 
@@ -65,6 +67,24 @@ pub enum BenchCmd {
         #[arg(long)]
         seconds: Option<u64>,
     },
+    /// A district of real processes under random faults (kill -9, cut links, wiped gate
+    /// caches, restores from backup, clock steps, garbage), then checks: one JSON line.
+    Soak {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        #[arg(long, default_value_t = 2)]
+        gates_per_node: usize,
+        /// Residents declared per community before the run.
+        #[arg(long, default_value_t = 12)]
+        residents: u32,
+        /// Keep the run's directory (data and every process's log) here; it must not exist.
+        #[arg(long)]
+        keep: Option<std::path::PathBuf>,
+    },
     /// Initial sync of one community to an empty hub, one revocation, a node restart.
     Sync {
         #[arg(long, default_value_t = sync::RESIDENTS_DEFAULT)]
@@ -86,6 +106,24 @@ pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
             rounds,
         } => lockdown::run(nodes, gates_per_node, rounds, json).await,
         BenchCmd::Sync { residents } => sync::run(residents, json).await,
+        BenchCmd::Soak {
+            seconds,
+            seed,
+            nodes,
+            gates_per_node,
+            residents,
+            keep,
+        } => {
+            let args = soak::Args {
+                seconds,
+                seed,
+                nodes,
+                gates_per_node,
+                residents,
+                keep,
+            };
+            soak::run(args, json).await
+        }
         BenchCmd::Web {
             clients,
             declarations,

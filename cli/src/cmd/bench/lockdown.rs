@@ -6,10 +6,7 @@
 //! Then one node is cut off from the hub, a lockdown is issued, the link is restored, and the
 //! time from the restore to the last of its gates applying it is `after_partition_ms`.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -19,10 +16,11 @@ use menjin_proto::CommunityId;
 use menjin_proto::idnum::{DocumentType, IdHashKey};
 use menjin_proto::wire::{ConsoleRequest, HealthEntry, HubRequest, Response};
 use menjin_store::files::read_secret;
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 use menjin_harness::{LocalDistrict, LocalHub, LocalNode};
+
+use super::relay::Relay;
 
 const FIRST_COMMUNITY: CommunityId = 440_305_001;
 /// A change not applied by every gate by then counts as missing (`applied` < `gates`).
@@ -30,56 +28,6 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the partitioned node stays cut off: longer than the QUIC idle timeout (6 s), so
 /// the node's link to the hub dies and must be dialled again, as after a real outage.
 const PARTITION: Duration = Duration::from_millis(7_000);
-
-/// A UDP relay between one node and the hub that can drop everything (a cut WAN link).
-struct Relay {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(target: SocketAddr) -> Result<Relay> {
-        let front = UdpSocket::bind("127.0.0.1:0").await?;
-        let back = UdpSocket::bind("127.0.0.1:0").await?;
-        back.connect(target).await?;
-        let addr = front.local_addr()?;
-        let cut = Arc::new(AtomicBool::new(false));
-        let dropping = cut.clone();
-        let task = tokio::spawn(async move {
-            let mut client: Option<SocketAddr> = None;
-            let (mut a, mut b) = (vec![0u8; 65_536], vec![0u8; 65_536]);
-            loop {
-                tokio::select! {
-                    r = front.recv_from(&mut a) => {
-                        let Ok((n, from)) = r else { return };
-                        client = Some(from);
-                        if !dropping.load(Ordering::Relaxed) {
-                            let _ = back.send(&a[..n]).await;
-                        }
-                    }
-                    r = back.recv(&mut b) => {
-                        let Ok(n) = r else { continue };
-                        if let (Some(c), false) = (client, dropping.load(Ordering::Relaxed)) {
-                            let _ = front.send_to(&b[..n], c).await;
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Relay { addr, cut, task })
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.store(cut, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 struct Community {
     id: CommunityId,

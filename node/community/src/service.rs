@@ -1395,11 +1395,23 @@ impl Node {
             return Ok(());
         };
         let _guard = self.write.lock().expect("declaration lock");
-        let Some(mut person) = self.roster.person_by_hash(id_hash)? else {
+        let Some(holder) = self.roster.holder_by_hash(id_hash)? else {
             return Ok(());
         };
-        let Some(cred_id) = person.cred else {
+        // The code in force may be adopted (no declaration here: a restored node), or newer
+        // than the one the person's record names.
+        let person = self.roster.person(&holder)?;
+        let Some(cred_id) = self
+            .roster
+            .active_cred(&holder)
+            .or_else(|| person.as_ref().and_then(|p| p.cred))
+        else {
             return Ok(());
+        };
+        let why = format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST);
+        let revoked = CredStatus::Revoked {
+            at,
+            why: why.clone(),
         };
         let mut change = Change::default();
         if let Some(mut c) = self
@@ -1407,20 +1419,23 @@ impl Node {
             .cred(&cred_id)?
             .filter(|c| c.status == CredStatus::Active)
         {
-            c.status = CredStatus::Revoked {
-                at,
-                why: format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
-            };
+            c.status = revoked;
             change.creds.push(c);
+        } else if let Some(mut a) = self
+            .roster
+            .adopted(&cred_id)?
+            .filter(|a| a.status == CredStatus::Active)
+        {
+            a.status = revoked;
+            change.adopted.push(a);
         }
-        person.cred = None;
-        person.review = menjin_proto::declaration::Review {
-            outcome,
-            why: format!("{}{status}", menjin_proto::record::WHY_HEALTH_LIST),
-        };
-        change.persons.push(person.clone());
+        if let Some(mut person) = person {
+            person.cred = None;
+            person.review = menjin_proto::declaration::Review { outcome, why };
+            change.persons.push(person);
+        }
         self.commit(change)?;
-        tracing::warn!(holder = %person.holder, status, "code revoked by the district health list");
+        tracing::warn!(holder = %holder, status, "code revoked by the district health list");
         Ok(())
     }
 

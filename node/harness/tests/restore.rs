@@ -10,7 +10,8 @@ use std::time::Duration;
 use menjin_community::Node;
 use menjin_community::testing::{COMMUNITY, declare, district, gate_check, node_in, now, resident};
 use menjin_hub::Hub;
-use menjin_proto::wire::{ConsoleRequest, HubRequest, LogQuery, Response};
+use menjin_proto::idnum::IdHashKey;
+use menjin_proto::wire::{ConsoleRequest, HealthEntry, HubRequest, LogQuery, Response};
 use menjin_store::files::NodeDir;
 use menjin_store::provision::create_hub;
 
@@ -152,6 +153,32 @@ fn start_hub(
     (hub, hub_addr, stop_hub, hub_task)
 }
 
+/// The district's health list finds the adopted code of a person whose record on the node
+/// (from the backup) still names the code before it.
+async fn health_flag_revokes_an_adopted_code(
+    node: &Node,
+    hub: &Hub,
+    base: &Path,
+    made: &mut Vec<String>,
+    code_a2: &str,
+) {
+    let key = menjin_store::files::read_secret(&NodeDir(base.join("hub")).idhash_key()).unwrap();
+    let r1 = resident("R1", "19800101", 1, "99");
+    let flag = HealthEntry {
+        id_hash: IdHashKey(key).hash(r1.document_type, &r1.document_number),
+        status: "hospital".into(),
+    };
+    assert!(matches!(
+        hub.console(HubRequest::SetHealth { flags: vec![flag] }),
+        Response::Done(_)
+    ));
+    until("the health flag revokes the adopted code", || {
+        node.status().codes_active == 1
+    })
+    .await;
+    check(node, made, code_a2, false).await;
+}
+
 /// A node run linked to the hub until `stop` is sent.
 struct Run {
     node: Arc<Node>,
@@ -289,6 +316,7 @@ async fn restored_node_loses_no_event_and_revives_no_code(offline: usize) {
     check(&node, &mut made, &code_a, false).await;
     check(&node, &mut made, &code_b, true).await;
     codes_issued_after_the_backup_are_adopted(&node, &mut made, &code_a2, &code_c, cred_c).await;
+    health_flag_revokes_an_adopted_code(&node, &hub, tmp.path(), &mut made, &code_a2).await;
     let total = made.len() as u64;
     until("the last events at the hub", || hub_events(&hub) >= total).await;
     assert_eq!(hub_events_by_gate(&hub), expected(&made));

@@ -178,6 +178,19 @@ impl Injector {
         Ok(())
     }
 
+    /// Mends at once whatever is broken of `targets`.
+    async fn heal_now(&mut self, targets: &[String]) -> Result<()> {
+        let (now, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heals)
+            .into_iter()
+            .partition(|(_, h)| targets.contains(&h.target()));
+        self.heals = keep;
+        for (_, heal) in now {
+            self.busy.remove(&heal.target());
+            self.heal(heal).await?;
+        }
+        Ok(())
+    }
+
     async fn heal(&mut self, heal: Heal) -> Result<()> {
         let d = self.d.clone();
         match heal {
@@ -388,14 +401,14 @@ impl Injector {
             return Ok(false);
         };
         let c = &d.communities[k];
+        // What is still broken around the node is mended first (the restore needs the hub
+        // to catch up).
         let gates = (0..c.gates.len()).flat_map(|g| [format!("g{k}.{g}"), format!("gl{k}.{g}")]);
-        let all_free = ["hub".to_string(), format!("n{k}"), format!("up{k}")]
+        let around: Vec<String> = ["hub".to_string(), format!("n{k}"), format!("up{k}")]
             .into_iter()
             .chain(gates)
-            .all(|t| self.free(&t));
-        if !all_free {
-            return Ok(false);
-        }
+            .collect();
+        self.heal_now(&around).await?;
         // Held and cut off: no scan, and no offline upload the hub could miss, reaches the
         // node between the check below and the restore.
         let mut held = Vec::new();

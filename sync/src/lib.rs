@@ -112,8 +112,11 @@
 //!
 //! # Driver contract
 //!
-//! - Roles come from authenticated keys. `incarnation` grows at every process start (a boot
-//!   counter flushed to disk before use) and never repeats.
+//! - Roles come from authenticated keys. `incarnation` is new at every process start and
+//!   never repeats, not even after the store is restored from an older backup (so not a
+//!   counter kept in that store: the driver draws a random non-zero number, other than the
+//!   last one, and flushes it before use). Nothing relies on incarnations growing: session
+//!   ids are compared only within one connection, which one process makes.
 //! - At start: [`decode_doc`] / [`Replica::load_doc`] every stored document (snapshot plus
 //!   chunks in order), [`Replica::load_peer_state`] every stored peer state.
 //! - After every event ([`Replica::connect`], [`Replica::handle_message`],

@@ -162,7 +162,8 @@ pub use message_check::{
     SYNC_HAVES_MAX, SYNC_HEADS_MAX, SYNC_NEEDS_MAX,
 };
 pub use policy::{
-    HealthFlag, Lockdown, NodeEnrolment, POLICY_TEXT_LEN_MAX, PolicyBatch, PolicyView, read_policy,
+    HealthFlag, Lockdown, NODE_REVOCATIONS_MAX, NodeEnrolment, NodeRevocation, POLICY_TEXT_LEN_MAX,
+    PolicyBatch, PolicyView, read_policy,
 };
 pub use replica::{
     ANTI_ENTROPY_INTERVAL_MS_DEFAULT, COMMUNITY_BYTES_MAX_DEFAULT, Config,

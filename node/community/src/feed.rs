@@ -1,6 +1,7 @@
 //! The node's side of the gate feed (see `menjin_proto::feed`): the trust data its gates
-//! cache (revoked codes of people, visitor codes with consent in force, the lockdown), kept
-//! up to date from roster commits and lockdown changes, versioned, and broadcast to every
+//! cache (revoked codes of people, visitor codes with consent in force, the lockdown, the
+//! community's node keys the district revoked), kept up to date from roster commits, lockdown
+//! changes and the district policy, versioned, and broadcast to every
 //! subscribed gate the moment it changes; and each gate's link as the node sees it
 //! (connected, applied version and lockdown epoch, last contact), for `menjin status`.
 //!
@@ -67,6 +68,8 @@ struct State {
     visitor_codes: HashMap<CredId, HolderId>,
     /// Those whose host holds a code in force: what gates get.
     visitors: HashSet<CredId>,
+    /// The community's node keys the district revoked, in the order they were heard of.
+    revoked_node_keys: Vec<[u8; 32]>,
 }
 
 /// Drops revoked codes that expired more than [`REVOKED_KEEP_S`] before `now` (Unix
@@ -97,6 +100,7 @@ impl Feed {
             revoked: revoked.into_iter().collect(),
             visitor_codes: visitor_codes.into_iter().collect(),
             visitors: HashSet::new(),
+            revoked_node_keys: Vec::new(),
         };
         state.visitors = in_force(&roster, &state.visitor_codes);
         let (tx, _) = broadcast::channel(BACKLOG_MAX);
@@ -149,6 +153,7 @@ impl Feed {
             node_cert,
             previous_node_cert: None,
             lockdown: s.lockdown.clone(),
+            revoked_node_keys: s.revoked_node_keys.clone(),
             residents_may_leave,
             revoked,
             visitors,
@@ -216,6 +221,41 @@ impl Feed {
         };
         let _ = self.tx.send(Arc::new(update));
         true
+    }
+
+    /// The community's node keys the district revoked, as the policy lists them now (they
+    /// are never removed there); gates get those they have not had yet. Returns whether any
+    /// was new.
+    pub fn on_node_keys_revoked(&self, keys: &[[u8; 32]], now_ms: u64) -> bool {
+        let mut s = self.state.lock().expect("feed lock");
+        let new: Vec<[u8; 32]> = keys
+            .iter()
+            .filter(|k| !s.revoked_node_keys.contains(*k))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return false;
+        }
+        s.revoked_node_keys.extend(&new);
+        s.version += 1;
+        let update = TrustUpdate {
+            incarnation: self.incarnation,
+            version: s.version,
+            node_time_ms: now_ms,
+            revoked_node_keys: new,
+            ..Default::default()
+        };
+        let _ = self.tx.send(Arc::new(update));
+        true
+    }
+
+    /// Whether the district revoked `key` (as far as the policy applied says).
+    pub fn node_key_revoked(&self, key: &[u8; 32]) -> bool {
+        self.state
+            .lock()
+            .expect("feed lock")
+            .revoked_node_keys
+            .contains(key)
     }
 
     /// Enrolled gates that have never been in touch still show, as never seen.

@@ -60,6 +60,7 @@
 //! | enrolment: `key`, `name` | hub | last writer wins per field |
 //! | lockdown record (`locked`, `epoch`, `reason`, `by`, `at`, written whole) | hub | highest `epoch`; at equal epochs `locked` wins |
 //! | health flag (`status`, `at`, written whole) | hub | latest `at`, then Automerge's order |
+//! | node key revocation (`community`, `at`, `by`, `reason`, written whole, never removed) | hub | earliest `at`; the enrolment whose key it revokes is deleted in the same change |
 //!
 //! The writer side enforces the code rule too: [`Replica::apply_roster`] refuses to move a
 //! final status anywhere ([`WriteError::StatusFinal`]), reading the status with the same

@@ -371,6 +371,33 @@ mod tests {
         }
     }
 
+    /// Issue 12, defect 8: revoked node keys reach subscribed gates in one update each time
+    /// the policy names a new one, and every later snapshot.
+    #[test]
+    fn revoked_node_keys_go_out_once_and_stay_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let feed = Feed::new(Roster::open(&db).unwrap(), GateLockdown::default(), 1);
+        let mut updates = feed.subscribe();
+        assert!(feed.on_node_keys_revoked(&[[1; 32]], 5));
+        assert!(!feed.on_node_keys_revoked(&[[1; 32]], 6), "nothing new");
+        assert!(feed.on_node_keys_revoked(&[[1; 32], [2; 32]], 7));
+        let first = updates.try_recv().unwrap();
+        let second = updates.try_recv().unwrap();
+        assert_eq!(
+            (first.version, first.revoked_node_keys.clone()),
+            (2, vec![[1; 32]])
+        );
+        assert_eq!(
+            (second.version, second.revoked_node_keys.clone()),
+            (3, vec![[2; 32]])
+        );
+        assert!(updates.try_recv().is_err());
+        assert!(feed.node_key_revoked(&[2; 32]) && !feed.node_key_revoked(&[3; 32]));
+        let snap = feed.snapshot(Vec::new(), 1, false, 8);
+        assert_eq!(snap.revoked_node_keys, vec![[1; 32], [2; 32]]);
+    }
+
     /// Defect 10 of the hardening issue: the revoked list only grew, and the snapshot with
     /// it, towards the feed's frame limit.
     #[test]

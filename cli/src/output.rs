@@ -341,6 +341,11 @@ fn status_text(s: &NodeStatus) {
             "roster: changes wait for the replicated roster (mirror-pending; the next start repairs it)"
         );
     }
+    if s.revoked {
+        println!(
+            "REVOKED: the district revoked this node's key; gates refuse it (make a new one: node rekey)"
+        );
+    }
 }
 
 fn hub_status_text(s: &HubStatus) {
@@ -374,6 +379,12 @@ fn hub_status_text(s: &HubStatus) {
             c.residents,
             c.codes_active
         );
+        if !c.revoked_node_keys.is_empty() {
+            println!(
+                "      revoked node keys: {}",
+                c.revoked_node_keys.join(", ")
+            );
+        }
         for g in &c.gates {
             println!("      gate {}", gate_link_line(g, s.hub_time_ms));
         }

@@ -16,6 +16,11 @@ pub const CERT_VERSION: u8 = 1;
 pub const HUB_COMMUNITY: CommunityId = 0;
 /// Community names are for people reading logs; 64 bytes holds 21 CJK characters.
 pub const COMMUNITY_NAME_LEN_MAX: usize = 64;
+/// Node keys a district may revoke in all (`menjin hub revoke-node`): revocations are never
+/// removed, and each is small (key, community, time, who), so the policy document every node
+/// loads and the trust feed every gate caches stay small (4,096 keys are 128 KiB in a feed
+/// snapshot): about 20 rekeys or stolen laptops for each of a district's 200 nodes.
+pub const NODE_REVOCATIONS_MAX: usize = 4_096;
 const FIXED_LEN: usize = 1 + 4 + 32 + 8 + 8 + 1;
 const SIG_LEN: usize = 64;
 

@@ -46,7 +46,13 @@ pub enum Issuer<'a> {
     /// The node's certificates as a gate cached them (checked against the district root when
     /// they arrived: the current one, and the one before the last rekey while its codes may
     /// be in force), each trusted only inside its own validity window. Empty: no trust data.
-    Cached(&'a [NodeCert]),
+    Cached {
+        /// The certificates.
+        certs: &'a [NodeCert],
+        /// Ids of node keys the district revoked: a code one of them signed is refused
+        /// (`issuer_revoked`) whatever certificate is cached for it.
+        revoked: &'a [KeyId],
+    },
 }
 
 impl<'a> Issuer<'a> {
@@ -54,10 +60,17 @@ impl<'a> Issuer<'a> {
     fn at(self, key: KeyId, now: UnixTime) -> Option<&'a NodeCert> {
         match self {
             Issuer::Own(cert) => Some(cert),
-            Issuer::Cached(certs) => certs.iter().find(|cert| {
-                cert.key_id() == key && (cert.not_before..=cert.not_after).contains(&now)
+            Issuer::Cached { certs, revoked } => certs.iter().find(|cert| {
+                cert.key_id() == key
+                    && !revoked.contains(&key)
+                    && (cert.not_before..=cert.not_after).contains(&now)
             }),
         }
+    }
+
+    /// Whether the district revoked the key `key` names.
+    fn revoked(self, key: KeyId) -> bool {
+        matches!(self, Issuer::Cached { revoked, .. } if revoked.contains(&key))
     }
 }
 
@@ -324,6 +337,11 @@ fn judge<T: Trust + ?Sized>(
     if issued_here {
         code.check_context(ctx.community, now)?;
     } else {
+        // A code of another community is refused as such whoever signed it (`verify`).
+        if code.credential.community == ctx.community && ctx.issuer.revoked(code.credential.issuer)
+        {
+            return Err(Reason::IssuerRevoked);
+        }
         code.verify(
             ctx.issuer.at(code.credential.issuer, now),
             ctx.community,
@@ -491,7 +509,10 @@ mod tests {
 
     fn offline(node: &Node, degraded: bool) -> Context<'_> {
         Context {
-            issuer: Issuer::Cached(std::slice::from_ref(&node.cert)),
+            issuer: Issuer::Cached {
+                certs: std::slice::from_ref(&node.cert),
+                revoked: &[],
+            },
             mode: Mode::Offline { degraded },
             ..online(node)
         }
@@ -663,7 +684,10 @@ mod tests {
             reason(
                 &scan(&code.to_text()),
                 &Context {
-                    issuer: Issuer::Cached(std::slice::from_ref(&other)),
+                    issuer: Issuer::Cached {
+                        certs: std::slice::from_ref(&other),
+                        revoked: &[],
+                    },
                     ..offline(&node, false)
                 },
                 &mut Table::default()
@@ -758,7 +782,10 @@ mod tests {
         let (older, previous, current) = (Node::with_key(3), Node::with_key(4), Node::new());
         let certs = [current.cert.clone(), previous.cert.clone()];
         let ctx = Context {
-            issuer: Issuer::Cached(&certs),
+            issuer: Issuer::Cached {
+                certs: &certs,
+                revoked: &[],
+            },
             ..offline(&current, false)
         };
         for (signer, want) in [
@@ -771,6 +798,34 @@ mod tests {
         }
     }
 
+    /// Issue 12, defect 8: a node key the district revoked vouches for nothing at a gate
+    /// alone, current or previous, and the guard is told why.
+    #[test]
+    fn a_gate_refuses_codes_of_a_revoked_node_key_with_its_reason() {
+        let (previous, current) = (Node::with_key(4), Node::new());
+        let certs = [current.cert.clone(), previous.cert.clone()];
+        let revoked = [previous.cert.key_id()];
+        let ctx = Context {
+            issuer: Issuer::Cached {
+                certs: &certs,
+                revoked: &revoked,
+            },
+            ..offline(&current, false)
+        };
+        for (signer, want) in [(&current, Reason::Ok), (&previous, Reason::IssuerRevoked)] {
+            let text = signer.code(HolderKind::Resident, 10).to_text();
+            assert_eq!(reason(&scan(&text), &ctx, &mut Table::default()), want);
+        }
+        // A code of another community stays `wrong_community`, whoever signed it.
+        let mut foreign = credential(HolderKind::Resident, 11, &previous.key);
+        foreign.community = COMMUNITY + 1;
+        let text = foreign.sign(&previous.key).to_text();
+        assert_eq!(
+            reason(&scan(&text), &ctx, &mut Table::default()),
+            Reason::WrongCommunity
+        );
+    }
+
     #[test]
     fn a_cached_certificate_outside_its_window_vouches_for_nothing() {
         let node = Node::new();
@@ -779,7 +834,10 @@ mod tests {
         let mut late = node.cert.clone();
         late.not_before = NOW + 1;
         let ctx = Context {
-            issuer: Issuer::Cached(std::slice::from_ref(&late)),
+            issuer: Issuer::Cached {
+                certs: std::slice::from_ref(&late),
+                revoked: &[],
+            },
             ..offline(&node, false)
         };
         assert_eq!(
@@ -787,7 +845,10 @@ mod tests {
             Reason::UnknownIssuer
         );
         let ctx = Context {
-            issuer: Issuer::Cached(&[]),
+            issuer: Issuer::Cached {
+                certs: &[],
+                revoked: &[],
+            },
             ..offline(&node, false)
         };
         assert_eq!(

@@ -61,6 +61,10 @@ pub struct TrustSnapshot {
     pub previous_node_cert: Option<Vec<u8>>,
     /// The lockdown the node enforces now.
     pub lockdown: GateLockdown,
+    /// Node keys of this community the district revoked (`menjin hub revoke-node`), at most
+    /// [`crate::cert::NODE_REVOCATIONS_MAX`]: a gate refuses a node presenting one at the
+    /// handshake, and offline a code one of them signed (`issuer_revoked`).
+    pub revoked_node_keys: Vec<[u8; 32]>,
     /// During a lockdown, may residents go out (staff always may)?
     pub residents_may_leave: bool,
     /// Codes of people (not visitors) that are revoked.
@@ -87,6 +91,8 @@ pub struct TrustUpdate {
     pub visitors_added: Vec<CredId>,
     /// Visitor codes whose consent ended (withdrawn, or the host lost their code).
     pub visitors_removed: Vec<CredId>,
+    /// Node keys newly revoked by the district: add to [`TrustSnapshot::revoked_node_keys`].
+    pub revoked_node_keys: Vec<[u8; 32]>,
 }
 
 /// One frame of the feed, node → gate.

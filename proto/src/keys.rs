@@ -13,7 +13,12 @@ impl KeyId {
     /// The id of `key`. 8 bytes keep codes short: the id only picks the certificate, the
     /// signature decides.
     pub fn of(key: &VerifyingKey) -> KeyId {
-        let digest = Sha256::digest(key.as_bytes());
+        KeyId::of_bytes(key.as_bytes())
+    }
+
+    /// The id of the public key whose bytes are `key` (a revoked key travels as bytes).
+    pub fn of_bytes(key: &[u8; 32]) -> KeyId {
+        let digest = Sha256::digest(key);
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
         KeyId(id)

@@ -51,11 +51,14 @@ pub enum Reason {
     /// The community is locked down: no visitors, no vehicles, and (by default) residents
     /// may not go out.
     Lockdown,
+    /// Signed by a node key the district revoked (`menjin hub revoke-node`): a gate alone
+    /// cannot tell such a code from one forged with the leaked key.
+    IssuerRevoked,
 }
 
 impl Reason {
     /// Every reason, in declaration order: for tables and counters that list them all.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Ok,
         Reason::Malformed,
         Reason::UnknownVersion,
@@ -70,6 +73,7 @@ impl Reason {
         Reason::NoConsent,
         Reason::VehicleBarred,
         Reason::Lockdown,
+        Reason::IssuerRevoked,
     ];
 
     /// The stable snake_case name (the serde form), as logs and JSON carry it.
@@ -89,6 +93,7 @@ impl Reason {
             Reason::NoConsent => "no_consent",
             Reason::VehicleBarred => "vehicle_barred",
             Reason::Lockdown => "lockdown",
+            Reason::IssuerRevoked => "issuer_revoked",
         }
     }
 
@@ -110,6 +115,9 @@ impl Reason {
             Reason::VehicleBarred => "outside vehicles may not enter",
             Reason::Lockdown => {
                 "community locked down (confirmed case): no visitors, no vehicles, residents stay in"
+            }
+            Reason::IssuerRevoked => {
+                "code signed by a node key the district revoked: ask the office for a new code"
             }
         }
     }

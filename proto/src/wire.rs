@@ -440,6 +440,20 @@ pub enum HubRequest {
     },
     /// The hub's status: each community's link, its gates, the district's log.
     Status,
+    /// Revokes a node key of `community` for good (a leaked key, a stolen node): written
+    /// into the district policy, carried to the community's gates; the community's enrolled
+    /// key is also taken out (its link closes at once) and can never be enrolled again.
+    RevokeNode {
+        /// Which community.
+        community: CommunityId,
+        /// The certificate (`NodeCert::encode`) of the key to revoke (a key replaced at a
+        /// rekey, say); `None`: the key enrolled for the community now.
+        cert: Option<Vec<u8>>,
+        /// Who decided.
+        by: String,
+        /// Why, for the record (may be empty).
+        reason: String,
+    },
 }
 
 /// What a declaration produced, for the console and the resident's "my declarations".
@@ -559,6 +573,9 @@ pub struct NodeStatus {
     /// Roster changes wait to be mirrored into the replicated roster (the `mirror-pending`
     /// marker; the next start reconciles them).
     pub mirror_pending: bool,
+    /// The district revoked this node's current key: it keeps running, but its gates refuse
+    /// it (at the handshake, and offline its codes) and the hub does not let it link.
+    pub revoked: bool,
 }
 
 /// One gate as its node sees it.
@@ -696,6 +713,8 @@ pub struct CommunityLink {
     pub lockdown_epoch: u64,
     /// The community's gates as its node last reported them.
     pub gates: Vec<GateLink>,
+    /// Key ids of the community's node keys the district revoked, oldest first.
+    pub revoked_node_keys: Vec<String>,
 }
 
 /// A hub's state, for `menjin hub status`.

@@ -60,6 +60,7 @@
 //! | enrolment: `key`, `name` | hub | last writer wins per field |
 //! | lockdown record (`locked`, `epoch`, `reason`, `by`, `at`, written whole) | hub | highest `epoch`; at equal epochs `locked` wins |
 //! | health flag (`status`, `at`, written whole) | hub | latest `at`, then Automerge's order |
+//! | node key revocation (`community`, `at`, `by`, `reason`, written whole, never removed) | hub | earliest `at`; the enrolment whose key it revokes is deleted in the same change |
 //!
 //! The writer side enforces the code rule too: [`Replica::apply_roster`] refuses to move a
 //! final status anywhere ([`WriteError::StatusFinal`]), reading the status with the same
@@ -112,8 +113,11 @@
 //!
 //! # Driver contract
 //!
-//! - Roles come from authenticated keys. `incarnation` grows at every process start (a boot
-//!   counter flushed to disk before use) and never repeats.
+//! - Roles come from authenticated keys. `incarnation` is new at every process start and
+//!   never repeats, not even after the store is restored from an older backup (so not a
+//!   counter kept in that store: the driver draws a random non-zero number, other than the
+//!   last one, and flushes it before use). Nothing relies on incarnations growing: session
+//!   ids are compared only within one connection, which one process makes.
 //! - At start: [`decode_doc`] / [`Replica::load_doc`] every stored document (snapshot plus
 //!   chunks in order), [`Replica::load_peer_state`] every stored peer state.
 //! - After every event ([`Replica::connect`], [`Replica::handle_message`],
@@ -159,7 +163,8 @@ pub use message_check::{
     SYNC_HAVES_MAX, SYNC_HEADS_MAX, SYNC_NEEDS_MAX,
 };
 pub use policy::{
-    HealthFlag, Lockdown, NodeEnrolment, POLICY_TEXT_LEN_MAX, PolicyBatch, PolicyView, read_policy,
+    HealthFlag, Lockdown, NODE_REVOCATIONS_MAX, NodeEnrolment, NodeRevocation, POLICY_TEXT_LEN_MAX,
+    PolicyBatch, PolicyView, read_policy,
 };
 pub use replica::{
     ANTI_ENTROPY_INTERVAL_MS_DEFAULT, COMMUNITY_BYTES_MAX_DEFAULT, Config,

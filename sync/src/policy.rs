@@ -2,10 +2,11 @@
 //! lockdown state per community, health flags per ID hash.
 //!
 //! Layout: flat keys in the document root. `n/<community>` → a map per enrolled node
-//! (fields updated in place); `l/<community>` → a lockdown record and `h/<id hash hex>` → a
-//! health flag, both written as a new map object at every update, so that conflicting
-//! writes (see the crate doc) are whole records that the reader can order, never a mix of
-//! fields from two updates.
+//! (fields updated in place; deleted when its key is revoked); `l/<community>` → a lockdown
+//! record and `h/<id hash hex>` → a health flag, both written as a new map object at every
+//! update, so that conflicting writes (see the crate doc) are whole records that the reader
+//! can order, never a mix of fields from two updates; `r/<node key hex>` → a node key's
+//! revocation, written once and never removed (of conflicting ones the earliest counts).
 
 use std::collections::BTreeMap;
 
@@ -21,6 +22,8 @@ use crate::roster::{Existing, Record, existing, parse_hex, put_record, root_obje
 const NODE_PREFIX: &str = "n/";
 const LOCKDOWN_PREFIX: &str = "l/";
 const HEALTH_PREFIX: &str = "h/";
+const REVOKED_PREFIX: &str = "r/";
+pub use menjin_proto::cert::NODE_REVOCATIONS_MAX;
 
 /// Node and operator names, lockdown reasons and health statuses are short labels typed
 /// by staff; a bound keeps the policy document (which every node loads) small. The same
@@ -71,6 +74,22 @@ pub struct HealthFlag {
     pub at: UnixTime,
 }
 
+/// A node key the district revoked (`menjin hub revoke-node`): gates of its community refuse
+/// it, and the hub never enrols it again. Never removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRevocation {
+    /// The community the key was certified for.
+    pub community: CommunityId,
+    /// The node's ed25519 public key.
+    pub node_key: [u8; 32],
+    /// When the hub wrote it (the hub's clock).
+    pub at: UnixTime,
+    /// The operator who decided it: not empty, at most [`POLICY_TEXT_LEN_MAX`] bytes.
+    pub by: String,
+    /// Why, as the operator typed it (may be empty), at most [`POLICY_TEXT_LEN_MAX`] bytes.
+    pub reason: String,
+}
+
 /// One logical policy change, committed as one Automerge change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyBatch {
@@ -80,12 +99,19 @@ pub struct PolicyBatch {
     pub lockdowns: Vec<Lockdown>,
     /// Health flags to set, each replacing the person's previous flag.
     pub health: Vec<HealthFlag>,
+    /// Node keys to revoke, each not revoked before; a community's enrolment whose key is
+    /// revoked here is deleted in the same change. At most [`NODE_REVOCATIONS_MAX`] in the
+    /// document.
+    pub revoke: Vec<NodeRevocation>,
 }
 
 impl PolicyBatch {
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.enrol.is_empty() && self.lockdowns.is_empty() && self.health.is_empty()
+        self.enrol.is_empty()
+            && self.lockdowns.is_empty()
+            && self.health.is_empty()
+            && self.revoke.is_empty()
     }
 }
 
@@ -99,6 +125,8 @@ pub struct PolicyView {
     pub lockdowns: BTreeMap<CommunityId, Lockdown>,
     /// The flag in force per person (conflicts resolved).
     pub health: BTreeMap<IdHash, HealthFlag>,
+    /// Revoked node keys, by key.
+    pub revoked_nodes: BTreeMap<[u8; 32], NodeRevocation>,
     /// Entries skipped because a field was missing or malformed.
     pub malformed: usize,
 }
@@ -112,6 +140,17 @@ impl PolicyView {
     /// Whether `community` is locked down now.
     pub fn is_locked(&self, community: CommunityId) -> bool {
         self.lockdowns.get(&community).is_some_and(|l| l.locked)
+    }
+
+    /// The revoked node keys of `community`, oldest revocation first.
+    pub fn revoked_keys_of(&self, community: CommunityId) -> Vec<[u8; 32]> {
+        let mut of: Vec<&NodeRevocation> = self
+            .revoked_nodes
+            .values()
+            .filter(|r| r.community == community)
+            .collect();
+        of.sort_by_key(|r| (r.at, r.node_key));
+        of.into_iter().map(|r| r.node_key).collect()
     }
 }
 
@@ -156,6 +195,38 @@ pub(crate) fn check_batch(doc: &Automerge, batch: &PolicyBatch) -> Result<(), Wr
         if let Some(e) = long("health status", &h.status) {
             return Err(e);
         }
+    }
+    check_revocations(&current, &batch.revoke)
+}
+
+fn check_revocations(current: &PolicyView, revoke: &[NodeRevocation]) -> Result<(), WriteError> {
+    let mut keys = std::collections::BTreeSet::new();
+    for r in revoke {
+        if r.by.trim().is_empty() {
+            return Err(WriteError::Invalid(
+                "a revocation names the operator who decided it".into(),
+            ));
+        }
+        for (what, v) in [("operator", &r.by), ("revocation reason", &r.reason)] {
+            if v.len() > POLICY_TEXT_LEN_MAX {
+                return Err(WriteError::Invalid(format!(
+                    "{what} is {} bytes (at most {POLICY_TEXT_LEN_MAX})",
+                    v.len()
+                )));
+            }
+        }
+        if current.revoked_nodes.contains_key(&r.node_key) || !keys.insert(r.node_key) {
+            return Err(WriteError::Invalid(format!(
+                "node key {} is revoked already",
+                menjin_proto::KeyId::of_bytes(&r.node_key)
+            )));
+        }
+    }
+    if current.revoked_nodes.len() + keys.len() > NODE_REVOCATIONS_MAX {
+        return Err(WriteError::Invalid(format!(
+            "the district holds {} revoked node keys, at most {NODE_REVOCATIONS_MAX}",
+            current.revoked_nodes.len()
+        )));
     }
     Ok(())
 }
@@ -218,7 +289,29 @@ pub(crate) fn put_batch(
         tx.put(&obj, "status", h.status.as_str())?;
         tx.put(&obj, "at", h.at)?;
     }
+    for r in &batch.revoke {
+        let obj = tx.put_object(
+            ROOT,
+            format!("{REVOKED_PREFIX}{}", hex::encode(r.node_key)),
+            ObjType::Map,
+        )?;
+        tx.put(&obj, "community", u64::from(r.community))?;
+        tx.put(&obj, "at", r.at)?;
+        tx.put(&obj, "by", r.by.as_str())?;
+        tx.put(&obj, "reason", r.reason.as_str())?;
+        if enrolled_key(tx, r.community) == Some(r.node_key) {
+            tx.delete(ROOT, node_key(r.community))?;
+        }
+    }
     Ok(())
+}
+
+/// The key enrolled for `community`, as the document says now.
+fn enrolled_key(doc: &impl ReadDoc, community: CommunityId) -> Option<[u8; 32]> {
+    let obj = root_objects(doc, &node_key(community), false)
+        .into_iter()
+        .next()?;
+    parse_hex(Record::read(doc, &obj).str("key")?)
 }
 
 fn parse_community(s: &str) -> Option<CommunityId> {
@@ -277,6 +370,10 @@ pub fn read_policy(doc: &impl ReadDoc) -> PolicyView {
                 view.lockdowns.insert(community, best);
                 Some(())
             })()
+        } else if let Some(k) = key.strip_prefix(REVOKED_PREFIX) {
+            read_revocation(doc, key, k, item.conflict).map(|r| {
+                view.revoked_nodes.insert(r.node_key, r);
+            })
         } else if let Some(h) = key.strip_prefix(HEALTH_PREFIX) {
             (|| {
                 let id_hash = IdHash(parse_hex(h)?);
@@ -302,4 +399,125 @@ pub fn read_policy(doc: &impl ReadDoc) -> PolicyView {
         }
     }
     view
+}
+
+/// A revocation record; of conflicting ones (two hub incarnations) the earliest.
+fn read_revocation(
+    doc: &impl ReadDoc,
+    key: &str,
+    hex_key: &str,
+    conflict: bool,
+) -> Option<NodeRevocation> {
+    let node_key = parse_hex(hex_key)?;
+    root_objects(doc, key, conflict)
+        .iter()
+        .filter_map(|obj| {
+            let r = Record::read(doc, obj);
+            Some(NodeRevocation {
+                community: CommunityId::try_from(r.u64("community")?).ok()?,
+                node_key,
+                at: r.u64("at")?,
+                by: r.str("by")?.to_owned(),
+                reason: r.str("reason")?.to_owned(),
+            })
+        })
+        .reduce(|a, b| if b.at < a.at { b } else { a })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Replica, Role};
+
+    fn revocation(community: CommunityId, key: u8) -> NodeRevocation {
+        NodeRevocation {
+            community,
+            node_key: [key; 32],
+            at: 1_800_000_000,
+            by: "district operator".into(),
+            reason: "laptop stolen".into(),
+        }
+    }
+
+    fn revoke(hub: &mut Replica, r: Vec<NodeRevocation>) -> Result<bool, WriteError> {
+        hub.apply_policy(
+            &PolicyBatch {
+                revoke: r,
+                ..PolicyBatch::default()
+            },
+            1_800_000_000,
+        )
+    }
+
+    /// Issue 12, defect 8: a revoked node key is recorded for good, its community's
+    /// enrolment goes with it, and a bad revocation changes nothing.
+    #[test]
+    fn a_revocation_is_kept_takes_the_enrolment_and_bad_ones_change_nothing() {
+        let mut hub = Replica::new(Role::Hub, 1, Config::default());
+        let enrol = |key: u8| NodeEnrolment {
+            community: 7,
+            node_key: [key; 32],
+            name: "seven".into(),
+        };
+        hub.apply_policy(
+            &PolicyBatch {
+                enrol: vec![enrol(1)],
+                ..PolicyBatch::default()
+            },
+            1,
+        )
+        .unwrap();
+        // A key that is not the enrolled one (replaced at a rekey) leaves the enrolment.
+        revoke(&mut hub, vec![revocation(7, 9)]).unwrap();
+        assert!(hub.policy().nodes.contains_key(&7));
+        let later = NodeRevocation {
+            at: 1_800_000_060,
+            ..revocation(7, 1)
+        };
+        revoke(&mut hub, vec![later.clone()]).unwrap();
+        let view = hub.policy();
+        assert!(!view.nodes.contains_key(&7), "the enrolment is gone");
+        assert_eq!(view.revoked_keys_of(7), vec![[9; 32], [1; 32]]);
+        assert_eq!(view.revoked_nodes[&[1; 32]], later);
+        assert!(view.revoked_keys_of(8).is_empty());
+        assert_eq!(view.malformed, 0);
+
+        let heads = hub.heads(crate::DocId::Policy);
+        let mut no_one = revocation(7, 2);
+        no_one.by = " ".into();
+        let mut long = revocation(7, 3);
+        long.reason = "x".repeat(POLICY_TEXT_LEN_MAX + 1);
+        for bad in [
+            vec![revocation(7, 1)],
+            vec![revocation(7, 4), revocation(7, 4)],
+            vec![no_one],
+            vec![long],
+        ] {
+            assert!(matches!(revoke(&mut hub, bad), Err(WriteError::Invalid(_))));
+        }
+        assert_eq!(hub.heads(crate::DocId::Policy), heads, "nothing written");
+    }
+
+    #[test]
+    fn revocations_are_bounded_in_the_district() {
+        let mut hub = Replica::new(Role::Hub, 1, Config::default());
+        let many = |from: usize, n: usize| -> Vec<NodeRevocation> {
+            (from..from + n)
+                .map(|i| {
+                    let mut key = [0u8; 32];
+                    key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                    NodeRevocation {
+                        node_key: key,
+                        ..revocation(7, 0)
+                    }
+                })
+                .collect()
+        };
+        revoke(&mut hub, many(0, NODE_REVOCATIONS_MAX)).unwrap();
+        assert!(matches!(
+            revoke(&mut hub, many(NODE_REVOCATIONS_MAX, 1)),
+            Err(WriteError::Invalid(why)) if why.contains("at most")
+        ));
+        assert_eq!(hub.policy().revoked_nodes.len(), NODE_REVOCATIONS_MAX);
+    }
 }

@@ -488,9 +488,11 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// A replica with no documents. `incarnation` must grow at every process start and
-    /// never repeat for this role (the driver keeps a boot counter in its store and flushes
-    /// it before calling this): it makes the Automerge actor id and the session ids unique.
+    /// A replica with no documents. `incarnation` must be new at every process start and
+    /// never repeat for this role, even after a restore from an older backup (the driver
+    /// draws a random one and flushes it before calling this): it makes the Automerge actor
+    /// id and the session ids unique. It need not grow: a peer compares session ids only
+    /// within one connection.
     ///
     /// # Panics
     /// If `incarnation` is 0 (reserved for [`crate::roster_docs_for`]) or the config has no
@@ -519,6 +521,12 @@ impl Replica {
     /// This replica's role.
     pub fn me(&self) -> Role {
         self.me
+    }
+
+    /// This process's incarnation: the Automerge actor it writes under is made of it and
+    /// the role, so two processes that wrote under the same one would fork that actor.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
     }
 
     /// The tunables it runs with.

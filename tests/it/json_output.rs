@@ -105,6 +105,7 @@ fn node_answers_in_json_keep_their_field_names() {
             "lockdown_reason",
             "gate_links",
             "mirror_pending",
+            "revoked",
         ],
     );
     assert_keys("node status gate link", &status["gate_links"][0], GATE_LINK);

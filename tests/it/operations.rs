@@ -7,8 +7,8 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::support::{
-    DEADLINE, GateProc, NodeProc, create_hub, create_node, declare_resident, enrol_at_hub,
-    enrol_gate, init_district, menjin, p,
+    DEADLINE, EXIT_REFUSED, GateProc, NodeProc, create_hub, create_node, declare_resident,
+    enrol_at_hub, enrol_gate, init_district, menjin, p,
 };
 
 const C: u32 = 440_304_021;
@@ -394,4 +394,258 @@ fn a_gate_refuses_a_node_presenting_the_certificate_its_rekey_replaced() {
     g.notice("online");
     assert_eq!(g.finish().code(), Some(0));
     let _ = &s.hub;
+}
+
+impl Site {
+    /// `menjin hub revoke-node` for this community with `extra` arguments.
+    fn revoke_node(&self, extra: &[&str]) -> crate::support::Out {
+        let community = C.to_string();
+        let mut args = vec![
+            "hub",
+            "revoke-node",
+            "--dir",
+            p(&self.hub_dir),
+            "--community",
+            &community,
+        ];
+        args.extend_from_slice(extra);
+        menjin(&args)
+    }
+
+    /// This community as `hub status` shows it.
+    fn hub_community(&self) -> Value {
+        let st = menjin(&["hub", "status", "--dir", p(&self.hub_dir)]).ok();
+        st["communities"]
+            .as_array()
+            .expect("communities")
+            .iter()
+            .find(|c| c["community"] == C)
+            .cloned()
+            .unwrap_or_else(|| panic!("community {C} not in {st}"))
+    }
+}
+
+/// Defect 8 of the hardening issue, the node part: a node key could be retired only by a
+/// rekey, never revoked (a leaked current key, a stolen node laptop). `hub revoke-node`
+/// refuses bad input and changes nothing then; a good one cuts the node's link within a
+/// bound, the key never links again nor is enrolled again, and `hub status` shows it.
+#[test]
+fn hub_revoke_node_refuses_bad_input_and_cuts_the_revoked_node_for_good() {
+    let s = Site::start();
+    s.wait_hub_connected(true);
+    let key_id = s.node_status()["node_key_id"]
+        .as_str()
+        .expect("key id")
+        .to_string();
+
+    // Bad input: each refused with its reason, nothing revoked, the link stays up.
+    let other = (C + 1).to_string();
+    let unknown = menjin(&[
+        "hub",
+        "revoke-node",
+        "--dir",
+        p(&s.hub_dir),
+        "--community",
+        &other,
+        "--by",
+        "op",
+    ])
+    .expect(EXIT_REFUSED);
+    assert_eq!(unknown["error"], "not_found", "{unknown}");
+    let nobody = s.revoke_node(&["--by", " "]).expect(EXIT_REFUSED);
+    assert_eq!(nobody["error"], "bad_request", "{nobody}");
+    assert!(nobody["message"].as_str().expect("message").contains("by"));
+    let long = "x".repeat(300);
+    let wordy = s.revoke_node(&["--by", "op", "--reason", &long]);
+    assert_eq!(wordy.expect(EXIT_REFUSED)["error"], "bad_request");
+    // A certificate of another community is not this community's key.
+    let stranger = s.tmp.path().join("stranger");
+    create_node(&s.district, &stranger, C + 2, "stranger", None);
+    let foreign = s.revoke_node(&["--by", "op", "--cert", p(&stranger.join("node.cert"))]);
+    let foreign = foreign.expect(EXIT_REFUSED);
+    assert!(
+        foreign["message"]
+            .as_str()
+            .expect("message")
+            .contains("community"),
+        "{foreign}"
+    );
+    let c = s.hub_community();
+    assert_eq!(c["revoked_node_keys"], serde_json::json!([]), "{c}");
+    assert_eq!(c["connected"], true, "{c}");
+    assert_eq!(s.node_status()["revoked"], false);
+
+    // The revocation: the link closes, and the node heard why before it did.
+    let done = s
+        .revoke_node(&["--by", "district operator", "--reason", "laptop stolen"])
+        .ok();
+    assert!(
+        done["done"].as_str().expect("done").contains(&key_id),
+        "{done}"
+    );
+    s.wait_hub_connected(false);
+    let st = s.node_status();
+    assert_eq!(st["revoked"], true, "the node says it is revoked: {st}");
+    let c = s.hub_community();
+    assert_eq!(c["revoked_node_keys"], serde_json::json!([key_id]), "{c}");
+
+    // It never comes back: the uplink retries within its back-off (under a second at
+    // first) and is refused; enrolling the key again is refused; revoking again too.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(s.node_status()["hub_connected"], false);
+    assert_eq!(s.hub_community()["connected"], false);
+    let again = menjin(&[
+        "hub",
+        "enrol",
+        "--dir",
+        p(&s.hub_dir),
+        "--cert",
+        p(&s.node_dir.join("node.cert")),
+    ])
+    .expect(EXIT_REFUSED);
+    let why = again["message"].as_str().expect("message");
+    assert!(why.contains("revoked") && why.contains("rekey"), "{again}");
+    let twice = s
+        .revoke_node(&["--by", "op", "--cert", p(&s.node_dir.join("node.cert"))])
+        .expect(EXIT_REFUSED);
+    assert!(
+        twice["message"]
+            .as_str()
+            .expect("message")
+            .contains("already")
+    );
+    assert_eq!(
+        s.hub_community()["revoked_node_keys"],
+        serde_json::json!([key_id]),
+        "nothing changed"
+    );
+    let _ = (&s.node, &s.hub, &s.gate);
+}
+
+/// Defect 8, at the gate: a gate that heard of the revocation (from its own node, which
+/// passes on the revocation of its own key before the hub cuts it) refuses to connect to
+/// a process presenting the revoked certificate (here a copy of the node's directory,
+/// as a thief would run it) and, deciding alone, refuses the codes that key signed.
+#[test]
+fn a_gate_refuses_a_revoked_node_at_the_handshake_and_its_codes_offline() {
+    let mut s = Site::start();
+    let code = s.declare(1);
+    let mut g = GateProc::start(&s.gate, &s.tmp.path().join("gate.log"));
+    g.notice("online");
+    let d = g.scan("36.6", &code);
+    assert_eq!(
+        (d["offline"].as_bool(), d["answer"]["allowed"].as_bool()),
+        (Some(false), Some(true)),
+        "{d}"
+    );
+
+    // The thief's copy of the node directory, taken while the node was stopped.
+    let addr = s.node.addr.to_string();
+    assert!(s.node.terminate().success());
+    let stolen = s.tmp.path().join("stolen");
+    copy_tree(&s.node_dir, &stolen);
+    s.node = NodeProc::start(&s.node_dir, &addr, &s.tmp.path().join("node.log"));
+    g.notice("online");
+
+    s.revoke_node(&["--by", "district operator", "--reason", "laptop stolen"])
+        .ok();
+    let problem = g.notice("problem");
+    assert!(
+        problem["what"].as_str().expect("what").contains("revoked"),
+        "{problem}"
+    );
+    let d = g.scan("36.6", &code);
+    assert_eq!(d["offline"], true, "{d}");
+    assert_eq!(d["answer"]["allowed"], false, "{d}");
+    assert_eq!(d["answer"]["reason"], "issuer_revoked", "{d}");
+
+    // The thief's node on the node's address: the gate's handshake refuses it, so the gate
+    // goes on deciding alone (it retries every 2 s at most) and the thief never hears it.
+    s.node.kill9();
+    let thief = NodeProc::start(&stolen, &addr, &s.tmp.path().join("thief.log"));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let d = g.scan("36.6", &code);
+    assert_eq!(
+        d["offline"], true,
+        "the gate did not take the thief's node: {d}"
+    );
+    assert_eq!(d["answer"]["reason"], "issuer_revoked", "{d}");
+    let st = menjin(&["node", "status", "--dir", p(&stolen)]).ok();
+    let g1 = st["gate_links"]
+        .as_array()
+        .expect("gate links")
+        .iter()
+        .find(|l| l["gate"] == "g1")
+        .cloned()
+        .expect("g1");
+    assert_eq!(
+        g1["last_contact_ms"], 0,
+        "the gate never talked to the thief: {st}"
+    );
+    assert_eq!(g.finish().code(), Some(0));
+    drop(thief);
+    let _ = &s.hub;
+}
+
+/// Defect 8 with a rekey: the key a rekey replaced leaked. Revoking it (its certificate,
+/// `node.cert.previous`) leaves the node's new key enrolled and linked; the node passes the
+/// revocation on to its gates, which then refuse alone the codes the old key signed, and go
+/// on allowing the new key's.
+#[test]
+fn revoking_the_key_a_rekey_replaced_refuses_its_codes_offline_and_keeps_the_node() {
+    let mut s = Site::start();
+    let old_code = s.declare(1);
+    s.rekey();
+    enrol_at_hub(&s.hub_dir, &s.node_dir);
+    s.wait_hub_connected(true);
+    let new_code = s.declare(2);
+    let mut g = GateProc::start(&s.gate, &s.tmp.path().join("gate.log"));
+    g.notice("online");
+    let applied = |s: &Site| -> u64 {
+        let st = s.node_status();
+        st["gate_links"]
+            .as_array()
+            .expect("gate links")
+            .iter()
+            .find(|l| l["gate"] == "g1")
+            .and_then(|l| l["applied_version"].as_u64())
+            .unwrap_or(0)
+    };
+    let before = applied(&s);
+
+    let previous = s.node_dir.join("node.cert.previous");
+    s.revoke_node(&["--by", "district operator", "--cert", p(&previous)])
+        .ok();
+    let deadline = Instant::now() + DEADLINE;
+    while applied(&s) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the gate never applied the revocation"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let st = s.node_status();
+    assert_eq!(
+        (st["revoked"].as_bool(), st["hub_connected"].as_bool()),
+        (Some(false), Some(true)),
+        "the node's own key is not the revoked one: {st}"
+    );
+    assert_eq!(
+        s.hub_community()["revoked_node_keys"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    s.node.kill9();
+    for (code, allowed, reason) in [
+        (&new_code, true, "ok"),
+        (&old_code, false, "issuer_revoked"),
+    ] {
+        let d = g.scan("36.6", code);
+        assert_eq!(d["offline"], true, "{d}");
+        assert_eq!(d["answer"]["allowed"], allowed, "{d}");
+        assert_eq!(d["answer"]["reason"], reason, "{d}");
+    }
+    assert_eq!(g.finish().code(), Some(0));
 }

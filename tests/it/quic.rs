@@ -638,7 +638,7 @@ async fn client_hellos(
     let mut client =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("address")).expect("client endpoint");
     client.set_default_client_config(
-        menjin_net::tls::client_config(key, root, Some(COMMUNITY), 0).expect("client config"),
+        menjin_net::tls::client_config(key, root, Some(COMMUNITY), 0, &[]).expect("client config"),
     );
     let mut pending = Vec::with_capacity(count);
     let mut hellos = std::collections::BTreeMap::new();

@@ -1,5 +1,5 @@
-//! `menjin hub`: the district hub: create, run, enrol nodes, lockdowns, health lists, status,
-//! the district log.
+//! `menjin hub`: the district hub: create, run, enrol nodes, revoke node keys, lockdowns,
+//! health lists, status, the district log.
 
 pub mod health;
 
@@ -43,6 +43,24 @@ pub enum HubCmd {
         dir: PathBuf,
         #[arg(long)]
         cert: PathBuf,
+    },
+    /// Revoke a community's node key for good (a leaked key, a stolen node laptop): its
+    /// gates refuse it, and it can never be enrolled again. Without --cert, the key enrolled
+    /// now (its link closes at once); with it, the key of that certificate (one replaced at a
+    /// rekey: node.cert.previous). A new key comes from `node rekey`.
+    RevokeNode {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        community: u32,
+        /// The operator who decides it.
+        #[arg(long)]
+        by: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The certificate of the key to revoke, if not the enrolled one.
+        #[arg(long)]
+        cert: Option<PathBuf>,
     },
     /// Communities, their links, lockdowns and event counts.
     Status {
@@ -121,6 +139,27 @@ pub async fn run(cmd: HubCmd, json: bool) -> Result<ExitCode> {
             let cert =
                 std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
             ask_hub(&dir, HubRequest::EnrolNode { cert }).await?
+        }
+        HubCmd::RevokeNode {
+            dir,
+            community,
+            by,
+            reason,
+            cert,
+        } => {
+            let cert = match cert {
+                Some(path) => Some(
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let req = HubRequest::RevokeNode {
+                community,
+                cert,
+                by,
+                reason,
+            };
+            ask_hub(&dir, req).await?
         }
         HubCmd::Status { dir } => ask_hub(&dir, HubRequest::Status).await?,
         HubCmd::Lockdown {

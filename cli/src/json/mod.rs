@@ -385,6 +385,8 @@ pub struct NodeStatus {
     pub gate_links: Vec<GateLink>,
     /// Roster changes wait to be mirrored into the replicated roster.
     pub mirror_pending: bool,
+    /// The district revoked this node's key: gates refuse it.
+    pub revoked: bool,
 }
 
 impl From<&wire::NodeStatus> for NodeStatus {
@@ -407,6 +409,7 @@ impl From<&wire::NodeStatus> for NodeStatus {
             lockdown_reason: s.lockdown_reason.clone(),
             gate_links: s.gate_links.iter().map(GateLink::from).collect(),
             mirror_pending: s.mirror_pending,
+            revoked: s.revoked,
         }
     }
 }
@@ -477,6 +480,8 @@ pub struct Community {
     pub lockdown_epoch: u64,
     /// The community's gates as its node last reported them.
     pub gates: Vec<GateLink>,
+    /// Key ids of the community's node keys the district revoked, oldest first.
+    pub revoked_node_keys: Vec<String>,
 }
 
 impl From<&wire::HubStatus> for HubStatus {
@@ -497,6 +502,7 @@ impl From<&wire::HubStatus> for HubStatus {
                     locked: c.locked,
                     lockdown_epoch: c.lockdown_epoch,
                     gates: c.gates.iter().map(GateLink::from).collect(),
+                    revoked_node_keys: c.revoked_node_keys.clone(),
                 })
                 .collect(),
             events: s.events,
@@ -621,7 +627,8 @@ mod tests {
                 "fever",
                 "no_consent",
                 "vehicle_barred",
-                "lockdown"
+                "lockdown",
+                "issuer_revoked"
             ]
         );
         let kinds = [

@@ -1,6 +1,7 @@
 //! The node's side of the gate feed (see `menjin_proto::feed`): the trust data its gates
-//! cache (revoked codes of people, visitor codes with consent in force, the lockdown), kept
-//! up to date from roster commits and lockdown changes, versioned, and broadcast to every
+//! cache (revoked codes of people, visitor codes with consent in force, the lockdown, the
+//! community's node keys the district revoked), kept up to date from roster commits, lockdown
+//! changes and the district policy, versioned, and broadcast to every
 //! subscribed gate the moment it changes; and each gate's link as the node sees it
 //! (connected, applied version and lockdown epoch, last contact), for `menjin status`.
 //!
@@ -78,6 +79,8 @@ struct State {
     visitor_codes: HashMap<CredId, HolderId>,
     /// Those whose host holds a code in force: what gates get.
     visitors: HashSet<CredId>,
+    /// The community's node keys the district revoked, in the order they were heard of.
+    revoked_node_keys: Vec<[u8; 32]>,
 }
 
 /// Drops revoked codes that expired more than [`REVOKED_KEEP_S`] before `now` (Unix
@@ -108,6 +111,7 @@ impl Feed {
             revoked: revoked.into_iter().collect(),
             visitor_codes: visitor_codes.into_iter().collect(),
             visitors: HashSet::new(),
+            revoked_node_keys: Vec::new(),
         };
         state.visitors = in_force(&roster, &state.visitor_codes);
         let (tx, _) = broadcast::channel(BACKLOG_MAX);
@@ -160,6 +164,7 @@ impl Feed {
             node_cert,
             previous_node_cert: None,
             lockdown: s.lockdown.clone(),
+            revoked_node_keys: s.revoked_node_keys.clone(),
             residents_may_leave,
             revoked,
             visitors,
@@ -227,6 +232,41 @@ impl Feed {
         };
         let _ = self.tx.send(Arc::new(update));
         true
+    }
+
+    /// The community's node keys the district revoked, as the policy lists them now (they
+    /// are never removed there); gates get those they have not had yet. Returns whether any
+    /// was new.
+    pub fn on_node_keys_revoked(&self, keys: &[[u8; 32]], now_ms: u64) -> bool {
+        let mut s = self.state.lock().expect("feed lock");
+        let new: Vec<[u8; 32]> = keys
+            .iter()
+            .filter(|k| !s.revoked_node_keys.contains(*k))
+            .copied()
+            .collect();
+        if new.is_empty() {
+            return false;
+        }
+        s.revoked_node_keys.extend(&new);
+        s.version += 1;
+        let update = TrustUpdate {
+            incarnation: self.incarnation,
+            version: s.version,
+            node_time_ms: now_ms,
+            revoked_node_keys: new,
+            ..Default::default()
+        };
+        let _ = self.tx.send(Arc::new(update));
+        true
+    }
+
+    /// Whether the district revoked `key` (as far as the policy applied says).
+    pub fn node_key_revoked(&self, key: &[u8; 32]) -> bool {
+        self.state
+            .lock()
+            .expect("feed lock")
+            .revoked_node_keys
+            .contains(key)
     }
 
     /// Enrolled gates that have never been in touch still show, as never seen.
@@ -340,6 +380,33 @@ mod tests {
             host: None,
             valid_until,
         }
+    }
+
+    /// Issue 12, defect 8: revoked node keys reach subscribed gates in one update each time
+    /// the policy names a new one, and every later snapshot.
+    #[test]
+    fn revoked_node_keys_go_out_once_and_stay_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let feed = Feed::new(Roster::open(&db).unwrap(), GateLockdown::default(), 1);
+        let mut updates = feed.subscribe();
+        assert!(feed.on_node_keys_revoked(&[[1; 32]], 5));
+        assert!(!feed.on_node_keys_revoked(&[[1; 32]], 6), "nothing new");
+        assert!(feed.on_node_keys_revoked(&[[1; 32], [2; 32]], 7));
+        let first = updates.try_recv().unwrap();
+        let second = updates.try_recv().unwrap();
+        assert_eq!(
+            (first.version, first.revoked_node_keys.clone()),
+            (2, vec![[1; 32]])
+        );
+        assert_eq!(
+            (second.version, second.revoked_node_keys.clone()),
+            (3, vec![[2; 32]])
+        );
+        assert!(updates.try_recv().is_err());
+        assert!(feed.node_key_revoked(&[2; 32]) && !feed.node_key_revoked(&[3; 32]));
+        let snap = feed.snapshot(Vec::new(), 1, false, 8);
+        assert_eq!(snap.revoked_node_keys, vec![[1; 32], [2; 32]]);
     }
 
     /// Defect 10 of the hardening issue: the revoked list only grew, and the snapshot with

@@ -1213,6 +1213,7 @@ impl Node {
             lockdown_reason: lockdown.reason,
             gate_links: self.gate_links(),
             mirror_pending: self.roster.mirror_pending().unwrap_or(true),
+            revoked: self.revoked(),
         }
     }
 
@@ -1351,9 +1352,11 @@ impl Node {
         }
     }
 
-    /// Applies the district policy: the lockdown (a later epoch only) and health flags.
+    /// Applies the district policy: the lockdown (a later epoch only), the community's
+    /// revoked node keys and health flags.
     fn apply_policy(&self, policy: menjin_sync::PolicyView) {
         let community = self.config.community;
+        self.apply_node_revocations(&policy.revoked_keys_of(community));
         let lockdown = policy.lockdowns.get(&community).cloned();
         let health = policy.health;
         if let Some(new) = lockdown {
@@ -1381,6 +1384,30 @@ impl Node {
                 tracing::error!(error = %e.message, "health flag not applied");
             }
         }
+    }
+
+    /// The community's node keys the district revoked go to the gates. The node's own current
+    /// key among them: it keeps running (the roster, the pages, the log stay), but its gates
+    /// now refuse it at the handshake and offline refuse the codes it signed, and the hub
+    /// refuses its link; said loudly once, and in `node status` (`revoked`).
+    fn apply_node_revocations(&self, revoked: &[[u8; 32]]) {
+        let own = self.cert.node_key.to_bytes();
+        let was = self.feed.node_key_revoked(&own);
+        if self.feed.on_node_keys_revoked(revoked, now_ms()) {
+            tracing::warn!(keys = revoked.len(), "revoked node keys sent to the gates");
+        }
+        if !was && self.feed.node_key_revoked(&own) {
+            tracing::error!(
+                key = %self.key_id,
+                "the district revoked this node's key: its gates refuse it from now on; make a \
+                 new key (`menjin node rekey`) and have the hub enrol it"
+            );
+        }
+    }
+
+    /// Whether the district revoked this node's current key (as far as its policy says).
+    pub fn revoked(&self) -> bool {
+        self.feed.node_key_revoked(self.cert.node_key.as_bytes())
     }
 
     /// A district health flag for someone of this community: a status other than `cleared`
@@ -1553,11 +1580,13 @@ impl Node {
             self.config.residents_may_leave_in_lockdown,
             now,
         );
+        // A previous key the district revoked vouches for nothing any more.
         s.previous_node_cert = self
             .previous_cert
             .as_ref()
             .filter(|prev| {
                 previous_cert_needed(prev, &self.cert, self.config.code_validity_days, now / 1000)
+                    && !self.feed.node_key_revoked(prev.node_key.as_bytes())
             })
             .map(NodeCert::encode);
         s

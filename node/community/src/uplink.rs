@@ -166,7 +166,13 @@ async fn connect(
     hub: SocketAddr,
     timeout: Duration,
 ) -> Result<(quinn::Endpoint, quinn::Connection), ConnectError> {
-    let cfg = tls::client_config(node.signing_key(), *node.root(), Some(HUB_COMMUNITY), 0)?;
+    let cfg = tls::client_config(
+        node.signing_key(),
+        *node.root(),
+        Some(HUB_COMMUNITY),
+        0,
+        &[],
+    )?;
     let bind: SocketAddr = if hub.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .expect("literal");

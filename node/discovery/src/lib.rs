@@ -643,14 +643,17 @@ pub struct Discovery {
 }
 
 /// What a node must prove in its handshake: a certificate of the district `root`, issued no
-/// earlier than `not_before_min` (the gate's current node certificate; 0 before it has one).
-/// A certificate replaced at a rekey is superseded even while its key still works.
-#[derive(Clone, Copy, Debug)]
+/// earlier than `not_before_min` (the gate's current node certificate; 0 before it has one),
+/// for none of the `revoked` keys. A certificate replaced at a rekey is superseded even while
+/// its key still works; a revoked key is refused whatever its certificate.
+#[derive(Clone, Debug)]
 pub struct Trusted {
     /// The district root.
     pub root: VerifyingKey,
     /// `not_before` of the node certificate the gate trusts now.
     pub not_before_min: u64,
+    /// Node keys of the community the district revoked, as the gate's trust cache holds them.
+    pub revoked: std::sync::Arc<[[u8; 32]]>,
 }
 
 impl From<VerifyingKey> for Trusted {
@@ -658,6 +661,7 @@ impl From<VerifyingKey> for Trusted {
         Trusted {
             root,
             not_before_min: 0,
+            revoked: std::sync::Arc::new([]),
         }
     }
 }
@@ -678,14 +682,20 @@ fn classify(e: &ClientError) -> ProbeOutcome {
 async fn probe(
     addr: SocketAddr,
     key: &SigningKey,
-    root: Trusted,
+    root: &Trusted,
     community: CommunityId,
     advertised: Option<&str>,
     timeout_ms: u64,
 ) -> (ProbeOutcome, Option<(NodeClient, String)>) {
     let started = Instant::now();
-    let connect =
-        NodeClient::connect_pinned(addr, key, root.root, Some(community), root.not_before_min);
+    let connect = NodeClient::connect_pinned(
+        addr,
+        key,
+        root.root,
+        Some(community),
+        root.not_before_min,
+        &root.revoked,
+    );
     let client = match tokio::time::timeout(Duration::from_millis(timeout_ms), connect).await {
         Err(_) => {
             let why = format!("no handshake within {timeout_ms} ms");
@@ -737,7 +747,7 @@ async fn probe_candidate(
         let (outcome, client) = probe(
             addr,
             &key,
-            root,
+            &root,
             c.community,
             Some(&c.fingerprint),
             PROBE_TIMEOUT_MS,
@@ -796,7 +806,7 @@ pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: Trusted) -> Disc
                 browsed = Some(Ok(candidates.len()));
                 let mut tasks = tokio::task::JoinSet::new();
                 for c in candidates {
-                    tasks.spawn(probe_candidate(c, key.clone(), root));
+                    tasks.spawn(probe_candidate(c, key.clone(), root.clone()));
                 }
                 // Bounded: at most CANDIDATES_MAX tasks, each bounded by its probes' timeouts.
                 while let Some(joined) = tasks.join_next().await {
@@ -831,7 +841,7 @@ pub async fn discover(cfg: &GateConfig, key: &SigningKey, root: Trusted) -> Disc
     }
     // The static address may be across a WAN: the client's own connect timeout.
     let timeout_ms = menjin_net::client::CONNECT_TIMEOUT_MS + 1_000;
-    let (outcome, client) = probe(cfg.node, key, root, cfg.community, None, timeout_ms).await;
+    let (outcome, client) = probe(cfg.node, key, &root, cfg.community, None, timeout_ms).await;
     let p = Probe {
         via: Via::Static,
         instance: None,

@@ -1,5 +1,5 @@
 //! The gate's own sled cache (`<gate dir>/cache`): the trust data its node pushed (node
-//! certificate, revoked codes, visitors in force, lockdown), its knowledge of the node's
+//! certificate, revoked codes and node keys, visitors in force, lockdown), its knowledge of the node's
 //! clock, and the buffer of events it decided alone until they are uploaded.
 //!
 //! Every record carries a keyed MAC (HMAC-SHA256, key derived from the gate's secret key),
@@ -8,17 +8,18 @@
 //! discarded (the gate then decides offline only once its node has sent it again), tampered
 //! events are reported and dropped. Nothing is acknowledged or shown before it is flushed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use hmac::{Hmac, KeyInit, Mac};
+use menjin_proto::cert::NODE_REVOCATIONS_MAX;
 use menjin_proto::credential::CredId;
 use menjin_proto::feed::{
     CacheHead, GateClock, GateLockdown, OfflineEvent, TrustSnapshot, TrustUpdate,
 };
 use menjin_proto::wire::{self, GateEvent};
-use menjin_proto::{CommunityId, NodeCert};
+use menjin_proto::{CommunityId, KeyId, NodeCert};
 use sha2::{Digest, Sha256};
 
 const MAC_LEN: usize = 16;
@@ -78,6 +79,9 @@ pub enum TrustError {
         /// The gate's community, from `gate.toml`.
         gate: CommunityId,
     },
+    /// More revoked node keys than a district may hold.
+    #[error("{0} revoked node keys, at most {NODE_REVOCATIONS_MAX}")]
+    RevokedNodeKeys(usize),
 }
 
 /// Why a sealed record of the cache cannot be read back.
@@ -138,10 +142,16 @@ pub struct Trust {
     pub revoked: HashSet<CredId>,
     /// Visitor codes whose consent is in force; any other visitor code is refused offline.
     pub visitors: HashSet<CredId>,
+    /// Node keys of the community the district revoked: refused at the handshake, and
+    /// offline the codes they signed (at most [`NODE_REVOCATIONS_MAX`]).
+    pub revoked_node_keys: BTreeSet<[u8; 32]>,
+    /// Their key ids, as codes name their issuer.
+    pub revoked_issuers: Vec<KeyId>,
 }
 
 impl Trust {
-    fn apply(&mut self, u: &TrustUpdate) {
+    fn apply(&mut self, u: &TrustUpdate) -> Result<(), TrustError> {
+        self.revoke_node_keys(&u.revoked_node_keys)?;
         self.version = u.version;
         if let Some(l) = &u.lockdown {
             self.lockdown = l.clone();
@@ -151,6 +161,23 @@ impl Trust {
             self.visitors.remove(v);
         }
         self.visitors.extend(u.visitors_added.iter().copied());
+        Ok(())
+    }
+
+    /// Adds revoked node keys; past [`NODE_REVOCATIONS_MAX`] in all, nothing is added.
+    fn revoke_node_keys(&mut self, keys: &[[u8; 32]]) -> Result<(), TrustError> {
+        let new: BTreeSet<[u8; 32]> = keys
+            .iter()
+            .filter(|k| !self.revoked_node_keys.contains(*k))
+            .copied()
+            .collect();
+        let total = self.revoked_node_keys.len() + new.len();
+        if total > NODE_REVOCATIONS_MAX {
+            return Err(TrustError::RevokedNodeKeys(total));
+        }
+        self.revoked_issuers.extend(new.iter().map(KeyId::of_bytes));
+        self.revoked_node_keys.extend(new);
+        Ok(())
     }
 }
 
@@ -370,7 +397,7 @@ impl GateCache {
             if u.version != trust.version + 1 || k.as_ref() != Self::update_key(u.version) {
                 return Err(TrustLoadError::OutOfSequence(u.version));
             }
-            trust.apply(&u);
+            trust.apply(&u)?;
             count += 1;
         }
         if trust.version != head.version || count != head.version - head.snapshot_version {
@@ -407,7 +434,7 @@ impl GateCache {
         if let Some(previous) = &s.previous_node_cert {
             certs.push(self.cert_of(previous, s.community)?);
         }
-        Ok(Trust {
+        let mut trust = Trust {
             incarnation: s.incarnation,
             version: s.version,
             community: s.community,
@@ -416,7 +443,11 @@ impl GateCache {
             residents_may_leave: s.residents_may_leave,
             revoked: s.revoked.into_iter().collect(),
             visitors: s.visitors.into_iter().collect(),
-        })
+            revoked_node_keys: BTreeSet::new(),
+            revoked_issuers: Vec::new(),
+        };
+        trust.revoke_node_keys(&s.revoked_node_keys)?;
+        Ok(trust)
     }
 
     /// The trust data in force.
@@ -469,7 +500,7 @@ impl GateCache {
             });
         }
         let mut trust = self.trust.clone();
-        trust.apply(u);
+        trust.apply(u)?;
         if u.version - self.head.snapshot_version > UPDATES_MAX {
             // Rewrite as one snapshot.
             let snap = TrustSnapshot {
@@ -484,6 +515,7 @@ impl GateCache {
                     .unwrap_or_default(),
                 previous_node_cert: trust.certs.get(1).map(NodeCert::encode),
                 lockdown: trust.lockdown.clone(),
+                revoked_node_keys: trust.revoked_node_keys.iter().copied().collect(),
                 residents_may_leave: trust.residents_may_leave,
                 revoked: trust.revoked.iter().copied().collect(),
                 visitors: trust.visitors.iter().copied().collect(),
@@ -630,6 +662,7 @@ mod tests {
             node_cert: cert.encode(),
             previous_node_cert: None,
             lockdown: GateLockdown::default(),
+            revoked_node_keys: Vec::new(),
             residents_may_leave: false,
             revoked: vec![CredId([1; 8])],
             visitors: vec![CredId([2; 8])],
@@ -652,6 +685,57 @@ mod tests {
         capacity: u64,
     ) -> (GateCache, OpenReport) {
         GateCache::open(dir, &[5; 32], root.verifying_key(), COMMUNITY, capacity).unwrap()
+    }
+
+    /// Issue 12, defect 8: the revoked node keys a node sends stay in the cache (snapshot,
+    /// updates, a reopen), with their key ids; past the district's bound an update is
+    /// refused whole.
+    #[test]
+    fn revoked_node_keys_are_kept_across_a_reopen_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = signing_key_from_seed([1; 32]);
+        {
+            let (mut c, _) = open(dir.path(), &root, 1_000);
+            let mut s = snapshot(&root, COMMUNITY);
+            s.revoked_node_keys = vec![[7; 32]];
+            c.apply_snapshot(s).unwrap();
+            c.apply_update(&TrustUpdate {
+                revoked_node_keys: vec![[8; 32], [7; 32]],
+                ..update(2, 3)
+            })
+            .unwrap();
+            let too_many: Vec<[u8; 32]> = (0..NODE_REVOCATIONS_MAX as u32)
+                .map(|i| {
+                    let mut k = [0; 32];
+                    k[..4].copy_from_slice(&i.to_be_bytes());
+                    k
+                })
+                .collect();
+            assert!(matches!(
+                c.apply_update(&TrustUpdate {
+                    revoked_node_keys: too_many,
+                    ..update(3, 4)
+                }),
+                Err(CacheError::Cert(TrustError::RevokedNodeKeys(_)))
+            ));
+            assert_eq!(
+                c.trust().version,
+                2,
+                "nothing of the refused update applied"
+            );
+        }
+        let (c, report) = open(dir.path(), &root, 1_000);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let t = c.trust();
+        assert_eq!(
+            t.revoked_node_keys.iter().copied().collect::<Vec<_>>(),
+            vec![[7; 32], [8; 32]]
+        );
+        let mut ids = t.revoked_issuers.clone();
+        ids.sort();
+        let mut want = vec![KeyId::of_bytes(&[7; 32]), KeyId::of_bytes(&[8; 32])];
+        want.sort();
+        assert_eq!(ids, want);
     }
 
     #[test]

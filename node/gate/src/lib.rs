@@ -159,6 +159,8 @@ enum LinkError {
     Ended,
     #[error("the node refused the feed: {0}")]
     FeedRefused(String),
+    #[error("the district revoked this node's key")]
+    NodeRevoked,
     #[error(transparent)]
     Task(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -309,11 +311,23 @@ impl GateAgent {
         self.inner.link.lock().expect("link lock").client.is_some()
     }
 
-    /// `not_before` of the node's current certificate in the trust cache (0 before the first
-    /// snapshot: any certificate of the community is taken then).
-    fn trusted_cert_issued(&self) -> u64 {
+    /// What a node must prove at the handshake, from the trust cache: a certificate issued
+    /// no earlier than the current one there (0 before the first snapshot: any certificate of
+    /// the community is taken then), for none of the node keys the district revoked.
+    fn trusted(&self) -> menjin_discovery::Trusted {
         let cache = self.inner.cache.lock().expect("cache lock");
-        cache.trust().certs.first().map_or(0, |c| c.not_before)
+        let trust = cache.trust();
+        menjin_discovery::Trusted {
+            root: self.inner.root,
+            not_before_min: trust.certs.first().map_or(0, |c| c.not_before),
+            revoked: trust.revoked_node_keys.iter().copied().collect(),
+        }
+    }
+
+    /// Whether the trust cache names `key` as revoked by the district.
+    fn revoked(&self, key: &[u8; 32]) -> bool {
+        let cache = self.inner.cache.lock().expect("cache lock");
+        cache.trust().revoked_node_keys.contains(key)
     }
 
     fn notice(&self, n: Notice) {
@@ -439,7 +453,10 @@ impl GateAgent {
         };
         let ctx = check::Context {
             community: cfg.community,
-            issuer: check::Issuer::Cached(&trust.certs),
+            issuer: check::Issuer::Cached {
+                certs: &trust.certs,
+                revoked: &trust.revoked_issuers,
+            },
             mode: check::Mode::Offline { degraded },
             lockdown: trust.lockdown.locked,
             residents_may_leave: trust.residents_may_leave,
@@ -568,11 +585,9 @@ impl GateAgent {
             // another of the community, checked against the district root; else the static
             // address.
             // A node certificate issued before the one the gate trusts now was replaced at a
-            // rekey: whoever still holds its key is refused at the handshake.
-            let trusted = menjin_discovery::Trusted {
-                root: agent.inner.root,
-                not_before_min: agent.trusted_cert_issued(),
-            };
+            // rekey, and a key the district revoked is out: whoever still holds such a key is
+            // refused at the handshake.
+            let trusted = agent.trusted();
             let result = match menjin_discovery::find_node(
                 &agent.inner.cfg,
                 &agent.inner.key,
@@ -669,6 +684,16 @@ impl GateAgent {
                 }
                 Err(e) => return Err(e.into()),
             };
+            // The node passed on the revocation of its own key: it is out from now on.
+            if let Some(key) = client.node_key()
+                && self.revoked(key.as_bytes())
+            {
+                self.notice(Notice::Problem {
+                    what: format!("the district revoked the key of node {node}: not used any more"),
+                });
+                client.abort("node key revoked");
+                return Err(LinkError::NodeRevoked);
+            }
             self.heard(node_time);
             let first = !announced;
             if !announced {

@@ -2,7 +2,7 @@
 //! new events must not be lost under numbers the hub already holds, a code revoked after the
 //! backup must stay revoked at its gates, and its roster must not stay `mirror-pending`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -220,6 +220,123 @@ async fn check(node: &Node, made: &mut Vec<String>, code: &str, allowed: bool) {
     let a = gate_check(node, &gate, code.to_string()).await;
     assert_eq!(a.allowed, allowed, "{gate}: {a:?}");
     made.push(gate);
+}
+
+/// Starts a hub on loopback with the node of `dir` enrolled: the hub, its address, and
+/// what stops it.
+async fn hub_with(
+    district: &menjin_store::files::DistrictDir,
+    base: &Path,
+    dir: &NodeDir,
+) -> (
+    Arc<Hub>,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let hub_dir = NodeDir(base.join("hub"));
+    create_hub(district, &hub_dir, "hub", "127.0.0.1:0".parse().unwrap()).unwrap();
+    let hub = Hub::open(&hub_dir).unwrap();
+    let server = hub.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let cert = std::fs::read(dir.cert()).unwrap();
+    assert!(matches!(
+        hub.console(HubRequest::EnrolNode { cert }),
+        Response::Done(_)
+    ));
+    (hub, addr, stop, task)
+}
+
+/// The node's replica incarnation (the Automerge actor it writes under is made of it).
+fn incarnation(node: &Node) -> u32 {
+    node.wait_replica().unwrap().read(|r| r.incarnation())
+}
+
+/// Persons in the hub's copy of the community's roster.
+fn hub_persons(hub: &Hub) -> usize {
+    hub.replication()
+        .read(|r| r.roster(COMMUNITY))
+        .persons
+        .len()
+}
+
+/// Issue 12, part B: the writer id must never repeat. The incarnation was a counter in
+/// the node's store, so a node restored from an older backup counted again through the
+/// numbers of the run the backup missed and wrote under that run's Automerge actor, forking
+/// its sequence of changes (which Automerge requires never to fork).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_node_writes_under_an_actor_no_earlier_run_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let district = district(tmp.path());
+    let dir = node_in(&district, tmp.path());
+    let (hub, hub_addr, stop_hub, hub_task) = hub_with(&district, tmp.path(), &dir).await;
+    let mut used = BTreeSet::new();
+
+    // Run 1 declares a resident, which reaches the hub; then the backup.
+    let node = Node::open(&dir).unwrap();
+    used.insert(incarnation(&node));
+    declare(&node, 1);
+    let run = link(&node, hub_addr);
+    until("resident 1 at the hub", || hub_persons(&hub) == 1).await;
+    drop(node);
+    run.stop().await;
+    let backup = tmp.path().join("backup");
+    copy_dir(&dir.0, &backup);
+
+    // Runs 2 and 3, which the backup misses, write under their own actors.
+    for serial in [2, 3] {
+        let node = Node::open(&dir).unwrap();
+        assert!(
+            used.insert(incarnation(&node)),
+            "a new incarnation per start"
+        );
+        declare(&node, serial);
+        let run = link(&node, hub_addr);
+        until("the resident at the hub", || {
+            hub_persons(&hub) == serial as usize
+        })
+        .await;
+        drop(node);
+        run.stop().await;
+    }
+
+    // The older backup goes back: the restored process must not write under any of them.
+    std::fs::remove_dir_all(&dir.0).unwrap();
+    copy_dir(&backup, &dir.0);
+    let node = Node::open(&dir).unwrap();
+    let restored = incarnation(&node);
+    assert!(
+        !used.contains(&restored),
+        "the restored node writes under incarnation {restored}, already used by {used:?}"
+    );
+    declare(&node, 4);
+    let run = link(&node, hub_addr);
+    until("the restored node's resident at the hub", || {
+        hub_persons(&hub) == 4
+    })
+    .await;
+    let repl = node.wait_replica().unwrap();
+    until("node and hub hold the same documents", || {
+        let theirs: BTreeMap<_, _> = hub.replication().heads().into_iter().collect();
+        repl.heads()
+            .into_iter()
+            .all(|(doc, heads)| theirs.get(&doc) == Some(&heads))
+    })
+    .await;
+    assert_eq!(
+        repl.read(|r| r.roster(COMMUNITY)).persons.len(),
+        4,
+        "the node has the lost run's residents back from the hub"
+    );
+    drop(repl);
+    drop(node);
+    run.stop().await;
+    let _ = stop_hub.send(());
+    hub_task.await.unwrap();
 }
 
 /// Three events before the backup, three after it (and a revocation); the restored node

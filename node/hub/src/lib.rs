@@ -30,7 +30,14 @@ use menjin_replication::{Replication, next_timer, receive_frame, send_frames};
 use menjin_store::files::{
     FileError, HubConfig, NodeDir, read_node_cert, read_public_key, read_signing_key,
 };
-use menjin_sync::{DocId, NodeEnrolment, PolicyBatch, Role};
+use menjin_sync::{DocId, NodeEnrolment, NodeRevocation, PolicyBatch, Role};
+
+/// An operator's name on a lockdown or a revocation, in bytes.
+const OPERATOR_LEN_MAX: usize = 64;
+/// How long a revocation of a linked node's key waits for that node to have it before its
+/// link is cut (milliseconds): an honest node then tells its gates to refuse it; a rogue one
+/// gains nothing it did not have.
+pub const REVOKED_NOTICE_MS: u64 = 1_000;
 
 /// Why a hub could not be opened or started.
 #[derive(Debug, thiserror::Error)]
@@ -354,10 +361,19 @@ impl Hub {
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         let mut links = HashMap::new();
+        let replication = Replication::open(&db, Role::Hub)?;
+        let revoked = replication.read(|r| r.policy().revoked_nodes);
         for item in nodes.iter() {
-            let (_, v) = item?;
+            let (k, v) = item?;
             let nc = NodeCert::decode(&v).map_err(HubError::Enrolled)?;
-            peers.insert(nc.node_key.to_bytes(), PeerRole::Node(nc.community));
+            if revoked.contains_key(nc.node_key.as_bytes()) {
+                // Revoked, and the hub stopped before it took the enrolment out.
+                tracing::warn!(community = nc.community, key = %nc.key_id(), "enrolled node key is revoked: taken out");
+                nodes.remove(k)?;
+                db.flush()?;
+            } else {
+                peers.insert(nc.node_key.to_bytes(), PeerRole::Node(nc.community));
+            }
             links.insert(
                 nc.community,
                 LinkState {
@@ -366,7 +382,6 @@ impl Hub {
                 },
             );
         }
-        let replication = Replication::open(&db, Role::Hub)?;
         Ok(Arc::new(Hub {
             config,
             key,
@@ -417,6 +432,12 @@ impl Hub {
                 reason,
                 by,
             } => self.set_lockdown(community, locked, &reason, &by),
+            HubRequest::RevokeNode {
+                community,
+                cert,
+                by,
+                reason,
+            } => self.revoke_node(community, cert.as_deref(), &by, &reason),
         };
         result.unwrap_or_else(|(kind, message)| Response::Error { kind, message })
     }
@@ -428,6 +449,15 @@ impl Hub {
             .map_err(|e| bad(e.to_string()))?;
         if nc.community == HUB_COMMUNITY {
             return Err(bad("that is a hub certificate".into()));
+        }
+        if let Some(r) = self.revocation(nc.node_key.as_bytes()) {
+            return Err(bad(format!(
+                "node key {} was revoked by {} at {}: it is never enrolled again; make a new key \
+                 with `menjin node rekey` and enrol its certificate",
+                nc.key_id(),
+                r.by,
+                r.at
+            )));
         }
         let old = self
             .nodes
@@ -467,6 +497,136 @@ impl Hub {
         )))
     }
 
+    /// The district's revocation of `key`, if it is revoked.
+    fn revocation(&self, key: &[u8; 32]) -> Option<NodeRevocation> {
+        self.replication
+            .read(|r| r.policy().revoked_nodes.get(key).cloned())
+    }
+
+    /// Revokes a node key of `community` for good: the certificate's key if one is given,
+    /// else the key enrolled now. The revocation goes into the district policy (nothing else
+    /// changes if that fails); a revoked enrolled key then leaves tree `nodes` (flushed) and
+    /// the peer table, which closes its link. Before the cut the hub waits, at most
+    /// [`REVOKED_NOTICE_MS`], for that node to have the policy change, so that an honest
+    /// node tells its gates to refuse it.
+    fn revoke_node(
+        &self,
+        community: CommunityId,
+        cert: Option<&[u8]>,
+        by: &str,
+        reason: &str,
+    ) -> Result<Response, (ErrorKind, String)> {
+        let bad = |m: String| (ErrorKind::BadRequest, m);
+        let internal = |e: sled::Error| (ErrorKind::Internal, e.to_string());
+        if !self
+            .links
+            .lock()
+            .expect("links lock")
+            .contains_key(&community)
+        {
+            return Err((
+                ErrorKind::NotFound,
+                format!("community {community} is not enrolled at this hub"),
+            ));
+        }
+        let (by, reason) = (by.trim(), reason.trim());
+        if by.is_empty() || by.len() > OPERATOR_LEN_MAX {
+            return Err(bad(format!(
+                "by: the operator's name, 1 to {OPERATOR_LEN_MAX} bytes"
+            )));
+        }
+        if reason.len() > menjin_sync::POLICY_TEXT_LEN_MAX {
+            return Err(bad(format!(
+                "reason: at most {} bytes",
+                menjin_sync::POLICY_TEXT_LEN_MAX
+            )));
+        }
+        let enrolled = self
+            .nodes
+            .get(community.to_be_bytes())
+            .map_err(internal)?
+            .and_then(|v| NodeCert::decode(&v).ok());
+        let key = match cert {
+            Some(bytes) => {
+                let nc = NodeCert::decode(bytes).map_err(|e| bad(format!("cert: {e}")))?;
+                // Its signature only: a certificate replaced long ago may have expired.
+                nc.verify(&self.root, nc.not_before)
+                    .map_err(|e| bad(format!("cert: {e}")))?;
+                if nc.community != community {
+                    return Err(bad(format!(
+                        "cert: the certificate is for community {}, not {community}",
+                        nc.community
+                    )));
+                }
+                nc.node_key
+            }
+            None => enrolled.as_ref().map(|e| e.node_key).ok_or_else(|| {
+                bad(format!(
+                    "community {community} has no enrolled node key now: name the certificate \
+                     of the key to revoke (--cert)"
+                ))
+            })?,
+        };
+        let key_id = menjin_proto::KeyId::of(&key);
+        if let Some(r) = self.revocation(key.as_bytes()) {
+            return Err((
+                ErrorKind::Refused,
+                format!(
+                    "node key {key_id} is revoked already (by {} at {})",
+                    r.by, r.at
+                ),
+            ));
+        }
+        let at = now_ms() / 1000;
+        let batch = PolicyBatch {
+            revoke: vec![NodeRevocation {
+                community,
+                node_key: key.to_bytes(),
+                at,
+                by: by.to_string(),
+                reason: reason.to_string(),
+            }],
+            ..PolicyBatch::default()
+        };
+        self.replication
+            .apply_policy(&batch, at)
+            .map_err(|e| (ErrorKind::Refused, e.to_string()))?;
+        let mut closed = 0;
+        if enrolled.is_some_and(|e| e.node_key == key) {
+            self.nodes
+                .remove(community.to_be_bytes())
+                .map_err(internal)?;
+            self.db.flush().map_err(internal)?;
+            self.let_node_hear(community);
+            closed = self.peers.remove(key.as_bytes());
+        }
+        tracing::warn!(community, key = %key_id, by, reason, closed, "node key revoked");
+        Ok(Response::Done(format!(
+            "community {community}: node key {key_id} revoked ({closed} open connections closed)"
+        )))
+    }
+
+    /// Waits (at most [`REVOKED_NOTICE_MS`]) until `community`'s linked node has everything
+    /// the hub's replica holds for it, the revocation of its key included.
+    fn let_node_hear(&self, community: CommunityId) {
+        let linked = self
+            .links
+            .lock()
+            .expect("links lock")
+            .get(&community)
+            .is_some_and(|l| l.connected);
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(REVOKED_NOTICE_MS);
+        while linked
+            && std::time::Instant::now() < deadline
+            && !self
+                .replication
+                .read(|r| r.is_settled(Role::Node(community)))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// The hub's state for `menjin hub status`: each enrolled community's link, roster counts and
     /// lockdown, the district's event count and the hub's clock.
     pub fn status(&self) -> HubStatus {
@@ -474,8 +634,8 @@ impl Hub {
         // The policy once, and each community's counts from its shards: a shard is read
         // again only when its heads moved since the last status (a 100,000-resident roster
         // takes about a second to read; an idle district's status costs next to nothing).
-        let (lockdowns, counts) = self.replication.read(|r| {
-            let lockdowns = r.policy().lockdowns;
+        let (policy, counts) = self.replication.read(|r| {
+            let policy = r.policy();
             let mut cache = self.roster_counts.lock().expect("roster counts lock");
             let counts: HashMap<CommunityId, (u64, u64)> = links
                 .keys()
@@ -504,12 +664,12 @@ impl Hub {
                     (community, total)
                 })
                 .collect();
-            (lockdowns, counts)
+            (policy, counts)
         });
         let mut communities: Vec<CommunityLink> = links
             .into_iter()
             .map(|(community, l)| {
-                let lockdown = lockdowns.get(&community);
+                let lockdown = policy.lockdowns.get(&community);
                 let (residents, codes_active) = counts.get(&community).copied().unwrap_or_default();
                 CommunityLink {
                     community,
@@ -522,6 +682,11 @@ impl Hub {
                     lockdown_epoch: lockdown.map_or(0, |l| l.epoch),
                     gates: l.gates,
                     codes_active,
+                    revoked_node_keys: policy
+                        .revoked_keys_of(community)
+                        .iter()
+                        .map(|k| menjin_proto::KeyId::of_bytes(k).to_string())
+                        .collect(),
                 }
             })
             .collect();
@@ -560,7 +725,7 @@ impl Hub {
                 format!("community {community} is not enrolled at this hub"),
             ));
         }
-        if by.trim().is_empty() || by.len() > 64 {
+        if by.trim().is_empty() || by.len() > OPERATOR_LEN_MAX {
             return Err(bad("by: the operator's name, 1 to 64 bytes"));
         }
         if locked && reason.trim().is_empty() {

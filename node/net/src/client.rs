@@ -111,11 +111,12 @@ impl NodeClient {
         root: VerifyingKey,
         community: Option<CommunityId>,
     ) -> Result<NodeClient, ClientError> {
-        NodeClient::connect_pinned(addr, key, root, community, 0).await
+        NodeClient::connect_pinned(addr, key, root, community, 0, &[]).await
     }
 
     /// As [`NodeClient::connect`], refusing a node certificate issued before
-    /// `not_before_min` (see [`tls::client_config`]): a gate passes its current one's.
+    /// `not_before_min` or for a `revoked` key (see [`tls::client_config`]): a gate passes
+    /// its current one's and the revoked keys its trust feed names.
     ///
     /// # Errors
     /// [`ClientError`] saying why.
@@ -125,8 +126,9 @@ impl NodeClient {
         root: VerifyingKey,
         community: Option<CommunityId>,
         not_before_min: u64,
+        revoked: &[[u8; 32]],
     ) -> Result<NodeClient, ClientError> {
-        let cfg = tls::client_config(key, root, community, not_before_min)?;
+        let cfg = tls::client_config(key, root, community, not_before_min, revoked)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
         } else {

@@ -353,6 +353,8 @@ struct DistrictNodes {
     community: Option<CommunityId>,
     /// A node certificate issued (`not_before`) before this is superseded: refused.
     not_before_min: u64,
+    /// Node keys the district revoked: a certificate for one is refused.
+    revoked: Vec<[u8; 32]>,
     algs: WebPkiSupportedAlgorithms,
 }
 
@@ -385,6 +387,12 @@ impl ServerCertVerifier for DistrictNodes {
             return Err(general(format!(
                 "server node certificate superseded: issued at {}, before the one trusted (issued at {})",
                 node_cert.not_before, self.not_before_min
+            )));
+        }
+        if self.revoked.contains(node_cert.node_key.as_bytes()) {
+            return Err(general(format!(
+                "server node certificate revoked: key {} is on the district's revocation list",
+                node_cert.key_id()
             )));
         }
         Ok(ServerCertVerified::assertion())
@@ -459,9 +467,10 @@ pub fn server_config(
 }
 
 /// A gate's or console's QUIC client configuration. The server must present a node
-/// certificate of `community` signed by `root` and issued no earlier than `not_before_min`
+/// certificate of `community` signed by `root`, issued no earlier than `not_before_min`
 /// (a gate's current node certificate: one issued before it was replaced at a rekey is
-/// superseded, whoever holds its key; 0 accepts any).
+/// superseded, whoever holds its key; 0 accepts any), and for none of the `revoked` keys
+/// (those the district revoked, as a gate's trust feed names them).
 ///
 /// # Errors
 /// [`TlsError`] if the certificate cannot be made.
@@ -470,12 +479,14 @@ pub fn client_config(
     root: VerifyingKey,
     community: Option<CommunityId>,
     not_before_min: u64,
+    revoked: &[[u8; 32]],
 ) -> Result<quinn::ClientConfig, TlsError> {
     let (cert, key) = self_signed(own_key, None)?;
     let verifier = Arc::new(DistrictNodes {
         root,
         community,
         not_before_min,
+        revoked: revoked.to_vec(),
         algs: algorithms(),
     });
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())

@@ -3,7 +3,8 @@
 //!
 //! Keys: `d` + document id + `\0s` → snapshot; `d` + document id + `\0c` + index (u64 BE) →
 //! incremental chunk; `p` + peer + `\0` + document id → sync state for that peer; `i` → the
-//! incarnation counter (each process start writes under a new Automerge actor).
+//! last incarnation (random at each process start: each writes under a new Automerge actor,
+//! even after a restore from an older backup).
 //!
 //! Architecture invariant: [`SyncStore::write`] applies everything the replica asked to
 //! persist as one sled batch and flushes it before returning; the driver sends nothing the
@@ -38,7 +39,7 @@ pub enum StoreError {
     },
 }
 
-/// The owner of sled tree `sync`: documents, per-peer sync states, the incarnation counter.
+/// The owner of sled tree `sync`: documents, per-peer sync states, the last incarnation.
 #[derive(Clone)]
 pub struct SyncStore {
     db: sled::Db,
@@ -86,17 +87,30 @@ impl SyncStore {
         })
     }
 
-    /// A new incarnation number, flushed before it is returned (never reused).
+    /// A new incarnation: a random non-zero number, other than the last one stored, stored
+    /// and flushed before it is returned. Random, not counted: a store restored from an
+    /// older backup would count again through the numbers of the runs the backup missed, and
+    /// write under their Automerge actors (forking those actors' sequences of changes). Two
+    /// starts of one writer draw the same number with a chance of 2^-32.
+    ///
+    /// # Errors
+    /// [`StoreError`] if the stored one is corrupt or sled fails.
     pub fn next_incarnation(&self) -> Result<u32, StoreError> {
-        let old = self.tree.get(b"i")?.map(|v| {
-            v.as_ref()
-                .try_into()
-                .map(u32::from_be_bytes)
-                .map_err(|_| corrupt(b"i", "not 4 bytes"))
-        });
-        let next = match old {
-            Some(v) => v? + 1,
-            None => 1,
+        let last = match self.tree.get(b"i")? {
+            Some(v) => Some(
+                v.as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| corrupt(b"i", "not 4 bytes"))?,
+            ),
+            None => None,
+        };
+        let drawn = rand::random_range(1..=u32::MAX);
+        // Never the last one again (a restart right after this one's start).
+        let next = if Some(drawn) == last {
+            drawn % u32::MAX + 1
+        } else {
+            drawn
         };
         self.tree.insert(b"i", &next.to_be_bytes())?;
         self.db.flush()?;

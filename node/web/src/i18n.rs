@@ -797,6 +797,8 @@ pub(crate) static ZH: Text = Text {
         "访客没有居民的有效邀请",
         "外来车辆不得进入",
         "社区封控中",
+        // Issue 12 (node key revocation, views/gatelog.rs): `issuer_revoked`.
+        "签发节点的密钥已被吊销",
     ],
     review_reasons: [
         "申报正在住院治疗",
@@ -1148,6 +1150,8 @@ pub(crate) static EN: Text = Text {
         "visitor without a resident's valid consent",
         "outside vehicles may not enter",
         "community locked down",
+        // Issue 12 (node key revocation, views/gatelog.rs): `issuer_revoked`.
+        "signed by a node key the district revoked",
     ],
     review_reasons: [
         "declared under hospital treatment",

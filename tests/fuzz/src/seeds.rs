@@ -183,6 +183,12 @@ fn hub_requests() -> Vec<HubRequest> {
             by: "district".into(),
         },
         HubRequest::Status,
+        HubRequest::RevokeNode {
+            community: COMMUNITY,
+            cert: Some(fixtures::node_cert().encode()),
+            by: "district".into(),
+            reason: "laptop stolen".into(),
+        },
     ]
 }
 
@@ -314,6 +320,7 @@ fn feed_streams() -> Vec<Vec<u8>> {
             revoked: vec![CredId([revoked; 8])],
             visitors_added: vec![CredId([revoked.wrapping_add(1); 8])],
             visitors_removed: Vec::new(),
+            revoked_node_keys: vec![[revoked; 32]],
         })
     };
     let mut snapshot = feed::base_snapshot();

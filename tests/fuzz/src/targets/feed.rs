@@ -47,6 +47,7 @@ pub fn base_snapshot() -> TrustSnapshot {
         node_cert: fixtures::node_cert().encode(),
         previous_node_cert: None,
         lockdown: GateLockdown::default(),
+        revoked_node_keys: Vec::new(),
         residents_may_leave: false,
         revoked: vec![menjin_proto::credential::CredId([5; 8])],
         visitors: Vec::new(),

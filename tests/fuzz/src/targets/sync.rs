@@ -6,8 +6,8 @@ use menjin_proto::credential::{CredId, HolderId, HolderKind};
 use menjin_proto::declaration::Outcome;
 use menjin_proto::idnum::IdHash;
 use menjin_sync::{
-    CodeEntry, CodeStatus, Config, DocId, HealthFlag, NodeEnrolment, PolicyBatch, Replica, Role,
-    RosterBatch, RosterEntry, SyncBody, SyncFrame,
+    CodeEntry, CodeStatus, Config, DocId, HealthFlag, NodeEnrolment, NodeRevocation, PolicyBatch,
+    Replica, Role, RosterBatch, RosterEntry, SyncBody, SyncFrame,
 };
 
 use crate::fixtures::{COMMUNITY, NOW, node_key};
@@ -39,6 +39,13 @@ pub fn hub_with_frames() -> (Replica, Vec<Vec<u8>>) {
             id_hash: IdHash([3; 16]),
             status: "home_quarantine".into(),
             at: NOW,
+        }],
+        revoke: vec![NodeRevocation {
+            community: COMMUNITY,
+            node_key: [9; 32],
+            at: NOW,
+            by: "fuzz".into(),
+            reason: "a leaked key".into(),
         }],
     };
     hub.apply_policy(&batch, NOW).expect("fixture policy");

@@ -61,16 +61,18 @@ pub struct TrustSnapshot {
     pub previous_node_cert: Option<Vec<u8>>,
     /// The lockdown the node enforces now.
     pub lockdown: GateLockdown,
-    /// Node keys of this community the district revoked (`menjin hub revoke-node`), at most
-    /// [`crate::cert::NODE_REVOCATIONS_MAX`]: a gate refuses a node presenting one at the
-    /// handshake, and offline a code one of them signed (`issuer_revoked`).
-    pub revoked_node_keys: Vec<[u8; 32]>,
     /// During a lockdown, may residents go out (staff always may)?
     pub residents_may_leave: bool,
     /// Codes of people (not visitors) that are revoked.
     pub revoked: Vec<CredId>,
     /// Visitor codes whose consent is in force.
     pub visitors: Vec<CredId>,
+    /// Node keys of this community the district revoked (`menjin hub revoke-node`), at most
+    /// [`crate::cert::NODE_REVOCATIONS_MAX`]: a gate refuses a node presenting one at the
+    /// handshake, and offline a code one of them signed (`issuer_revoked`). Last, so that a
+    /// snapshot cached before it existed fails to decode (the gate discards it and waits for
+    /// its node) instead of decoding shifted.
+    pub revoked_node_keys: Vec<[u8; 32]>,
 }
 
 /// A change on top of the previous version.

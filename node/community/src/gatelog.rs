@@ -166,6 +166,13 @@ impl GateLog {
             }
             None => (1, 0),
         };
+        // A new log's mark is 0, so that "no mark" means only a log from before marks were
+        // kept. Without it a log backed up before its first acknowledgement was kept would,
+        // restored, be taken for one of those and trust the hub's cursor. Flushed with the
+        // first event (one database).
+        if next_seq == 1 && hub.get(HUB_VERIFIED)?.is_none() {
+            hub.insert(HUB_VERIFIED, &0u64.to_be_bytes())?;
+        }
         Ok(GateLog {
             shared: Arc::new(Shared {
                 db: db.clone(),
@@ -302,7 +309,8 @@ impl GateLog {
     }
 
     /// The highest sequence number up to which the hub has confirmed holding this log's own
-    /// events (compared or stored); `None` before the first acknowledgement was kept. The
+    /// events (compared or stored); 0 for a log made with none, `None` only for a log from
+    /// before marks were kept. The
     /// uplink streams from here at link start so that the hub compares what it may hold
     /// from another history (a restored backup keeps an older, smaller mark: safe).
     ///
@@ -802,6 +810,30 @@ mod tests {
             ..q
         };
         log.query(&q).unwrap().iter().map(|e| e.seq).collect()
+    }
+
+    /// A log made before its first acknowledgement from the hub was kept (a backup taken
+    /// just then) had no mark at all, which the uplink took for a log from before marks
+    /// were kept and trusted the hub's cursor: the hub then compared none of the events a
+    /// restored node logged under numbers it held, and they were lost (seen as
+    /// `every event at the hub` timing out in node/harness/tests/restore.rs under load).
+    /// A new log's mark is 0 from the start.
+    #[tokio::test]
+    async fn a_new_log_has_a_verified_mark_of_zero_before_any_acknowledgement() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = menjin_store::db::open(dir.path()).unwrap();
+            let log = GateLog::open(&db).unwrap();
+            assert_eq!(log.hub_verified().unwrap(), Some(0));
+            log.append(event("a", 10)).await.unwrap();
+        }
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let log = GateLog::open(&db).unwrap();
+        assert_eq!(
+            log.hub_verified().unwrap(),
+            Some(0),
+            "kept with the first event's flush"
+        );
     }
 
     #[tokio::test]

@@ -738,6 +738,53 @@ mod tests {
         assert_eq!(ids, want);
     }
 
+    /// A snapshot cached by a gate before `revoked_node_keys` existed does not decode: the
+    /// gate discards it (and says so) rather than reading its fields shifted.
+    #[test]
+    fn a_snapshot_cached_before_revoked_node_keys_is_discarded() {
+        #[derive(serde::Serialize)]
+        struct Before {
+            incarnation: u64,
+            version: u64,
+            node_time_ms: u64,
+            community: CommunityId,
+            node_cert: Vec<u8>,
+            previous_node_cert: Option<Vec<u8>>,
+            lockdown: GateLockdown,
+            residents_may_leave: bool,
+            revoked: Vec<CredId>,
+            visitors: Vec<CredId>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = signing_key_from_seed([1; 32]);
+        {
+            let (mut c, _) = open(dir.path(), &root, 1_000);
+            let s = snapshot(&root, COMMUNITY);
+            c.apply_snapshot(s.clone()).unwrap();
+            let before = Before {
+                incarnation: s.incarnation,
+                version: s.version,
+                node_time_ms: s.node_time_ms,
+                community: s.community,
+                node_cert: s.node_cert,
+                previous_node_cert: None,
+                lockdown: s.lockdown,
+                residents_may_leave: true,
+                revoked: s.revoked,
+                visitors: s.visitors,
+            };
+            let sealed = c.seal(SNAPSHOT, &before);
+            c.trust_tree.insert(SNAPSHOT, sealed).unwrap();
+            c.db.flush().unwrap();
+        }
+        let (c, report) = open(dir.path(), &root, 1_000);
+        assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+        assert!(
+            c.trust().certs.is_empty(),
+            "no trust data until the node sends it"
+        );
+    }
+
     #[test]
     fn trust_survives_reopening_and_gaps_and_foreign_nodes_are_refused() {
         let dir = tempfile::tempdir().unwrap();

@@ -46,8 +46,16 @@ pub enum DocId {
         /// [`ROSTER_SHARDS_DEFAULT`]).
         shard: u8,
     },
-    /// The district policy: enrolled nodes, lockdowns, health flags.
+    /// The district document: enrolled nodes and revoked node keys, what every node needs.
+    /// (Before the per-community split it also held every lockdown and health flag; the hub
+    /// moves those out at start.)
     Policy,
+    /// One community's policy: its lockdown and its residents' health flags. Shared between
+    /// the hub and that community's node only.
+    CommunityPolicy {
+        /// The community it is for.
+        community: CommunityId,
+    },
 }
 
 impl DocId {
@@ -55,7 +63,7 @@ impl DocId {
     pub fn writer(self) -> Role {
         match self {
             DocId::Roster { community, .. } => Role::Node(community),
-            DocId::Policy => Role::Hub,
+            DocId::Policy | DocId::CommunityPolicy { .. } => Role::Hub,
         }
     }
 
@@ -77,6 +85,7 @@ impl fmt::Display for DocId {
         match self {
             DocId::Roster { community, shard } => write!(f, "roster/{community}/{shard}"),
             DocId::Policy => write!(f, "policy"),
+            DocId::CommunityPolicy { community } => write!(f, "policy/{community}"),
         }
     }
 }
@@ -94,13 +103,20 @@ impl FromStr for DocId {
         if s == "policy" {
             return Ok(DocId::Policy);
         }
-        let rest = s.strip_prefix("roster/").ok_or_else(bad)?;
-        let (c, sh) = rest.split_once('/').ok_or_else(bad)?;
         let canonical = |t: &str| {
             !t.is_empty()
                 && t.bytes().all(|b| b.is_ascii_digit())
                 && (t == "0" || !t.starts_with('0'))
         };
+        if let Some(c) = s.strip_prefix("policy/") {
+            if !canonical(c) {
+                return Err(bad());
+            }
+            let community = c.parse().map_err(|_| bad())?;
+            return Ok(DocId::CommunityPolicy { community });
+        }
+        let rest = s.strip_prefix("roster/").ok_or_else(bad)?;
+        let (c, sh) = rest.split_once('/').ok_or_else(bad)?;
         if !canonical(c) || !canonical(sh) {
             return Err(bad());
         }
@@ -111,7 +127,8 @@ impl FromStr for DocId {
 }
 
 /// Whether `me` and `peer` replicate `doc` with each other. A hub and node `c` share the
-/// policy and `c`'s roster; nothing else is shared with anyone.
+/// district document, `c`'s policy and `c`'s roster; nothing else is shared with anyone (a
+/// lockdown or health flag of one community never reaches another's node).
 pub fn shared(me: Role, peer: Role, doc: DocId) -> bool {
     let community = match (me, peer) {
         (Role::Hub, Role::Node(c)) | (Role::Node(c), Role::Hub) => c,
@@ -119,7 +136,9 @@ pub fn shared(me: Role, peer: Role, doc: DocId) -> bool {
     };
     match doc {
         DocId::Policy => true,
-        DocId::Roster { community: d, .. } => d == community,
+        DocId::Roster { community: d, .. } | DocId::CommunityPolicy { community: d } => {
+            d == community
+        }
     }
 }
 
@@ -133,12 +152,14 @@ pub fn accepts_changes(me: Role, peer: Role, doc: DocId) -> bool {
     shared(me, peer, doc) && (peer == doc.writer() || (me == doc.writer() && peer == Role::Hub))
 }
 
-/// Whether `me` holds `doc` at all (for loading from storage): a node holds the policy and
-/// its own roster; the hub holds the policy and every roster.
+/// Whether `me` holds `doc` at all (for loading from storage): a node holds the district
+/// document, its own policy and its own roster; the hub holds every document.
 pub fn holds(me: Role, doc: DocId) -> bool {
     match (me, doc) {
-        (_, DocId::Policy) | (Role::Hub, DocId::Roster { .. }) => true,
-        (Role::Node(c), DocId::Roster { community, .. }) => c == community,
+        (_, DocId::Policy) | (Role::Hub, _) => true,
+        (Role::Node(c), DocId::Roster { community, .. } | DocId::CommunityPolicy { community }) => {
+            c == community
+        }
     }
 }
 
@@ -158,6 +179,10 @@ mod tests {
                 community: u32::MAX,
                 shard: 255,
             },
+            DocId::CommunityPolicy { community: 0 },
+            DocId::CommunityPolicy {
+                community: 440_304_001,
+            },
         ] {
             assert_eq!(d.to_string().parse::<DocId>().unwrap(), d);
         }
@@ -174,6 +199,11 @@ mod tests {
             "roster/1/2/3",
             "roster/ 1/2",
             "roster/+1/2",
+            "policy/",
+            "policy/01",
+            "policy/1/2",
+            "policy/4294967296",
+            "policy/x",
         ] {
             assert!(bad.parse::<DocId>().is_err(), "{bad:?} parsed");
         }
@@ -195,5 +225,10 @@ mod tests {
         assert!(!accepts_changes(n1, n1, roster(1)));
         assert!(!shared(n1, n2, DocId::Policy));
         assert!(!shared(hub, hub, DocId::Policy));
+        // A community's policy goes to its own node only, and comes only from the hub.
+        let own = DocId::CommunityPolicy { community: 1 };
+        assert!(shared(hub, n1, own) && accepts_changes(n1, hub, own));
+        assert!(!shared(hub, n2, own) && !accepts_changes(n2, hub, own));
+        assert!(!accepts_changes(hub, n1, own));
     }
 }

@@ -1,7 +1,12 @@
-//! The district policy document (`policy`), written by the hub only: enrolled nodes,
-//! lockdown state per community, health flags per ID hash.
+//! The policy documents, written by the hub only: the district document (`policy`:
+//! enrolled nodes, revoked node keys), which every node receives, and one document per
+//! community (`policy/<community>`: its lockdown, its residents' health flags), which only
+//! that community's node receives. A lockdown or health list of one community therefore
+//! costs every other node nothing. Before the split the district document held every
+//! lockdown and flag; the hub moves them out at start ([`crate::Replica::migrate_policy`]),
+//! and a reader merges whatever documents it holds.
 //!
-//! Layout: flat keys in the document root. `n/<community>` → a map per enrolled node
+//! Layout, the same keys in both kinds of document: flat keys in the document root. `n/<community>` → a map per enrolled node
 //! (fields updated in place; deleted when its key is revoked); `l/<community>` → a lockdown
 //! record and `h/<id hash hex>` → a health flag, both written as a new map object at every
 //! update, so that conflicting writes (see the crate doc) are whole records that the reader
@@ -66,6 +71,9 @@ pub struct Lockdown {
 pub struct HealthFlag {
     /// The person's keyed ID hash, as in the roster's [`crate::RosterEntry::id_hash`].
     pub id_hash: IdHash,
+    /// The community whose roster holds the person: the flag goes into that community's
+    /// policy document only. 0 where read from the district document (before the split).
+    pub community: CommunityId,
     /// A short status label ("red", "yellow", "green", "central_quarantine", ...), not
     /// empty, at most [`POLICY_TEXT_LEN_MAX`] bytes.
     pub status: String,
@@ -106,6 +114,27 @@ pub struct PolicyBatch {
 }
 
 impl PolicyBatch {
+    /// The part for the district document (enrolments, revocations), and each community's
+    /// part (its lockdowns and health flags), in the batch's order.
+    pub fn split(&self) -> (PolicyBatch, BTreeMap<CommunityId, PolicyBatch>) {
+        let district = PolicyBatch {
+            enrol: self.enrol.clone(),
+            revoke: self.revoke.clone(),
+            ..PolicyBatch::default()
+        };
+        let mut per: BTreeMap<CommunityId, PolicyBatch> = BTreeMap::new();
+        for l in &self.lockdowns {
+            per.entry(l.community)
+                .or_default()
+                .lockdowns
+                .push(l.clone());
+        }
+        for h in &self.health {
+            per.entry(h.community).or_default().health.push(h.clone());
+        }
+        (district, per)
+    }
+
     /// Whether the batch changes nothing.
     pub fn is_empty(&self) -> bool {
         self.enrol.is_empty()
@@ -132,6 +161,30 @@ pub struct PolicyView {
 }
 
 impl PolicyView {
+    /// Adds what another policy document holds: of two lockdown records of a community the
+    /// higher epoch (and "locked" at equal epochs), of two flags of a person the later.
+    pub fn merge(&mut self, other: PolicyView) {
+        self.nodes.extend(other.nodes);
+        self.revoked_nodes.extend(other.revoked_nodes);
+        for (c, l) in other.lockdowns {
+            match self.lockdowns.get(&c) {
+                Some(have) if (have.epoch, have.locked) >= (l.epoch, l.locked) => {}
+                _ => {
+                    self.lockdowns.insert(c, l);
+                }
+            }
+        }
+        for (h, f) in other.health {
+            match self.health.get(&h) {
+                Some(have) if have.at > f.at => {}
+                _ => {
+                    self.health.insert(h, f);
+                }
+            }
+        }
+        self.malformed += other.malformed;
+    }
+
     /// The epoch the next lockdown change of `community` must carry.
     pub fn next_epoch(&self, community: CommunityId) -> u64 {
         self.lockdowns.get(&community).map_or(1, |l| l.epoch + 1)
@@ -322,7 +375,36 @@ fn parse_community(s: &str) -> Option<CommunityId> {
     s.parse().ok()
 }
 
-/// Materialises the policy document. Conflicting lockdown records (two hub incarnations
+/// The keys of the district document that belong in community documents since the split
+/// (lockdowns and health flags written before it).
+pub(crate) fn legacy_keys(doc: &impl ReadDoc) -> Vec<String> {
+    doc.map_range(ROOT, ..)
+        .map(|item| item.key.to_string())
+        .filter(|k| k.starts_with(LOCKDOWN_PREFIX) || k.starts_with(HEALTH_PREFIX))
+        .collect()
+}
+
+/// Deletes `keys` from the document root.
+pub(crate) fn delete_keys(
+    tx: &mut impl Transactable,
+    keys: &[String],
+) -> Result<(), automerge::AutomergeError> {
+    for k in keys {
+        tx.delete(ROOT, k.as_str())?;
+    }
+    Ok(())
+}
+
+/// Materialises a policy document of `community` (its health flags are that community's).
+pub(crate) fn read_policy_of(doc: &impl ReadDoc, community: CommunityId) -> PolicyView {
+    let mut view = read_policy(doc);
+    for f in view.health.values_mut() {
+        f.community = community;
+    }
+    view
+}
+
+/// Materialises a policy document. Conflicting lockdown records (two hub incarnations
 /// wrote concurrently) resolve to the highest epoch, and at equal epochs to "locked";
 /// conflicting health flags to the latest `at`.
 pub fn read_policy(doc: &impl ReadDoc) -> PolicyView {
@@ -345,31 +427,9 @@ pub fn read_policy(doc: &impl ReadDoc) -> PolicyView {
                 Some(())
             })()
         } else if let Some(c) = key.strip_prefix(LOCKDOWN_PREFIX) {
-            (|| {
-                let community = parse_community(c)?;
-                let best = root_objects(doc, key, item.conflict)
-                    .iter()
-                    .filter_map(|obj| {
-                        let r = Record::read(doc, obj);
-                        Some(Lockdown {
-                            community,
-                            locked: r.bool("locked")?,
-                            epoch: r.u64("epoch")?,
-                            reason: r.str("reason")?.to_owned(),
-                            by: r.str("by")?.to_owned(),
-                            at: r.u64("at")?,
-                        })
-                    })
-                    .reduce(|a, b| {
-                        if (b.epoch, b.locked) > (a.epoch, a.locked) {
-                            b
-                        } else {
-                            a
-                        }
-                    })?;
-                view.lockdowns.insert(community, best);
-                Some(())
-            })()
+            read_lockdown(doc, key, c, item.conflict).map(|l| {
+                view.lockdowns.insert(l.community, l);
+            })
         } else if let Some(k) = key.strip_prefix(REVOKED_PREFIX) {
             read_revocation(doc, key, k, item.conflict).map(|r| {
                 view.revoked_nodes.insert(r.node_key, r);
@@ -383,6 +443,7 @@ pub fn read_policy(doc: &impl ReadDoc) -> PolicyView {
                         let r = Record::read(doc, obj);
                         Some(HealthFlag {
                             id_hash,
+                            community: 0,
                             status: r.str("status")?.to_owned(),
                             at: r.u64("at")?,
                         })
@@ -399,6 +460,45 @@ pub fn read_policy(doc: &impl ReadDoc) -> PolicyView {
         }
     }
     view
+}
+
+/// A lockdown record; of conflicting ones (two hub incarnations) the highest epoch, and
+/// "locked" at equal epochs.
+fn read_lockdown(doc: &impl ReadDoc, key: &str, c: &str, conflict: bool) -> Option<Lockdown> {
+    let community = parse_community(c)?;
+    root_objects(doc, key, conflict)
+        .iter()
+        .filter_map(|obj| {
+            let r = Record::read(doc, obj);
+            Some(Lockdown {
+                community,
+                locked: r.bool("locked")?,
+                epoch: r.u64("epoch")?,
+                reason: r.str("reason")?.to_owned(),
+                by: r.str("by")?.to_owned(),
+                at: r.u64("at")?,
+            })
+        })
+        .reduce(|a, b| {
+            if (b.epoch, b.locked) > (a.epoch, a.locked) {
+                b
+            } else {
+                a
+            }
+        })
+}
+
+/// The lockdown records of a policy document alone (no health flag is read).
+pub(crate) fn read_lockdowns(doc: &impl ReadDoc) -> BTreeMap<CommunityId, Lockdown> {
+    // "l/" up to "l0": '0' follows '/' in ASCII.
+    let range = LOCKDOWN_PREFIX.to_string().."l0".to_string();
+    doc.map_range(ROOT, range)
+        .filter_map(|item| {
+            let key = item.key.as_ref();
+            let c = key.strip_prefix(LOCKDOWN_PREFIX)?;
+            read_lockdown(doc, key, c, item.conflict).map(|l| (l.community, l))
+        })
+        .collect()
 }
 
 /// A revocation record; of conflicting ones (two hub incarnations) the earliest.
@@ -447,6 +547,64 @@ mod tests {
             },
             1_800_000_000,
         )
+    }
+
+    /// A district document as a hub wrote it before the per-community split: one lockdown
+    /// of community 7 and flags of two people, one in community 7's roster, one in none.
+    fn legacy_district() -> Vec<u8> {
+        let mut doc = Automerge::new();
+        let batch = PolicyBatch {
+            lockdowns: vec![Lockdown {
+                community: 7,
+                locked: true,
+                epoch: 3,
+                reason: "case".into(),
+                by: "op".into(),
+                at: 1,
+            }],
+            health: [1u8, 2]
+                .map(|b| HealthFlag {
+                    id_hash: IdHash([b; 16]),
+                    community: 0,
+                    status: "hospital".into(),
+                    at: 1,
+                })
+                .to_vec(),
+            ..PolicyBatch::default()
+        };
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            put_batch(tx, &batch, &BTreeMap::new())
+        })
+        .unwrap();
+        doc.save()
+    }
+
+    /// Issue 15: what an older hub wrote into the district document moves into community 7's
+    /// policy (the flag of a person in no roster comes back to the caller), the district
+    /// document is left with none of it, and epochs go on from the moved lockdown.
+    #[test]
+    fn migration_moves_lockdowns_and_flags_into_community_documents() {
+        let mut hub = Replica::new(Role::Hub, 1, Config::default());
+        hub.load_doc(crate::DocId::Policy, Some(&legacy_district()), &[])
+            .unwrap();
+        assert!(
+            hub.community_policy(7).is_locked(7),
+            "read before the move too"
+        );
+        let (moved, unplaced) = hub
+            .migrate_policy(|h| (h.0[0] == 1).then_some(7), 2)
+            .unwrap();
+        assert_eq!(moved, 2);
+        assert_eq!(unplaced.len(), 1);
+        assert_eq!(unplaced[0].id_hash, IdHash([2; 16]));
+        let district = hub.district_policy();
+        assert!(district.lockdowns.is_empty() && district.health.is_empty());
+        let own = hub.community_policy(7);
+        assert_eq!(own.lockdowns[&7].epoch, 3);
+        assert_eq!(own.health[&IdHash([1; 16])].community, 7);
+        let next = hub.set_lockdown(7, false, "lifted", "op", 3).unwrap();
+        assert_eq!(next.epoch, 4);
+        assert_eq!(hub.migrate_policy(|_| None, 4).unwrap().0, 0, "once only");
     }
 
     /// Issue 12, defect 8: a revoked node key is recorded for good, its community's

@@ -645,7 +645,7 @@ impl Replica {
     pub fn roster_shard(&self, doc: DocId) -> Option<RosterView> {
         match doc {
             DocId::Roster { .. } => self.doc(doc).map(roster::read_roster),
-            DocId::Policy => None,
+            DocId::Policy | DocId::CommunityPolicy { .. } => None,
         }
     }
 
@@ -657,11 +657,76 @@ impl Replica {
         }
     }
 
-    /// The district policy as this replica knows it.
+    /// The policy as this replica knows it: the district document and every community
+    /// policy held (a node holds its own only; the hub all, so this walks every health flag
+    /// of the district there: use [`Replica::community_policy`] or
+    /// [`Replica::lockdowns`] where one community or the lockdowns are enough).
     pub fn policy(&self) -> PolicyView {
+        let mut view = self
+            .doc(DocId::Policy)
+            .map(policy::read_policy)
+            .unwrap_or_default();
+        for (doc, slot) in self.docs.range(community_policy_range()) {
+            if let DocId::CommunityPolicy { community } = doc {
+                view.merge(policy::read_policy_of(&slot.doc, *community));
+            }
+        }
+        view
+    }
+
+    /// The district document alone: enrolled nodes and revoked node keys (and, before the
+    /// split, every lockdown and flag).
+    pub fn district_policy(&self) -> PolicyView {
         self.doc(DocId::Policy)
             .map(policy::read_policy)
             .unwrap_or_default()
+    }
+
+    /// One community's policy (its lockdown and health flags), with what the district
+    /// document still holds of it from before the split.
+    pub fn community_policy(&self, community: CommunityId) -> PolicyView {
+        let mut view = self
+            .doc(DocId::CommunityPolicy { community })
+            .map(|d| policy::read_policy_of(d, community))
+            .unwrap_or_default();
+        if let Some(legacy) = self.doc(DocId::Policy).map(policy::read_policy)
+            && let Some(l) = legacy.lockdowns.get(&community)
+        {
+            view.merge(PolicyView {
+                lockdowns: BTreeMap::from([(community, l.clone())]),
+                ..PolicyView::default()
+            });
+        }
+        view
+    }
+
+    /// The ID hashes of the health flags the district document still holds from before the
+    /// per-community split ([`Replica::migrate_policy`] moves them).
+    pub fn legacy_health_hashes(&self) -> Vec<menjin_proto::idnum::IdHash> {
+        self.doc(DocId::Policy)
+            .map(|d| policy::read_policy(d).health.into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    /// The lockdown record in force of every community held, without reading any health
+    /// flag (the hub's status and dashboard).
+    pub fn lockdowns(&self) -> BTreeMap<CommunityId, Lockdown> {
+        let mut view = PolicyView::default();
+        for (doc, slot) in self.docs.range(community_policy_range()) {
+            if let DocId::CommunityPolicy { .. } = doc {
+                view.merge(PolicyView {
+                    lockdowns: policy::read_lockdowns(&slot.doc),
+                    ..PolicyView::default()
+                });
+            }
+        }
+        if let Some(d) = self.doc(DocId::Policy) {
+            view.merge(PolicyView {
+                lockdowns: policy::read_lockdowns(d),
+                ..PolicyView::default()
+            });
+        }
+        view.lockdowns
     }
 
     // ---- local writes ------------------------------------------------------------------
@@ -766,36 +831,82 @@ impl Replica {
         Ok(changed)
     }
 
-    /// Writes a policy change (hub only), as one Automerge change.
+    /// Writes a policy change (hub only): its enrolments and revocations into the district
+    /// document, each community's lockdowns and health flags into that community's policy
+    /// document, one Automerge change per document touched. Each document goes only to the
+    /// peers that share it.
     ///
     /// # Errors
     /// [`WriteError::NotWriter`] unless this replica is the hub; [`WriteError::StaleEpoch`]
     /// for a lockdown whose epoch is not above the current one; [`WriteError::Invalid`].
-    /// Nothing is written.
+    /// Nothing is written (every document is checked before any is written).
     pub fn apply_policy(
         &mut self,
         batch: &PolicyBatch,
         time: UnixTime,
     ) -> Result<bool, WriteError> {
-        let doc = DocId::Policy;
-        if self.me != doc.writer() {
+        if self.me != Role::Hub {
             return Err(WriteError::NotWriter {
                 me: self.me,
-                doc,
-                writer: doc.writer(),
+                doc: DocId::Policy,
+                writer: Role::Hub,
             });
         }
+        if batch.health.iter().any(|h| h.community == 0) {
+            return Err(WriteError::Invalid(
+                "a health flag names the community whose roster holds the person".into(),
+            ));
+        }
+        let (district, per) = batch.split();
+        let mut parts: Vec<(DocId, PolicyBatch)> = Vec::new();
+        if !district.is_empty() {
+            parts.push((DocId::Policy, district));
+        }
+        for (community, part) in per {
+            if let Some(l) = part.lockdowns.first() {
+                // Epochs continue from a record still in the district document.
+                let floor = self.community_policy(community).next_epoch(community);
+                if l.epoch < floor {
+                    return Err(WriteError::StaleEpoch {
+                        community,
+                        epoch: l.epoch,
+                        current: floor - 1,
+                    });
+                }
+            }
+            parts.push((DocId::CommunityPolicy { community }, part));
+        }
+        for (doc, part) in &parts {
+            if let Some(slot) = self.docs.get(doc) {
+                policy::check_batch(&slot.doc, part)?;
+            } else {
+                policy::check_batch(&Automerge::new(), part)?;
+            }
+        }
+        let mut changed = false;
+        for (doc, part) in parts {
+            changed |= self.write_policy_doc(doc, time, &part)?;
+        }
+        Ok(changed)
+    }
+
+    /// One transaction on a policy document.
+    fn write_policy_doc(
+        &mut self,
+        doc: DocId,
+        time: UnixTime,
+        part: &PolicyBatch,
+    ) -> Result<bool, WriteError> {
         let slot = self
             .docs
             .entry(doc)
             .or_insert_with(|| DocSlot::empty(&self.actor));
-        policy::check_batch(&slot.doc, batch)?;
-        let enrolled = policy::existing_enrolments(&slot.doc, batch);
+        let enrolled = policy::existing_enrolments(&slot.doc, part);
         let done = slot
             .doc
             .transact_with(
                 |_| CommitOptions::default().with_time(time as i64),
-                |tx| policy::put_batch(tx, batch, &enrolled),
+                |tx| policy::put_batch(tx, part, &enrolled),
             )
             .map_err(|f| WriteError::Automerge(f.error.to_string()))?;
         let changed = done.hash.is_some();
@@ -803,6 +914,62 @@ impl Replica {
             self.local_change(doc);
         }
         Ok(changed)
+    }
+
+    /// Moves what the district document holds from before the split (lockdowns, health
+    /// flags) into the community policy documents, and deletes it there (hub only; at
+    /// start). `route` names the community whose roster holds a flagged person; a flag it
+    /// cannot place is returned (the caller keeps it until that person declares) and
+    /// deleted from the district document too. Returns how many records moved.
+    ///
+    /// # Errors
+    /// [`WriteError`] if this replica is not the hub or Automerge fails; nothing is written.
+    pub fn migrate_policy(
+        &mut self,
+        route: impl Fn(&menjin_proto::idnum::IdHash) -> Option<CommunityId>,
+        time: UnixTime,
+    ) -> Result<(usize, Vec<policy::HealthFlag>), WriteError> {
+        let Some(district) = self.doc(DocId::Policy) else {
+            return Ok((0, Vec::new()));
+        };
+        let keys = policy::legacy_keys(district);
+        if keys.is_empty() {
+            return Ok((0, Vec::new()));
+        }
+        let legacy = policy::read_policy(district);
+        let mut batch = PolicyBatch::default();
+        for l in legacy.lockdowns.values() {
+            // Written again with its epoch: the community document has none yet.
+            if self
+                .doc(DocId::CommunityPolicy {
+                    community: l.community,
+                })
+                .is_none_or(|d| !policy::read_lockdowns(d).contains_key(&l.community))
+            {
+                batch.lockdowns.push(l.clone());
+            }
+        }
+        let mut unplaced = Vec::new();
+        for f in legacy.health.into_values() {
+            match route(&f.id_hash) {
+                Some(community) => batch.health.push(policy::HealthFlag { community, ..f }),
+                None => unplaced.push(f),
+            }
+        }
+        let moved = batch.lockdowns.len() + batch.health.len();
+        let (_, per) = batch.split();
+        for (community, part) in per {
+            self.write_policy_doc(DocId::CommunityPolicy { community }, time, &part)?;
+        }
+        let slot = self.docs.get_mut(&DocId::Policy).expect("checked above");
+        slot.doc
+            .transact_with(
+                |_| CommitOptions::default().with_time(time as i64),
+                |tx| policy::delete_keys(tx, &keys),
+            )
+            .map_err(|f| WriteError::Automerge(f.error.to_string()))?;
+        self.local_change(DocId::Policy);
+        Ok((moved, unplaced))
     }
 
     /// Locks a community down or lifts its lockdown, with the next epoch. Hub only.
@@ -820,7 +987,7 @@ impl Replica {
         let lockdown = Lockdown {
             community,
             locked,
-            epoch: self.policy().next_epoch(community),
+            epoch: self.community_policy(community).next_epoch(community),
             reason: reason.to_owned(),
             by: by.to_owned(),
             at,
@@ -988,8 +1155,10 @@ impl Replica {
             _ => return out,
         };
         out.extend(self.docs.range(roster_range(community)).map(|(d, _)| *d));
-        if self.docs.contains_key(&DocId::Policy) {
-            out.push(DocId::Policy);
+        for doc in [DocId::Policy, DocId::CommunityPolicy { community }] {
+            if self.docs.contains_key(&doc) {
+                out.push(doc);
+            }
         }
         out
     }
@@ -1189,9 +1358,12 @@ impl Replica {
         let interval = self.config.anti_entropy_interval_ms;
         let mut union: BTreeSet<DocId> = self.shared_docs(peer).into_iter().collect();
         union.extend(theirs.keys().copied());
-        // The policy is always shared: seed it even while neither side has any, so that the
-        // first lockdown goes out in one message.
+        // The policies are always shared: seed them even while neither side has any, so
+        // that the first lockdown goes out in one message.
         union.insert(DocId::Policy);
+        if let (Role::Hub, Role::Node(c)) | (Role::Node(c), Role::Hub) = (me, peer) {
+            union.insert(DocId::CommunityPolicy { community: c });
+        }
         let slot = self.peers.get_mut(&peer).expect("connected");
         let session = slot.session.as_mut().expect("connected");
         let mut differing = 0usize;
@@ -1456,6 +1628,13 @@ impl Replica {
             slot.chunk_bytes += chunk.len();
             Some(Persist::Chunk { doc, bytes: chunk })
         }
+    }
+}
+
+/// Every community policy document, in order.
+fn community_policy_range() -> std::ops::RangeInclusive<DocId> {
+    DocId::CommunityPolicy { community: 0 }..=DocId::CommunityPolicy {
+        community: CommunityId::MAX,
     }
 }
 

@@ -212,8 +212,10 @@ fn a_hub_that_lost_its_disk_takes_rosters_back_but_never_the_policy() {
     );
 }
 
+/// A lockdown goes to the locked community's node and to no other: its policy document is
+/// shared with that node alone.
 #[test]
-fn lockdown_reaches_every_connected_node() {
+fn lockdown_reaches_its_own_node_and_costs_the_others_nothing() {
     let mut hub = Replica::new(Role::Hub, 1, Config::default());
     let mut sh = Store::default();
     let mut nodes: Vec<(Replica, Store)> = (1..=3)
@@ -237,9 +239,14 @@ fn lockdown_reaches_every_connected_node() {
     assert_eq!(l.epoch, 1);
     for (n, s) in &mut nodes {
         let t = pump(n, s, &mut hub, &mut sh, 5);
-        assert_eq!(t.doc_frames.len(), 2, "{:?}", t.doc_frames);
-        assert!(n.policy().is_locked(2));
-        assert!(!n.policy().is_locked(1));
+        if n.me() == Role::Node(2) {
+            assert_eq!(t.doc_frames.len(), 2, "{:?}", t.doc_frames);
+            assert!(n.policy().is_locked(2));
+        } else {
+            assert!(t.doc_frames.is_empty(), "{:?}", t.doc_frames);
+            assert!(!n.policy().is_locked(2), "another community's lockdown");
+            assert!(n.doc(DocId::CommunityPolicy { community: 2 }).is_none());
+        }
     }
     // Epochs only rise.
     let stale = hub.apply_policy(
@@ -299,7 +306,19 @@ fn changes_from_the_wrong_peer_are_refused_and_never_merged() {
     fake_hub
         .set_lockdown(7, false, "forged", "evil", T0)
         .unwrap();
-    let forged_policy = message_with_changes(fake_hub.doc(DocId::Policy).unwrap());
+    let forged_policy = message_with_changes(
+        fake_hub
+            .doc(DocId::CommunityPolicy { community: 7 })
+            .unwrap(),
+    );
+    fake_hub
+        .set_lockdown(8, false, "forged", "evil", T0)
+        .unwrap();
+    let forged_own = message_with_changes(
+        fake_hub
+            .doc(DocId::CommunityPolicy { community: 8 })
+            .unwrap(),
+    );
 
     let heads_before: Vec<_> = hub.docs().map(|d| (d, hub.heads(d))).collect();
     let refused = hub.stats().frames_refused;
@@ -309,7 +328,11 @@ fn changes_from_the_wrong_peer_are_refused_and_never_merged() {
         1,
     );
     assert!(matches!(r, Err(SyncError::NotShared { .. })), "{r:?}");
-    let r = hub.handle_message(evil, &frame(session, "policy", forged_policy.clone()), 1);
+    // Another community's policy is not even shared with it.
+    let r = hub.handle_message(evil, &frame(session, "policy/7", forged_policy.clone()), 1);
+    assert!(matches!(r, Err(SyncError::NotShared { .. })), "{r:?}");
+    // Its own community's policy is shared, but only the hub writes it.
+    let r = hub.handle_message(evil, &frame(session, "policy/8", forged_own), 1);
     assert!(
         matches!(
             r,
@@ -320,10 +343,10 @@ fn changes_from_the_wrong_peer_are_refused_and_never_merged() {
         ),
         "{r:?}"
     );
-    // The rightful node may not change the policy either.
+    // The rightful node may not change its policy either.
     let r = hub.handle_message(
         Role::Node(7),
-        &frame(7 << 32 | 1, "policy", forged_policy),
+        &frame(7 << 32 | 1, "policy/7", forged_policy),
         1,
     );
     assert!(matches!(r, Err(SyncError::NotWriter { .. })), "{r:?}");
@@ -336,7 +359,7 @@ fn changes_from_the_wrong_peer_are_refused_and_never_merged() {
 
     let heads_after: Vec<_> = hub.docs().map(|d| (d, hub.heads(d))).collect();
     assert_eq!(heads_before, heads_after, "nothing was merged");
-    assert_eq!(hub.stats().frames_refused, refused + 3);
+    assert_eq!(hub.stats().frames_refused, refused + 4);
     assert!(!hub.roster(7).persons.contains_key(&holder(1_000)));
 
     // A node refuses another community's roster from the hub, changes or not.
@@ -604,6 +627,7 @@ fn a_healthy_link_never_restarts_a_session() {
                 &PolicyBatch {
                     health: vec![menjin_sync::HealthFlag {
                         id_hash: menjin_proto::idnum::IdHash([round as u8; 16]),
+                        community: 7,
                         status: "red".into(),
                         at: T0 + round,
                     }],

@@ -458,6 +458,7 @@ impl World {
         } else {
             let flag = menjin_sync::HealthFlag {
                 id_hash: menjin_proto::idnum::IdHash([self.rng.below(50) as u8; 16]),
+                community: c,
                 status: ["red", "yellow", "green"][self.rng.below(3) as usize].into(),
                 at: T0 + self.now,
             };
@@ -504,15 +505,38 @@ impl World {
             let doc = forger.docs().next().unwrap();
             (doc, changes_of(forger.doc(doc).unwrap()), true)
         } else {
+            // A lockdown lift in another community's policy (not shared with this node) or in
+            // its own (shared, but only the hub writes it), or an enrolment in the district
+            // document.
             let mut forger = Replica::new(Role::Hub, 1_000, config());
+            let target = if self.rng.chance(500) { victim } else { EVIL };
             forger
-                .set_lockdown(victim, false, "forged", "evil", T0)
+                .set_lockdown(target, false, "forged", "evil", T0)
                 .unwrap();
-            (
-                DocId::Policy,
-                changes_of(forger.doc(DocId::Policy).unwrap()),
-                false,
-            )
+            let doc = DocId::CommunityPolicy { community: target };
+            let own = target == EVIL;
+            if self.rng.chance(300) {
+                forger
+                    .apply_policy(
+                        &PolicyBatch {
+                            enrol: vec![menjin_sync::NodeEnrolment {
+                                community: victim,
+                                node_key: [0xee; 32],
+                                name: "forged".into(),
+                            }],
+                            ..PolicyBatch::default()
+                        },
+                        T0,
+                    )
+                    .unwrap();
+                (
+                    DocId::Policy,
+                    changes_of(forger.doc(DocId::Policy).unwrap()),
+                    false,
+                )
+            } else {
+                (doc, changes_of(forger.doc(doc).unwrap()), !own)
+            }
         };
         let bytes = SyncFrame {
             session,
@@ -625,6 +649,7 @@ impl World {
                     .filter(|d| matches!(d, DocId::Roster { community, .. } if *community == c)),
             );
             docs.insert(DocId::Policy);
+            docs.insert(DocId::CommunityPolicy { community: c });
             for d in docs {
                 let mut a = hub.heads(d);
                 let mut b = n.replica.heads(d);
@@ -670,8 +695,19 @@ impl World {
                     self.fail(&format!("code {} wrong at hub", e.id));
                 }
             }
-            if n.replica.policy() != hub_policy {
+            // A node holds the district document and its own community's policy, the same as
+            // the hub's, and nothing of another community's.
+            let mut expected = hub.district_policy();
+            expected.merge(hub.community_policy(c));
+            if n.replica.policy() != expected {
                 self.fail(&format!("policy differs at {}", n.role));
+            }
+            let foreign = n
+                .replica
+                .docs()
+                .any(|d| matches!(d, DocId::CommunityPolicy { community } if community != c));
+            if foreign || n.replica.policy().health.values().any(|f| f.community != c) {
+                self.fail(&format!("{} holds another community's policy", n.role));
             }
             for h in &self.forged_holders {
                 if at_hub.persons.contains_key(h) || at_node.persons.contains_key(h) {

@@ -93,6 +93,7 @@ fn node_answers_in_json_keep_their_field_names() {
             "community_name",
             "node_key_id",
             "residents",
+            "residents_to_redeclare",
             "codes_active",
             "codes_revoked",
             "gates",

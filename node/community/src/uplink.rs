@@ -286,7 +286,10 @@ async fn receive_sync(
         let t = std::time::Instant::now();
         let changed = receive_frame(&repl, Role::Hub, &bytes)?;
         let t_recv = t.elapsed();
-        if changed.contains(&menjin_sync::DocId::Policy) {
+        let own = menjin_sync::DocId::CommunityPolicy {
+            community: node.config.community,
+        };
+        if changed.contains(&menjin_sync::DocId::Policy) || changed.contains(&own) {
             node.refresh_policy();
         }
         // Own roster changes come back only to a node that lost them (an older backup).

@@ -9,7 +9,9 @@
 
 #![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use menjin_proto::idnum::IdHash;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -332,7 +334,15 @@ pub struct Hub {
     replication: Arc<Replication>,
     /// Per roster shard: the heads it was counted at, its persons and codes in force.
     roster_counts: Mutex<HashMap<DocId, RosterCount>>,
+    /// Owner of sled tree `health_pending`: keyed ID hash → (status, at) of health flags
+    /// that match no declared resident yet. A flag goes into the policy document of the
+    /// community whose roster holds the person, so until someone declares it waits here
+    /// ([`Hub::place_pending_health`]).
+    health_pending: sled::Tree,
 }
+
+/// How often the hub tries to place waiting health flags (`health_pending`).
+pub const HEALTH_PENDING_RETRY_S: u64 = 30;
 
 type RosterCount = (Vec<menjin_sync::automerge::ChangeHash>, u64, u64);
 
@@ -362,7 +372,8 @@ impl Hub {
         peers.insert(console.to_bytes(), PeerRole::Console);
         let mut links = HashMap::new();
         let replication = Replication::open(&db, Role::Hub)?;
-        let revoked = replication.read(|r| r.policy().revoked_nodes);
+        let health_pending = db.open_tree("health_pending")?;
+        let revoked = replication.read(|r| r.district_policy().revoked_nodes);
         for item in nodes.iter() {
             let (k, v) = item?;
             let nc = NodeCert::decode(&v).map_err(HubError::Enrolled)?;
@@ -382,7 +393,7 @@ impl Hub {
                 },
             );
         }
-        Ok(Arc::new(Hub {
+        (Hub {
             config,
             key,
             cert,
@@ -394,7 +405,127 @@ impl Hub {
             links: Mutex::new(links),
             replication,
             roster_counts: Mutex::default(),
-        }))
+            health_pending,
+        })
+        .migrated()
+    }
+
+    /// The per-community split of the policy: lockdowns and health flags that an older hub
+    /// wrote into the district document move into the community documents (once; nothing
+    /// to do afterwards). Flags of people in no roster wait in `health_pending`.
+    fn migrated(self) -> Result<Arc<Hub>, HubError> {
+        let legacy: Vec<IdHash> = self
+            .replication
+            .read(menjin_sync::Replica::legacy_health_hashes);
+        let routes = self.routes(&legacy.iter().copied().collect());
+        let (moved, unplaced) = self
+            .replication
+            .migrate_policy(|h| routes.get(h).copied(), now_ms() / 1000)?;
+        if moved > 0 || !unplaced.is_empty() {
+            tracing::warn!(
+                moved,
+                waiting = unplaced.len(),
+                "district policy split per community"
+            );
+        }
+        self.keep_pending(&unplaced)?;
+        Ok(Arc::new(self))
+    }
+
+    /// The community whose roster holds each of `wanted`, by walking every roster the hub
+    /// holds once (an import or a retry, not a hot path).
+    fn routes(&self, wanted: &HashSet<IdHash>) -> HashMap<IdHash, CommunityId> {
+        if wanted.is_empty() {
+            return HashMap::new();
+        }
+        let communities: Vec<CommunityId> = self
+            .nodes
+            .iter()
+            .keys()
+            .filter_map(|k| {
+                Some(CommunityId::from_be_bytes(
+                    k.ok()?.as_ref().try_into().ok()?,
+                ))
+            })
+            .collect();
+        let mut out = HashMap::new();
+        for c in communities {
+            self.replication.read(|r| {
+                for p in r.roster(c).persons.values() {
+                    if wanted.contains(&p.id_hash) {
+                        out.insert(p.id_hash, c);
+                    }
+                }
+            });
+        }
+        out
+    }
+
+    /// Stores flags that match no declared resident yet (flushed).
+    fn keep_pending(&self, flags: &[menjin_sync::HealthFlag]) -> Result<(), sled::Error> {
+        if flags.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for f in flags {
+            batch.insert(&f.id_hash.0[..], wire::encode(&(f.status.as_str(), f.at)));
+        }
+        self.health_pending.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Places the waiting health flags whose person has declared since: into their
+    /// community's policy, and out of `health_pending`. Returns how many were placed.
+    ///
+    /// # Errors
+    /// If sled fails or the replica refuses the change.
+    pub fn place_pending_health(&self) -> Result<usize, HubError> {
+        let mut waiting = Vec::new();
+        for item in self.health_pending.iter() {
+            let (k, v) = item?;
+            let (Ok(id), Ok((status, at))) = (
+                <[u8; 16]>::try_from(k.as_ref()),
+                wire::decode::<(String, u64)>(&v, 1_024),
+            ) else {
+                tracing::error!("corrupt waiting health flag removed");
+                self.health_pending.remove(k)?;
+                continue;
+            };
+            waiting.push((IdHash(id), status, at));
+        }
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let routes = self.routes(&waiting.iter().map(|w| w.0).collect());
+        let health: Vec<menjin_sync::HealthFlag> = waiting
+            .into_iter()
+            .filter_map(|(id_hash, status, at)| {
+                Some(menjin_sync::HealthFlag {
+                    id_hash,
+                    community: *routes.get(&id_hash)?,
+                    status,
+                    at,
+                })
+            })
+            .collect();
+        if health.is_empty() {
+            return Ok(0);
+        }
+        let batch = PolicyBatch {
+            health: health.clone(),
+            ..PolicyBatch::default()
+        };
+        self.replication.apply_policy(&batch, now_ms() / 1000)?;
+        for f in &health {
+            self.health_pending.remove(f.id_hash.0)?;
+        }
+        self.db.flush()?;
+        tracing::warn!(
+            placed = health.len(),
+            "waiting health flags placed: their people declared"
+        );
+        Ok(health.len())
     }
 
     /// Binds the hub's QUIC endpoint.
@@ -500,7 +631,7 @@ impl Hub {
     /// The district's revocation of `key`, if it is revoked.
     fn revocation(&self, key: &[u8; 32]) -> Option<NodeRevocation> {
         self.replication
-            .read(|r| r.policy().revoked_nodes.get(key).cloned())
+            .read(|r| r.district_policy().revoked_nodes.get(key).cloned())
     }
 
     /// Revokes a node key of `community` for good: the certificate's key if one is given,
@@ -634,8 +765,9 @@ impl Hub {
         // The policy once, and each community's counts from its shards: a shard is read
         // again only when its heads moved since the last status (a 100,000-resident roster
         // takes about a second to read; an idle district's status costs next to nothing).
-        let (policy, counts) = self.replication.read(|r| {
-            let policy = r.policy();
+        let (lockdowns, policy, counts) = self.replication.read(|r| {
+            let lockdowns = r.lockdowns();
+            let policy = r.district_policy();
             let mut cache = self.roster_counts.lock().expect("roster counts lock");
             let counts: HashMap<CommunityId, (u64, u64)> = links
                 .keys()
@@ -664,12 +796,12 @@ impl Hub {
                     (community, total)
                 })
                 .collect();
-            (policy, counts)
+            (lockdowns, policy, counts)
         });
         let mut communities: Vec<CommunityLink> = links
             .into_iter()
             .map(|(community, l)| {
-                let lockdown = policy.lockdowns.get(&community);
+                let lockdown = lockdowns.get(&community);
                 let (residents, codes_active) = counts.get(&community).copied().unwrap_or_default();
                 CommunityLink {
                     community,
@@ -763,9 +895,12 @@ impl Hub {
         community: CommunityId,
         l: &menjin_proto::record::LocalLockdown,
     ) {
-        let current = self
-            .replication
-            .read(|r| r.policy().lockdowns.get(&community).cloned());
+        let current = self.replication.read(|r| {
+            r.community_policy(community)
+                .lockdowns
+                .get(&community)
+                .cloned()
+        });
         let at = menjin_proto::record::adopted_at(l, now_ms() / 1000);
         if current.as_ref().is_some_and(|c| c.at >= at) {
             tracing::info!(
@@ -806,26 +941,39 @@ impl Hub {
             ));
         }
         let at = now_ms() / 1000;
-        let health = flags
+        // Each flag goes into the policy of the community whose roster holds the person (to
+        // that node alone); one of no declared resident waits at the hub.
+        let routes = self.routes(&flags.iter().map(|f| f.id_hash).collect());
+        let (placed, waiting): (Vec<_>, Vec<_>) = flags
             .iter()
             .map(|f| menjin_sync::HealthFlag {
                 id_hash: f.id_hash,
+                community: routes.get(&f.id_hash).copied().unwrap_or(0),
                 status: f.status.clone(),
                 at,
             })
-            .collect();
-        let n = flags.len();
+            .partition(|f| f.community != 0);
+        let n = placed.len();
         self.replication
             .apply_policy(
                 &PolicyBatch {
-                    health,
+                    health: placed,
                     ..PolicyBatch::default()
                 },
                 at,
             )
             .map_err(|e| (ErrorKind::Refused, e.to_string()))?;
-        tracing::warn!(rows = n, "health list applied");
-        Ok(Response::Done(format!("{n} health statuses applied")))
+        self.keep_pending(&waiting)
+            .map_err(|e| (ErrorKind::Internal, e.to_string()))?;
+        tracing::warn!(rows = n, waiting = waiting.len(), "health list applied");
+        Ok(Response::Done(if waiting.is_empty() {
+            format!("{n} health statuses applied")
+        } else {
+            format!(
+                "{n} health statuses applied; {} match no declared resident yet and wait at the hub (applied once they declare)",
+                waiting.len()
+            )
+        }))
     }
 
     /// The hub's replica (the district policy and every community's roster), for tools that
@@ -1000,7 +1148,22 @@ pub async fn run_hub(
     menjin_store::files::write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
     let status = hub.status();
     tracing::info!(name = %hub.config.name, %bound, communities = status.communities.len(), events = status.events, "hub serving");
+    let placer = hub.clone();
+    let pending = tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_secs(HEALTH_PENDING_RETRY_S));
+        loop {
+            tick.tick().await;
+            let hub = placer.clone();
+            match tokio::task::spawn_blocking(move || hub.place_pending_health()).await {
+                Ok(Err(e)) => tracing::error!(error = %e, "waiting health flags not placed"),
+                Err(e) => tracing::error!(error = %e, "placing waiting health flags failed"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    });
     server.run(shutdown).await;
+    pending.abort();
     let _ = std::fs::remove_file(dir.addr());
     tracing::info!("hub stopped");
     Ok(())

@@ -249,6 +249,20 @@ impl Replication {
         Ok(())
     }
 
+    /// Moves lockdowns and health flags written before the per-community split from the
+    /// district document into the community documents (hub only, at start); returns how
+    /// many moved and the flags `route` could place nowhere.
+    ///
+    /// # Errors
+    /// [`ReplicationError`] if the replica refuses it or sled fails.
+    pub fn migrate_policy(
+        &self,
+        route: impl Fn(&menjin_proto::idnum::IdHash) -> Option<CommunityId>,
+        now: UnixTime,
+    ) -> Result<(usize, Vec<menjin_sync::HealthFlag>), ReplicationError> {
+        Ok(self.with(|r| r.migrate_policy(route, now))??)
+    }
+
     /// Starts or lifts a community's lockdown in the district policy (hub only); returns the
     /// record written, with its new epoch.
     ///

@@ -141,11 +141,15 @@ impl SyncStore {
         Ok(docs)
     }
 
-    /// Loads the stored district policy alone into `replica`: it is small, and a node needs
+    /// Loads the stored policy documents alone into `replica`: they are small, and a node needs
     /// its lockdown before it answers a gate (the rosters can follow, see `mirror`).
     /// Returns whether one was stored; one that fails to decode is reported and skipped.
     pub fn load_policy_into(&self, replica: &mut Replica) -> Result<bool, StoreError> {
-        let docs = self.stored(&doc_prefix(DocId::Policy))?;
+        // `dpolicy\0...` (the district document) and `dpolicy/<community>\0...` (community
+        // policies: a node holds its own only, the hub all).
+        let mut prefix = doc_prefix(DocId::Policy);
+        prefix.pop();
+        let docs = self.stored(&prefix)?;
         Ok(insert_decoded(replica, docs) > 0)
     }
 

@@ -37,6 +37,7 @@ pub fn hub_with_frames() -> (Replica, Vec<Vec<u8>>) {
         lockdowns: Vec::new(),
         health: vec![HealthFlag {
             id_hash: IdHash([3; 16]),
+            community: COMMUNITY,
             status: "home_quarantine".into(),
             at: NOW,
         }],

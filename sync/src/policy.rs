@@ -592,7 +592,7 @@ mod tests {
             "read before the move too"
         );
         let (moved, unplaced) = hub
-            .migrate_policy(|h| (h.0[0] == 1).then_some(7), 2)
+            .migrate_policy(|h| if h.0[0] == 1 { vec![7] } else { vec![] }, 2)
             .unwrap();
         assert_eq!(moved, 2);
         assert_eq!(unplaced.len(), 1);
@@ -604,7 +604,36 @@ mod tests {
         assert_eq!(own.health[&IdHash([1; 16])].community, 7);
         let next = hub.set_lockdown(7, false, "lifted", "op", 3).unwrap();
         assert_eq!(next.epoch, 4);
-        assert_eq!(hub.migrate_policy(|_| None, 4).unwrap().0, 0, "once only");
+        assert_eq!(hub.migrate_policy(|_| vec![], 4).unwrap().0, 0, "once only");
+    }
+
+    /// One health list for two communities: each community's document gets its own flag.
+    #[test]
+    fn a_health_list_is_split_by_community() {
+        let mut hub = Replica::new(Role::Hub, 1, Config::default());
+        let flag = |b: u8, community| HealthFlag {
+            id_hash: IdHash([b; 16]),
+            community,
+            status: "hospital".into(),
+            at: 5,
+        };
+        hub.apply_policy(
+            &PolicyBatch {
+                health: vec![flag(1, 7), flag(2, 8)],
+                ..PolicyBatch::default()
+            },
+            5,
+        )
+        .unwrap();
+        assert_eq!(
+            hub.community_policy(7).health.keys().collect::<Vec<_>>(),
+            [&IdHash([1; 16])]
+        );
+        assert_eq!(
+            hub.community_policy(8).health.keys().collect::<Vec<_>>(),
+            [&IdHash([2; 16])]
+        );
+        assert!(hub.district_policy().health.is_empty());
     }
 
     /// Issue 12, defect 8: a revoked node key is recorded for good, its community's

@@ -918,7 +918,7 @@ impl Replica {
 
     /// Moves what the district document holds from before the split (lockdowns, health
     /// flags) into the community policy documents, and deletes it there (hub only; at
-    /// start). `route` names the community whose roster holds a flagged person; a flag it
+    /// start). `route` names the communities whose rosters hold a flagged person; a flag it
     /// cannot place is returned (the caller keeps it until that person declares) and
     /// deleted from the district document too. Returns how many records moved.
     ///
@@ -926,7 +926,7 @@ impl Replica {
     /// [`WriteError`] if this replica is not the hub or Automerge fails; nothing is written.
     pub fn migrate_policy(
         &mut self,
-        route: impl Fn(&menjin_proto::idnum::IdHash) -> Option<CommunityId>,
+        route: impl Fn(&menjin_proto::idnum::IdHash) -> Vec<CommunityId>,
         time: UnixTime,
     ) -> Result<(usize, Vec<policy::HealthFlag>), WriteError> {
         let Some(district) = self.doc(DocId::Policy) else {
@@ -951,9 +951,16 @@ impl Replica {
         }
         let mut unplaced = Vec::new();
         for f in legacy.health.into_values() {
-            match route(&f.id_hash) {
-                Some(community) => batch.health.push(policy::HealthFlag { community, ..f }),
-                None => unplaced.push(f),
+            let to = route(&f.id_hash);
+            if to.is_empty() {
+                unplaced.push(f);
+            } else {
+                batch
+                    .health
+                    .extend(to.into_iter().map(|community| policy::HealthFlag {
+                        community,
+                        ..f.clone()
+                    }));
             }
         }
         let moved = batch.lockdowns.len() + batch.health.len();
@@ -1420,6 +1427,18 @@ impl Replica {
             }
         }
         stuck
+    }
+
+    /// The connected peers [`Replica::poll_transmit`] has something for (a summary or a
+    /// reply due, a document wanted): the driver wakes those links only.
+    pub fn peers_with_output(&self) -> Vec<Role> {
+        self.peers
+            .iter()
+            .filter_map(|(peer, slot)| {
+                let s = slot.session.as_ref()?;
+                (s.reply_due || s.probe_due || s.docs.values().any(|ds| ds.wanted)).then_some(*peer)
+            })
+            .collect()
     }
 
     /// The next frame for `peer`, if any: a summary reply, a summary probe, or one

@@ -28,7 +28,7 @@ use menjin_net::clock::now_ms;
 use menjin_net::frame::{FrameError, read_frame, write_frame};
 use menjin_net::server::{Server, Service, serve_requests};
 use menjin_net::tls::{self, PeerRole, PeerTable};
-use menjin_replication::{Replication, next_timer, receive_frame, send_frames};
+use menjin_replication::{Replication, receive_frame, send_frames};
 use menjin_store::files::{
     FileError, HubConfig, NodeDir, read_node_cert, read_public_key, read_signing_key,
 };
@@ -339,6 +339,8 @@ pub struct Hub {
     /// community whose roster holds the person, so until someone declares it waits here
     /// ([`Hub::place_pending_health`]).
     health_pending: sled::Tree,
+    /// The replica's timer task is running ([`Hub::start_timers`]).
+    timers: std::sync::atomic::AtomicBool,
 }
 
 /// How often the hub tries to place waiting health flags (`health_pending`).
@@ -406,6 +408,7 @@ impl Hub {
             replication,
             roster_counts: Mutex::default(),
             health_pending,
+            timers: std::sync::atomic::AtomicBool::new(false),
         })
         .migrated()
     }
@@ -418,9 +421,10 @@ impl Hub {
             .replication
             .read(menjin_sync::Replica::legacy_health_hashes);
         let routes = self.routes(&legacy.iter().copied().collect());
-        let (moved, unplaced) = self
-            .replication
-            .migrate_policy(|h| routes.get(h).copied(), now_ms() / 1000)?;
+        let (moved, unplaced) = self.replication.migrate_policy(
+            |h| routes.get(h).cloned().unwrap_or_default(),
+            now_ms() / 1000,
+        )?;
         if moved > 0 || !unplaced.is_empty() {
             tracing::warn!(
                 moved,
@@ -432,9 +436,10 @@ impl Hub {
         Ok(Arc::new(self))
     }
 
-    /// The community whose roster holds each of `wanted`, by walking every roster the hub
-    /// holds once (an import or a retry, not a hot path).
-    fn routes(&self, wanted: &HashSet<IdHash>) -> HashMap<IdHash, CommunityId> {
+    /// The communities whose rosters hold each of `wanted` (one person may be declared in
+    /// two homes), by walking every roster the hub holds once (an import or a retry, not a
+    /// hot path).
+    fn routes(&self, wanted: &HashSet<IdHash>) -> HashMap<IdHash, Vec<CommunityId>> {
         if wanted.is_empty() {
             return HashMap::new();
         }
@@ -448,17 +453,40 @@ impl Hub {
                 ))
             })
             .collect();
-        let mut out = HashMap::new();
+        let mut out: HashMap<IdHash, Vec<CommunityId>> = HashMap::new();
         for c in communities {
             self.replication.read(|r| {
                 for p in r.roster(c).persons.values() {
                     if wanted.contains(&p.id_hash) {
-                        out.insert(p.id_hash, c);
+                        let of = out.entry(p.id_hash).or_default();
+                        if !of.contains(&c) {
+                            of.push(c);
+                        }
                     }
                 }
             });
         }
         out
+    }
+
+    /// Each flag once for every community whose roster holds its person, and the flags of
+    /// no declared resident.
+    fn placed(
+        &self,
+        flags: Vec<menjin_sync::HealthFlag>,
+    ) -> (Vec<menjin_sync::HealthFlag>, Vec<menjin_sync::HealthFlag>) {
+        let routes = self.routes(&flags.iter().map(|f| f.id_hash).collect());
+        let (mut placed, mut waiting) = (Vec::new(), Vec::new());
+        for f in flags {
+            match routes.get(&f.id_hash) {
+                Some(cs) => placed.extend(cs.iter().map(|&community| menjin_sync::HealthFlag {
+                    community,
+                    ..f.clone()
+                })),
+                None => waiting.push(f),
+            }
+        }
+        (placed, waiting)
     }
 
     /// Stores flags that match no declared resident yet (flushed).
@@ -497,18 +525,16 @@ impl Hub {
         if waiting.is_empty() {
             return Ok(0);
         }
-        let routes = self.routes(&waiting.iter().map(|w| w.0).collect());
-        let health: Vec<menjin_sync::HealthFlag> = waiting
+        let flags = waiting
             .into_iter()
-            .filter_map(|(id_hash, status, at)| {
-                Some(menjin_sync::HealthFlag {
-                    id_hash,
-                    community: *routes.get(&id_hash)?,
-                    status,
-                    at,
-                })
+            .map(|(id_hash, status, at)| menjin_sync::HealthFlag {
+                id_hash,
+                community: 0,
+                status,
+                at,
             })
             .collect();
+        let (health, _) = self.placed(flags);
         if health.is_empty() {
             return Ok(0);
         }
@@ -943,17 +969,18 @@ impl Hub {
         let at = now_ms() / 1000;
         // Each flag goes into the policy of the community whose roster holds the person (to
         // that node alone); one of no declared resident waits at the hub.
-        let routes = self.routes(&flags.iter().map(|f| f.id_hash).collect());
-        let (placed, waiting): (Vec<_>, Vec<_>) = flags
-            .iter()
-            .map(|f| menjin_sync::HealthFlag {
-                id_hash: f.id_hash,
-                community: routes.get(&f.id_hash).copied().unwrap_or(0),
-                status: f.status.clone(),
-                at,
-            })
-            .partition(|f| f.community != 0);
-        let n = placed.len();
+        let (placed, waiting) = self.placed(
+            flags
+                .iter()
+                .map(|f| menjin_sync::HealthFlag {
+                    id_hash: f.id_hash,
+                    community: 0,
+                    status: f.status.clone(),
+                    at,
+                })
+                .collect(),
+        );
+        let n = flags.len() - waiting.len();
         self.replication
             .apply_policy(
                 &PolicyBatch {
@@ -974,6 +1001,38 @@ impl Hub {
                 waiting.len()
             )
         }))
+    }
+
+    /// Runs the replica's timers (summaries, stall detection for every session) in one task,
+    /// started with the first link: with 200 links, one task per link each waking at the
+    /// same deadline made 200 calls where one does. It ends with the runtime.
+    fn start_timers(&self) {
+        if self.timers.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        // Weak: a hub that is dropped (and its database closed) is not kept alive by this.
+        let weak = Arc::downgrade(&self.replication);
+        let mut changes = self.replication.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Some(deadline) = weak.upgrade().map(|r| r.next_timeout()) else {
+                    return;
+                };
+                let wait = deadline.map_or(std::time::Duration::from_secs(3_600), |at| {
+                    std::time::Duration::from_millis(at.saturating_sub(now_ms()))
+                });
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {
+                        let Some(repl) = weak.upgrade() else { return };
+                        if let Err(e) = repl.timeout(now_ms()) {
+                            tracing::error!(error = %e, "replica timers: state not flushed");
+                        }
+                    }
+                    // A change may set an earlier deadline; a dropped replica ends the task.
+                    r = changes.changed() => if r.is_err() { return },
+                }
+            }
+        });
     }
 
     /// The hub's replica (the district policy and every community's roster), for tools that
@@ -1043,7 +1102,10 @@ impl Hub {
         });
         let repl = self.replication.clone();
         *session = repl.connect(peer, now_ms())?;
-        let mut changes = repl.subscribe();
+        // Woken only when this node has something to be sent; the replica's timers run in
+        // one task for the whole hub (`start_timers`), not in every link.
+        let mut changes = repl.subscribe_peer(peer);
+        self.start_timers();
         let mut conflicted = false;
         let result = async {
             loop {
@@ -1092,7 +1154,6 @@ impl Hub {
                         }
                     }
                     _ = changes.changed() => {}
-                    () = next_timer(&repl) => repl.timeout(now_ms())?,
                 }
             }
         }

@@ -71,6 +71,9 @@ pub struct Replication {
     store: SyncStore,
     /// Bumped after every event that may have given the replica something to send.
     changed: watch::Sender<u64>,
+    /// Per peer, bumped only when that peer has something to be sent: a hub's change for
+    /// one community wakes that community's link alone, not all of the district's.
+    peer_changed: Mutex<std::collections::HashMap<Role, watch::Sender<u64>>>,
 }
 
 /// A replica opened from sled with only its district policy loaded: what a node needs
@@ -107,6 +110,7 @@ impl PolicyLoaded {
             replica: Mutex::new(replica),
             store,
             changed,
+            peer_changed: Mutex::default(),
         }))
     }
 }
@@ -178,6 +182,7 @@ impl Replication {
         }
         drop(r);
         self.changed.send_modify(|n| *n += 1);
+        self.wake(&[peer]);
         Err(PeerPanicked {
             peer,
             during,
@@ -193,13 +198,38 @@ impl Replication {
         f: impl FnOnce(&mut Replica) -> T,
     ) -> Result<Result<T, StoreError>, PeerPanicked> {
         // sled is written under the lock: no other link may send what is not yet on disk.
-        let out = self.run(peer, |r| {
+        let (out, woken) = self.run(peer, |r| {
             let out = f(r);
             let ops: Vec<_> = std::iter::from_fn(|| r.poll_persist()).collect();
-            self.store.write(ops).map(|()| out)
+            (self.store.write(ops).map(|()| out), r.peers_with_output())
         })?;
         self.changed.send_modify(|n| *n += 1);
+        self.wake(&woken);
         Ok(out)
+    }
+
+    /// Wakes the links of `peers` (those subscribed with [`Replication::subscribe_peer`]).
+    fn wake(&self, peers: &[Role]) {
+        if peers.is_empty() {
+            return;
+        }
+        let wakers = self.peer_changed.lock().expect("peer wakers lock");
+        for p in peers {
+            if let Some(w) = wakers.get(p) {
+                w.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    /// Bumped only when `peer` has something to be sent (a change of a document it shares,
+    /// a reply, a probe): what a hub's link to one node waits on.
+    pub fn subscribe_peer(&self, peer: Role) -> watch::Receiver<u64> {
+        self.peer_changed
+            .lock()
+            .expect("peer wakers lock")
+            .entry(peer)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// [`Replication::with_peer`] for our own calls, whose panics are re-raised.
@@ -257,7 +287,7 @@ impl Replication {
     /// [`ReplicationError`] if the replica refuses it or sled fails.
     pub fn migrate_policy(
         &self,
-        route: impl Fn(&menjin_proto::idnum::IdHash) -> Option<CommunityId>,
+        route: impl Fn(&menjin_proto::idnum::IdHash) -> Vec<CommunityId>,
         now: UnixTime,
     ) -> Result<(usize, Vec<menjin_sync::HealthFlag>), ReplicationError> {
         Ok(self.with(|r| r.migrate_policy(route, now))??)

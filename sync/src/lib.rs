@@ -15,9 +15,15 @@
 //!   in one document take 1.36 s to load, in 16 shards a node's cold start stays under 2 s.
 //!   Written by `Node(community)` only. Typed access: [`RosterEntry`], [`CodeEntry`],
 //!   [`RosterBatch`], [`Replica::apply_roster`], [`Replica::roster`].
-//! - `policy` ([`DocId::Policy`]): enrolled nodes, lockdowns, health flags. Written by the
-//!   hub only. [`PolicyBatch`], [`Replica::apply_policy`], [`Replica::set_lockdown`],
-//!   [`Replica::policy`].
+//! - `policy` ([`DocId::Policy`]), the district document: enrolled nodes and revoked node
+//!   keys, what every node needs. Written by the hub only, shared with every node.
+//! - `policy/<community>` ([`DocId::CommunityPolicy`]): that community's lockdown and its
+//!   residents' health flags. Written by the hub only, shared with that community's node
+//!   alone: a change for one community costs every other node nothing. [`PolicyBatch`]
+//!   (split by [`PolicyBatch::split`]), [`Replica::apply_policy`], [`Replica::set_lockdown`],
+//!   [`Replica::policy`] (every policy document held, merged), [`Replica::community_policy`],
+//!   [`Replica::lockdowns`], [`Replica::migrate_policy`] (an older district document's
+//!   lockdowns and flags moved out).
 //!
 //! Each logical change (a declaration with its new code and the revocation of the old
 //! one, a lockdown) is one Automerge change per document it touches: few, larger changes
@@ -58,14 +64,15 @@
 //! | code: `status` | node | a final status present in *any* conflicting value wins: `revoked` over `consent_withdrawn` over `active`. A revoked code never comes back to life |
 //! | code: `revoked_at` | node | the earliest value present when the status is final |
 //! | enrolment: `key`, `name` | hub | last writer wins per field |
-//! | lockdown record (`locked`, `epoch`, `reason`, `by`, `at`, written whole) | hub | highest `epoch`; at equal epochs `locked` wins |
-//! | health flag (`status`, `at`, written whole) | hub | latest `at`, then Automerge's order |
+//! | lockdown record (`locked`, `epoch`, `reason`, `by`, `at`, written whole, in `policy/<c>`) | hub | highest `epoch`; at equal epochs `locked` wins; a record an older hub left in `policy` is merged the same way until it is moved |
+//! | health flag (`status`, `at`, written whole, in `policy/<c>` of each community whose roster holds the person) | hub | latest `at`, then Automerge's order |
 //! | node key revocation (`community`, `at`, `by`, `reason`, written whole, never removed) | hub | earliest `at`; the enrolment whose key it revokes is deleted in the same change |
 //!
 //! The writer side enforces the code rule too: [`Replica::apply_roster`] refuses to move a
 //! final status anywhere ([`WriteError::StatusFinal`]), reading the status with the same
 //! conflict rule, and [`Replica::apply_policy`] refuses a lockdown epoch that does not
-//! rise. Entries are never deleted: a withdrawn person stays with their codes revoked.
+//! rise. Entries are never deleted (a withdrawn person stays with their codes revoked), except
+//! the lockdowns and flags the hub moves out of the district document once, at the split.
 //!
 //! # Protocol
 //!

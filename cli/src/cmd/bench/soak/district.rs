@@ -156,7 +156,7 @@ impl Env {
 }
 
 /// An event a gate printed as decided: acknowledged to the guard.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Acked {
     pub gate: String,
     pub community: u32,

@@ -30,6 +30,9 @@ pub struct Outcome {
     pub missing: u64,
     pub duplicated: u64,
     pub mismatched: u64,
+    /// Online events the hub holds under another number than the guard saw: logged by a
+    /// node restored from a backup before it reached the hub, renumbered after the hub's.
+    pub renumbered: u64,
     pub hub_events: u64,
     /// Events the hub holds that no guard saw (a gate killed before it printed, an online
     /// check that timed out into an offline decision): allowed, for information.
@@ -237,6 +240,7 @@ pub async fn exactly_once(d: &District, out: &mut Outcome) -> Result<()> {
         .gates()
         .flat_map(|g| g.state.acked.lock().expect("acked").clone())
         .collect();
+    // Online events by (community, number); offline ones by gate, gate_seq and decision time.
     let mut online: HashMap<(u32, u64), Value> = HashMap::new();
     let mut offline: HashMap<(String, u64, u64), u64> = HashMap::new();
     for c in &d.communities {
@@ -255,29 +259,85 @@ pub async fn exactly_once(d: &District, out: &mut Outcome) -> Result<()> {
         }
     }
     out.acknowledged = acked.len() as u64;
-    for a in &acked {
-        if a.offline {
-            out.acknowledged_offline += 1;
-            match offline.get(&(a.gate.clone(), a.gate_seq, a.node_time_ms)) {
-                None => missing(out, a),
-                Some(1) => out.at_hub_once += 1,
-                Some(_) => out.duplicated += 1,
-            }
-        } else {
-            match online.get(&(a.community, a.seq)) {
-                None => missing(out, a),
-                Some(e) if same(a, e) => out.at_hub_once += 1,
-                Some(e) => {
-                    tracing::error!(?a, hub = %e, "the hub holds another event under this number");
-                    out.mismatched += 1;
-                }
-            }
+    // For a failed run's post-mortem, beside the logs: what the guards saw.
+    let lines: Vec<String> = acked
+        .iter()
+        .filter_map(|a| serde_json::to_string(a).ok())
+        .collect();
+    let _ = std::fs::write(d.env.dir.join("acknowledged.jsonl"), lines.join("\n"));
+    for a in acked.iter().filter(|a| a.offline) {
+        out.acknowledged_offline += 1;
+        match offline.get(&(a.gate.clone(), a.gate_seq, a.node_time_ms)) {
+            None => missing(out, a),
+            Some(1) => out.at_hub_once += 1,
+            Some(_) => out.duplicated += 1,
         }
     }
+    match_online(&acked, &mut online, out);
     out.hub_events_unacknowledged = out
         .hub_events
         .saturating_sub(out.at_hub_once + out.duplicated);
     Ok(())
+}
+
+/// An online event is found under the number the guard saw, or else (a node restored from a
+/// backup renumbers the events it logged before it reached the hub, `GateLog::rebase`,
+/// keeping their times) as the one event of its gate, time and content left unclaimed.
+/// Left over: a twin of a found event is a duplicate; the rest no guard saw.
+fn match_online(acked: &[Acked], online: &mut HashMap<(u32, u64), Value>, out: &mut Outcome) {
+    let content = |e: &Value| {
+        (
+            e["gate"].as_str().unwrap_or("").to_string(),
+            e["time_ms"].as_u64().unwrap_or(0),
+            e["temperature_dc"].as_i64().unwrap_or(0),
+            e["reason"].as_str().unwrap_or("").to_string(),
+            e["cred"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let mut found = Vec::new();
+    let mut later = Vec::new();
+    for a in acked.iter().filter(|a| !a.offline) {
+        match online.get(&(a.community, a.seq)) {
+            Some(e) if same(a, e) && e["time_ms"].as_u64() == Some(a.node_time_ms) => {
+                found.push((a.community, content(e)));
+                online.remove(&(a.community, a.seq));
+                out.at_hub_once += 1;
+            }
+            _ => later.push(a),
+        }
+    }
+    for a in later {
+        let twin = online
+            .iter()
+            .find(|((c, _), e)| {
+                *c == a.community && same(a, e) && e["time_ms"].as_u64() == Some(a.node_time_ms)
+            })
+            .map(|(k, _)| *k);
+        match twin {
+            Some(k) => {
+                let e = online.remove(&k).expect("found");
+                found.push((a.community, content(&e)));
+                out.at_hub_once += 1;
+                out.renumbered += 1;
+            }
+            None if online.contains_key(&(a.community, a.seq)) => {
+                tracing::error!(?a, hub = %online[&(a.community, a.seq)], "the hub holds another event under this number");
+                out.mismatched += 1;
+            }
+            None => missing(out, a),
+        }
+    }
+    let found: std::collections::HashSet<_> = found.into_iter().collect();
+    for ((c, seq), e) in online.iter() {
+        if found.contains(&(*c, content(e))) {
+            tracing::error!(
+                community = c,
+                seq,
+                "an acknowledged event is at the hub twice"
+            );
+            out.duplicated += 1;
+        }
+    }
 }
 
 fn missing(out: &mut Outcome, a: &Acked) {

@@ -341,6 +341,9 @@ pub struct Hub {
     health_pending: sled::Tree,
     /// The replica's timer task is running ([`Hub::start_timers`]).
     timers: std::sync::atomic::AtomicBool,
+    /// Communities whose roster changed since waiting health flags were last placed: only
+    /// those are searched again ([`Hub::place_pending_health`]).
+    rosters_changed: Mutex<HashSet<CommunityId>>,
 }
 
 /// How often the hub tries to place waiting health flags (`health_pending`).
@@ -409,6 +412,7 @@ impl Hub {
             roster_counts: Mutex::default(),
             health_pending,
             timers: std::sync::atomic::AtomicBool::new(false),
+            rosters_changed: Mutex::default(),
         })
         .migrated()
     }
@@ -440,10 +444,7 @@ impl Hub {
     /// two homes), by walking every roster the hub holds once (an import or a retry, not a
     /// hot path).
     fn routes(&self, wanted: &HashSet<IdHash>) -> HashMap<IdHash, Vec<CommunityId>> {
-        if wanted.is_empty() {
-            return HashMap::new();
-        }
-        let communities: Vec<CommunityId> = self
+        let all: Vec<CommunityId> = self
             .nodes
             .iter()
             .keys()
@@ -453,6 +454,18 @@ impl Hub {
                 ))
             })
             .collect();
+        self.routes_in(wanted, all)
+    }
+
+    /// [`Hub::routes`] within `communities` only.
+    fn routes_in(
+        &self,
+        wanted: &HashSet<IdHash>,
+        communities: Vec<CommunityId>,
+    ) -> HashMap<IdHash, Vec<CommunityId>> {
+        if wanted.is_empty() {
+            return HashMap::new();
+        }
         let mut out: HashMap<IdHash, Vec<CommunityId>> = HashMap::new();
         for c in communities {
             self.replication.read(|r| {
@@ -474,8 +487,13 @@ impl Hub {
     fn placed(
         &self,
         flags: Vec<menjin_sync::HealthFlag>,
+        within: Option<Vec<CommunityId>>,
     ) -> (Vec<menjin_sync::HealthFlag>, Vec<menjin_sync::HealthFlag>) {
-        let routes = self.routes(&flags.iter().map(|f| f.id_hash).collect());
+        let wanted = flags.iter().map(|f| f.id_hash).collect();
+        let routes = match within {
+            Some(cs) => self.routes_in(&wanted, cs),
+            None => self.routes(&wanted),
+        };
         let (mut placed, mut waiting) = (Vec::new(), Vec::new());
         for f in flags {
             match routes.get(&f.id_hash) {
@@ -504,7 +522,9 @@ impl Hub {
     }
 
     /// Places the waiting health flags whose person has declared since: into their
-    /// community's policy, and out of `health_pending`. Returns how many were placed.
+    /// community's policy, and out of `health_pending`. Searches only the rosters that
+    /// changed since the last call (none changed: nothing is read). Returns how many were
+    /// placed.
     ///
     /// # Errors
     /// If sled fails or the replica refuses the change.
@@ -522,7 +542,12 @@ impl Hub {
             };
             waiting.push((IdHash(id), status, at));
         }
-        if waiting.is_empty() {
+        // Only the rosters that changed since the last attempt can hold them now.
+        let changed: Vec<CommunityId> =
+            std::mem::take(&mut *self.rosters_changed.lock().expect("rosters changed lock"))
+                .into_iter()
+                .collect();
+        if waiting.is_empty() || changed.is_empty() {
             return Ok(0);
         }
         let flags = waiting
@@ -534,7 +559,7 @@ impl Hub {
                 at,
             })
             .collect();
-        let (health, _) = self.placed(flags);
+        let (health, _) = self.placed(flags, Some(changed));
         if health.is_empty() {
             return Ok(0);
         }
@@ -979,6 +1004,7 @@ impl Hub {
                     at,
                 })
                 .collect(),
+            None,
         );
         let n = flags.len() - waiting.len();
         self.replication
@@ -1140,8 +1166,11 @@ impl Hub {
                             }
                             LinkFrame::Sync(bytes) => {
                                 let repl = repl.clone();
-                                tokio::task::spawn_blocking(move || receive_frame(&repl, peer, &bytes))
+                                let changed = tokio::task::spawn_blocking(move || receive_frame(&repl, peer, &bytes))
                                     .await??;
+                                if changed.iter().any(|d| matches!(d, DocId::Roster { .. })) {
+                                    self.rosters_changed.lock().expect("rosters changed lock").insert(community);
+                                }
                             }
                             LinkFrame::LocalLockdown(l) => self.adopt_local_lockdown(community, &l),
                             LinkFrame::GateLinks(gates) => {

@@ -69,22 +69,7 @@ pub enum BenchCmd {
     },
     /// A district of real processes under random faults (kill -9, cut links, wiped gate
     /// caches, restores from backup, clock steps, garbage), then checks: one JSON line.
-    Soak {
-        #[arg(long, default_value_t = 60)]
-        seconds: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 2)]
-        nodes: usize,
-        #[arg(long, default_value_t = 2)]
-        gates_per_node: usize,
-        /// Residents declared per community before the run.
-        #[arg(long, default_value_t = 12)]
-        residents: u32,
-        /// Keep the run's directory (data and every process's log) here; it must not exist.
-        #[arg(long)]
-        keep: Option<std::path::PathBuf>,
-    },
+    Soak(soak::Args),
     /// Initial sync of one community to an empty hub, one revocation, a node restart.
     Sync {
         #[arg(long, default_value_t = sync::RESIDENTS_DEFAULT)]
@@ -106,24 +91,7 @@ pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
             rounds,
         } => lockdown::run(nodes, gates_per_node, rounds, json).await,
         BenchCmd::Sync { residents } => sync::run(residents, json).await,
-        BenchCmd::Soak {
-            seconds,
-            seed,
-            nodes,
-            gates_per_node,
-            residents,
-            keep,
-        } => {
-            let args = soak::Args {
-                seconds,
-                seed,
-                nodes,
-                gates_per_node,
-                residents,
-                keep,
-            };
-            soak::run(args, json).await
-        }
+        BenchCmd::Soak(args) => soak::run(args, json).await,
         BenchCmd::Web {
             clients,
             declarations,

@@ -234,15 +234,7 @@ async fn hub_with(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let hub_dir = NodeDir(base.join("hub"));
-    create_hub(district, &hub_dir, "hub", "127.0.0.1:0".parse().unwrap()).unwrap();
-    let hub = Hub::open(&hub_dir).unwrap();
-    let server = hub.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
+    let (hub, addr, stop, task) = start_hub(district, base);
     let cert = std::fs::read(dir.cert()).unwrap();
     assert!(matches!(
         hub.console(HubRequest::EnrolNode { cert }),

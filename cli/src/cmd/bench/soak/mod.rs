@@ -29,12 +29,21 @@ pub const SECONDS_MAX: u64 = 24 * 3_600;
 pub const NODES_MAX: usize = 8;
 pub const GATES_MAX: usize = 4;
 
+#[derive(clap::Args)]
 pub struct Args {
+    #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[arg(long, default_value_t = 2)]
     pub nodes: usize,
+    #[arg(long, default_value_t = 2)]
     pub gates_per_node: usize,
+    /// Residents declared per community before the run.
+    #[arg(long, default_value_t = 12)]
     pub residents: u32,
+    /// Keep the run's directory (data and every process's log) here; it must not exist.
+    #[arg(long)]
     pub keep: Option<PathBuf>,
 }
 

@@ -679,6 +679,23 @@ impl Hub {
         )))
     }
 
+    /// `community` has a node enrolled here; else the console's "not found".
+    fn enrolled(&self, community: CommunityId) -> Result<(), (ErrorKind, String)> {
+        if self
+            .links
+            .lock()
+            .expect("links lock")
+            .contains_key(&community)
+        {
+            Ok(())
+        } else {
+            Err((
+                ErrorKind::NotFound,
+                format!("community {community} is not enrolled at this hub"),
+            ))
+        }
+    }
+
     /// The district's revocation of `key`, if it is revoked.
     fn revocation(&self, key: &[u8; 32]) -> Option<NodeRevocation> {
         self.replication
@@ -700,17 +717,7 @@ impl Hub {
     ) -> Result<Response, (ErrorKind, String)> {
         let bad = |m: String| (ErrorKind::BadRequest, m);
         let internal = |e: sled::Error| (ErrorKind::Internal, e.to_string());
-        if !self
-            .links
-            .lock()
-            .expect("links lock")
-            .contains_key(&community)
-        {
-            return Err((
-                ErrorKind::NotFound,
-                format!("community {community} is not enrolled at this hub"),
-            ));
-        }
+        self.enrolled(community)?;
         let (by, reason) = (by.trim(), reason.trim());
         if by.is_empty() || by.len() > OPERATOR_LEN_MAX {
             return Err(bad(format!(
@@ -897,17 +904,7 @@ impl Hub {
         by: &str,
     ) -> Result<Response, (ErrorKind, String)> {
         let bad = |m: &str| (ErrorKind::BadRequest, m.to_string());
-        if !self
-            .links
-            .lock()
-            .expect("links lock")
-            .contains_key(&community)
-        {
-            return Err((
-                ErrorKind::NotFound,
-                format!("community {community} is not enrolled at this hub"),
-            ));
-        }
+        self.enrolled(community)?;
         if by.trim().is_empty() || by.len() > OPERATOR_LEN_MAX {
             return Err(bad("by: the operator's name, 1 to 64 bytes"));
         }

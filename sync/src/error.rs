@@ -79,6 +79,11 @@ pub enum SyncError {
         /// What is wrong, in words.
         why: String,
     },
+    /// The frame needs documents this replica holds cold ([`crate::Replica::insert_cold`]):
+    /// nothing was read or changed. The driver loads them from its store
+    /// ([`crate::Replica::insert_doc`]) and gives the same frame again. Not the peer's fault.
+    #[error("documents to load first: {0:?}")]
+    NeedsLoad(Vec<DocId>),
     /// The frame is for a roster shard past the community's shard count, or brings changes
     /// to a community whose roster is over its quota ([`crate::Config::community_bytes_max`]).
     /// Refused whole; the peer's other documents go on.
@@ -168,6 +173,10 @@ pub enum LoadError {
         /// The stored document.
         doc: DocId,
     },
+    /// Only roster shards start cold ([`crate::Replica::insert_cold`]): the policies are
+    /// written here and read at every change.
+    #[error("{0} cannot be held cold")]
+    NotCold(DocId),
     /// The driver loaded the same document twice (a driver bug).
     #[error("{0} is already loaded")]
     AlreadyLoaded(DocId),

@@ -126,7 +126,12 @@
 //!   last one, and flushes it before use). Nothing relies on incarnations growing: session
 //!   ids are compared only within one connection, which one process makes.
 //! - At start: [`decode_doc`] / [`Replica::load_doc`] every stored document (snapshot plus
-//!   chunks in order), [`Replica::load_peer_state`] every stored peer state.
+//!   chunks in order), [`Replica::load_peer_state`] every stored peer state. Or, for roster
+//!   shards (a hub holding every community's), [`Replica::insert_cold`] with the heads
+//!   stored beside each ([`Persist::Chunk`]'s `heads`): nothing decoded. A frame that needs
+//!   a cold shard is answered [`SyncError::NeedsLoad`] with nothing changed: decode those
+//!   shards ([`Replica::insert_doc`]) and give the same frame again. [`Replica::cool`]
+//!   turns an idle shard cold again.
 //! - After every event ([`Replica::connect`], [`Replica::handle_message`],
 //!   [`Replica::handle_timeout`], a local write): drain [`Replica::poll_persist`] into the
 //!   store and flush, then drain [`Replica::poll_transmit`] for each peer and send the

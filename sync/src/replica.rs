@@ -116,6 +116,9 @@ pub enum Persist {
         doc: DocId,
         /// Automerge's incremental save since the last persist; stored after the others.
         bytes: Vec<u8>,
+        /// The document's heads with this chunk: store them beside it (same batch) to
+        /// start the document cold later ([`Replica::insert_cold`]).
+        heads: Vec<ChangeHash>,
     },
     /// Replace the document's snapshot and delete every chunk stored for it before this.
     Snapshot {
@@ -123,6 +126,8 @@ pub enum Persist {
         doc: DocId,
         /// The whole compressed document (`Automerge::save`).
         bytes: Vec<u8>,
+        /// The document's heads (as for [`Persist::Chunk`]).
+        heads: Vec<ChangeHash>,
     },
     /// Replace the stored sync state for this peer and document (a few hashes).
     PeerState {
@@ -236,6 +241,12 @@ fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
     a.sort();
     b.sort();
     a == b
+}
+
+/// A document held on disk only: what a summary and the quota need of it.
+struct ColdDoc {
+    heads: Vec<ChangeHash>,
+    stored_bytes: usize,
 }
 
 struct DocSlot {
@@ -479,6 +490,8 @@ pub struct Replica {
     actor: ActorId,
     config: Config,
     docs: BTreeMap<DocId, DocSlot>,
+    /// Roster shards known by their stored heads only, not decoded ([`Replica::insert_cold`]).
+    cold: BTreeMap<DocId, ColdDoc>,
     peers: BTreeMap<Role, PeerSlot>,
     dirty_docs: BTreeSet<DocId>,
     dirty_peer_states: BTreeSet<(Role, DocId)>,
@@ -509,6 +522,7 @@ impl Replica {
             actor: actor_for(me, incarnation),
             config,
             docs: BTreeMap::new(),
+            cold: BTreeMap::new(),
             peers: BTreeMap::new(),
             dirty_docs: BTreeSet::new(),
             dirty_peer_states: BTreeSet::new(),
@@ -571,6 +585,11 @@ impl Replica {
         if self.docs.contains_key(&doc) {
             return Err(LoadError::AlreadyLoaded(doc));
         }
+        if let Some(cold) = self.cold.remove(&doc)
+            && !same_heads(&cold.heads, &loaded.doc.get_heads())
+        {
+            warn!(doc = %doc, "a cold document loaded with other heads than stored beside it");
+        }
         let mut d = loaded.doc;
         d.set_actor(self.actor.clone());
         let saved_heads = d.get_heads();
@@ -586,6 +605,105 @@ impl Replica {
             },
         );
         Ok(())
+    }
+
+    /// Holds a stored roster shard cold: known by the heads stored with it
+    /// ([`Persist::Chunk`]'s `heads`) and its size on disk, not decoded. A hub holding 200
+    /// communities' rosters starts in the time it takes to read their heads, and a shard
+    /// costs memory only once a peer's frame needs its content: then
+    /// [`Replica::handle_message`] answers [`SyncError::NeedsLoad`] and the driver decodes it
+    /// ([`Replica::insert_doc`]) and gives the frame again. A summary whose heads match costs
+    /// nothing. Reads ([`Replica::roster`], [`Replica::roster_shard`]) see warm shards only:
+    /// a driver that reads a community warms its shards first ([`Replica::cold_docs`]).
+    ///
+    /// # Errors
+    /// [`LoadError::NotHeld`], [`LoadError::NotCold`] (not a roster shard),
+    /// [`LoadError::AlreadyLoaded`].
+    pub fn insert_cold(
+        &mut self,
+        doc: DocId,
+        heads: Vec<ChangeHash>,
+        stored_bytes: usize,
+    ) -> Result<(), LoadError> {
+        if !holds(self.me, doc) {
+            return Err(LoadError::NotHeld { me: self.me, doc });
+        }
+        if !matches!(doc, DocId::Roster { .. }) {
+            return Err(LoadError::NotCold(doc));
+        }
+        if self.docs.contains_key(&doc) || self.cold.contains_key(&doc) {
+            return Err(LoadError::AlreadyLoaded(doc));
+        }
+        self.cold.insert(
+            doc,
+            ColdDoc {
+                heads,
+                stored_bytes,
+            },
+        );
+        Ok(())
+    }
+
+    /// Turns a warm roster shard cold again, dropping its decoded document, when nothing
+    /// of it is unsaved or under way: saved to the last change, no changes waiting for
+    /// dependencies, and no session sending it, expecting an answer about it or owing one.
+    /// Returns whether it did. A hub calls it for shards idle for a while, so that the
+    /// rosters in memory are the ones in use.
+    pub fn cool(&mut self, doc: DocId) -> bool {
+        if !matches!(doc, DocId::Roster { .. }) || self.dirty_docs.contains(&doc) {
+            return false;
+        }
+        let Some(slot) = self.docs.get(&doc) else {
+            return false;
+        };
+        let heads = slot.doc.get_heads();
+        if heads != slot.saved_heads || slot.pending_bytes > 0 {
+            return false;
+        }
+        let busy = self.peers.values().any(|p| {
+            p.session.as_ref().is_some_and(|s| {
+                s.docs.get(&doc).is_some_and(|ds| {
+                    ds.wanted
+                        || ds.answer_due
+                        || ds.state.in_flight
+                        || expecting(ds, Some(&slot.doc))
+                })
+            })
+        });
+        if busy {
+            return false;
+        }
+        let stored_bytes = slot.stored_bytes();
+        self.docs.remove(&doc);
+        self.cold.insert(
+            doc,
+            ColdDoc {
+                heads,
+                stored_bytes,
+            },
+        );
+        true
+    }
+
+    /// The roster shards held cold, of one community or (None) of all.
+    pub fn cold_docs(&self, community: Option<CommunityId>) -> Vec<DocId> {
+        match community {
+            Some(c) => self.cold.range(roster_range(c)).map(|(d, _)| *d).collect(),
+            None => self.cold.keys().copied().collect(),
+        }
+    }
+
+    /// Whether `doc` is held cold.
+    pub fn is_cold(&self, doc: DocId) -> bool {
+        self.cold.contains_key(&doc)
+    }
+
+    /// The heads hash of a document held warm or cold.
+    fn hash_of(&self, doc: DocId) -> Option<[u8; 32]> {
+        match self.docs.get(&doc) {
+            Some(slot) => heads_hash(&slot.doc),
+            None => self.cold.get(&doc).and_then(|c| hash_of_heads(&c.heads)),
+        }
     }
 
     /// Loads a stored sync state ([`Persist::PeerState`]). Call before connecting to that
@@ -615,12 +733,15 @@ impl Replica {
 
     // ---- reading -----------------------------------------------------------------------
 
-    /// The documents this replica holds (including empty ones created for a peer).
+    /// The documents this replica holds, warm or cold (including empty ones created for a
+    /// peer).
     pub fn docs(&self) -> impl Iterator<Item = DocId> + '_ {
-        self.docs.keys().copied()
+        let mut all: Vec<DocId> = self.docs.keys().chain(self.cold.keys()).copied().collect();
+        all.sort_unstable();
+        all.into_iter()
     }
 
-    /// Read access to a document (tests, benchmarks, diagnostics). Never on a hot path:
+    /// Read access to a warm document (tests, benchmarks, diagnostics). Never on a hot path:
     /// drivers keep materialised views.
     pub fn doc(&self, doc: DocId) -> Option<&Automerge> {
         self.docs.get(&doc).map(|s| &s.doc)
@@ -629,10 +750,17 @@ impl Replica {
     /// The document's heads (empty if absent). A driver stores them with its view and
     /// passes them to [`Replica::roster_changes_since`] later.
     pub fn heads(&self, doc: DocId) -> Vec<ChangeHash> {
-        self.doc(doc).map(Automerge::get_heads).unwrap_or_default()
+        match self.doc(doc) {
+            Some(d) => d.get_heads(),
+            None => self
+                .cold
+                .get(&doc)
+                .map(|c| c.heads.clone())
+                .unwrap_or_default(),
+        }
     }
 
-    /// A community's whole roster, all shards merged.
+    /// A community's whole roster, all warm shards merged (see [`Replica::insert_cold`]).
     pub fn roster(&self, community: CommunityId) -> RosterView {
         let mut view = RosterView::default();
         for (_, slot) in self.docs.range(roster_range(community)) {
@@ -1134,12 +1262,12 @@ impl Replica {
         let window = self.config.stall_timeout_ms;
         let mut out = Vec::new();
         for doc in self.shared_docs(peer) {
-            let slot = &self.docs[&doc];
-            let Some(hash) = heads_hash(&slot.doc) else {
+            let Some(hash) = self.hash_of(doc) else {
                 continue;
             };
+            let local = self.docs.get(&doc).map(|s| &s.doc);
             let busy = session.docs.get(&doc).is_some_and(|ds| {
-                ds.wanted || expecting(ds, Some(&slot.doc)) || ds.recently_active(now, window)
+                ds.wanted || expecting(ds, local) || ds.recently_active(now, window)
             });
             out.push(DocDigest {
                 doc: doc.to_string(),
@@ -1162,6 +1290,8 @@ impl Replica {
             _ => return out,
         };
         out.extend(self.docs.range(roster_range(community)).map(|(d, _)| *d));
+        out.extend(self.cold.range(roster_range(community)).map(|(d, _)| *d));
+        out.sort_unstable();
         for doc in [DocId::Policy, DocId::CommunityPolicy { community }] {
             if self.docs.contains_key(&doc) {
                 out.push(doc);
@@ -1201,6 +1331,10 @@ impl Replica {
                 return Err(e);
             }
         };
+        let cold = self.cold_needed(peer, &parsed.body);
+        if !cold.is_empty() {
+            return Err(SyncError::NeedsLoad(cold));
+        }
         self.stats.frames_received += 1;
         self.stats.bytes_received += bytes.len() as u64;
 
@@ -1231,6 +1365,28 @@ impl Replica {
         }
     }
 
+    /// The cold documents a frame needs decoded: the one a sync message is for, and those
+    /// a summary shows differ (or the peer lacks).
+    fn cold_needed(&self, peer: Role, body: &Parsed) -> Vec<DocId> {
+        if self.cold.is_empty() {
+            return Vec::new();
+        }
+        match body {
+            Parsed::Doc { doc, .. } => self
+                .cold
+                .contains_key(doc)
+                .then_some(*doc)
+                .into_iter()
+                .collect(),
+            Parsed::Summary { docs, .. } => self
+                .shared_docs(peer)
+                .into_iter()
+                .filter(|d| self.cold.contains_key(d))
+                .filter(|d| docs.get(d).map(|(h, _)| *h) != self.hash_of(*d))
+                .collect(),
+        }
+    }
+
     /// Refuses a frame for a roster shard past the community's shard count, or one that
     /// brings changes to a community whose roster is over [`Config::community_bytes_max`].
     fn within_quota(&self, peer: Role, frame: ParsedFrame) -> Result<ParsedFrame, SyncError> {
@@ -1252,6 +1408,11 @@ impl Replica {
                 .docs
                 .range(roster_range(community))
                 .map(|(_, slot)| slot.stored_bytes())
+                .chain(
+                    self.cold
+                        .range(roster_range(community))
+                        .map(|(_, c)| c.stored_bytes),
+                )
                 .sum();
             if stored >= self.config.community_bytes_max {
                 return Err(SyncError::Quota {
@@ -1377,10 +1538,17 @@ impl Replica {
         let mut stuck = false;
         for doc in union {
             let local = self.docs.get(&doc).map(|s| &s.doc);
-            let ours = local.and_then(heads_hash);
+            let cold = self.cold.get(&doc);
+            let ours = match local {
+                Some(d) => heads_hash(d),
+                None => cold.and_then(|c| hash_of_heads(&c.heads)),
+            };
             let t = theirs.get(&doc);
             if ours == t.map(|(h, _)| *h) {
-                let heads = local.map(Automerge::get_heads).unwrap_or_default();
+                let heads = match local {
+                    Some(d) => d.get_heads(),
+                    None => cold.map(|c| c.heads.clone()).unwrap_or_default(),
+                };
                 let ds = ensure_ds(session, me, peer, doc, &slot.saved, local);
                 if ds.fresh() && !ds.state.in_flight {
                     seed_equal(ds, heads);
@@ -1498,6 +1666,12 @@ impl Replica {
         for doc in order.collect::<Vec<_>>() {
             let ds = session.docs.get_mut(&doc).expect("listed");
             if waiting >= max && !ds.answer_due {
+                continue;
+            }
+            if self.cold.contains_key(&doc) {
+                // `handle_message` has the driver load a shard before it can become wanted.
+                warn!(peer = %peer, doc = %doc, "a cold document was wanted: not sent");
+                ds.wanted = false;
                 continue;
             }
             ds.wanted = false;
@@ -1641,11 +1815,19 @@ impl Replica {
             slot.chunks = 0;
             slot.chunk_bytes = 0;
             slot.snapshot_bytes = bytes.len();
-            Some(Persist::Snapshot { doc, bytes })
+            Some(Persist::Snapshot {
+                doc,
+                bytes,
+                heads: slot.saved_heads.clone(),
+            })
         } else {
             slot.chunks += 1;
             slot.chunk_bytes += chunk.len();
-            Some(Persist::Chunk { doc, bytes: chunk })
+            Some(Persist::Chunk {
+                doc,
+                bytes: chunk,
+                heads: slot.saved_heads.clone(),
+            })
         }
     }
 }

@@ -135,6 +135,8 @@ struct World {
     forgeries_sent: u64,
     delivered: u64,
     dropped: u64,
+    /// Hub roster shards turned cold during the run.
+    cooled: u64,
 }
 
 impl World {
@@ -161,6 +163,7 @@ impl World {
             frames: Vec::new(),
             seq: 0,
             forged_holders: BTreeSet::new(),
+            cooled: 0,
             forgeries_sent: 0,
             delivered: 0,
             dropped: 0,
@@ -319,7 +322,14 @@ impl World {
         for actor in std::iter::once(&mut self.hub).chain(self.nodes.iter_mut()) {
             if actor.down_until.is_some_and(|t| t <= now) {
                 actor.incarnation += 1;
-                actor.replica = actor.store.rebuild(actor.role, actor.incarnation, config());
+                // The hub starts with every roster shard cold, as `Replication::open` does.
+                actor.replica = if actor.role == Role::Hub {
+                    actor
+                        .store
+                        .rebuild_cold(actor.role, actor.incarnation, config())
+                } else {
+                    actor.store.rebuild(actor.role, actor.incarnation, config())
+                };
                 actor.down_until = None;
             }
         }
@@ -401,8 +411,8 @@ impl World {
             let node_role = self.nodes[f.node].role;
             let result = if f.to_hub {
                 self.hub
-                    .replica
-                    .handle_message(node_role, &f.bytes, self.now)
+                    .store
+                    .deliver(&mut self.hub.replica, node_role, &f.bytes, self.now)
             } else {
                 self.nodes[f.node]
                     .replica
@@ -584,6 +594,35 @@ impl World {
         if self.hub.up() && self.rng.chance(50) {
             self.forge();
         }
+        if self.hub.up() && self.rng.chance(100) {
+            self.cool_hub_shard();
+        }
+    }
+
+    /// The hub drops one decoded roster shard (if idle), as it does with shards it has not
+    /// used for a while; a later frame about it loads it again.
+    fn cool_hub_shard(&mut self) {
+        let warm: Vec<DocId> = self
+            .hub
+            .replica
+            .docs()
+            .filter(|d| matches!(d, DocId::Roster { .. }) && !self.hub.replica.is_cold(*d))
+            .collect();
+        if warm.is_empty() {
+            return;
+        }
+        let doc = warm[self.rng.range(0, warm.len() as u64 - 1) as usize];
+        self.hub.store.drain(&mut self.hub.replica);
+        if self.hub.replica.cool(doc) {
+            self.cooled += 1;
+        }
+    }
+
+    /// Decodes every cold shard at the hub (before reading the rosters whole).
+    fn warm_hub(&mut self) {
+        for doc in self.hub.replica.cold_docs(None) {
+            self.hub.store.load(&mut self.hub.replica, doc);
+        }
     }
 
     fn next_event(&self, next_tick: u64) -> u64 {
@@ -761,6 +800,7 @@ struct Totals {
     forgeries: u64,
     heal_ms: u64,
     heal_ms_max: u64,
+    cooled: u64,
 }
 
 fn run(seed: u64, totals: &mut Totals) {
@@ -787,8 +827,10 @@ fn run(seed: u64, totals: &mut Totals) {
         let why = w.difference().unwrap_or_default();
         w.fail(&format!("no convergence after healing: {why}"));
     }
+    w.warm_hub();
     w.check_final();
     totals.delivered += w.delivered;
+    totals.cooled += w.cooled;
     totals.dropped += w.dropped;
     totals.restarts += w.hub.replica.stats().session_restarts
         + w.nodes
@@ -829,13 +871,14 @@ fn run_seeds(range: std::ops::Range<u64>) {
     }
     let count = range.end - range.start;
     println!(
-        "seeds {range:?} in {:.1} s: {} frames delivered, {} lost, {} session restarts, {} stale frames dropped at the hub, {} forgeries refused; healing took {} ms on average, {} ms at most (simulated)",
+        "seeds {range:?} in {:.1} s: {} frames delivered, {} lost, {} session restarts, {} stale frames dropped at the hub, {} forgeries refused, {} hub shards cooled; healing took {} ms on average, {} ms at most (simulated)",
         t.elapsed().as_secs_f64(),
         totals.delivered,
         totals.dropped,
         totals.restarts,
         totals.stale,
         totals.forgeries,
+        totals.cooled,
         totals.heal_ms / count.max(1),
         totals.heal_ms_max
     );

@@ -338,6 +338,39 @@ impl LocalHub {
             let _ = task.await;
         }
     }
+
+    /// Stops the hub and opens it again from its directory on the same address, as after a
+    /// process restart (its nodes dial it again).
+    ///
+    /// # Errors
+    /// If the hub cannot be opened again within a few seconds (the old database is closed
+    /// once the last task holding it has ended) or the address bound.
+    pub async fn restart(self) -> Result<LocalHub> {
+        let (dir, addr) = (self.dir.clone(), self.addr);
+        self.stop().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let hub = loop {
+            match Hub::open(&dir) {
+                Ok(h) => break h,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let server = hub.bind(addr)?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(LocalHub {
+            dir,
+            hub,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
 }
 
 impl LocalGate {

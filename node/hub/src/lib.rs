@@ -34,6 +34,8 @@ use menjin_store::files::{
 };
 use menjin_sync::{DocId, NodeEnrolment, NodeRevocation, PolicyBatch, Role};
 
+pub mod index;
+
 /// An operator's name on a lockdown or a revocation, in bytes.
 const OPERATOR_LEN_MAX: usize = 64;
 /// How long a revocation of a linked node's key waits for that node to have it before its
@@ -80,6 +82,9 @@ pub enum HubError {
         /// What the operating system said.
         source: std::io::Error,
     },
+    /// The gate log's writer thread could not be started.
+    #[error("cannot start the hub log writer: {0}")]
+    Thread(std::io::Error),
 }
 
 /// Why a node's log batch was refused or the hub log could not be read. A refused batch
@@ -213,6 +218,14 @@ impl HubLog {
     /// under its number ([`HubLogError::Conflict`]) or storage failure; nothing of a refused
     /// batch is stored.
     pub fn store(&self, community: CommunityId, events: &[GateEvent]) -> Result<u64, HubLogError> {
+        let upto = self.stage(community, events)?;
+        self.db.flush()?;
+        Ok(upto)
+    }
+
+    /// [`HubLog::store`] without the flush: what [`LogCommitter`] does for each batch of a
+    /// group before it flushes the group once.
+    fn stage(&self, community: CommunityId, events: &[GateEvent]) -> Result<u64, HubLogError> {
         if events.len() > LOG_BATCH_MAX {
             return Err(HubLogError::TooBig(events.len()));
         }
@@ -250,7 +263,6 @@ impl HubLog {
             upto = ev.seq;
         }
         self.tree.apply_batch(batch)?;
-        self.db.flush()?;
         Ok(upto)
     }
 
@@ -307,6 +319,84 @@ impl HubLog {
     }
 }
 
+/// Batches one commit takes at most: a group of waiting batches is staged, flushed once, and
+/// every batch of it acknowledged after that flush.
+const LOG_GROUP_MAX: usize = 256;
+
+/// A stored batch's answer: the last sequence number held, or why it was refused.
+type LogReply = tokio::sync::oneshot::Sender<Result<u64, HubLogError>>;
+
+/// The hub's one writer of the gate log: a thread that takes every batch waiting from every
+/// link, stages them in order, flushes once and then answers each (group commit). With 200
+/// nodes uploading at once the disk flushes once per group instead of once per batch, and no
+/// batch is acknowledged before its flush. It ends when the hub (its sender) is dropped.
+#[derive(Clone)]
+pub struct LogCommitter {
+    tx: tokio::sync::mpsc::Sender<(CommunityId, Vec<GateEvent>, LogReply)>,
+}
+
+impl LogCommitter {
+    /// Starts the writer thread for `log`.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
+    pub fn start(log: HubLog) -> std::io::Result<LogCommitter> {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(CommunityId, Vec<GateEvent>, LogReply)>(LOG_GROUP_MAX);
+        std::thread::Builder::new()
+            .name("hub-log-commit".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < LOG_GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let staged: Vec<_> = group
+                        .iter()
+                        .map(|(community, events, _)| log.stage(*community, events))
+                        .collect();
+                    let flushed = log.db.flush();
+                    for ((_, _, reply), result) in group.into_iter().zip(staged) {
+                        let result = match (&flushed, result) {
+                            (Err(e), Ok(_)) => Err(HubLogError::Storage(sled::Error::Io(
+                                std::io::Error::other(format!("flush: {e}")),
+                            ))),
+                            (_, r) => r,
+                        };
+                        // A link that went away meanwhile no longer waits for its answer.
+                        let _ = reply.send(result);
+                    }
+                }
+            })?;
+        Ok(LogCommitter { tx })
+    }
+
+    /// Stores a batch (see [`HubLog::store`]) in the next group; answers after its flush.
+    ///
+    /// # Errors
+    /// As [`HubLog::store`]; [`HubLogError::Storage`] if the writer thread is gone.
+    pub async fn store(
+        &self,
+        community: CommunityId,
+        events: Vec<GateEvent>,
+    ) -> Result<u64, HubLogError> {
+        let gone = || {
+            HubLogError::Storage(sled::Error::Io(std::io::Error::other(
+                "the hub log writer has stopped",
+            )))
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((community, events, reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct LinkState {
     name: String,
@@ -326,14 +416,17 @@ pub struct Hub {
     cert: NodeCert,
     root: VerifyingKey,
     log: HubLog,
+    /// The gate log's writer (group commit).
+    committer: LogCommitter,
     /// Owner of sled tree `nodes`: community (u32 BE) → enrolled node certificate.
     nodes: sled::Tree,
     db: sled::Db,
     peers: PeerTable,
     links: Mutex<HashMap<CommunityId, LinkState>>,
     replication: Arc<Replication>,
-    /// Per roster shard: the heads it was counted at, its persons and codes in force.
-    roster_counts: Mutex<HashMap<DocId, RosterCount>>,
+    /// Routes of ID hashes to communities and each shard's counts, kept beside the cold
+    /// roster shards (see [`index`]).
+    index: index::RosterIndex,
     /// Owner of sled tree `health_pending`: keyed ID hash → (status, at) of health flags
     /// that match no declared resident yet. A flag goes into the policy document of the
     /// community whose roster holds the person, so until someone declares it waits here
@@ -349,7 +442,9 @@ pub struct Hub {
 /// How often the hub tries to place waiting health flags (`health_pending`).
 pub const HEALTH_PENDING_RETRY_S: u64 = 30;
 
-type RosterCount = (Vec<menjin_sync::automerge::ChangeHash>, u64, u64);
+/// How long a decoded roster shard may go unused before the hub drops it from memory (it
+/// stays on disk, cold, and is decoded again when a frame needs it).
+pub const ROSTER_IDLE_S: u64 = 600;
 
 impl Hub {
     /// Opens a hub directory.
@@ -372,11 +467,20 @@ impl Hub {
         }
         let db = menjin_store::db::open(&dir.db())?;
         let log = HubLog::open(&db)?;
+        let committer = LogCommitter::start(log.clone()).map_err(HubError::Thread)?;
         let nodes = db.open_tree("nodes")?;
         let peers = PeerTable::default();
         peers.insert(console.to_bytes(), PeerRole::Console);
         let mut links = HashMap::new();
         let replication = Replication::open(&db, Role::Hub)?;
+        let index = index::RosterIndex::open(&db)?;
+        let behind = index.catch_up(&replication)?;
+        if behind > 0 {
+            tracing::warn!(
+                shards = behind,
+                "roster shards indexed (ID routes and counts)"
+            );
+        }
         let health_pending = db.open_tree("health_pending")?;
         let revoked = replication.read(|r| r.district_policy().revoked_nodes);
         for item in nodes.iter() {
@@ -404,12 +508,13 @@ impl Hub {
             cert,
             root,
             log,
+            committer,
             nodes,
             db,
             peers,
             links: Mutex::new(links),
             replication,
-            roster_counts: Mutex::default(),
+            index,
             health_pending,
             timers: std::sync::atomic::AtomicBool::new(false),
             rosters_changed: Mutex::default(),
@@ -441,45 +546,9 @@ impl Hub {
     }
 
     /// The communities whose rosters hold each of `wanted` (one person may be declared in
-    /// two homes), by walking every roster the hub holds once (an import or a retry, not a
-    /// hot path).
+    /// two homes), from the hub's ID route index: no roster is read.
     fn routes(&self, wanted: &HashSet<IdHash>) -> HashMap<IdHash, Vec<CommunityId>> {
-        let all: Vec<CommunityId> = self
-            .nodes
-            .iter()
-            .keys()
-            .filter_map(|k| {
-                Some(CommunityId::from_be_bytes(
-                    k.ok()?.as_ref().try_into().ok()?,
-                ))
-            })
-            .collect();
-        self.routes_in(wanted, all)
-    }
-
-    /// [`Hub::routes`] within `communities` only.
-    fn routes_in(
-        &self,
-        wanted: &HashSet<IdHash>,
-        communities: Vec<CommunityId>,
-    ) -> HashMap<IdHash, Vec<CommunityId>> {
-        if wanted.is_empty() {
-            return HashMap::new();
-        }
-        let mut out: HashMap<IdHash, Vec<CommunityId>> = HashMap::new();
-        for c in communities {
-            self.replication.read(|r| {
-                for p in r.roster(c).persons.values() {
-                    if wanted.contains(&p.id_hash) {
-                        let of = out.entry(p.id_hash).or_default();
-                        if !of.contains(&c) {
-                            of.push(c);
-                        }
-                    }
-                }
-            });
-        }
-        out
+        self.index.routes(wanted)
     }
 
     /// Each flag once for every community whose roster holds its person, and the flags of
@@ -487,13 +556,9 @@ impl Hub {
     fn placed(
         &self,
         flags: Vec<menjin_sync::HealthFlag>,
-        within: Option<Vec<CommunityId>>,
     ) -> (Vec<menjin_sync::HealthFlag>, Vec<menjin_sync::HealthFlag>) {
         let wanted = flags.iter().map(|f| f.id_hash).collect();
-        let routes = match within {
-            Some(cs) => self.routes_in(&wanted, cs),
-            None => self.routes(&wanted),
-        };
+        let routes = self.routes(&wanted);
         let (mut placed, mut waiting) = (Vec::new(), Vec::new());
         for f in flags {
             match routes.get(&f.id_hash) {
@@ -542,11 +607,9 @@ impl Hub {
             };
             waiting.push((IdHash(id), status, at));
         }
-        // Only the rosters that changed since the last attempt can hold them now.
-        let changed: Vec<CommunityId> =
-            std::mem::take(&mut *self.rosters_changed.lock().expect("rosters changed lock"))
-                .into_iter()
-                .collect();
+        // Only a roster that changed since the last attempt can hold them now.
+        let changed =
+            std::mem::take(&mut *self.rosters_changed.lock().expect("rosters changed lock"));
         if waiting.is_empty() || changed.is_empty() {
             return Ok(0);
         }
@@ -559,7 +622,7 @@ impl Hub {
                 at,
             })
             .collect();
-        let (health, _) = self.placed(flags, Some(changed));
+        let (health, _) = self.placed(flags);
         if health.is_empty() {
             return Ok(0);
         }
@@ -820,42 +883,34 @@ impl Hub {
     /// lockdown, the district's event count and the hub's clock.
     pub fn status(&self) -> HubStatus {
         let links = self.links.lock().expect("links lock").clone();
-        // The policy once, and each community's counts from its shards: a shard is read
-        // again only when its heads moved since the last status (a 100,000-resident roster
-        // takes about a second to read; an idle district's status costs next to nothing).
-        let (lockdowns, policy, counts) = self.replication.read(|r| {
-            let lockdowns = r.lockdowns();
-            let policy = r.district_policy();
-            let mut cache = self.roster_counts.lock().expect("roster counts lock");
-            let counts: HashMap<CommunityId, (u64, u64)> = links
-                .keys()
-                .map(|&community| {
-                    let mut total = (0, 0);
-                    for shard in 0..r.config().roster_shards {
-                        let doc = DocId::Roster { community, shard };
-                        let heads = r.heads(doc);
-                        let (persons, active) = match cache.get(&doc) {
-                            Some((h, p, a)) if *h == heads => (*p, *a),
-                            _ => {
-                                let v = r.roster_shard(doc).unwrap_or_default();
-                                let active = v
-                                    .codes
-                                    .values()
-                                    .filter(|c| c.status == menjin_sync::CodeStatus::Active)
-                                    .count() as u64;
-                                let persons = v.persons.len() as u64;
-                                cache.insert(doc, (heads, persons, active));
-                                (persons, active)
-                            }
-                        };
-                        total.0 += persons;
-                        total.1 += active;
+        let (lockdowns, policy) = self
+            .replication
+            .read(|r| (r.lockdowns(), r.district_policy()));
+        // Each community's counts from the index; a shard whose heads moved since it was
+        // indexed (a change the link has not indexed yet, or one that failed) is decoded and
+        // indexed now.
+        let counts: HashMap<CommunityId, (u64, u64)> = links
+            .keys()
+            .map(|&community| {
+                let (mut total, behind) = self.index.counts(&self.replication, community);
+                if !behind.is_empty() {
+                    let redone = self
+                        .replication
+                        .warm(&behind)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| {
+                            self.index
+                                .update(&self.replication, &behind)
+                                .map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = redone {
+                        tracing::error!(community, error = %e, "roster counts not updated");
                     }
-                    (community, total)
-                })
-                .collect();
-            (lockdowns, policy, counts)
-        });
+                    total = self.index.counts(&self.replication, community).0;
+                }
+                (community, total)
+            })
+            .collect();
         let mut communities: Vec<CommunityLink> = links
             .into_iter()
             .map(|(community, l)| {
@@ -883,8 +938,8 @@ impl Hub {
         communities.sort_by_key(|c| c.community);
         HubStatus {
             name: self.config.name.clone(),
+            events: communities.iter().map(|c| c.events).sum(),
             communities,
-            events: self.log.len(),
             hub_time_ms: now_ms(),
         }
     }
@@ -1001,7 +1056,6 @@ impl Hub {
                     at,
                 })
                 .collect(),
-            None,
         );
         let n = flags.len() - waiting.len();
         self.replication
@@ -1145,9 +1199,7 @@ impl Hub {
                             // numbers: none is stored.
                             LinkFrame::LogBatch { .. } if conflicted => {}
                             LinkFrame::LogBatch { events } => {
-                                let log = self.log.clone();
-                                let stored = tokio::task::spawn_blocking(move || log.store(community, &events))
-                                    .await?;
+                                let stored = self.committer.store(community, events).await;
                                 match stored {
                                     Ok(upto_seq) => write_frame(&mut send, &LinkFrame::LogAck { upto_seq }).await?,
                                     Err(e @ HubLogError::Conflict { seq, next, .. }) => {
@@ -1163,11 +1215,19 @@ impl Hub {
                             }
                             LinkFrame::Sync(bytes) => {
                                 let repl = repl.clone();
-                                let changed = tokio::task::spawn_blocking(move || receive_frame(&repl, peer, &bytes))
-                                    .await??;
-                                if changed.iter().any(|d| matches!(d, DocId::Roster { .. })) {
-                                    self.rosters_changed.lock().expect("rosters changed lock").insert(community);
-                                }
+                                let hub = self.clone();
+                                let changed = tokio::task::spawn_blocking(move || {
+                                    let changed = receive_frame(&repl, peer, &bytes)?;
+                                    if changed.iter().any(|d| matches!(d, DocId::Roster { .. })) {
+                                        if let Err(e) = hub.index.update(&repl, &changed) {
+                                            tracing::error!(community, error = %e, "roster index not updated; the next status or start catches up");
+                                        }
+                                        hub.rosters_changed.lock().expect("rosters changed lock").insert(community);
+                                    }
+                                    Ok::<_, LinkError>(changed)
+                                })
+                                .await??;
+                                let _ = changed;
                             }
                             LinkFrame::LocalLockdown(l) => self.adopt_local_lockdown(community, &l),
                             LinkFrame::GateLinks(gates) => {
@@ -1233,8 +1293,20 @@ pub async fn run_hub(
     let server = hub.bind(addr).map_err(listen)?;
     let bound = server.local_addr().map_err(listen)?;
     menjin_store::files::write_public(&dir.addr(), format!("{bound}\n").as_bytes())?;
-    let status = hub.status();
-    tracing::info!(name = %hub.config.name, %bound, communities = status.communities.len(), events = status.events, "hub serving");
+    let communities = hub.links.lock().expect("links lock").len();
+    tracing::info!(name = %hub.config.name, %bound, communities, "hub serving");
+    let cooler = Arc::downgrade(hub.replication());
+    let cooling = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(ROSTER_IDLE_S / 4));
+        loop {
+            tick.tick().await;
+            let Some(repl) = cooler.upgrade() else { return };
+            let idle = std::time::Duration::from_secs(ROSTER_IDLE_S);
+            if let Err(e) = tokio::task::spawn_blocking(move || repl.cool_idle(idle)).await {
+                tracing::error!(error = %e, "dropping idle roster shards failed");
+            }
+        }
+    });
     let placer = hub.clone();
     let pending = tokio::spawn(async move {
         let mut tick =
@@ -1251,6 +1323,7 @@ pub async fn run_hub(
     });
     server.run(shutdown).await;
     pending.abort();
+    cooling.abort();
     let _ = std::fs::remove_file(dir.addr());
     tracing::info!("hub stopped");
     Ok(())
@@ -1280,6 +1353,45 @@ mod tests {
             offline: None,
             passback: false,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_writer_commits_many_links_batches_together_and_refuses_only_the_bad_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = menjin_store::db::open(dir.path()).unwrap();
+        let log = HubLog::open(&db).unwrap();
+        let committer = LogCommitter::start(log.clone()).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for community in 1..=20u32 {
+            let c = committer.clone();
+            tasks.spawn(async move {
+                for seq in 1..=25 {
+                    assert_eq!(
+                        c.store(community, vec![event(seq, "g")]).await.unwrap(),
+                        seq
+                    );
+                }
+            });
+        }
+        // One link sends a batch with a gap, among the others: refused alone.
+        let bad = committer.store(99, vec![event(5, "g")]).await;
+        assert!(
+            matches!(
+                bad,
+                Err(HubLogError::Gap {
+                    community: 99,
+                    first: 5,
+                    next: 1
+                })
+            ),
+            "{bad:?}"
+        );
+        tasks.join_all().await;
+        for community in 1..=20u32 {
+            assert_eq!(log.next_seq(community).unwrap(), 26);
+        }
+        assert_eq!(log.next_seq(99).unwrap(), 1, "nothing of the refused batch");
+        assert_eq!(log.len(), 500);
     }
 
     #[test]

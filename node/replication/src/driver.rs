@@ -74,6 +74,9 @@ pub struct Replication {
     /// Per peer, bumped only when that peer has something to be sent: a hub's change for
     /// one community wakes that community's link alone, not all of the district's.
     peer_changed: Mutex<std::collections::HashMap<Role, watch::Sender<u64>>>,
+    /// When each warm roster shard was last needed (decoded for a frame or a reader, or
+    /// changed): [`Replication::cool_idle`] drops the decoded form of those idle longest.
+    used: Mutex<std::collections::HashMap<DocId, std::time::Instant>>,
 }
 
 /// A replica opened from sled with only its district policy loaded: what a node needs
@@ -102,8 +105,15 @@ impl PolicyLoaded {
             store,
             mut replica,
         } = self;
-        let docs = store.load_into(&mut replica)?;
-        tracing::debug!(%me, docs, "replica loaded");
+        // A hub holds every community's roster: cold until a node's frame needs one (200
+        // communities of 30,000 residents would take minutes to decode and gigabytes to hold).
+        if me == Role::Hub {
+            let (cold, docs) = store.load_cold_into(&mut replica)?;
+            tracing::debug!(%me, cold, docs, "replica loaded, roster shards cold");
+        } else {
+            let docs = store.load_into(&mut replica)?;
+            tracing::debug!(%me, docs, "replica loaded");
+        }
         let (changed, _) = watch::channel(0);
         Ok(Arc::new(Replication {
             me,
@@ -111,6 +121,7 @@ impl PolicyLoaded {
             store,
             changed,
             peer_changed: Mutex::default(),
+            used: Mutex::default(),
         }))
     }
 }
@@ -347,10 +358,97 @@ impl Replication {
         bytes: &[u8],
         now_ms: u64,
     ) -> Result<Result<Vec<DocId>, SyncError>, LinkStepError> {
-        let out = self.with_peer(Some((peer, "handling a frame")), |r| {
-            r.handle_message(peer, bytes, now_ms)
-        })??;
-        Ok(out)
+        // At most twice: a frame needs its cold shards decoded once (decoded outside the
+        // lock, so other links go on meanwhile); a shard cooled again in between is rare.
+        for _ in 0..3 {
+            let out = self.with_peer(Some((peer, "handling a frame")), |r| {
+                r.handle_message(peer, bytes, now_ms)
+            })??;
+            match out {
+                Err(SyncError::NeedsLoad(docs)) => self.warm(&docs)?,
+                Ok(changed) => {
+                    self.touch_used(&changed);
+                    return Ok(Ok(changed));
+                }
+                other => return Ok(other),
+            }
+        }
+        Ok(Err(SyncError::NeedsLoad(Vec::new())))
+    }
+
+    /// Decodes cold roster shards (outside the replica's lock) and puts them in. Shards
+    /// that fail to decode stay cold and are reported.
+    ///
+    /// # Errors
+    /// [`StoreError`] if sled fails.
+    pub fn warm(&self, docs: &[DocId]) -> Result<(), StoreError> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let decoded = self.store.decode(docs)?;
+        self.run(None, |r| {
+            for (doc, d) in decoded {
+                if !r.is_cold(doc) {
+                    continue;
+                }
+                match d.and_then(|d| r.insert_doc(doc, d)) {
+                    Ok(()) => tracing::debug!(%doc, "cold roster shard decoded"),
+                    Err(e) => tracing::error!(%doc, error = %e, "cold roster shard not decoded"),
+                }
+            }
+        })
+        .unwrap_or_else(|e| unreachable!("a call without a peer re-raises its panic: {e}"));
+        self.touch_used(docs);
+        Ok(())
+    }
+
+    /// Decodes the cold shards of `community` (or of every community), for a reader that
+    /// needs the roster whole.
+    ///
+    /// # Errors
+    /// [`StoreError`] if sled fails.
+    pub fn warm_roster(&self, community: Option<CommunityId>) -> Result<(), StoreError> {
+        let cold = self.read(|r| r.cold_docs(community));
+        self.warm(&cold)
+    }
+
+    fn touch_used(&self, docs: &[DocId]) {
+        let now = std::time::Instant::now();
+        let mut used = self.used.lock().expect("used lock");
+        for d in docs {
+            if matches!(d, DocId::Roster { .. }) {
+                used.insert(*d, now);
+            }
+        }
+    }
+
+    /// Turns cold the warm roster shards not needed for `idle` (see [`Replica::cool`]: only
+    /// those saved and not under way); returns how many. A shard warm since the start counts
+    /// from the first call.
+    pub fn cool_idle(&self, idle: std::time::Duration) -> usize {
+        let now = std::time::Instant::now();
+        let warm: Vec<DocId> = self.read(|r| {
+            r.docs()
+                .filter(|d| matches!(d, DocId::Roster { .. }) && !r.is_cold(*d))
+                .collect()
+        });
+        let idle_ones: Vec<DocId> = {
+            let mut used = self.used.lock().expect("used lock");
+            used.retain(|d, _| warm.contains(d));
+            warm.into_iter()
+                .filter(|d| now.duration_since(*used.entry(*d).or_insert(now)) >= idle)
+                .collect()
+        };
+        if idle_ones.is_empty() {
+            return 0;
+        }
+        let cooled = self
+            .run(None, |r| idle_ones.iter().filter(|d| r.cool(**d)).count())
+            .unwrap_or_else(|e| unreachable!("a call without a peer re-raises its panic: {e}"));
+        if cooled > 0 {
+            tracing::info!(cooled, "idle roster shards dropped from memory (held cold)");
+        }
+        cooled
     }
 
     /// Advances the replica's timers (summaries, stall detection) at `now_ms` (Unix

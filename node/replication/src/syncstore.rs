@@ -2,7 +2,9 @@
 //! reads or writes it.
 //!
 //! Keys: `d` + document id + `\0s` → snapshot; `d` + document id + `\0c` + index (u64 BE) →
-//! incremental chunk; `p` + peer + `\0` + document id → sync state for that peer; `i` → the
+//! incremental chunk; `h` + document id → the bytes the document takes (u64 BE) and its
+//! heads (32 bytes each) as of its last chunk or snapshot, written in the same batch (what a
+//! hub needs to hold a roster shard cold, [`SyncStore::load_cold_into`]); `p` + peer + `\0` + document id → sync state for that peer; `i` → the
 //! last incarnation (random at each process start: each writes under a new Automerge actor,
 //! even after a restore from an older backup).
 //!
@@ -13,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use menjin_sync::automerge::ChangeHash;
 use menjin_sync::{DocId, LoadError, LoadedDoc, Persist, Replica, Role, decode_doc};
 
 /// Threads that decode stored documents at start (one shard each at a time).
@@ -20,6 +23,9 @@ const DECODE_THREADS_MAX: usize = 8;
 
 /// A stored document: its snapshot, if any, and the chunks stored after it, in order.
 type Stored = (Option<Vec<u8>>, Vec<Vec<u8>>);
+
+/// A document decoded from its stored records, or why it could not be.
+pub type Decoded = (DocId, Result<LoadedDoc, LoadError>);
 
 /// Why the `sync` tree could not be read or written. A corrupt record stops the start: the
 /// replica would otherwise send a partial document.
@@ -51,6 +57,33 @@ fn doc_prefix(doc: DocId) -> Vec<u8> {
     k.extend_from_slice(doc.to_string().as_bytes());
     k.push(0);
     k
+}
+
+fn heads_key(doc: DocId) -> Vec<u8> {
+    let mut k = vec![b'h'];
+    k.extend_from_slice(doc.to_string().as_bytes());
+    k
+}
+
+fn encode_heads(stored_bytes: u64, heads: &[ChangeHash]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + 32 * heads.len());
+    v.extend_from_slice(&stored_bytes.to_be_bytes());
+    for h in heads {
+        v.extend_from_slice(&h.0);
+    }
+    v
+}
+
+fn decode_heads(key: &[u8], v: &[u8]) -> Result<(u64, Vec<ChangeHash>), StoreError> {
+    if v.len() < 8 || !(v.len() - 8).is_multiple_of(32) {
+        return Err(corrupt(key, "heads record is not 8 + 32·n bytes"));
+    }
+    let size = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+    let heads = v[8..]
+        .chunks_exact(32)
+        .map(|c| ChangeHash(c.try_into().expect("32 bytes")))
+        .collect();
+    Ok((size, heads))
 }
 
 fn peer_key(peer: Role, doc: DocId) -> Vec<u8> {
@@ -119,6 +152,15 @@ impl SyncStore {
 
     /// The stored records of the documents whose keys start with `prefix` (`d` for all).
     fn stored(&self, prefix: &[u8]) -> Result<BTreeMap<DocId, Stored>, StoreError> {
+        self.stored_where(prefix, |_| true)
+    }
+
+    /// [`SyncStore::stored`] of the documents `keep` wants (the others' bytes are not copied).
+    fn stored_where(
+        &self,
+        prefix: &[u8],
+        keep: impl Fn(DocId) -> bool,
+    ) -> Result<BTreeMap<DocId, Stored>, StoreError> {
         let mut docs: BTreeMap<DocId, Stored> = BTreeMap::new();
         for item in self.tree.scan_prefix(prefix) {
             let (k, v) = item?;
@@ -130,6 +172,9 @@ impl SyncStore {
                 .map_err(|e| corrupt(&k, e))?
                 .parse()
                 .map_err(|e: menjin_sync::DocIdError| corrupt(&k, e))?;
+            if !keep(id) {
+                continue;
+            }
             let entry = docs.entry(id).or_default();
             match k.get(sep + 1) {
                 Some(b's') => entry.0 = Some(v.to_vec()),
@@ -157,8 +202,9 @@ impl SyncStore {
     /// the replica does not hold, or that fail to decode, are reported and skipped (they are
     /// rebuilt from the peer), never half-loaded. Returns the documents loaded here.
     pub fn load_into(&self, replica: &mut Replica) -> Result<usize, StoreError> {
-        let mut docs = self.stored(b"d")?;
-        docs.retain(|id, _| replica.doc(*id).is_none());
+        // Held already: loaded, or cold.
+        let held: std::collections::BTreeSet<DocId> = replica.docs().collect();
+        let docs = self.stored_where(b"d", |id| !held.contains(&id))?;
         let loaded = insert_decoded(replica, docs);
         for item in self.tree.scan_prefix(b"p") {
             let (k, v) = item?;
@@ -191,9 +237,16 @@ impl SyncStore {
         let mut batch = sled::Batch::default();
         // Chunk indexes continue after the last stored one, also within this batch.
         let mut next_chunk: BTreeMap<DocId, u64> = BTreeMap::new();
+        // Each document's size and heads after this batch.
+        let mut sizes: BTreeMap<DocId, (u64, Vec<ChangeHash>)> = BTreeMap::new();
         for op in ops {
             match op {
-                Persist::Chunk { doc, bytes } => {
+                Persist::Chunk { doc, bytes, heads } => {
+                    let before = match sizes.get(&doc) {
+                        Some((n, _)) => *n,
+                        None => self.stored_size(doc)?,
+                    };
+                    sizes.insert(doc, (before + bytes.len() as u64, heads));
                     let n = match next_chunk.get(&doc) {
                         Some(n) => *n,
                         None => self.last_chunk(doc)?.map_or(0, |n| n + 1),
@@ -204,7 +257,8 @@ impl SyncStore {
                     k.extend_from_slice(&n.to_be_bytes());
                     batch.insert(k, bytes);
                 }
-                Persist::Snapshot { doc, bytes } => {
+                Persist::Snapshot { doc, bytes, heads } => {
+                    sizes.insert(doc, (bytes.len() as u64, heads));
                     let mut chunks = doc_prefix(doc);
                     chunks.push(b'c');
                     for item in self.tree.scan_prefix(&chunks) {
@@ -228,11 +282,95 @@ impl SyncStore {
                 }
             }
         }
+        for (doc, (size, heads)) in sizes {
+            batch.insert(heads_key(doc), encode_heads(size, &heads));
+        }
         self.tree.apply_batch(batch)?;
         if data {
             self.db.flush()?;
         }
         Ok(())
+    }
+
+    /// The bytes a document takes as its heads record says (0 without one).
+    fn stored_size(&self, doc: DocId) -> Result<u64, StoreError> {
+        let k = heads_key(doc);
+        match self.tree.get(&k)? {
+            Some(v) => Ok(decode_heads(&k, &v)?.0),
+            None => Ok(0),
+        }
+    }
+
+    /// Like [`SyncStore::load_into`], but roster shards are held cold
+    /// ([`Replica::insert_cold`]) from their heads records, not decoded: what a hub does at
+    /// start. A shard without a heads record (stored by an older version) is decoded and
+    /// gets one, so the next start holds it cold too. Returns (cold, decoded).
+    ///
+    /// # Errors
+    /// [`StoreError`] if sled fails or a record is corrupt.
+    pub fn load_cold_into(&self, replica: &mut Replica) -> Result<(usize, usize), StoreError> {
+        let mut cold = 0;
+        for item in self.tree.scan_prefix(b"h") {
+            let (k, v) = item?;
+            let id: DocId = std::str::from_utf8(&k[1..])
+                .map_err(|e| corrupt(&k, e))?
+                .parse()
+                .map_err(|e: menjin_sync::DocIdError| corrupt(&k, e))?;
+            if !matches!(id, DocId::Roster { .. }) || replica.doc(id).is_some() {
+                continue;
+            }
+            let (size, heads) = decode_heads(&k, &v)?;
+            match replica.insert_cold(id, heads, usize::try_from(size).unwrap_or(usize::MAX)) {
+                Ok(()) => cold += 1,
+                Err(e) => tracing::error!(doc = %id, error = %e, "stored document not held cold"),
+            }
+        }
+        let before: Vec<DocId> = replica.docs().collect();
+        let decoded = self.load_into(replica)?;
+        // Shards decoded for want of a heads record get one now.
+        let mut batch = sled::Batch::default();
+        let mut added = 0;
+        for doc in replica.docs().filter(|d| !before.contains(d)) {
+            if let DocId::Roster { .. } = doc {
+                let size = self
+                    .stored(&doc_prefix(doc))?
+                    .get(&doc)
+                    .map_or(0, |(s, c)| {
+                        s.as_ref().map_or(0, Vec::len) + c.iter().map(Vec::len).sum::<usize>()
+                    });
+                batch.insert(
+                    heads_key(doc),
+                    encode_heads(size as u64, &replica.heads(doc)),
+                );
+                added += 1;
+            }
+        }
+        if added > 0 {
+            self.tree.apply_batch(batch)?;
+            self.db.flush()?;
+            tracing::warn!(
+                shards = added,
+                "roster shards given heads records: held cold from the next start"
+            );
+        }
+        Ok((cold, decoded))
+    }
+
+    /// Decodes stored documents (cold ones a frame or a reader needs), outside any lock.
+    /// A document with nothing stored decodes empty.
+    ///
+    /// # Errors
+    /// [`StoreError`] if sled fails.
+    pub fn decode(&self, docs: &[DocId]) -> Result<Vec<Decoded>, StoreError> {
+        let mut stored = BTreeMap::new();
+        for doc in docs {
+            let one = self
+                .stored(&doc_prefix(*doc))?
+                .remove(doc)
+                .unwrap_or_default();
+            stored.insert(*doc, one);
+        }
+        Ok(decode_all(stored))
     }
 
     fn last_chunk(&self, doc: DocId) -> Result<Option<u64>, StoreError> {
@@ -279,7 +417,7 @@ fn insert_decoded(replica: &mut Replica, docs: BTreeMap<DocId, Stored>) -> usize
 /// 20 µs per roster entry, 2 s for 100,000 residents on one core), and documents are
 /// independent. Each thread takes the next document not yet taken, so one large shard does
 /// not hold back the others. Results come back in the order given.
-fn decode_all(docs: BTreeMap<DocId, Stored>) -> Vec<(DocId, Result<LoadedDoc, LoadError>)> {
+fn decode_all(docs: BTreeMap<DocId, Stored>) -> Vec<Decoded> {
     let docs: Vec<_> = docs.into_iter().collect();
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
@@ -308,4 +446,78 @@ fn decode_all(docs: BTreeMap<DocId, Stored>) -> Vec<(DocId, Result<LoadedDoc, Lo
     });
     decoded.sort_unstable_by_key(|(i, _, _)| *i);
     decoded.into_iter().map(|(_, id, d)| (id, d)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use menjin_proto::credential::{HolderId, HolderKind};
+    use menjin_proto::declaration::Outcome;
+    use menjin_proto::idnum::IdHash;
+    use menjin_sync::automerge::Automerge;
+    use menjin_sync::{Config, RosterEntry, roster_docs_for};
+
+    use super::*;
+
+    fn stored_roster(store: &SyncStore) -> Vec<(DocId, Vec<ChangeHash>)> {
+        let persons: Vec<RosterEntry> = (0..40u8)
+            .map(|n| RosterEntry {
+                holder: HolderId([n; 8]),
+                id_hash: IdHash([n; 16]),
+                building: "1".into(),
+                door: "101".into(),
+                kind: HolderKind::Resident,
+                outcome: Outcome::Cleared,
+                cred: None,
+                declared_at: 1_700_000_000,
+            })
+            .collect();
+        let docs = roster_docs_for(7, 4, &persons, &[], 1_700_000_000).unwrap();
+        let mut out = Vec::new();
+        let ops = docs
+            .into_iter()
+            .map(|(doc, bytes)| {
+                let heads = Automerge::load(&bytes).unwrap().get_heads();
+                out.push((doc, heads.clone()));
+                Persist::Snapshot { doc, bytes, heads }
+            })
+            .collect();
+        store.write(ops).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_hub_holds_shards_cold_from_their_heads_records_and_gives_older_shards_one() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = SyncStore::open(&db).unwrap();
+        let stored = stored_roster(&store);
+        assert!(stored.len() > 1);
+        // As an older version left it: no heads record for the first shard.
+        store.tree.remove(heads_key(stored[0].0)).unwrap();
+
+        let mut first = Replica::new(Role::Hub, 1, Config::default());
+        let (cold, decoded) = store.load_cold_into(&mut first).unwrap();
+        assert_eq!((cold, decoded), (stored.len() - 1, 1));
+        assert!(
+            first.doc(stored[0].0).is_some(),
+            "the shard without a record is decoded"
+        );
+        for (doc, heads) in &stored[1..] {
+            assert!(first.is_cold(*doc));
+            assert_eq!(&first.heads(*doc), heads, "cold heads are the stored ones");
+        }
+
+        // It got its record: the next start holds every shard cold.
+        let mut second = Replica::new(Role::Hub, 2, Config::default());
+        assert_eq!(
+            store.load_cold_into(&mut second).unwrap(),
+            (stored.len(), 0)
+        );
+        assert_eq!(second.heads(stored[0].0), stored[0].1);
+
+        // A cold shard decodes to the same document.
+        let (doc, d) = store.decode(&[stored[1].0]).unwrap().pop().unwrap();
+        second.insert_doc(doc, d.unwrap()).unwrap();
+        assert!(!second.is_cold(doc));
+        assert_eq!(second.heads(doc), stored[1].1);
+    }
 }

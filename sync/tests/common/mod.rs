@@ -60,6 +60,8 @@ pub struct Store {
     pub snapshots: BTreeMap<DocId, Vec<u8>>,
     pub chunks: BTreeMap<DocId, Vec<Vec<u8>>>,
     pub peer_states: BTreeMap<(Role, DocId), Vec<u8>>,
+    /// The heads stored with each document's last chunk or snapshot.
+    pub heads: BTreeMap<DocId, Vec<menjin_sync::automerge::ChangeHash>>,
     pub writes: usize,
 }
 
@@ -73,10 +75,14 @@ impl Store {
     pub fn take(&mut self, p: Persist) {
         self.writes += 1;
         match p {
-            Persist::Chunk { doc, bytes } => self.chunks.entry(doc).or_default().push(bytes),
-            Persist::Snapshot { doc, bytes } => {
+            Persist::Chunk { doc, bytes, heads } => {
+                self.chunks.entry(doc).or_default().push(bytes);
+                self.heads.insert(doc, heads);
+            }
+            Persist::Snapshot { doc, bytes, heads } => {
                 self.snapshots.insert(doc, bytes);
                 self.chunks.remove(&doc);
+                self.heads.insert(doc, heads);
             }
             Persist::PeerState { peer, doc, bytes } => {
                 self.peer_states.insert((peer, doc), bytes);
@@ -86,21 +92,67 @@ impl Store {
 
     /// A replica rebuilt from what was stored, as after a process restart.
     pub fn rebuild(&self, me: Role, incarnation: u32, config: Config) -> Replica {
+        self.rebuild_with(me, incarnation, config, false)
+    }
+
+    /// [`Store::rebuild`] with the roster shards held cold (as the hub starts).
+    pub fn rebuild_cold(&self, me: Role, incarnation: u32, config: Config) -> Replica {
+        self.rebuild_with(me, incarnation, config, true)
+    }
+
+    fn rebuild_with(&self, me: Role, incarnation: u32, config: Config, cold: bool) -> Replica {
         let mut r = Replica::new(me, incarnation, config);
         let mut ids: Vec<DocId> = self.snapshots.keys().copied().collect();
         ids.extend(self.chunks.keys().copied());
         ids.sort();
         ids.dedup();
         for doc in ids {
-            let chunks = self.chunks.get(&doc).cloned().unwrap_or_default();
-            r.load_doc(doc, self.snapshots.get(&doc).map(Vec::as_slice), &chunks)
-                .expect("stored document loads");
+            if cold && matches!(doc, DocId::Roster { .. }) {
+                let bytes = self.snapshots.get(&doc).map_or(0, Vec::len)
+                    + self
+                        .chunks
+                        .get(&doc)
+                        .map_or(0, |c| c.iter().map(Vec::len).sum());
+                r.insert_cold(doc, self.heads[&doc].clone(), bytes)
+                    .expect("stored document held cold");
+                continue;
+            }
+            self.load(&mut r, doc);
         }
         for ((peer, doc), bytes) in &self.peer_states {
             r.load_peer_state(*peer, *doc, bytes)
                 .expect("stored peer state loads");
         }
         r
+    }
+}
+
+impl Store {
+    /// Decodes one stored document into `r` (warming a cold one).
+    pub fn load(&self, r: &mut Replica, doc: DocId) {
+        let chunks = self.chunks.get(&doc).cloned().unwrap_or_default();
+        r.load_doc(doc, self.snapshots.get(&doc).map(Vec::as_slice), &chunks)
+            .expect("stored document loads");
+    }
+
+    /// `r.handle_message`, loading the cold documents the frame needs first, as a driver
+    /// does.
+    pub fn deliver(
+        &self,
+        r: &mut Replica,
+        from: Role,
+        frame: &[u8],
+        now: u64,
+    ) -> Result<Vec<DocId>, menjin_sync::SyncError> {
+        match r.handle_message(from, frame, now) {
+            Err(menjin_sync::SyncError::NeedsLoad(docs)) => {
+                for doc in docs {
+                    self.load(r, doc);
+                }
+                r.handle_message(from, frame, now)
+            }
+            other => other,
+        }
     }
 }
 

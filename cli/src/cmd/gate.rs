@@ -417,12 +417,15 @@ pub(crate) fn screen_conditions(c: &mut menjin_web::screen::Conditions, n: &Noti
 }
 
 /// `--screen`: the guard's screen served on `listen` until the gate stops; its address is
-/// written to `screen.addr` and logged.
+/// written to `screen.addr` and logged. Without `--screen`, none.
 async fn start_screen(
     dir: &GateDir,
     gate_id: &str,
-    listen: std::net::SocketAddr,
-) -> Result<(menjin_web::screen::Screen, ScreenTask)> {
+    listen: Option<std::net::SocketAddr>,
+) -> Result<Option<(menjin_web::screen::Screen, ScreenTask)>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
     let screen = menjin_web::screen::Screen::new(gate_id);
     let server = menjin_web::screen::ScreenServer::bind(screen.clone(), listen)
         .with_context(|| format!("gate screen: cannot listen on {listen}"))?;
@@ -434,7 +437,7 @@ async fn start_screen(
     let task = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
-    Ok((screen, ScreenTask { stop, task }))
+    Ok(Some((screen, ScreenTask { stop, task })))
 }
 
 /// The screen's server, stopped and drained at the gate's end.
@@ -471,10 +474,7 @@ async fn run_daemon(
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
     let spool = cfg.scanner.spool.as_deref().map(Spool::open).transpose();
     let spool = spool.map_err(|why| anyhow::anyhow!("{}: {why}", dir.config().display()))?;
-    let screen = match screen {
-        Some(listen) => Some(start_screen(&dir, &cfg.gate_id, listen).await?),
-        None => None,
-    };
+    let screen = start_screen(&dir, &cfg.gate_id, screen).await?;
     let (agent, mut notices) = GateAgent::start(cfg, key, root, &dir.cache())?;
     let (screen, screen_task) = screen.unzip();
     let mut gate = Gate {

@@ -375,15 +375,14 @@ async fn live(State(app): State<App>) -> Response {
         |(slot, mut rx, first, mut stop)| async move {
             let html = match first {
                 Some(html) => html,
-                None => loop {
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return None,
-                        got = rx.recv() => match got {
-                            Ok(html) => break html,
-                            Err(broadcast::error::RecvError::Lagged(_)) => break slot.0.current(),
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                    }
+                None => tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return None,
+                    got = rx.recv() => match got {
+                        Ok(html) => html,
+                        // Behind: skip to the latest state.
+                        Err(broadcast::error::RecvError::Lagged(_)) => slot.0.current(),
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
                 },
             };
             let event = Event::default().event("screen").data(html.as_ref());

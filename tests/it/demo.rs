@@ -26,8 +26,8 @@ fn demo_converges_and_its_summary_adds_up() {
 }
 
 /// `menjin demo --serve`: after the story the main community's pages answer on the address
-/// printed, with the household codes and staff logins printed beside it; Ctrl-C (SIGINT)
-/// stops the district cleanly.
+/// printed, with the household codes and staff logins printed beside it, and a gate's
+/// screen for the guard; Ctrl-C (SIGINT) stops the district cleanly.
 #[test]
 fn demo_serve_keeps_the_pages_up_until_interrupted() {
     use std::io::{BufRead, BufReader};
@@ -82,6 +82,21 @@ fn demo_serve_keeps_the_pages_up_until_interrupted() {
     assert!(page.contains("住户码"), "{page}");
     let staff = crate::web::http_get(&url, "/staff").expect("the staff login answers");
     assert!(staff.starts_with("HTTP/1.1 200"), "{staff}");
+    // The guard's screen of the kiosk gate, with its two scans (36.5 and 38.5 °C) on it.
+    let screen = lines
+        .iter()
+        .find_map(|l| {
+            l.split_once("guard screen of gate kiosk-1")
+                .and_then(|(_, rest)| rest.split_once("http://"))
+                .map(|(_, u)| u.trim_end_matches('/').to_string())
+        })
+        .expect("the guard screen's URL");
+    let kiosk = crate::web::http_get(&screen, "/").expect("the guard screen answers");
+    assert!(kiosk.starts_with("HTTP/1.1 200"), "{kiosk}");
+    assert!(
+        kiosk.contains("禁止通行") && kiosk.contains("准许通行"),
+        "{kiosk}"
+    );
     let pid = child.id().to_string();
     let sent = Command::new("kill").args(["-INT", &pid]).status();
     assert!(sent.is_ok_and(|s| s.success()), "SIGINT sent");

@@ -677,6 +677,11 @@ pub struct GateProc {
 
 impl GateProc {
     pub fn start(gate_dir: &Path, log: &Path) -> GateProc {
+        GateProc::start_with(gate_dir, log, &[])
+    }
+
+    /// As [`GateProc::start`], with more arguments to `gate run` (`--screen ADDR`).
+    pub fn start_with(gate_dir: &Path, log: &Path, extra: &[&str]) -> GateProc {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -684,6 +689,7 @@ impl GateProc {
             .expect("gate log file");
         let mut child = Command::new(bin())
             .args(["--json", "gate", "run", "--dir", p(gate_dir)])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

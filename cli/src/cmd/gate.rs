@@ -41,6 +41,8 @@ const OCCUPANTS_MAX: usize = 9;
 const START_WAIT_MS: u64 = 3_000;
 /// At the end of input, how long to wait for buffered events to reach the node.
 const EXIT_UPLOAD_WAIT_MS: u64 = 3_000;
+/// `--screen` without an address: loopback only (the page names who passes).
+const SCREEN_DEFAULT: &str = "127.0.0.1:8090";
 
 #[derive(Subcommand)]
 pub enum GateCmd {
@@ -83,6 +85,11 @@ pub enum GateCmd {
     Run {
         #[arg(long)]
         dir: PathBuf,
+        /// Also serve the guard's screen (a kiosk page: each decision as it happens, the
+        /// gate's conditions) on ADDR, loopback port 8090 if none is given; the bound address
+        /// goes to `screen.addr` in the gate's directory.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = SCREEN_DEFAULT)]
+        screen: Option<std::net::SocketAddr>,
     },
     /// Check one person at the gate through the node.
     Check {
@@ -125,7 +132,7 @@ pub async fn run(cmd: GateCmd, json: bool) -> Result<ExitCode> {
             let interfaces = interfaces.as_deref().map(parse_interfaces).transpose()?;
             return discover(GateDir(dir), interfaces, browse_ms, json).await;
         }
-        GateCmd::Run { dir } => return run_daemon(GateDir(dir), json).await,
+        GateCmd::Run { dir, screen } => return run_daemon(GateDir(dir), json, screen).await,
         GateCmd::Check {
             dir,
             code,
@@ -211,6 +218,8 @@ async fn check(
 struct Gate {
     agent: GateAgent,
     json: bool,
+    /// The guard's screen (`--screen`), told after each decision is printed.
+    screen: Option<menjin_web::screen::Screen>,
     /// Where the scanner's images are (`[scanner] spool`); none: only code texts.
     spool: Option<Spool>,
 }
@@ -231,7 +240,22 @@ impl Gate {
             })
     }
 
-    fn show(&self, line: usize, d: &Decision, plate: Option<&str>) {
+    /// Prints the decision, then draws it on the screen: the guard's terminal and the
+    /// turnstile's line first, the screen after.
+    fn show(&self, line: usize, d: &Decision, temperature_dc: i16, plate: Option<&str>) {
+        self.print(line, d, plate);
+        if let Some(screen) = &self.screen {
+            screen.show(&menjin_web::screen::Shown {
+                answer: d.answer.clone(),
+                temperature_dc,
+                offline: d.offline,
+                degraded: d.degraded,
+                plate: plate.map(str::to_string),
+            });
+        }
+    }
+
+    fn print(&self, line: usize, d: &Decision, plate: Option<&str>) {
         if self.json {
             print_line(&DecisionLine::new(line, d, plate));
             return;
@@ -270,7 +294,7 @@ impl Gate {
             match self.check(code, *t, Some(plate)).await {
                 Ok(d) => {
                     all_allowed &= d.answer.allowed;
-                    self.show(*l, &d, Some(plate));
+                    self.show(*l, &d, *t, Some(plate));
                 }
                 Err(why) => {
                     all_allowed = false;
@@ -315,6 +339,9 @@ impl Gate {
     }
 
     fn notice(&self, n: &Notice) {
+        if let Some(screen) = &self.screen {
+            screen.conditions(|c| screen_conditions(c, n));
+        }
         if self.json {
             print_line(&NoticeLine::from(n));
             return;
@@ -373,6 +400,60 @@ impl Gate {
     }
 }
 
+/// What a notice changes on the guard's screen.
+pub(crate) fn screen_conditions(c: &mut menjin_web::screen::Conditions, n: &Notice) {
+    match n {
+        Notice::Online { .. } => c.offline = false,
+        Notice::Offline { .. } => c.offline = true,
+        Notice::Degraded { silent_s } => c.degraded_s = Some(*silent_s),
+        Notice::Recovered => c.degraded_s = None,
+        Notice::ClockSkew { skew_ms } => c.clock_skew_ms = Some(*skew_ms),
+        Notice::ClockAgrees => c.clock_skew_ms = None,
+        Notice::BufferAlarm { pending, capacity } => c.buffer = Some((*pending, *capacity)),
+        Notice::Uploaded { .. } => c.buffer = None,
+        Notice::Problem { what } => c.problem = Some(printable(what).to_string()),
+        Notice::Lockdown { locked, .. } => c.lockdown = *locked,
+    }
+}
+
+/// `--screen`: the guard's screen served on `listen` until the gate stops; its address is
+/// written to `screen.addr` and logged. Without `--screen`, none.
+async fn start_screen(
+    dir: &GateDir,
+    gate_id: &str,
+    listen: Option<std::net::SocketAddr>,
+) -> Result<Option<(menjin_web::screen::Screen, ScreenTask)>> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
+    let screen = menjin_web::screen::Screen::new(gate_id);
+    let server = menjin_web::screen::ScreenServer::bind(screen.clone(), listen)
+        .with_context(|| format!("gate screen: cannot listen on {listen}"))?;
+    let bound = server.local_addr()?;
+    menjin_store::files::write_public(&dir.screen_addr(), format!("{bound}\n").as_bytes())?;
+    tracing::info!(url = %format!("http://{bound}/"), "gate screen");
+    eprintln!("gate screen on http://{bound}/");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Some((screen, ScreenTask { stop, task })))
+}
+
+/// The screen's server, stopped and drained at the gate's end.
+struct ScreenTask {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScreenTask {
+    async fn stop(self, dir: &GateDir) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        let _ = std::fs::remove_file(dir.screen_addr());
+    }
+}
+
 /// `36.6 <scan>`: the temperature and the scanned field, trimmed.
 fn split_person(line: &str) -> Result<(i16, &str), String> {
     let (t, code) = line
@@ -383,14 +464,25 @@ fn split_person(line: &str) -> Result<(i16, &str), String> {
 }
 
 /// `gate run`: decisions for the lines of a scanner until standard input ends.
-async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
+async fn run_daemon(
+    dir: GateDir,
+    json: bool,
+    screen: Option<std::net::SocketAddr>,
+) -> Result<ExitCode> {
     let cfg = dir.read_config()?;
     let key = ed25519_dalek::SigningKey::from_bytes(&read_secret(&dir.key())?);
     let root = menjin_proto::keys::parse_public_key_hex(&cfg.root_public_key)?;
     let spool = cfg.scanner.spool.as_deref().map(Spool::open).transpose();
     let spool = spool.map_err(|why| anyhow::anyhow!("{}: {why}", dir.config().display()))?;
+    let screen = start_screen(&dir, &cfg.gate_id, screen).await?;
     let (agent, mut notices) = GateAgent::start(cfg, key, root, &dir.cache())?;
-    let mut gate = Gate { agent, json, spool };
+    let (screen, screen_task) = screen.unzip();
+    let mut gate = Gate {
+        agent,
+        json,
+        screen,
+        spool,
+    };
     gate.agent
         .wait_online(std::time::Duration::from_millis(START_WAIT_MS))
         .await;
@@ -460,11 +552,14 @@ async fn run_daemon(dir: GateDir, json: bool) -> Result<ExitCode> {
             continue;
         }
         match gate.check(&code, t, None).await {
-            Ok(a) => gate.show(n, &a, None),
+            Ok(a) => gate.show(n, &a, t, None),
             Err(why) => gate.problem(n, &why),
         }
     }
     gate.finish(n, &mut notices).await;
+    if let Some(task) = screen_task {
+        task.stop(&dir).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

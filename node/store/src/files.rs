@@ -806,6 +806,11 @@ impl GateDir {
     pub fn cache(&self) -> PathBuf {
         self.0.join("cache")
     }
+    /// Written by `gate run --screen` while it runs: the address the guard's screen
+    /// listens on.
+    pub fn screen_addr(&self) -> PathBuf {
+        self.0.join("screen.addr")
+    }
     /// Reads and checks `gate.toml`: every value in range before the gate starts.
     ///
     /// # Errors

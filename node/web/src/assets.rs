@@ -6,8 +6,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::App;
-
 /// htmx 2.0.11 as published on npm (`npm pack htmx.org@2`, `dist/htmx.min.js`).
 const HTMX: &[u8] = include_bytes!("../assets/htmx-2.0.11.min.js");
 /// htmx's SSE extension 2.2.4 as published on npm (`npm pack htmx-ext-sse@2`,
@@ -21,8 +19,11 @@ const PASS_PAGE: &[u8] = include_bytes!("../assets/pass-page.css");
 /// (views/homes.rs).
 const SLIPS: &[u8] = include_bytes!("../assets/slips.css");
 const PRINT: &[u8] = include_bytes!("../assets/print.js");
+/// The guard's screen at the gate (`screen.rs`): kiosk-sized, readable from two metres.
+const SCREEN: &[u8] = include_bytes!("../assets/screen.css");
 
-pub(crate) fn routes() -> Router<App> {
+/// The assets' route, for the node's pages (`App`) and the gate's screen alike.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/assets/{name}", get(asset).layer(crate::compress()))
 }
 
@@ -40,6 +41,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "pass-page.css" => (PASS_PAGE, "text/css; charset=utf-8"),
         "slips.css" => (SLIPS, "text/css; charset=utf-8"),
         "print.js" => (PRINT, "text/javascript; charset=utf-8"),
+        "screen.css" => (SCREEN, "text/css; charset=utf-8"),
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
     (

@@ -342,6 +342,33 @@ pub(crate) struct Text {
     pub(crate) why_new_declaration: &'static str,
     pub(crate) why_health_list: &'static str,
     pub(crate) why_consent_withdrawn: &'static str,
+    /// The guard's screen at the gate (`screen.rs`).
+    pub(crate) screen: ScreenWords,
+}
+
+/// The guard's screen's own words (`screen.rs`); reasons, kinds and homes are the pages'.
+pub(crate) struct ScreenWords {
+    pub(crate) title: &'static str,
+    pub(crate) allow: &'static str,
+    pub(crate) deny: &'static str,
+    pub(crate) waiting: &'static str,
+    pub(crate) recent: &'static str,
+    pub(crate) temperature: &'static str,
+    pub(crate) fever: &'static str,
+    pub(crate) passback: &'static str,
+    pub(crate) photo: &'static str,
+    pub(crate) vehicle: &'static str,
+    pub(crate) alone: &'static str,
+    pub(crate) alone_degraded: &'static str,
+    pub(crate) offline: &'static str,
+    /// `{s}`: seconds since the node was last heard.
+    pub(crate) degraded: &'static str,
+    /// `{s}`: the skew in seconds.
+    pub(crate) clock: &'static str,
+    /// `{n}` events waiting of `{c}`.
+    pub(crate) buffer: &'static str,
+    pub(crate) lockdown: &'static str,
+    pub(crate) problem: &'static str,
 }
 
 impl Text {
@@ -813,6 +840,26 @@ pub(crate) static ZH: Text = Text {
     why_new_declaration: "新的申报：",
     why_health_list: "街道健康名单：",
     why_consent_withdrawn: "邀请已撤回",
+    screen: ScreenWords {
+        title: "门岗屏幕",
+        allow: "准许通行",
+        deny: "禁止通行",
+        waiting: "等待扫码",
+        recent: "最近",
+        temperature: "体温",
+        fever: "发热：请引导到健康点",
+        passback: "此码进入后未出：请核对本人",
+        photo: "请与通行证照片核对面容",
+        vehicle: "车辆",
+        alone: "本门岗独立判定（节点离线）",
+        alone_degraded: "本门岗独立判定（降级模式）",
+        offline: "节点离线：本门岗独立判定",
+        degraded: "降级模式：已 {s} 秒未收到节点消息，访客一律拒绝",
+        clock: "时钟偏差 {s} 秒：以节点时间为准",
+        buffer: "离线缓存将满：{n} / {c} 条待上传，请尽快恢复节点",
+        lockdown: "社区封控中",
+        problem: "门岗缓存有问题",
+    },
 };
 
 pub(crate) static EN: Text = Text {
@@ -1166,6 +1213,26 @@ pub(crate) static EN: Text = Text {
     why_new_declaration: "new declaration: ",
     why_health_list: "district health list: ",
     why_consent_withdrawn: "consent withdrawn",
+    screen: ScreenWords {
+        title: "Gate screen",
+        allow: "ALLOW",
+        deny: "DENY",
+        waiting: "Waiting for a scan",
+        recent: "Recent",
+        temperature: "Temperature",
+        fever: "Fever: send to the health post",
+        passback: "This code went in and never came out: check the person",
+        photo: "Compare the face with the pass photo",
+        vehicle: "Vehicle",
+        alone: "Decided by this gate alone (node offline)",
+        alone_degraded: "Decided by this gate alone (degraded mode)",
+        offline: "Node offline: this gate decides alone",
+        degraded: "Degraded mode: no word from the node for {s} s, visitors refused",
+        clock: "Clock off by {s} s: decisions use the node's time",
+        buffer: "Offline buffer filling: {n} of {c} events wait for upload, get the node back",
+        lockdown: "Community locked down",
+        problem: "Problem in the gate's cache",
+    },
 };
 
 #[cfg(test)]

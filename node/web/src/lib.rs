@@ -7,6 +7,10 @@
 //! a state-changing request without its CSRF token or from another site; load anything from
 //! the internet; show a home anything of another home; reach the node other than through
 //! `menjin_community::Node`'s operations.
+//!
+//! The gate device's screen for the guard (`screen`) is served from here too, with the same
+//! assets, words and headers; it knows nothing of the node (the CLI feeds it the gate's
+//! decisions).
 
 #![warn(unreachable_pub, missing_docs, unused_crate_dependencies)]
 
@@ -15,6 +19,7 @@ mod i18n;
 mod limit;
 mod live;
 mod qr;
+pub mod screen;
 mod security;
 mod session;
 pub mod tls;

@@ -319,3 +319,4 @@ mod live;
 mod office;
 mod records;
 mod resident;
+mod screen;

@@ -17,6 +17,7 @@ use menjin_store::files::{NodeDir, read_signing_key};
 use crate::form::now_secs;
 use menjin_harness::{LocalDistrict, LocalGate, LocalHub, LocalNode, person};
 
+mod screen;
 mod serve;
 
 /// `menjin demo [--serve [ADDR]]`.

@@ -1,6 +1,7 @@
 //! `menjin demo --serve`: the main community's pages on loopback after the story, so a
 //! newcomer can try every page in a browser: household codes for a few homes, a clerk's and
-//! a head's login, the URL of each page. Stops at Ctrl-C.
+//! a head's login, the URL of each page; and one gate's screen for the guard
+//! (`super::screen`), fed by lines typed here. Stops at Ctrl-C.
 
 use std::net::SocketAddr;
 
@@ -44,6 +45,7 @@ pub async fn pages(node: &LocalNode, listen: SocketAddr) -> Result<()> {
     let server = menjin_web::WebServer::bind(node.node.clone(), listen, None)
         .map_err(|e| anyhow::anyhow!("cannot serve the pages on {listen}: {e}"))?;
     let addr = server.local_addr()?;
+    let kiosk = super::screen::Kiosk::start(node, listen).await?;
     // Listening for Ctrl-C before the URL is printed: a SIGINT right after it must stop the
     // district, not kill the process.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -69,6 +71,12 @@ pub async fn pages(node: &LocalNode, listen: SocketAddr) -> Result<()> {
     println!(
         "    /staff/progress, /staff/people, /staff/gatelog, /staff/lockdown (head), /staff/audit (head)"
     );
+    println!(
+        "guard screen of gate kiosk-1 (a kiosk, 1024x600 and up): http://{}/",
+        kiosk.addr
+    );
+    println!("  scan at kiosk-1 by typing here: <temperature> <code>, e.g.");
+    println!("    36.6 {}", kiosk.code);
     println!("Ctrl-C stops the district.");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {
@@ -77,5 +85,6 @@ pub async fn pages(node: &LocalNode, listen: SocketAddr) -> Result<()> {
     let _ = interrupt.recv().await;
     let _ = stop.send(());
     let _ = serving.await;
+    kiosk.stop().await;
     Ok(())
 }

@@ -105,8 +105,13 @@ pub struct Applied {
     pub version: u64,
     /// The lockdown as that version says.
     pub lockdown: GateLockdown,
-    /// When it was applied (flushed to the cache); `None` for what the cache held at start.
+    /// When this version was first applied (flushed to the cache): a heartbeat or a
+    /// snapshot of the same version later leaves it as it was. `None` for what the cache
+    /// held at start.
     pub at: Option<std::time::Instant>,
+    /// When this lockdown (state and epoch) was first applied, whatever versions followed;
+    /// `None` for what the cache held at start.
+    pub lockdown_at: Option<std::time::Instant>,
 }
 
 /// A decision, with how it was reached. Not serializable, as [`Notice`].
@@ -259,6 +264,7 @@ impl GateAgent {
             version: cache.trust().version,
             lockdown: cache.trust().lockdown.clone(),
             at: None,
+            lockdown_at: None,
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -671,10 +677,11 @@ impl GateAgent {
                     version: cache.trust().version,
                     lockdown: cache.trust().lockdown.clone(),
                     at: Some(std::time::Instant::now()),
+                    lockdown_at: Some(std::time::Instant::now()),
                 })
             })
             .await?;
-            let applied = match applied {
+            let mut applied = match applied {
                 Ok(a) => a,
                 Err(CacheError::Cert(why)) => {
                     self.notice(Notice::Problem {
@@ -712,7 +719,17 @@ impl GateAgent {
                     reason: applied.lockdown.reason.clone(),
                 });
             }
-            let version_changed = applied.version != self.inner.applied.borrow().version;
+            let version_changed = {
+                // The first time counts: what a frame repeats keeps its earlier instant.
+                let last = self.inner.applied.borrow();
+                if applied.version == last.version && last.at.is_some() {
+                    applied.at = last.at;
+                }
+                if applied.lockdown == last.lockdown && last.lockdown_at.is_some() {
+                    applied.lockdown_at = last.lockdown_at;
+                }
+                applied.version != last.version
+            };
             self.inner.applied.send_replace(applied.clone());
             if version_changed || first {
                 self.ack(&client, &applied).await?;

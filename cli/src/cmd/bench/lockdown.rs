@@ -111,13 +111,24 @@ pub async fn run(shape: Shape, json: bool) -> Result<ExitCode> {
     let hub_dir = district.create_hub("bench district")?;
     let hub = HubProcess::start(&hub_dir, &district.base.join("hub.log")).await?;
     let idhash = IdHashKey(read_secret(&hub_dir.idhash_key())?);
-    let hub_console = hub.console().await?;
+    let enrol_console = hub.console().await?;
     let mut communities = Vec::new();
     for n in 0..nodes {
         communities.push(
-            Community::start(&district, &hub_console, hub.addr, n, gates_per_node, rounds).await?,
+            Community::start(
+                &district,
+                &enrol_console,
+                hub.addr,
+                n,
+                gates_per_node,
+                rounds,
+            )
+            .await?,
         );
     }
+    // A console left idle through a long setup on a loaded machine may have timed out (a
+    // 200-node run lost it): the rounds get a fresh one.
+    enrol_console.close().await;
     let total_gates = nodes * gates_per_node;
     for c in &communities {
         for (agent, _) in &c.gates {
@@ -131,6 +142,7 @@ pub async fn run(shape: Shape, json: bool) -> Result<ExitCode> {
         hub.pid,
         t_setup.elapsed().as_secs_f64()
     ));
+    let hub_console = hub.console().await?;
     let mut samples = Samples::default();
     for round in 0..rounds {
         // Lockdown (even rounds) or lift (odd), for every community at once.

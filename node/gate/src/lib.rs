@@ -114,6 +114,20 @@ pub struct Applied {
     pub lockdown_at: Option<std::time::Instant>,
 }
 
+impl Applied {
+    /// Keeps `last`'s instants for what this repeats (the first time counts, not a
+    /// heartbeat's or a snapshot's of the same state); returns whether the version changed.
+    fn keep_first(&mut self, last: &Applied) -> bool {
+        if self.version == last.version && last.at.is_some() {
+            self.at = last.at;
+        }
+        if self.lockdown == last.lockdown && last.lockdown_at.is_some() {
+            self.lockdown_at = last.lockdown_at;
+        }
+        self.version != last.version
+    }
+}
+
 /// A decision, with how it was reached. Not serializable, as [`Notice`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
@@ -719,17 +733,7 @@ impl GateAgent {
                     reason: applied.lockdown.reason.clone(),
                 });
             }
-            let version_changed = {
-                // The first time counts: what a frame repeats keeps its earlier instant.
-                let last = self.inner.applied.borrow();
-                if applied.version == last.version && last.at.is_some() {
-                    applied.at = last.at;
-                }
-                if applied.lockdown == last.lockdown && last.lockdown_at.is_some() {
-                    applied.lockdown_at = last.lockdown_at;
-                }
-                applied.version != last.version
-            };
+            let version_changed = applied.keep_first(&self.inner.applied.borrow());
             self.inner.applied.send_replace(applied.clone());
             if version_changed || first {
                 self.ack(&client, &applied).await?;

@@ -239,6 +239,10 @@ fn response_text(resp: &Response) {
             }
             println!("{} events", events.len());
         }
+        Response::SyncStats(c) => println!(
+            "replication: {} frames ({} bytes) sent, {} frames ({} bytes) received",
+            c.frames_sent, c.bytes_sent, c.frames_received, c.bytes_received
+        ),
         Response::Error { .. } => unreachable!("handled by response"),
     }
 }

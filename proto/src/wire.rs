@@ -454,6 +454,23 @@ pub enum HubRequest {
         /// Why, for the record (may be empty).
         reason: String,
     },
+    /// The hub's replication counters since it started ([`SyncCounters`]): what the
+    /// benches read to tell what a change cost the hub on the wire.
+    SyncStats,
+}
+
+/// Replication frames and bytes a daemon sent and received since it started (the payload,
+/// without the link's framing). Its own message, so the status reply stays as it was.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounters {
+    /// Frames sent to every peer.
+    pub frames_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Frames received and accepted from every peer.
+    pub frames_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
 }
 
 /// What a declaration produced, for the console and the resident's "my declarations".
@@ -670,6 +687,8 @@ pub enum Response {
         /// The code, shown this once: only its keyed hash is kept.
         code: String,
     },
+    /// The hub's replication counters (answer to [`HubRequest::SyncStats`]).
+    SyncStats(SyncCounters),
 }
 
 /// A gate event at the hub, with the community it came from.

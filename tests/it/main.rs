@@ -17,6 +17,7 @@
 //! - `web`: the pages in headless Chromium through the system chromedriver (`web/mod.rs` the
 //!   harness, one file per group of pages).
 //! - `architecture`: the walls between the crates, from `cargo metadata`.
+//! - `bench`: `bench hub` and `bench lockdown` at a small size, their figures' sanity.
 
 // The 100-line limit on functions holds outside tests (STYLE.md); a test reads top to
 // bottom as one story.
@@ -24,6 +25,7 @@
 
 mod architecture;
 mod bad_input;
+mod bench;
 mod check_parity;
 mod config;
 mod crash;

@@ -1,6 +1,8 @@
 //! `menjin bench ...`: figures, never pass/fail on a timing. A run fails only when something
 //! is functionally wrong (a check errors, a valid code is denied, the gate log misses events).
 
+mod hub;
+mod hub_process;
 mod lockdown;
 mod relay;
 mod soak;
@@ -46,7 +48,8 @@ pub enum BenchCmd {
         #[arg(long)]
         offline: bool,
     },
-    /// Lockdowns and revocations from the hub's console to every gate, and after a partition.
+    /// Lockdowns and revocations from the hub's console (the hub in its own process) to
+    /// every gate; what one community's lockdown costs the other nodes; after a partition.
     Lockdown {
         #[arg(long, default_value_t = 20)]
         nodes: usize,
@@ -55,6 +58,9 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
+    /// A district hub at size in its own process: 200 communities' rosters, cold start,
+    /// memory, and gate-log ingest from many node links.
+    Hub(hub::Args),
     /// Concurrent phones declaring through the resident pages (HTTP on loopback).
     Web {
         /// Phones submitting at once, each waiting for its answer before the next: 8 keep
@@ -89,7 +95,15 @@ pub async fn run(cmd: BenchCmd, json: bool) -> Result<ExitCode> {
             nodes,
             gates_per_node,
             rounds,
-        } => lockdown::run(nodes, gates_per_node, rounds, json).await,
+        } => {
+            let shape = lockdown::Shape {
+                nodes,
+                gates_per_node,
+                rounds,
+            };
+            lockdown::run(shape, json).await
+        }
+        BenchCmd::Hub(args) => hub::run(args, json).await,
         BenchCmd::Sync { residents } => sync::run(residents, json).await,
         BenchCmd::Soak(args) => soak::run(args, json).await,
         BenchCmd::Web {
@@ -205,15 +219,9 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
 }
 
 /// CPU time used by this process so far (user and system, all threads), in milliseconds, from
-/// `/proc/self/stat` (Linux; `None` elsewhere). Clock ticks are 100 per second on Linux.
+/// `/proc/self/stat` (Linux; `None` elsewhere).
 fn process_cpu_ms() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ').skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) * 10)
+    hub_process::cpu_ms("/proc/self/stat")
 }
 
 async fn events_logged(console: &menjin_net::client::NodeClient) -> Result<u64> {

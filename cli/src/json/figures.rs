@@ -100,7 +100,18 @@ pub struct BenchLockdown {
     pub gates_per_node: usize,
     /// Command to the hub's answer, milliseconds (median).
     pub hub_answer_p50_ms: f64,
-    /// Lockdowns and lifts, command to gate applied, milliseconds.
+    pub hub_answer_p99_ms: f64,
+    /// The hub process's CPU time (user and system) over the all-community rounds, per
+    /// lockdown, milliseconds; `null` without `/proc`.
+    pub hub_cpu_ms_per_lockdown: Option<f64>,
+    /// The hub process's peak resident memory (VmHWM), MB.
+    pub hub_peak_rss_mb: Option<f64>,
+    /// The hub process's resident memory at the end (VmRSS), MB.
+    pub hub_rss_mb: Option<f64>,
+    /// Replication bytes and frames the hub sent over the all-community rounds, per lockdown.
+    pub hub_sync_bytes_per_lockdown: f64,
+    pub hub_sync_frames_per_lockdown: f64,
+    /// Lockdowns and lifts, command to gate first applied, milliseconds.
     pub lockdown_p50_ms: f64,
     pub lockdown_p99_ms: f64,
     /// All samples (lockdowns and revocations), command to gate applied, milliseconds.
@@ -110,6 +121,8 @@ pub struct BenchLockdown {
     /// Command to the node having it, milliseconds (median).
     pub node_has_it_p50_ms: f64,
     pub nodes: usize,
+    /// One community locked down per round, and what the other nodes got of it.
+    pub one_community: BenchLockdownOne,
     pub p50_ms: f64,
     pub p99_ms: f64,
     /// How long the node's link was cut, milliseconds.
@@ -120,6 +133,40 @@ pub struct BenchLockdown {
     pub rounds: usize,
     /// Samples in all.
     pub samples: usize,
+}
+
+/// The `one_community` phase of `bench lockdown --json`: one community locked down per
+/// round; what it cost the hub, that community's node, and every other node.
+#[derive(Serialize)]
+pub struct BenchLockdownOne {
+    pub hub_cpu_ms_per_lockdown: Option<f64>,
+    pub hub_sync_bytes_per_lockdown: f64,
+    pub hub_sync_frames_per_lockdown: f64,
+    /// Per node over an idle window as long as the phase (`window_ms`): the replica's
+    /// periodic summaries, which reach every node whatever happens.
+    pub idle_node_busy_us: f64,
+    pub idle_node_bytes: f64,
+    pub idle_node_frames: f64,
+    /// What the locked community's node received, per lockdown.
+    pub locked_node_bytes_per_lockdown: u64,
+    pub locked_node_frames_per_lockdown: u64,
+    /// Command to each of its gates first applying it, milliseconds.
+    pub lockdown_p50_ms: f64,
+    pub lockdown_p99_ms: f64,
+    pub missing: usize,
+    /// Feed updates that the other nodes' gates applied during the phase, in all.
+    pub other_gate_updates: u64,
+    /// Per other node over the phase: time taking in the hub's frames (µs), bytes, frames.
+    pub other_node_busy_us: f64,
+    pub other_node_bytes: f64,
+    pub other_node_frames: f64,
+    pub other_nodes: usize,
+    /// Over every other node and the whole phase.
+    pub others_bytes: u64,
+    pub others_frames: u64,
+    pub rounds: usize,
+    /// How long the phase lasted (and the idle window after it), milliseconds.
+    pub window_ms: u64,
 }
 
 /// `bench sync --json`: one community's roster to an empty hub, a revocation, a restart.
@@ -183,4 +230,47 @@ pub struct BenchWeb {
 pub struct PageBytes {
     pub bytes: u64,
     pub page: String,
+}
+
+/// `bench hub --json`: a district hub at size, in its own process.
+#[derive(Serialize)]
+pub struct BenchHub {
+    /// Building the district, seconds; `null` when it was reused.
+    pub build_s: Option<f64>,
+    /// From the spawn to `node.addr` written (every document loaded), milliseconds.
+    pub cold_start_addr_ms: f64,
+    /// From the spawn to the console's status answered, milliseconds.
+    pub cold_start_status_ms: f64,
+    pub communities: usize,
+    /// Communities the hub's status lists.
+    pub communities_held: usize,
+    /// The hub process's peak resident memory (VmHWM) at the end, MB.
+    pub hub_peak_rss_mb: Option<f64>,
+    /// Its resident memory (VmRSS) right after the status answer, MB.
+    pub hub_rss_after_start_mb: Option<f64>,
+    /// Its resident memory at the end, MB.
+    pub hub_rss_mb: Option<f64>,
+    /// Gate-log ingest, batches of 1 then of 100.
+    pub ingest: Vec<BenchHubIngest>,
+    /// Residents per community.
+    pub residents: usize,
+    /// Residents the hub's status counts, all communities.
+    pub residents_held: u64,
+}
+
+/// One ingest phase of `bench hub --json`.
+#[derive(Serialize)]
+pub struct BenchHubIngest {
+    /// Events per `LogBatch`.
+    pub batch: usize,
+    /// From the start to the last acknowledgment, milliseconds.
+    pub elapsed_ms: u64,
+    /// Events acknowledged (each after the hub's flush).
+    pub events_acked: u64,
+    pub events_per_s: f64,
+    pub events_sent: u64,
+    /// The hub process's CPU time per acknowledged event (link set-up included), µs.
+    pub hub_cpu_us_per_event: Option<f64>,
+    /// Node links at once.
+    pub links: usize,
 }

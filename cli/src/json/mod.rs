@@ -582,8 +582,23 @@ pub fn print_response(resp: &wire::Response) {
             code: code.clone(),
             door: door.clone(),
         }),
+        R::SyncStats(c) => print(&SyncCounters {
+            bytes_received: c.bytes_received,
+            bytes_sent: c.bytes_sent,
+            frames_received: c.frames_received,
+            frames_sent: c.frames_sent,
+        }),
         R::Error { kind, message } => print(&Refusal::new(*kind, message)),
     }
+}
+
+/// A hub's replication counters since it started (keys in alphabetical order).
+#[derive(Serialize)]
+pub struct SyncCounters {
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub frames_received: u64,
+    pub frames_sent: u64,
 }
 
 /// `node household issue --json`: the household code, shown this once (keys in alphabetical

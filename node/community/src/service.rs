@@ -520,6 +520,11 @@ impl Node {
         self.roster.mirror_pending()
     }
 
+    /// The hub link's state and counters (what `node status` shows, and the benches read).
+    pub fn hub_link(&self) -> &crate::uplink::LinkStatus {
+        &self.hub_link
+    }
+
     /// The replica, once loaded; `None` while it loads.
     pub fn replica(&self) -> Option<Arc<Replication>> {
         self.mirror.get()

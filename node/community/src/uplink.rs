@@ -98,6 +98,9 @@ impl From<menjin_replication::LinkStepError> for UplinkError {
 pub struct LinkStatus {
     connected: AtomicBool,
     acked: AtomicU64,
+    sync_frames: AtomicU64,
+    sync_bytes: AtomicU64,
+    sync_busy_ns: AtomicU64,
 }
 
 impl LinkStatus {
@@ -108,6 +111,19 @@ impl LinkStatus {
     /// The highest gate-log sequence number the hub has acknowledged (stored and flushed there).
     pub fn acked(&self) -> u64 {
         self.acked.load(Ordering::Relaxed)
+    }
+    /// Replication frames received from the hub since the node started, and their bytes.
+    pub fn sync_received(&self) -> (u64, u64) {
+        (
+            self.sync_frames.load(Ordering::Relaxed),
+            self.sync_bytes.load(Ordering::Relaxed),
+        )
+    }
+    /// Time spent taking in the hub's replication frames since the node started (merging,
+    /// flushing, refreshing the views they changed), nanoseconds: what a district change
+    /// costs this node.
+    pub fn sync_busy_ns(&self) -> u64 {
+        self.sync_busy_ns.load(Ordering::Relaxed)
     }
 }
 
@@ -296,11 +312,20 @@ async fn receive_sync(
         if let Err(e) = node.adopt_from_sync(&repl, &changed) {
             tracing::error!(error = %e, "revocations from the district's roster not taken in");
         }
+        let busy = t.elapsed();
+        let stats = &node.hub_link;
+        stats.sync_frames.fetch_add(1, Ordering::Relaxed);
+        stats
+            .sync_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        stats
+            .sync_busy_ns
+            .fetch_add(busy.as_nanos() as u64, Ordering::Relaxed);
         tracing::debug!(
             len = bytes.len(),
             ?changed,
             recv_us = t_recv.as_micros() as u64,
-            total_us = t.elapsed().as_micros() as u64,
+            total_us = busy.as_micros() as u64,
             "sync frame from the hub"
         );
         Ok::<_, menjin_replication::LinkStepError>(())

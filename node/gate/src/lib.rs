@@ -105,8 +105,27 @@ pub struct Applied {
     pub version: u64,
     /// The lockdown as that version says.
     pub lockdown: GateLockdown,
-    /// When it was applied (flushed to the cache); `None` for what the cache held at start.
+    /// When this version was first applied (flushed to the cache): a heartbeat or a
+    /// snapshot of the same version later leaves it as it was. `None` for what the cache
+    /// held at start.
     pub at: Option<std::time::Instant>,
+    /// When this lockdown (state and epoch) was first applied, whatever versions followed;
+    /// `None` for what the cache held at start.
+    pub lockdown_at: Option<std::time::Instant>,
+}
+
+impl Applied {
+    /// Keeps `last`'s instants for what this repeats (the first time counts, not a
+    /// heartbeat's or a snapshot's of the same state); returns whether the version changed.
+    fn keep_first(&mut self, last: &Applied) -> bool {
+        if self.version == last.version && last.at.is_some() {
+            self.at = last.at;
+        }
+        if self.lockdown == last.lockdown && last.lockdown_at.is_some() {
+            self.lockdown_at = last.lockdown_at;
+        }
+        self.version != last.version
+    }
 }
 
 /// A decision, with how it was reached. Not serializable, as [`Notice`].
@@ -259,6 +278,7 @@ impl GateAgent {
             version: cache.trust().version,
             lockdown: cache.trust().lockdown.clone(),
             at: None,
+            lockdown_at: None,
         };
         let inner = Arc::new(Inner {
             cfg,
@@ -671,10 +691,11 @@ impl GateAgent {
                     version: cache.trust().version,
                     lockdown: cache.trust().lockdown.clone(),
                     at: Some(std::time::Instant::now()),
+                    lockdown_at: Some(std::time::Instant::now()),
                 })
             })
             .await?;
-            let applied = match applied {
+            let mut applied = match applied {
                 Ok(a) => a,
                 Err(CacheError::Cert(why)) => {
                     self.notice(Notice::Problem {
@@ -712,7 +733,7 @@ impl GateAgent {
                     reason: applied.lockdown.reason.clone(),
                 });
             }
-            let version_changed = applied.version != self.inner.applied.borrow().version;
+            let version_changed = applied.keep_first(&self.inner.applied.borrow());
             self.inner.applied.send_replace(applied.clone());
             if version_changed || first {
                 self.ack(&client, &applied).await?;

@@ -122,8 +122,12 @@ impl LocalDistrict {
         Ok(dir)
     }
 
-    /// Creates and starts the district hub on a loopback port.
-    pub fn start_hub(&self, name: &str) -> Result<LocalHub> {
+    /// Creates the district hub's directory (`hub/`, listening on a loopback port), not
+    /// running: for a hub run as its own process (`menjin hub run --dir`).
+    ///
+    /// # Errors
+    /// If the directory or its keys cannot be written.
+    pub fn create_hub(&self, name: &str) -> Result<NodeDir> {
         let dir = NodeDir(self.base.join("hub"));
         create_hub(
             &self.district,
@@ -131,6 +135,12 @@ impl LocalDistrict {
             name,
             "127.0.0.1:0".parse().expect("literal"),
         )?;
+        Ok(dir)
+    }
+
+    /// Creates and starts the district hub on a loopback port.
+    pub fn start_hub(&self, name: &str) -> Result<LocalHub> {
+        let dir = self.create_hub(name)?;
         let hub = Hub::open(&dir)?;
         let server = hub.bind("127.0.0.1:0".parse().expect("literal"))?;
         let addr = server.local_addr()?;
@@ -168,14 +178,32 @@ impl LocalDistrict {
         hub: &LocalHub,
         uplink: SocketAddr,
     ) -> Result<LocalNode> {
+        let console = hub.console().await?;
+        let node = self
+            .start_enrolled_node(community, name, &console, uplink)
+            .await;
+        console.close().await;
+        node
+    }
+
+    /// As [`LocalDistrict::start_linked_node_via`], enrolled through `hub_console` (the
+    /// console of a hub anywhere: one run as its own process, say).
+    ///
+    /// # Errors
+    /// If the node cannot be created or started, or the hub refuses its enrolment.
+    pub async fn start_enrolled_node(
+        &self,
+        community: CommunityId,
+        name: &str,
+        hub_console: &NodeClient,
+        uplink: SocketAddr,
+    ) -> Result<LocalNode> {
         let mut node = self.start_node(community, name)?;
         let cert = std::fs::read(node.dir.cert())?;
-        let console = hub.console().await?;
-        match console.request(&HubRequest::EnrolNode { cert }).await? {
+        match hub_console.request(&HubRequest::EnrolNode { cert }).await? {
             Response::Done(_) => {}
             other => bail!("enrolling community {community} at the hub: {other:?}"),
         }
-        console.close().await;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(run_uplink(node.node.clone(), uplink, stopped));
         node.uplink = Some((stop, task));

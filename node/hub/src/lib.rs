@@ -683,6 +683,15 @@ impl Hub {
                 by,
                 reason,
             } => self.revoke_node(community, cert.as_deref(), &by, &reason),
+            HubRequest::SyncStats => Ok(Response::SyncStats(self.replication.read(|r| {
+                let s = r.stats();
+                wire::SyncCounters {
+                    frames_sent: s.frames_sent,
+                    bytes_sent: s.bytes_sent,
+                    frames_received: s.frames_received,
+                    bytes_received: s.bytes_received,
+                }
+            }))),
         };
         result.unwrap_or_else(|(kind, message)| Response::Error { kind, message })
     }

@@ -189,6 +189,7 @@ fn hub_requests() -> Vec<HubRequest> {
             by: "district".into(),
             reason: "laptop stolen".into(),
         },
+        HubRequest::SyncStats,
     ]
 }
 

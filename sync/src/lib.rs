@@ -185,6 +185,6 @@ pub use replica::{
     SNAPSHOT_AFTER_CHUNKS_DEFAULT, STALL_TIMEOUT_MS_DEFAULT, SyncStats, decode_doc,
 };
 pub use roster::{
-    CodeEntry, CodeStatus, RosterBatch, RosterEntry, RosterView, read_code, read_person_entry,
-    read_roster, read_roster_changes, roster_docs_for,
+    CodeEntry, CodeStatus, RosterBatch, RosterEntry, RosterView, SavedShard, read_code,
+    read_person_entry, read_roster, read_roster_changes, roster_docs_for,
 };

@@ -598,8 +598,12 @@ pub fn read_roster_changes(doc: &Automerge, before: &[ChangeHash]) -> RosterView
     view
 }
 
+/// A shard built by [`roster_docs_for`]: its id, its compressed document, its heads.
+pub type SavedShard = (DocId, Vec<u8>, Vec<automerge::ChangeHash>);
+
 /// Builds a community's roster documents from scratch, one commit per shard, and returns
-/// each shard's compressed document (what [`crate::Replica::load_doc`] takes as a snapshot).
+/// each shard's compressed document (what [`crate::Replica::load_doc`] takes as a snapshot)
+/// with its heads (what a store keeps beside it, see [`crate::Persist::Snapshot`]).
 /// For benchmarks and bulk imports: 30,000 residents take a fraction of a second in a
 /// release build, where one commit per resident would take seconds.
 ///
@@ -612,7 +616,7 @@ pub fn roster_docs_for(
     persons: &[RosterEntry],
     codes: &[CodeEntry],
     time: UnixTime,
-) -> Result<Vec<(DocId, Vec<u8>)>, WriteError> {
+) -> Result<Vec<SavedShard>, WriteError> {
     let mut by_shard: BTreeMap<DocId, RosterBatch> = BTreeMap::new();
     for p in persons {
         by_shard
@@ -648,7 +652,7 @@ pub fn roster_docs_for(
             },
         )
         .map_err(|f| WriteError::Automerge(f.error.to_string()))?;
-        out.push((doc_id, doc.save()));
+        out.push((doc_id, doc.save(), doc.get_heads()));
     }
     Ok(out)
 }

@@ -27,7 +27,7 @@ fn node_with(n: u64) -> (Replica, Store, usize) {
     let (persons, codes) = community(n);
     let t = Instant::now();
     let docs = roster_docs_for(7, 16, &persons, &codes, T0).unwrap();
-    let bytes: usize = docs.iter().map(|(_, b)| b.len()).sum();
+    let bytes: usize = docs.iter().map(|(_, b, _)| b.len()).sum();
     println!(
         "{n} residents: built 16 shards in {:.0} ms, {bytes} bytes saved ({:.1} B per resident with a code)",
         t.elapsed().as_secs_f64() * 1e3,
@@ -35,7 +35,7 @@ fn node_with(n: u64) -> (Replica, Store, usize) {
     );
     let mut node = Replica::new(Role::Node(7), 1, Config::default());
     let mut store = Store::default();
-    for (doc, b) in docs {
+    for (doc, b, _) in docs {
         node.load_doc(doc, Some(&b), &[]).unwrap();
         store.snapshots.insert(doc, b);
     }

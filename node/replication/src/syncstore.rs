@@ -475,8 +475,8 @@ mod tests {
         let mut out = Vec::new();
         let ops = docs
             .into_iter()
-            .map(|(doc, bytes)| {
-                let heads = Automerge::load(&bytes).unwrap().get_heads();
+            .map(|(doc, bytes, heads)| {
+                assert_eq!(Automerge::load(&bytes).unwrap().get_heads(), heads);
                 out.push((doc, heads.clone()));
                 Persist::Snapshot { doc, bytes, heads }
             })

@@ -196,7 +196,7 @@ fn build(dir: &Path, communities: usize, residents: usize) -> Result<()> {
         let docs = roster_docs_for(community, shards, &persons, &codes, now)?;
         store.write(
             docs.into_iter()
-                .map(|(doc, bytes)| Persist::Snapshot { doc, bytes })
+                .map(|(doc, bytes, heads)| Persist::Snapshot { doc, bytes, heads })
                 .collect(),
         )?;
     }

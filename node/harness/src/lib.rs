@@ -142,19 +142,7 @@ impl LocalDistrict {
     pub fn start_hub(&self, name: &str) -> Result<LocalHub> {
         let dir = self.create_hub(name)?;
         let hub = Hub::open(&dir)?;
-        let server = hub.bind("127.0.0.1:0".parse().expect("literal"))?;
-        let addr = server.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        Ok(LocalHub {
-            dir,
-            hub,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        LocalHub::serve(dir, hub, "127.0.0.1:0".parse().expect("literal"))
     }
 
     /// Creates and starts a node linked to `hub`: enrolled at the hub through its console,
@@ -386,7 +374,13 @@ impl LocalHub {
                 Err(e) => return Err(e.into()),
             }
         };
+        LocalHub::serve(dir, hub, addr)
+    }
+
+    /// Binds `hub` on `addr` and serves it until [`LocalHub::stop`].
+    fn serve(dir: NodeDir, hub: Arc<Hub>, addr: SocketAddr) -> Result<LocalHub> {
         let server = hub.bind(addr)?;
+        let addr = server.local_addr()?;
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;

@@ -154,11 +154,13 @@ impl RosterIndex {
                 })
                 .collect()
         });
-        // A few shards at a time: decoded shards are dropped again by the hub's idle timer.
+        // A few shards at a time, each dropped from memory again once indexed: a hub of an
+        // older version would otherwise hold every roster decoded after its first start.
         for chunk in behind.chunks(64) {
             repl.warm(chunk)
                 .map_err(|e| sled::Error::Unsupported(e.to_string()))?;
             self.update(repl, chunk)?;
+            repl.cool(chunk);
         }
         Ok(behind.len())
     }

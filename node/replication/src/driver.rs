@@ -422,6 +422,13 @@ impl Replication {
         }
     }
 
+    /// Turns `docs` cold now where [`Replica::cool`] allows it (a pass that decoded many
+    /// shards to read them once); returns how many.
+    pub fn cool(&self, docs: &[DocId]) -> usize {
+        self.run(None, |r| docs.iter().filter(|d| r.cool(**d)).count())
+            .unwrap_or_else(|e| unreachable!("a call without a peer re-raises its panic: {e}"))
+    }
+
     /// Turns cold the warm roster shards not needed for `idle` (see [`Replica::cool`]: only
     /// those saved and not under way); returns how many. A shard warm since the start counts
     /// from the first call.
